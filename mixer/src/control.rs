@@ -1,0 +1,221 @@
+//! The control protocol between `costream serve` and a `costream mixer` child process.
+//!
+//! One JSON object per line: serve writes [`Command`]s to the child's stdin, the child writes
+//! [`Event`]s to its stdout. Logs go to stderr, never stdout, so the event stream stays parseable.
+//! Media never crosses this channel: it arrives as RTP over UDP on the ports the mixer reports
+//! in [`Event::InputReady`].
+
+use serde::{Deserialize, Serialize};
+
+/// Output video settings of one room's mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoSpec {
+    /// Canvas width in pixels (even).
+    pub width: u32,
+    /// Canvas height in pixels (even).
+    pub height: u32,
+    /// Frames per second of the output.
+    pub fps: u32,
+    /// x264 target bitrate in kbit/s (CBR).
+    pub bitrate_kbps: u32,
+}
+
+impl Default for VideoSpec {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            bitrate_kbps: 2500,
+        }
+    }
+}
+
+/// One RTMP destination. `url` holds the stream key, so it is a secret: Debug redacts it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputSpec {
+    /// Stable id chosen by serve (e.g. "out0"); events refer to the output by it.
+    pub output_id: String,
+    /// `rtmp://` or `rtmps://` URL including application and stream key.
+    pub url: String,
+}
+
+impl std::fmt::Debug for OutputSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputSpec")
+            .field("output_id", &self.output_id)
+            .field("url", &crate::redact::redact_url(&self.url))
+            .finish()
+    }
+}
+
+/// Media kind of one RTP input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// Codec of one RTP input, as negotiated with the publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    Vp8,
+    H264,
+    Opus,
+}
+
+impl Codec {
+    pub fn kind(self) -> MediaKind {
+        match self {
+            Codec::Vp8 | Codec::H264 => MediaKind::Video,
+            Codec::Opus => MediaKind::Audio,
+        }
+    }
+}
+
+/// serve → mixer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Build the pipeline and start pushing to every output. Sent once, first.
+    Start {
+        video: VideoSpec,
+        outputs: Vec<OutputSpec>,
+    },
+    /// A new RTP stream to mix. The mixer binds a UDP port for it and answers `InputReady`.
+    AddInput {
+        /// Unique per input (one per track), chosen by serve.
+        input_id: String,
+        /// Inputs with the same participant share one tile (video) and are mixed (audio).
+        participant_id: String,
+        /// Display name of the participant (for later labels); may be empty.
+        #[serde(default)]
+        display_name: String,
+        codec: Codec,
+        /// RTP payload type negotiated with the publisher.
+        payload_type: u8,
+        /// RTP clock rate (90000 for video, 48000 for Opus).
+        clock_rate: u32,
+    },
+    /// Stop mixing an input; its tile disappears and the layout closes up.
+    RemoveInput { input_id: String },
+    /// Send EOS, stop every output, exit 0.
+    Shutdown,
+}
+
+/// State of one RTMP output, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputState {
+    Idle,
+    Connecting,
+    Live,
+    Reconnecting,
+    Failed,
+}
+
+/// mixer → serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The pipeline is PLAYING (answer to `Start`).
+    Ready,
+    /// The mixer listens for this input's RTP on `127.0.0.1:rtp_port` (UDP).
+    InputReady { input_id: String, rtp_port: u16 },
+    /// The input's element chain is gone (answer to `RemoveInput`).
+    InputRemoved { input_id: String },
+    /// A decoder needs a keyframe from this input (new input, loss, decode error). Throttled by
+    /// the mixer; serve turns it into an RTCP PLI to the publisher.
+    KeyframeRequest { input_id: String },
+    /// An output changed state. `bytes_sent` counts bytes written to the RTMP connection (the
+    /// larger of rtmp2sink's written and acknowledged counters: nginx-rtmp acknowledges only
+    /// once per 5 MB window, far too coarse for progress).
+    Output {
+        output_id: String,
+        state: OutputState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        bytes_sent: u64,
+    },
+    /// Periodic liveness and progress (about once a second).
+    Heartbeat {
+        /// Video frames the encoder has produced since start.
+        frames_out: u64,
+        /// Per output: bytes written so far (see `Event::Output`).
+        outputs: Vec<OutputBytes>,
+    },
+    /// The mixer cannot go on (e.g. a missing GStreamer element); it exits after this.
+    Fatal { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputBytes {
+    pub output_id: String,
+    pub bytes_sent: u64,
+}
+
+/// Encodes one message as a JSON line (with the trailing newline).
+pub fn encode_line<T: Serialize>(msg: &T) -> String {
+    // Serializing these plain enums cannot fail: no maps with non-string keys, no floats.
+    let mut line = serde_json::to_string(msg).expect("control message serializes");
+    line.push('\n');
+    line
+}
+
+/// Decodes one JSON line.
+pub fn decode_line<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_str(line.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip_as_tagged_json() {
+        let cmd = Command::AddInput {
+            input_id: "p1-video".into(),
+            participant_id: "p1".into(),
+            display_name: "Ann".into(),
+            codec: Codec::Vp8,
+            payload_type: 96,
+            clock_rate: 90_000,
+        };
+        let line = encode_line(&cmd);
+        assert!(line.ends_with('\n'));
+        assert!(line.contains(r#""type":"add_input""#), "{line}");
+        assert!(line.contains(r#""codec":"vp8""#), "{line}");
+        assert_eq!(decode_line::<Command>(&line).unwrap(), cmd);
+    }
+
+    #[test]
+    fn events_round_trip_and_omit_empty_reason() {
+        let ev = Event::Output {
+            output_id: "out0".into(),
+            state: OutputState::Live,
+            reason: None,
+            bytes_sent: 42,
+        };
+        let line = encode_line(&ev);
+        assert!(!line.contains("reason"), "{line}");
+        assert_eq!(decode_line::<Event>(&line).unwrap(), ev);
+    }
+
+    #[test]
+    fn output_spec_debug_hides_the_stream_key() {
+        let spec = OutputSpec {
+            output_id: "out0".into(),
+            url: "rtmp://cdn.example/live/sk_secret123".into(),
+        };
+        let shown = format!("{spec:?}");
+        assert!(!shown.contains("sk_secret123"), "{shown}");
+    }
+
+    #[test]
+    fn unknown_command_is_an_error_not_a_panic() {
+        assert!(decode_line::<Command>(r#"{"type":"explode"}"#).is_err());
+        assert!(decode_line::<Command>("not json").is_err());
+    }
+}

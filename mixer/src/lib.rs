@@ -1,0 +1,26 @@
+//! costream-mixer: everything GStreamer. One `costream mixer` process per live room receives the
+//! room's RTP inputs, composites and mixes them, encodes once and pushes FLV over RTMP to every
+//! output. serve drives it with the [`control`] protocol over stdio ([`process::run_stdio`]);
+//! tests drive a [`Mixer`] in-process.
+
+pub mod bus;
+pub mod control;
+pub mod error;
+mod gst_util;
+pub mod inputs;
+pub mod keyframe;
+pub mod layout;
+pub mod mixer;
+pub mod output_state;
+mod outputs;
+mod pipeline;
+pub mod process;
+pub mod redact;
+pub mod retry;
+pub mod synth;
+
+pub use error::MixerError;
+pub use inputs::InputSpec;
+pub use mixer::Mixer;
+pub use process::run_stdio;
+pub use synth::{EncodedFrame, SynthVideo, SynthVideoSpec};

@@ -1,0 +1,421 @@
+//! The mixer handle: owns one room's pipeline, applies commands, and runs a watcher thread that
+//! turns bus messages, output statistics and keyframe requests into [`Event`]s.
+//!
+//! Locking: GStreamer streaming threads never take `State`'s lock (probes only count or send on
+//! channels), so holding it while changing element states cannot deadlock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use crate::bus::{classify_error, ErrorAction};
+use crate::control::{Event, MediaKind, OutputBytes, OutputSpec, OutputState, VideoSpec};
+use crate::error::MixerError;
+use crate::gst_util::{force_key_unit_event, object_path, set_state_bounded};
+use crate::inputs::{InputBranch, InputSpec};
+use crate::keyframe::KeyframeThrottle;
+use crate::layout::grid;
+use crate::output_state::OutputEffect;
+use crate::outputs::OutputBranch;
+use crate::pipeline::{build_core, pin_base_time, Core};
+
+/// How often output statistics are polled (Live detection, stall detection, byte counts).
+const STATS_INTERVAL: Duration = Duration::from_millis(500);
+/// At most one keyframe request per input per this interval.
+const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A running room mix. Dropping it stops the pipeline (no orphan keeps pushing).
+pub struct Mixer {
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    core: Core,
+    video: VideoSpec,
+    events: Sender<Event>,
+    keyframes_tx: Sender<u64>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// In join order (layout order).
+    inputs: Vec<InputBranch>,
+    next_serial: u64,
+    outputs: Vec<OutputBranch>,
+    throttle: KeyframeThrottle,
+}
+
+impl Mixer {
+    /// Builds the pipeline, adds every output, goes PLAYING. Events (starting with `Ready` and
+    /// one `Output{Connecting}` per output) arrive on the returned receiver.
+    pub fn start(
+        video: VideoSpec,
+        outputs: Vec<OutputSpec>,
+    ) -> Result<(Mixer, Receiver<Event>), MixerError> {
+        gst::init().map_err(|e| MixerError::Init(e.to_string()))?;
+        if video.width < 16 || video.height < 16 || video.width % 2 == 1 || video.height % 2 == 1 {
+            return Err(MixerError::Invalid(format!(
+                "canvas {}x{} must be even and at least 16x16",
+                video.width, video.height
+            )));
+        }
+        if video.fps == 0 || video.bitrate_kbps == 0 {
+            return Err(MixerError::Invalid("fps and bitrate must be > 0".into()));
+        }
+        let core = build_core(&video)?;
+        let now = Instant::now();
+        let mut branches = Vec::new();
+        for (i, spec) in outputs.into_iter().enumerate() {
+            branches.push(OutputBranch::build(
+                &core.pipeline.0,
+                &core.tee,
+                i,
+                spec,
+                now,
+            )?);
+        }
+        let (events, events_rx) = mpsc::channel();
+        let (keyframes_tx, keyframes_rx) = mpsc::channel();
+        pin_base_time(&core.pipeline.0);
+        set_state_bounded(
+            core.pipeline.0.upcast_ref(),
+            gst::State::Playing,
+            Duration::from_secs(10),
+        )?;
+        let _ = events.send(Event::Ready);
+        for b in &branches {
+            let _ = events.send(Event::Output {
+                output_id: b.spec.output_id.clone(),
+                state: OutputState::Connecting,
+                reason: None,
+                bytes_sent: 0,
+            });
+        }
+        let shared = Arc::new(Shared {
+            core,
+            video,
+            events,
+            keyframes_tx,
+            state: Mutex::new(State {
+                inputs: Vec::new(),
+                next_serial: 0,
+                outputs: branches,
+                throttle: KeyframeThrottle::new(KEYFRAME_INTERVAL),
+            }),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("mixer-watch".into())
+                .spawn(move || watch(&shared, &stop, &keyframes_rx))
+                .map_err(|e| MixerError::Gst(format!("spawn watcher: {e}")))?
+        };
+        Ok((
+            Mixer {
+                shared,
+                stop,
+                watcher: Some(watcher),
+            },
+            events_rx,
+        ))
+    }
+
+    /// Adds an RTP input; returns its UDP port (also reported as `InputReady`) and asks the
+    /// publisher for a keyframe so the picture appears at once.
+    pub fn add_input(&self, spec: InputSpec) -> Result<u16, MixerError> {
+        let sh = &self.shared;
+        let mut st = sh.lock();
+        if st.inputs.iter().any(|i| i.spec.input_id == spec.input_id) {
+            return Err(MixerError::Input {
+                input_id: spec.input_id,
+                reason: "already added".into(),
+            });
+        }
+        let aggregator = match spec.codec.kind() {
+            MediaKind::Video => &sh.core.compositor,
+            MediaKind::Audio => &sh.core.audiomixer,
+        };
+        let serial = st.next_serial;
+        st.next_serial += 1;
+        let input_id = spec.input_id.clone();
+        let branch = InputBranch::start(
+            &sh.core.pipeline.0,
+            aggregator,
+            serial,
+            spec,
+            sh.keyframes_tx.clone(),
+        )
+        .map_err(|e| match e {
+            MixerError::Input { reason, .. } => MixerError::Input {
+                input_id: input_id.clone(),
+                reason,
+            },
+            other => other,
+        })?;
+        let port = branch.port;
+        let kind = branch.kind();
+        st.inputs.push(branch);
+        sh.relayout(&st);
+        tracing::info!(input = %input_id, port, "input added");
+        sh.emit(Event::InputReady {
+            input_id: input_id.clone(),
+            rtp_port: port,
+        });
+        if kind == MediaKind::Video && st.throttle.allow(&input_id, Instant::now()) {
+            sh.emit(Event::KeyframeRequest { input_id });
+        }
+        Ok(port)
+    }
+
+    /// Removes an input; its tile disappears and the layout closes up.
+    pub fn remove_input(&self, input_id: &str) -> Result<(), MixerError> {
+        let mut st = self.shared.lock();
+        let pos = st
+            .inputs
+            .iter()
+            .position(|i| i.spec.input_id == input_id)
+            .ok_or_else(|| MixerError::Input {
+                input_id: input_id.into(),
+                reason: "no such input".into(),
+            })?;
+        self.shared.drop_input(&mut st, pos);
+        Ok(())
+    }
+
+    /// The periodic progress report.
+    pub fn heartbeat(&self) -> Event {
+        let st = self.shared.lock();
+        Event::Heartbeat {
+            frames_out: self.shared.core.frames_out.load(Ordering::Relaxed),
+            outputs: st
+                .outputs
+                .iter()
+                .map(|o| OutputBytes {
+                    output_id: o.spec.output_id.clone(),
+                    bytes_sent: o.tracker.bytes_sent(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Current state of each output (for tests and diagnostics).
+    pub fn output_states(&self) -> Vec<(String, OutputState)> {
+        let st = self.shared.lock();
+        st.outputs
+            .iter()
+            .map(|o| (o.spec.output_id.clone(), o.tracker.state()))
+            .collect()
+    }
+
+    /// Sends EOS so RTMP servers see a clean unpublish, waits (bounded) for it, then stops.
+    pub fn shutdown(mut self) {
+        self.stop_watcher();
+        let pipeline = &self.shared.core.pipeline.0;
+        pipeline.send_event(gst::event::Eos::new());
+        if let Some(bus) = pipeline.bus() {
+            let _ = bus.timed_pop_filtered(
+                gst::ClockTime::from_seconds(2),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            );
+        }
+        let _ = pipeline.set_state(gst::State::Null);
+        tracing::info!("mixer shut down");
+    }
+
+    fn stop_watcher(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.watcher.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Mixer {
+    fn drop(&mut self) {
+        self.stop_watcher();
+        // PipelineGuard sets NULL when the last Arc goes (the watcher's is gone now).
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves branches in a usable state; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, ev: Event) {
+        let _ = self.events.send(ev);
+    }
+
+    /// Applies the grid to every video input in join order.
+    fn relayout(&self, st: &State) {
+        let videos: Vec<&InputBranch> = st
+            .inputs
+            .iter()
+            .filter(|i| i.kind() == MediaKind::Video)
+            .collect();
+        let tiles = grid(self.video.width, self.video.height, videos.len());
+        for (input, tile) in videos.iter().zip(tiles) {
+            input.place(tile);
+        }
+    }
+
+    fn drop_input(&self, st: &mut State, pos: usize) {
+        let branch = st.inputs.remove(pos);
+        let input_id = branch.spec.input_id.clone();
+        branch.remove(&self.core.pipeline.0);
+        st.throttle.forget(&input_id);
+        self.relayout(st);
+        tracing::info!(input = %input_id, "input removed");
+        self.emit(Event::InputRemoved { input_id });
+    }
+
+    fn apply_output_effects(&self, st: &mut State, idx: usize, effects: Vec<OutputEffect>) {
+        for fx in effects {
+            let out = &mut st.outputs[idx];
+            match fx {
+                OutputEffect::Report { state, reason } => {
+                    tracing::info!(output = %out.spec.output_id, ?state, ?reason, "output state");
+                    self.emit(Event::Output {
+                        output_id: out.spec.output_id.clone(),
+                        state,
+                        reason,
+                        bytes_sent: out.tracker.bytes_sent(),
+                    });
+                }
+                OutputEffect::Stop => out.stop(),
+                OutputEffect::Restart => {
+                    out.restart();
+                    // The server must start on a keyframe, not wait up to a GOP.
+                    self.core.encoder.send_event(force_key_unit_event());
+                }
+                OutputEffect::Teardown => out.teardown(&self.core.pipeline.0),
+            }
+        }
+    }
+
+    fn on_error(&self, msg: &gst::message::Error) {
+        let path = msg.src().map(object_path).unwrap_or_default();
+        let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+        // The human-readable part only; the debug string (source file, element path) is logged.
+        let text = msg.error().to_string();
+        tracing::debug!(debug = ?msg.debug(), "error details");
+        let mut st = self.lock();
+        match classify_error(&refs) {
+            ErrorAction::Output(idx) if idx < st.outputs.len() => {
+                let reason = st.outputs[idx].sanitize(&text);
+                tracing::warn!(output = %st.outputs[idx].spec.output_id, %reason, "output error");
+                let fx = st.outputs[idx].tracker.on_error(Instant::now(), reason);
+                self.apply_output_effects(&mut st, idx, fx);
+            }
+            ErrorAction::DropInput(serial) => {
+                if let Some(pos) = st.inputs.iter().position(|i| i.serial == serial) {
+                    tracing::warn!(input = %st.inputs[pos].spec.input_id, error = %text,
+                        "input error, dropping input");
+                    self.drop_input(&mut st, pos);
+                }
+            }
+            _ => {
+                tracing::error!(source = ?refs, error = %text, "fatal pipeline error");
+                self.emit(Event::Fatal {
+                    reason: format!("{}: {}", refs.first().unwrap_or(&"?"), msg.error()),
+                });
+            }
+        }
+    }
+
+    fn poll_outputs(&self, now: Instant) {
+        let mut st = self.lock();
+        for idx in 0..st.outputs.len() {
+            let out = &st.outputs[idx];
+            let acked = out.tracker.is_running().then(|| out.sent());
+            let fx = st.outputs[idx].tracker.tick(now, acked);
+            self.apply_output_effects(&mut st, idx, fx);
+        }
+    }
+
+    fn on_keyframe_request(&self, serial: u64, now: Instant) {
+        let mut st = self.lock();
+        let Some(id) = st
+            .inputs
+            .iter()
+            .find(|i| i.serial == serial)
+            .map(|i| i.spec.input_id.clone())
+        else {
+            return;
+        };
+        if st.throttle.allow(&id, now) {
+            tracing::debug!(input = %id, "keyframe request");
+            self.emit(Event::KeyframeRequest { input_id: id });
+        }
+    }
+}
+
+/// The watcher loop: bus messages, keyframe requests and output polling until `stop` or a
+/// fatal error.
+fn watch(shared: &Shared, stop: &AtomicBool, keyframes: &Receiver<u64>) {
+    let Some(bus) = shared.core.pipeline.0.bus() else {
+        shared.emit(Event::Fatal {
+            reason: "pipeline has no bus".into(),
+        });
+        return;
+    };
+    let mut next_poll = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) {
+            match msg.view() {
+                gst::MessageView::Error(e) => {
+                    shared.on_error(e);
+                    if is_core_error(e) {
+                        return;
+                    }
+                }
+                gst::MessageView::Warning(w) => {
+                    let src = w.src().map(|s| s.name().to_string()).unwrap_or_default();
+                    tracing::warn!(source = %src, warning = %w.error(), "pipeline warning");
+                }
+                gst::MessageView::Eos(_) => {
+                    shared.emit(Event::Fatal {
+                        reason: "pipeline reached end of stream unexpectedly".into(),
+                    });
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        while let Ok(serial) = keyframes.try_recv() {
+            shared.on_keyframe_request(serial, now);
+        }
+        if now >= next_poll {
+            next_poll = now + STATS_INTERVAL;
+            shared.poll_outputs(now);
+        }
+    }
+}
+
+fn is_core_error(e: &gst::message::Error) -> bool {
+    let path = e.src().map(object_path).unwrap_or_default();
+    let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+    classify_error(&refs) == ErrorAction::Fatal
+}
+
+#[cfg(test)]
+mod tests {
+    /// serve-side code may move a Mixer into a thread or share it behind an Arc.
+    #[test]
+    fn mixer_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::Mixer>();
+        assert_send_sync::<crate::synth::SynthVideo>();
+    }
+}

@@ -1,0 +1,250 @@
+//! Pure state machine of one RTMP output: Connecting → Live, errors → Reconnecting with backoff
+//! (only if the URL was ever accepted) or Failed, stall detection. It never touches GStreamer:
+//! the IO side feeds it acked-byte counts and errors and carries out the effects it returns.
+
+use std::time::{Duration, Instant};
+
+use crate::control::OutputState;
+use crate::retry::Backoff;
+
+/// What the IO side must do for this output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputEffect {
+    /// Report a state change.
+    Report {
+        state: OutputState,
+        reason: Option<String>,
+    },
+    /// Stop the branch (block the tee pad, set elements NULL) and keep it for a restart.
+    Stop,
+    /// Bring the stopped branch back (PLAYING) and force a keyframe upstream.
+    Restart,
+    /// Remove the branch for good.
+    Teardown,
+}
+
+#[derive(Debug)]
+pub struct OutputTracker {
+    state: OutputState,
+    backoff: Backoff,
+    stall_timeout: Duration,
+    /// Bytes the current connection must have written before it counts as Live: more than the
+    /// RTMP handshake and connect/publish commands, which also go out when a key is refused.
+    live_threshold: u64,
+    /// Bytes acked by connections that have ended.
+    acked_before: u64,
+    /// Bytes sent on the current connection (rtmp2sink restarts its stats per connection).
+    acked_now: u64,
+    ever_live: bool,
+    attempt: u32,
+    retry_at: Option<Instant>,
+    last_progress: Instant,
+}
+
+impl OutputTracker {
+    pub fn new(
+        now: Instant,
+        backoff: Backoff,
+        stall_timeout: Duration,
+        live_threshold: u64,
+    ) -> Self {
+        Self {
+            state: OutputState::Connecting,
+            backoff,
+            stall_timeout,
+            live_threshold,
+            acked_before: 0,
+            acked_now: 0,
+            ever_live: false,
+            attempt: 0,
+            retry_at: None,
+            last_progress: now,
+        }
+    }
+
+    pub fn state(&self) -> OutputState {
+        self.state
+    }
+
+    /// Bytes sent to the server over all connections.
+    pub fn bytes_sent(&self) -> u64 {
+        self.acked_before + self.acked_now
+    }
+
+    /// Whether the branch is currently running and its sink's stats are worth polling.
+    pub fn is_running(&self) -> bool {
+        matches!(self.state, OutputState::Connecting | OutputState::Live)
+            || (self.state == OutputState::Reconnecting && self.retry_at.is_none())
+    }
+
+    /// Periodic update with the running sink's sent-byte counter (None when not running).
+    pub fn tick(&mut self, now: Instant, acked: Option<u64>) -> Vec<OutputEffect> {
+        let mut fx = Vec::new();
+        if let Some(acked) = acked.filter(|_| self.is_running()) {
+            if acked > self.acked_now {
+                self.acked_now = acked;
+                self.last_progress = now;
+                if self.state != OutputState::Live && acked >= self.live_threshold {
+                    self.state = OutputState::Live;
+                    self.ever_live = true;
+                    self.attempt = 0;
+                    fx.push(OutputEffect::Report {
+                        state: OutputState::Live,
+                        reason: None,
+                    });
+                }
+            } else if self.state == OutputState::Live
+                && now.saturating_duration_since(self.last_progress) >= self.stall_timeout
+            {
+                return self.on_error(now, "stalled: no bytes acknowledged".into());
+            }
+        }
+        if let Some(at) = self.retry_at {
+            if now >= at {
+                self.retry_at = None;
+                self.last_progress = now;
+                fx.push(OutputEffect::Restart);
+            }
+        }
+        fx
+    }
+
+    /// The branch's sink posted an error (or stalled).
+    pub fn on_error(&mut self, now: Instant, reason: String) -> Vec<OutputEffect> {
+        if !self.is_running() {
+            // Late errors from a branch already stopped or failed.
+            return Vec::new();
+        }
+        self.acked_before += self.acked_now;
+        self.acked_now = 0;
+        if !self.ever_live {
+            // The URL or key was never accepted: retrying will not help, say so now.
+            return self.fail(reason);
+        }
+        match self.backoff.delay(self.attempt) {
+            Some(delay) => {
+                self.attempt += 1;
+                self.retry_at = Some(now + delay);
+                let report =
+                    (self.state != OutputState::Reconnecting).then_some(OutputEffect::Report {
+                        state: OutputState::Reconnecting,
+                        reason: Some(reason),
+                    });
+                self.state = OutputState::Reconnecting;
+                std::iter::once(OutputEffect::Stop).chain(report).collect()
+            }
+            None => self.fail(format!("gave up after {} attempts: {reason}", self.attempt)),
+        }
+    }
+
+    fn fail(&mut self, reason: String) -> Vec<OutputEffect> {
+        self.state = OutputState::Failed;
+        self.retry_at = None;
+        vec![
+            OutputEffect::Teardown,
+            OutputEffect::Report {
+                state: OutputState::Failed,
+                reason: Some(reason),
+            },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn tracker(t0: Instant) -> OutputTracker {
+        let backoff = Backoff {
+            initial: ms(500),
+            max: ms(2000),
+            max_attempts: 2,
+        };
+        OutputTracker::new(t0, backoff, ms(5000), 100)
+    }
+
+    fn report(state: OutputState) -> Option<OutputState> {
+        Some(state)
+    }
+
+    fn states(fx: &[OutputEffect]) -> Option<OutputState> {
+        fx.iter().find_map(|e| match e {
+            OutputEffect::Report { state, .. } => Some(*state),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn never_acked_fails_fast_with_reason() {
+        let t0 = Instant::now();
+        let mut o = tracker(t0);
+        assert!(o.tick(t0, Some(0)).is_empty());
+        assert!(
+            o.tick(t0, Some(99)).is_empty(),
+            "handshake bytes alone are not Live"
+        );
+        let fx = o.on_error(t0 + ms(10), "Connection refused".into());
+        assert_eq!(fx[0], OutputEffect::Teardown);
+        assert_eq!(
+            fx[1],
+            OutputEffect::Report {
+                state: OutputState::Failed,
+                reason: Some("Connection refused".into())
+            }
+        );
+        assert!(o.on_error(t0 + ms(20), "again".into()).is_empty());
+    }
+
+    #[test]
+    fn live_output_reconnects_with_backoff_then_gives_up() {
+        let t0 = Instant::now();
+        let mut o = tracker(t0);
+        assert_eq!(states(&o.tick(t0, Some(100))), report(OutputState::Live));
+        assert!(o.tick(t0 + ms(500), Some(100)).is_empty(), "no stall yet");
+        let fx = o.on_error(t0 + ms(1000), "reset".into());
+        assert_eq!(fx[0], OutputEffect::Stop);
+        assert_eq!(states(&fx), report(OutputState::Reconnecting));
+        assert_eq!(o.bytes_sent(), 100);
+        assert!(o.tick(t0 + ms(1400), None).is_empty());
+        assert_eq!(o.tick(t0 + ms(1500), None), vec![OutputEffect::Restart]);
+        // Server still down: the restarted branch errors again, backoff doubles.
+        let fx = o.on_error(t0 + ms(1600), "refused".into());
+        assert_eq!(
+            fx,
+            vec![OutputEffect::Stop],
+            "already Reconnecting: no new report"
+        );
+        assert!(o.tick(t0 + ms(2500), None).is_empty());
+        assert_eq!(o.tick(t0 + ms(2600), None), vec![OutputEffect::Restart]);
+        let fx = o.on_error(t0 + ms(2700), "refused".into());
+        assert_eq!(states(&fx), report(OutputState::Failed));
+    }
+
+    #[test]
+    fn reconnect_success_goes_live_and_counts_bytes_across_connections() {
+        let t0 = Instant::now();
+        let mut o = tracker(t0);
+        o.tick(t0, Some(1000));
+        o.on_error(t0, "reset".into());
+        assert_eq!(o.tick(t0 + ms(500), None), vec![OutputEffect::Restart]);
+        assert_eq!(
+            states(&o.tick(t0 + ms(900), Some(150))),
+            report(OutputState::Live)
+        );
+        assert_eq!(o.bytes_sent(), 1150);
+    }
+
+    #[test]
+    fn stalled_live_output_is_treated_as_an_error() {
+        let t0 = Instant::now();
+        let mut o = tracker(t0);
+        o.tick(t0, Some(200));
+        assert!(o.tick(t0 + ms(4900), Some(200)).is_empty());
+        let fx = o.tick(t0 + ms(5000), Some(200));
+        assert_eq!(fx[0], OutputEffect::Stop);
+    }
+}

@@ -1,0 +1,155 @@
+//! One RTMP output branch hanging off the tee: `queue leaky=downstream → errorignore →
+//! rtmp2sink`. Each branch can be stopped, restarted or torn down alone while the encoder and
+//! the other outputs keep running.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use crate::bus::output_element;
+use crate::control::OutputSpec;
+use crate::error::MixerError;
+use crate::gst_util::{link_chain, make, request_pad};
+use crate::output_state::OutputTracker;
+use crate::redact::redact_url;
+use crate::retry::Backoff;
+
+/// A Live output whose sent bytes do not move for this long is reset.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Media flows only after the server accepted `publish`; the handshake and commands before it
+/// are ~3.6 KB (handshake 3073 B + commands), so past 6 KiB the URL and key were accepted.
+const LIVE_THRESHOLD: u64 = 6 * 1024;
+
+pub struct OutputBranch {
+    pub spec: OutputSpec,
+    pub tracker: OutputTracker,
+    tee: gst::Element,
+    tee_pad: gst::Pad,
+    /// queue, errorignore, rtmp2sink (upstream first).
+    elements: Vec<gst::Element>,
+    sink: gst::Element,
+    /// DROP probe on the tee pad while the branch is stopped.
+    block: Option<gst::PadProbeId>,
+    removed: bool,
+}
+
+impl OutputBranch {
+    /// Builds branch `index` for `spec` into `pipeline` (before or after PLAYING).
+    pub fn build(
+        pipeline: &gst::Pipeline,
+        tee: &gst::Element,
+        index: usize,
+        spec: OutputSpec,
+        now: Instant,
+    ) -> Result<OutputBranch, MixerError> {
+        let name = |part: &str| output_element(index, part);
+        let queue = make("queue", &name("queue"))?;
+        // A slow or dead server must never back-pressure the encoder: drop oldest instead.
+        queue.set_property_from_str("leaky", "downstream");
+        queue.set_property("max-size-time", 2_000_000_000u64);
+        queue.set_property("max-size-buffers", 0u32);
+        queue.set_property("max-size-bytes", 0u32);
+        // Turns the sink's flow error into not-linked, which the tee (allow-not-linked) ignores.
+        let ignore = make("errorignore", &name("ignore"))?;
+        let sink = make("rtmp2sink", &name("sink"))?;
+        sink.set_property("location", &spec.url);
+        sink.set_property("async-connect", false);
+        sink.set_property("async", false);
+        sink.set_property("sync", false);
+        let elements = vec![queue.clone(), ignore, sink.clone()];
+        pipeline.add_many(&elements)?;
+        link_chain(&elements.iter().collect::<Vec<_>>())?;
+        let tee_pad = request_pad(tee, "src_%u")?;
+        let qpad = queue.static_pad("sink").expect("queue has a sink pad");
+        tee_pad.link(&qpad).map_err(|e| MixerError::Link {
+            from: format!("tee: {e:?}"),
+            to: queue.name().to_string(),
+        })?;
+        tracing::info!(output = %spec.output_id, url = %redact_url(&spec.url), "output added");
+        Ok(OutputBranch {
+            spec,
+            tracker: OutputTracker::new(now, Backoff::default(), STALL_TIMEOUT, LIVE_THRESHOLD),
+            tee: tee.clone(),
+            tee_pad,
+            elements,
+            sink,
+            block: None,
+            removed: false,
+        })
+    }
+
+    /// Bytes written to the server on the current connection. Not `out-bytes-acked`: nginx-rtmp
+    /// acknowledges only once per 5 MB window (`ack_window`), which at a few Mbit/s is ~15 s,
+    /// far too coarse for Live or stall detection.
+    pub fn sent(&self) -> u64 {
+        let stats: gst::Structure = self.sink.property("stats");
+        let total = stats.get::<u64>("out-bytes-total").unwrap_or(0);
+        let acked = stats.get::<u64>("out-bytes-acked").unwrap_or(0);
+        total.max(acked)
+    }
+
+    /// Makes an error text safe to show: the URL's stream key never leaves this process.
+    pub fn sanitize(&self, text: &str) -> String {
+        let mut s = text.replace(&self.spec.url, &redact_url(&self.spec.url));
+        if let Some(key) = self.spec.url.rsplit('/').next().filter(|k| k.len() >= 4) {
+            s = s.replace(key, "***");
+        }
+        s
+    }
+
+    /// Drops buffers at the tee and shuts the branch down, keeping it for a restart.
+    pub fn stop(&mut self) {
+        if self.block.is_none() {
+            let seen = Arc::new(AtomicBool::new(false));
+            let seen2 = seen.clone();
+            self.block = self.tee_pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                move |_, _| {
+                    seen2.store(true, Ordering::Release);
+                    gst::PadProbeReturn::Drop
+                },
+            );
+            // Once the probe has dropped one buffer, any push that was already past it has
+            // finished (the tee pushes serially), so stopping the queue cannot hand the tee a
+            // FLUSHING return that would stop the whole stream.
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while !seen.load(Ordering::Acquire) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        for el in &self.elements {
+            let _ = el.set_state(gst::State::Null);
+        }
+    }
+
+    /// Brings a stopped branch back; the caller forces a keyframe so the server gets a clean
+    /// start (flvmux's stream headers are resent by rtmp2sink on connect).
+    pub fn restart(&mut self) {
+        for el in self.elements.iter().rev() {
+            let _ = el.sync_state_with_parent();
+        }
+        if let Some(id) = self.block.take() {
+            self.tee_pad.remove_probe(id);
+        }
+    }
+
+    /// Removes the branch from the pipeline for good.
+    pub fn teardown(&mut self, pipeline: &gst::Pipeline) {
+        if self.removed {
+            return;
+        }
+        self.stop();
+        if let Some(q) = self.elements[0].static_pad("sink") {
+            let _ = self.tee_pad.unlink(&q);
+        }
+        if let Some(id) = self.block.take() {
+            self.tee_pad.remove_probe(id);
+        }
+        self.tee.release_request_pad(&self.tee_pad);
+        let _ = pipeline.remove_many(&self.elements);
+        self.removed = true;
+    }
+}

@@ -1,0 +1,188 @@
+//! The shared core of a room's pipeline: live backgrounds, compositor and audio mixer, one
+//! encode (x264 + AAC), FLV mux and the tee every output hangs off.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use crate::control::VideoSpec;
+use crate::error::MixerError;
+use crate::gst_util::{capsfilter, link_chain, link_to_pad, make, request_pad};
+
+/// Extra time the aggregators wait for inputs plugged in later: covers the input jitterbuffer
+/// (80 ms), decode and conversion. Without it late RTP inputs' frames arrive "too late" and the
+/// compositor drops them, because the pipeline latency was computed when only the background
+/// sources existed.
+pub const INPUT_LATENCY: Duration = Duration::from_millis(250);
+
+/// Owns the pipeline: dropping it sets it to NULL so no thread keeps pushing.
+pub struct PipelineGuard(pub gst::Pipeline);
+
+impl Drop for PipelineGuard {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
+}
+
+/// Fixes the pipeline's clock and base time before it starts, on the pipeline and every element.
+///
+/// Why: in GStreamer 1.22 a live aggregator (compositor, audiomixer, flvmux) can compute its
+/// first deadline in the window where the pipeline has handed it the clock but not yet its base
+/// time (0). The deadline is then ~uptime in the past, the aggregators run ahead of their
+/// inputs and flvmux busy-loops without output — about 1 start in 6 produced no frames at all
+/// here. With a fixed base time set up front (and `start_time` NONE so the pipeline keeps it)
+/// there is no such window.
+pub fn pin_base_time(pipeline: &gst::Pipeline) {
+    let clock = gst::SystemClock::obtain();
+    pipeline.use_clock(Some(&clock));
+    let base = clock.time();
+    pipeline.set_start_time(gst::ClockTime::NONE);
+    pipeline.set_base_time(base);
+    let mut it = pipeline.iterate_recurse();
+    while let Ok(Some(el)) = it.next() {
+        el.set_base_time(base);
+    }
+}
+
+/// The core elements other modules attach to.
+pub struct Core {
+    pub pipeline: PipelineGuard,
+    pub compositor: gst::Element,
+    pub audiomixer: gst::Element,
+    pub encoder: gst::Element,
+    pub tee: gst::Element,
+    /// Encoded video frames so far (heartbeat).
+    pub frames_out: Arc<AtomicU64>,
+}
+
+fn video_caps(v: &VideoSpec) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", v.width as i32)
+        .field("height", v.height as i32)
+        .field("framerate", gst::Fraction::new(v.fps as i32, 1))
+        .build()
+}
+
+fn audio_caps() -> gst::Caps {
+    gst::Caps::builder("audio/x-raw")
+        .field("rate", 48_000i32)
+        .field("channels", 2i32)
+        .build()
+}
+
+pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
+    let pipeline = gst::Pipeline::with_name("mixer");
+
+    // Video: a live black background keeps the compositor ticking with zero inputs.
+    let bg = make("videotestsrc", "bg-video")?;
+    bg.set_property("is-live", true);
+    bg.set_property_from_str("pattern", "black");
+    let bg_caps = capsfilter("bg-video-caps", video_caps(video))?;
+    let compositor = make("compositor", "compositor")?;
+    compositor.set_property_from_str("background", "black");
+    compositor.set_property("ignore-inactive-pads", true);
+    compositor.set_property("min-upstream-latency", INPUT_LATENCY.as_nanos() as u64);
+    let vcaps = capsfilter("video-caps", video_caps(video))?;
+    let vqueue = make("queue", "video-enc-queue")?;
+    vqueue.set_property("max-size-buffers", 3u32);
+    vqueue.set_property("max-size-bytes", 0u32);
+    vqueue.set_property("max-size-time", 0u64);
+    let encoder = make("x264enc", "x264")?;
+    encoder.set_property_from_str("tune", "zerolatency");
+    encoder.set_property_from_str("speed-preset", "veryfast");
+    encoder.set_property_from_str("pass", "cbr");
+    encoder.set_property("bitrate", video.bitrate_kbps);
+    encoder.set_property("key-int-max", (2 * video.fps).max(1));
+    encoder.set_property("vbv-buf-capacity", 1000u32);
+    let h264caps = capsfilter(
+        "h264-caps",
+        gst::Caps::builder("video/x-h264")
+            .field("profile", "high")
+            .build(),
+    )?;
+    let h264parse = make("h264parse", "h264parse")?;
+
+    // Audio: live silence, so the mix (and FLV audio track) exists before anyone speaks.
+    let bga = make("audiotestsrc", "bg-audio")?;
+    bga.set_property("is-live", true);
+    bga.set_property_from_str("wave", "silence");
+    let bga_caps = capsfilter("bg-audio-caps", audio_caps())?;
+    let audiomixer = make("audiomixer", "audiomixer")?;
+    audiomixer.set_property("ignore-inactive-pads", true);
+    audiomixer.set_property("min-upstream-latency", INPUT_LATENCY.as_nanos() as u64);
+    let aconv = make("audioconvert", "audio-convert")?;
+    let ares = make("audioresample", "audio-resample")?;
+    let acaps = capsfilter("audio-caps", audio_caps())?;
+    let aenc = make("avenc_aac", "aac")?;
+    aenc.set_property("bitrate", 128_000i32);
+    let aacparse = make("aacparse", "aacparse")?;
+
+    let flvmux = make("flvmux", "flvmux")?;
+    flvmux.set_property("streamable", true);
+    let tee = make("tee", "tee")?;
+    tee.set_property("allow-not-linked", true);
+
+    pipeline.add_many([
+        &bg,
+        &bg_caps,
+        &compositor,
+        &vcaps,
+        &vqueue,
+        &encoder,
+        &h264caps,
+        &h264parse,
+        &bga,
+        &bga_caps,
+        &audiomixer,
+        &aconv,
+        &ares,
+        &acaps,
+        &aenc,
+        &aacparse,
+        &flvmux,
+        &tee,
+    ])?;
+
+    link_chain(&[&bg, &bg_caps])?;
+    let bg_pad = request_pad(&compositor, "sink_%u")?;
+    bg_pad.set_property("zorder", 0u32);
+    link_to_pad(&bg_caps, &bg_pad)?;
+    link_chain(&[
+        &compositor,
+        &vcaps,
+        &vqueue,
+        &encoder,
+        &h264caps,
+        &h264parse,
+    ])?;
+    link_to_pad(&h264parse, &request_pad(&flvmux, "video")?)?;
+
+    link_chain(&[&bga, &bga_caps])?;
+    link_to_pad(&bga_caps, &request_pad(&audiomixer, "sink_%u")?)?;
+    link_chain(&[&audiomixer, &aconv, &ares, &acaps, &aenc, &aacparse])?;
+    link_to_pad(&aacparse, &request_pad(&flvmux, "audio")?)?;
+    link_chain(&[&flvmux, &tee])?;
+
+    let frames_out = Arc::new(AtomicU64::new(0));
+    let counter = frames_out.clone();
+    encoder
+        .static_pad("src")
+        .ok_or_else(|| MixerError::Gst("x264enc without src pad".into()))?
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+
+    Ok(Core {
+        pipeline: PipelineGuard(pipeline),
+        compositor,
+        audiomixer,
+        encoder,
+        tee,
+        frames_out,
+    })
+}

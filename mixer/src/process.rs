@@ -1,0 +1,274 @@
+//! `costream mixer`: the child-process body. Commands arrive as JSON lines on stdin, events
+//! leave as JSON lines on stdout (one flush per line); logs go to stderr.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::control::{decode_line, encode_line, Command, Event};
+use crate::inputs::InputSpec;
+use crate::mixer::Mixer;
+
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+enum Msg {
+    Cmd(Command),
+    StdinClosed,
+    Event(Event),
+}
+
+/// Runs the mixer protocol on stdio until `Shutdown` (exit 0), stdin EOF (serve died: stop and
+/// exit 0, never leave an orphan pushing), or a fatal error (exit 1).
+pub fn run_stdio() -> ExitCode {
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let stdin_tx = tx.clone();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            if let Some(cmd) = parse_command(&line) {
+                if stdin_tx.send(Msg::Cmd(cmd)).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = stdin_tx.send(Msg::StdinClosed);
+    });
+    let mut out = std::io::stdout().lock();
+    let code = run_loop(&rx, &tx, &mut out);
+    let _ = out.flush();
+    code
+}
+
+/// One stdin line → a command; a malformed one is logged (without its content, which may hold
+/// a stream key) and skipped.
+fn parse_command(line: &str) -> Option<Command> {
+    match decode_line::<Command>(line) {
+        Ok(cmd) => Some(cmd),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring malformed control line");
+            None
+        }
+    }
+}
+
+fn write_event(out: &mut impl Write, ev: &Event) -> bool {
+    out.write_all(encode_line(ev).as_bytes())
+        .and_then(|_| out.flush())
+        .is_ok()
+}
+
+fn run_loop(rx: &mpsc::Receiver<Msg>, tx: &mpsc::Sender<Msg>, out: &mut impl Write) -> ExitCode {
+    let mut mixer: Option<Mixer> = None;
+    let mut next_heartbeat = Instant::now() + HEARTBEAT;
+    loop {
+        let wait = next_heartbeat.saturating_duration_since(Instant::now());
+        let msg = match rx.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Some(Msg::StdinClosed),
+        };
+        if Instant::now() >= next_heartbeat {
+            next_heartbeat += HEARTBEAT;
+            let hb = match &mixer {
+                Some(m) => m.heartbeat(),
+                None => Event::Heartbeat {
+                    frames_out: 0,
+                    outputs: Vec::new(),
+                },
+            };
+            if !write_event(out, &hb) {
+                return stop(mixer, "stdout closed", ExitCode::SUCCESS);
+            }
+        }
+        let Some(msg) = msg else { continue };
+        match msg {
+            Msg::Cmd(Command::Start { video, outputs }) => {
+                if mixer.is_some() {
+                    tracing::warn!("ignoring second Start");
+                    continue;
+                }
+                match Mixer::start(video, outputs) {
+                    Ok((m, events)) => {
+                        let tx = tx.clone();
+                        std::thread::spawn(move || {
+                            for ev in events {
+                                if tx.send(Msg::Event(ev)).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                        mixer = Some(m);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "mixer failed to start");
+                        write_event(
+                            out,
+                            &Event::Fatal {
+                                reason: e.to_string(),
+                            },
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            Msg::Cmd(Command::AddInput {
+                input_id,
+                participant_id,
+                display_name,
+                codec,
+                payload_type,
+                clock_rate,
+            }) => {
+                let Some(m) = &mixer else {
+                    tracing::warn!(input = %input_id, "AddInput before Start, ignored");
+                    continue;
+                };
+                let spec = InputSpec {
+                    input_id,
+                    participant_id,
+                    display_name,
+                    codec,
+                    payload_type,
+                    clock_rate,
+                };
+                if let Err(e) = m.add_input(spec) {
+                    tracing::warn!(error = %e, "add input failed");
+                }
+            }
+            Msg::Cmd(Command::RemoveInput { input_id }) => {
+                if let Some(m) = &mixer {
+                    if let Err(e) = m.remove_input(&input_id) {
+                        tracing::warn!(error = %e, "remove input failed");
+                    }
+                }
+            }
+            Msg::Cmd(Command::Shutdown) => return stop(mixer, "shutdown", ExitCode::SUCCESS),
+            Msg::StdinClosed => return stop(mixer, "stdin closed", ExitCode::SUCCESS),
+            Msg::Event(ev) => {
+                let fatal = matches!(ev, Event::Fatal { .. });
+                if !write_event(out, &ev) {
+                    return stop(mixer, "stdout closed", ExitCode::SUCCESS);
+                }
+                if fatal {
+                    drop(mixer);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+}
+
+fn stop(mixer: Option<Mixer>, why: &str, code: ExitCode) -> ExitCode {
+    tracing::info!(why, "mixer stopping");
+    if let Some(m) = mixer {
+        m.shutdown();
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{Codec, VideoSpec};
+
+    fn events_of(out: &[u8]) -> Vec<Event> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .map(|l| decode_line::<Event>(l).expect("every stdout line is an event"))
+            .collect()
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped() {
+        assert!(parse_command("{nope").is_none());
+        assert!(parse_command(r#"{"type":"shutdown"}"#).is_some());
+    }
+
+    #[test]
+    fn start_add_remove_shutdown_over_the_protocol() {
+        let (tx, rx) = mpsc::channel();
+        let small = VideoSpec {
+            width: 320,
+            height: 180,
+            fps: 15,
+            bitrate_kbps: 300,
+        };
+        tx.send(Msg::Cmd(Command::Start {
+            video: small,
+            outputs: vec![],
+        }))
+        .unwrap();
+        tx.send(Msg::Cmd(Command::AddInput {
+            input_id: "v1".into(),
+            participant_id: "p1".into(),
+            display_name: String::new(),
+            codec: Codec::Vp8,
+            payload_type: 96,
+            clock_rate: 90_000,
+        }))
+        .unwrap();
+        let feeder = tx.clone();
+        std::thread::spawn(move || {
+            // Let a heartbeat or two pass with the input in place.
+            std::thread::sleep(Duration::from_millis(1500));
+            let _ = feeder.send(Msg::Cmd(Command::RemoveInput {
+                input_id: "v1".into(),
+            }));
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = feeder.send(Msg::Cmd(Command::Shutdown));
+        });
+        let mut out = Vec::new();
+        let code = run_loop(&rx, &tx, &mut out);
+        assert_eq!(code, ExitCode::SUCCESS);
+        let events = events_of(&out);
+        assert!(events.contains(&Event::Ready), "{events:?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::InputReady { input_id, rtp_port }
+                if input_id == "v1" && *rtp_port > 0)),
+            "{events:?}"
+        );
+        assert!(events.contains(&Event::KeyframeRequest {
+            input_id: "v1".into()
+        }));
+        assert!(events.contains(&Event::InputRemoved {
+            input_id: "v1".into()
+        }));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Heartbeat { frames_out, .. } if *frames_out > 0)),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn bad_start_is_fatal_and_exits_nonzero() {
+        let (tx, rx) = mpsc::channel();
+        let odd = VideoSpec {
+            width: 321,
+            ..VideoSpec::default()
+        };
+        tx.send(Msg::Cmd(Command::Start {
+            video: odd,
+            outputs: vec![],
+        }))
+        .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(run_loop(&rx, &tx, &mut out), ExitCode::FAILURE);
+        assert!(matches!(events_of(&out).last(), Some(Event::Fatal { .. })));
+    }
+
+    #[test]
+    fn stdin_eof_stops_cleanly() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(Msg::StdinClosed).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(run_loop(&rx, &tx, &mut out), ExitCode::SUCCESS);
+    }
+}

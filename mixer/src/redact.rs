@@ -1,0 +1,51 @@
+//! Stream keys are secrets: every place that shows an output URL shows it through here.
+
+/// Replaces the stream key (the last path segment) and any query or userinfo of an RTMP URL
+/// with `***`, keeping scheme, host, port and application so a person can still tell outputs
+/// apart. Input that is not a URL is hidden whole.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "***".to_string();
+    };
+    let had_credentials = !url.username().is_empty() || url.password().is_some();
+    if had_credentials {
+        let _ = url.set_username("***");
+        let _ = url.set_password(None);
+    }
+    if url.query().is_some() {
+        url.set_query(Some("***"));
+    }
+    let path = url.path().trim_end_matches('/').to_string();
+    match path.rsplit_once('/') {
+        Some((app, key)) if !app.is_empty() && !key.is_empty() => {
+            url.set_path(&format!("{app}/***"));
+        }
+        _ => {}
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn hides_the_stream_key_but_keeps_host_and_app() {
+        assert_eq!(
+            redact_url("rtmp://a.rtmp.example.com:1935/live2/abcd-efgh-1234"),
+            "rtmp://a.rtmp.example.com:1935/live2/***"
+        );
+    }
+
+    #[test]
+    fn hides_query_tokens_and_credentials() {
+        let shown = redact_url("rtmps://user:pw@cdn.example/app/key?token=secret");
+        assert!(!shown.contains("secret") && !shown.contains("key") && !shown.contains("pw"));
+        assert!(shown.starts_with("rtmps://***@cdn.example/app/"), "{shown}");
+    }
+
+    #[test]
+    fn garbage_is_hidden_whole() {
+        assert_eq!(redact_url("not a url with key"), "***");
+    }
+}

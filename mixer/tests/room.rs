@@ -1,0 +1,347 @@
+//! The real pipeline against a real nginx-rtmp: RTP senders built with GStreamer feed the
+//! mixer, ffprobe/ffmpeg check what the "CDN" received.
+
+use std::sync::mpsc::Receiver;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use costream_mixer::control::{Codec, Event, OutputSpec, OutputState, VideoSpec};
+use costream_mixer::{InputSpec, Mixer};
+use costream_testkit::{close_to, mean_rgb, probe_stream, wait_for, FrameReader, Nginx};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+/// Each test runs a 720p x264 encode; on 2 cores they must not run at the same time.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+const RED: [u8; 3] = [255, 0, 0];
+const BLUE: [u8; 3] = [0, 0, 255];
+const TOL: u8 = 60;
+
+/// Collects events from the mixer and answers questions about what has been seen so far.
+struct Events {
+    rx: Receiver<Event>,
+    seen: Vec<Event>,
+}
+
+impl Events {
+    fn new(rx: Receiver<Event>) -> Self {
+        Self {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    fn pump(&mut self) {
+        while let Ok(ev) = self.rx.try_recv() {
+            self.seen.push(ev);
+        }
+    }
+
+    fn output_state(&mut self, id: &str) -> Option<(OutputState, Option<String>)> {
+        self.pump();
+        self.seen.iter().rev().find_map(|e| match e {
+            Event::Output {
+                output_id,
+                state,
+                reason,
+                ..
+            } if output_id == id => Some((*state, reason.clone())),
+            _ => None,
+        })
+    }
+
+    fn wait_output(&mut self, id: &str, want: OutputState, timeout: Duration) -> Option<String> {
+        let got = wait_for(Instant::now() + timeout, || {
+            self.output_state(id).filter(|(s, _)| *s == want)
+        });
+        match got {
+            Some((_, reason)) => reason,
+            None => panic!("{id} never {want:?}; events: {:?}", self.seen),
+        }
+    }
+}
+
+fn video_input(id: &str, codec: Codec, pt: u8) -> InputSpec {
+    InputSpec {
+        input_id: id.into(),
+        participant_id: id.into(),
+        display_name: String::new(),
+        codec,
+        payload_type: pt,
+        clock_rate: if codec == Codec::Opus { 48_000 } else { 90_000 },
+    }
+}
+
+/// A GStreamer RTP sender, stopped on drop.
+struct Sender(gst::Element);
+
+impl Sender {
+    fn start(desc: &str) -> Sender {
+        let p = gst::parse::launch(desc).expect("sender pipeline parses");
+        p.set_state(gst::State::Playing).expect("sender plays");
+        Sender(p)
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
+}
+
+fn vp8_sender(rgb: u32, port: u16) -> Sender {
+    Sender::start(&format!(
+        "videotestsrc is-live=true pattern=solid-color foreground-color={:#010x} ! \
+         video/x-raw,width=640,height=360,framerate=30/1 ! \
+         vp8enc deadline=1 cpu-used=8 keyframe-max-dist=30 ! rtpvp8pay pt=96 ! \
+         udpsink host=127.0.0.1 port={port}",
+        0xFF00_0000u32 | rgb
+    ))
+}
+
+fn h264_sender(rgb: u32, port: u16) -> Sender {
+    Sender::start(&format!(
+        "videotestsrc is-live=true pattern=solid-color foreground-color={:#010x} ! \
+         video/x-raw,width=640,height=360,framerate=30/1 ! \
+         x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! \
+         video/x-h264,profile=constrained-baseline ! rtph264pay pt=102 config-interval=-1 ! \
+         udpsink host=127.0.0.1 port={port}",
+        0xFF00_0000u32 | rgb
+    ))
+}
+
+fn opus_sender(port: u16) -> Sender {
+    Sender::start(&format!(
+        "audiotestsrc is-live=true wave=sine freq=440 ! audio/x-raw,rate=48000,channels=2 ! \
+         opusenc ! rtpopuspay pt=111 ! udpsink host=127.0.0.1 port={port}"
+    ))
+}
+
+/// Mean colour of a 320x180 frame's region given in 1280x720 canvas coordinates, shrunk to the
+/// middle half so scaling edges do not count.
+fn tile_color(frame: &[u8], x: u32, y: u32, w: u32, h: u32) -> [u8; 3] {
+    let (x, y, w, h) = (x / 4, y / 4, w / 4, h / 4);
+    mean_rgb(frame, 320, x + w / 4, y + h / 4, w / 2, h / 2)
+}
+
+#[test]
+fn two_inputs_are_composited_and_a_removed_input_disappears() {
+    let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let nginx = Nginx::start().expect("nginx");
+    let url = nginx.rtmp_url("room1");
+    let t_start = Instant::now();
+    let (mixer, rx) = Mixer::start(
+        VideoSpec::default(),
+        vec![OutputSpec {
+            output_id: "out0".into(),
+            url: url.clone(),
+        }],
+    )
+    .expect("mixer starts");
+    let mut events = Events::new(rx);
+    events.wait_output("out0", OutputState::Live, Duration::from_secs(15));
+    eprintln!("Start -> Live (bytes acked): {:?}", t_start.elapsed());
+
+    let red_port = mixer.add_input(video_input("red", Codec::Vp8, 96)).unwrap();
+    let blue_port = mixer
+        .add_input(video_input("blue", Codec::H264, 102))
+        .unwrap();
+    let audio_port = mixer
+        .add_input(video_input("mic", Codec::Opus, 111))
+        .unwrap();
+    events.pump();
+    for (id, port) in [("red", red_port), ("blue", blue_port), ("mic", audio_port)] {
+        assert!(
+            events.seen.contains(&Event::InputReady {
+                input_id: id.into(),
+                rtp_port: port
+            }),
+            "{:?}",
+            events.seen
+        );
+    }
+    assert!(events.seen.contains(&Event::KeyframeRequest {
+        input_id: "red".into()
+    }));
+    let _red = vp8_sender(0xFF0000, red_port);
+    let _blue = h264_sender(0x0000FF, blue_port);
+    let _mic = opus_sender(audio_port);
+
+    let info = probe_stream(&url).expect("ffprobe");
+    assert_eq!(info.video_codec, "h264");
+    assert_eq!((info.width, info.height), (1280, 720));
+    assert!((info.fps - 30.0).abs() < 1.5, "fps {}", info.fps);
+    assert_eq!(
+        (info.audio_codec.as_str(), info.audio_rate),
+        ("aac", 48_000)
+    );
+
+    let reader = FrameReader::start(&url, 320, 180, 10).expect("ffmpeg reader");
+    // Two tiles side by side, 640x360 each, vertically centred.
+    let both = wait_for(Instant::now() + Duration::from_secs(20), || {
+        let f = reader.next_frame(Duration::from_secs(2))?;
+        let (l, r) = (
+            tile_color(&f, 0, 180, 640, 360),
+            tile_color(&f, 640, 180, 640, 360),
+        );
+        (close_to(l, RED, TOL) && close_to(r, BLUE, TOL)).then_some((l, r))
+    });
+    assert!(both.is_some(), "never saw red|blue tiles");
+    let f = reader.next_frame(Duration::from_secs(2)).unwrap();
+    assert!(
+        close_to(tile_color(&f, 0, 0, 1280, 180), [0, 0, 0], TOL),
+        "letterbox band above the tiles should be black"
+    );
+
+    mixer.remove_input("red").unwrap();
+    let removed_at = Instant::now();
+    let closed_up = wait_for(removed_at + Duration::from_secs(5), || {
+        let f = reader.frame_after(Instant::now() - Duration::from_millis(150))?;
+        let c = tile_color(&f, 0, 0, 1280, 720);
+        close_to(c, BLUE, TOL).then_some(c)
+    });
+    assert!(
+        closed_up.is_some(),
+        "blue did not fill the canvas within 5 s of removing red"
+    );
+    eprintln!(
+        "removal -> blue full canvas seen: {:?}",
+        removed_at.elapsed()
+    );
+    events.pump();
+    assert!(events.seen.contains(&Event::InputRemoved {
+        input_id: "red".into()
+    }));
+    // The stream goes on.
+    let before = nginx.publisher_bytes_in("room1").unwrap_or(0);
+    let grew = costream_testkit::wait_until(Instant::now() + Duration::from_secs(5), || {
+        nginx.publisher_bytes_in("room1").unwrap_or(0) > before
+    });
+    assert!(grew, "nginx stopped receiving after the removal");
+    if let Event::Heartbeat {
+        frames_out,
+        outputs,
+    } = mixer.heartbeat()
+    {
+        assert!(frames_out > 30, "frames_out {frames_out}");
+        assert!(outputs[0].bytes_sent > 0);
+    }
+    eprintln!("mixer CPU: {}", cpu_report());
+    mixer.shutdown();
+}
+
+#[test]
+fn unreachable_output_fails_while_the_good_one_stays_live() {
+    let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let nginx = Nginx::start().expect("nginx");
+    let (mixer, rx) = Mixer::start(
+        VideoSpec::default(),
+        vec![
+            OutputSpec {
+                output_id: "bad".into(),
+                url: "rtmp://127.0.0.1:1/live/secretkey123".into(),
+            },
+            OutputSpec {
+                output_id: "good".into(),
+                url: nginx.rtmp_url("room2"),
+            },
+        ],
+    )
+    .expect("mixer starts");
+    let mut events = Events::new(rx);
+    let reason = events
+        .wait_output("bad", OutputState::Failed, Duration::from_secs(15))
+        .expect("a Failed output carries a reason");
+    eprintln!("failed output reason: {reason}");
+    assert!(!reason.is_empty());
+    assert!(
+        !reason.contains("secretkey123"),
+        "stream key leaked: {reason}"
+    );
+    events.wait_output("good", OutputState::Live, Duration::from_secs(15));
+    let bytes = |m: &Mixer| match m.heartbeat() {
+        Event::Heartbeat { outputs, .. } => outputs
+            .iter()
+            .find(|o| o.output_id == "good")
+            .map(|o| o.bytes_sent)
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let before = bytes(&mixer);
+    let grew = costream_testkit::wait_until(Instant::now() + Duration::from_secs(5), || {
+        bytes(&mixer) > before + 10_000
+    });
+    assert!(grew, "good output stopped after the bad one failed");
+    assert_eq!(
+        mixer.output_states(),
+        vec![
+            ("bad".to_string(), OutputState::Failed),
+            ("good".to_string(), OutputState::Live)
+        ]
+    );
+    mixer.shutdown();
+}
+
+#[test]
+fn live_output_reconnects_after_the_server_restarts() {
+    let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let mut nginx = Nginx::start().expect("nginx");
+    let small = VideoSpec {
+        width: 640,
+        height: 360,
+        fps: 30,
+        bitrate_kbps: 800,
+    };
+    let (mixer, rx) = Mixer::start(
+        small,
+        vec![OutputSpec {
+            output_id: "out0".into(),
+            url: nginx.rtmp_url("room3"),
+        }],
+    )
+    .expect("mixer starts");
+    let mut events = Events::new(rx);
+    events.wait_output("out0", OutputState::Live, Duration::from_secs(15));
+    nginx.stop();
+    let down_at = Instant::now();
+    events.wait_output("out0", OutputState::Reconnecting, Duration::from_secs(15));
+    eprintln!("server down -> Reconnecting: {:?}", down_at.elapsed());
+    // Stay down long enough for at least one failed retry.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        events.output_state("out0").unwrap().0,
+        OutputState::Reconnecting
+    );
+    nginx.restart().expect("nginx restarts");
+    let up_at = Instant::now();
+    events.wait_output("out0", OutputState::Live, Duration::from_secs(20));
+    eprintln!("server up -> Live again: {:?}", up_at.elapsed());
+    let publishing = costream_testkit::wait_until(Instant::now() + Duration::from_secs(5), || {
+        nginx.publisher_bytes_in("room3").unwrap_or(0) > 0
+    });
+    assert!(publishing, "nginx sees no publisher after reconnect");
+    let info = probe_stream(&nginx.rtmp_url("room3")).expect("stream plays after reconnect");
+    assert_eq!((info.width, info.height), (640, 360));
+    mixer.shutdown();
+}
+
+/// This process's CPU use since start, from /proc/self/stat (utime + stime).
+fn cpu_report() -> String {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Fields after the command: state is index 0, utime 11, stime 12 (clock ticks, 100/s).
+    format!(
+        "{:.1} s CPU total (includes the test's senders)",
+        (ticks(11) + ticks(12)) as f64 / 100.0
+    )
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything costream needs on a fresh Debian 12 machine. Idempotent: a machine that
+# already has every package does no apt work at all, so the README commands stay fast.
+#   scripts/setup.sh          build + runtime packages (what `costream serve` needs)
+#   scripts/setup.sh --test   also the test tools (nginx-rtmp, ffmpeg)
+set -euo pipefail
+
+build_and_runtime=(
+  pkg-config cmake build-essential libssl-dev
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
+  libopus-dev
+)
+test_tools=(nginx libnginx-mod-rtmp ffmpeg)
+
+wanted=("${build_and_runtime[@]}")
+if [[ "${1:-}" == "--test" ]]; then
+  wanted+=("${test_tools[@]}")
+fi
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#wanted[@]} packages present"
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# nginx's Debian package starts a system service on port 80; tests run their own nginx.
+if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+  "${sudo_cmd[@]}" systemctl stop nginx || true
+fi
+echo "setup: done"

@@ -1,0 +1,104 @@
+//! Errors become HTTP responses only here, as `{"error": "<code>", "message": "<what to do>"}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable machine-readable code, e.g. `room_not_found`.
+    pub code: &'static str,
+    /// A sentence a person can act on.
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn room_not_found(room_id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "room_not_found",
+            format!("no room {room_id:?} on this server; it may have ended"),
+        )
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn room_gone() -> Self {
+        Self::new(StatusCode::GONE, "room_ended", "the room has ended")
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, "{}", self.message);
+        } else {
+            tracing::debug!(status = %self.status, code = self.code, "{}", self.message);
+        }
+        let body = serde_json::to_string(&ErrorBody {
+            error: self.code,
+            message: &self.message,
+        })
+        .unwrap_or_default();
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<crate::room::actor::RoomGone> for ApiError {
+    fn from(_: crate::room::actor::RoomGone) -> Self {
+        Self::room_gone()
+    }
+}
+
+impl From<crate::room::state::RoomError> for ApiError {
+    fn from(e: crate::room::state::RoomError) -> Self {
+        use crate::room::state::RoomError;
+        let (status, code) = match &e {
+            RoomError::Full { .. } => (StatusCode::CONFLICT, "room_full"),
+            RoomError::AlreadyJoined(_) => (StatusCode::CONFLICT, "already_joined"),
+            RoomError::UnknownParticipant(_) => (StatusCode::NOT_FOUND, "participant_not_found"),
+            RoomError::NoOutputs => (StatusCode::CONFLICT, "no_outputs"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}

@@ -1,0 +1,85 @@
+//! The HTTP edge: JSON API, WHIP, pages. `router(state)` is a pure factory so tests can drive
+//! it with `oneshot` without a socket.
+
+mod auth;
+mod body;
+pub mod error;
+mod rooms;
+mod whip;
+
+use std::sync::Arc;
+
+use axum::http::{header, Method};
+use axum::response::Html;
+use axum::routing::{get, post};
+use axum::Router;
+use costream_ingest::IngestEngine;
+use tower_http::cors::CorsLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::room::Rooms;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub rooms: Arc<Rooms>,
+    pub ingest: IngestEngine,
+}
+
+pub fn router(state: AppState) -> Router {
+    // WHIP clients and pages on other origins authenticate with bearer tokens, not cookies,
+    // so allowing any origin exposes nothing; Location must be readable for DELETE.
+    let cors = CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::LOCATION]);
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/rooms", post(rooms::create))
+        .route(
+            "/api/v1/rooms/{room_id}",
+            get(rooms::get).delete(rooms::end),
+        )
+        .route(
+            "/api/v1/rooms/{room_id}/live",
+            post(rooms::go_live).delete(rooms::stop_live),
+        )
+        .route(
+            "/whip/{room_id}",
+            post(whip::publish).options(whip::options),
+        )
+        .route(
+            "/whip/{room_id}/{participant_id}",
+            axum::routing::delete(whip::leave)
+                .patch(whip::trickle_not_supported)
+                .options(whip::options),
+        )
+        .fallback(not_found)
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../../web/index.html"))
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see the README for the API",
+    )
+}
+
+#[cfg(test)]
+mod tests;

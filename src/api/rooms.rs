@@ -1,0 +1,235 @@
+//! `/api/v1/rooms`: create, inspect, go live, stop, end.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use costream_mixer::control::{OutputSpec, VideoSpec};
+use serde::{Deserialize, Serialize};
+
+use super::auth;
+use super::body::{parse_json_or_default, read_limited};
+use super::error::ApiError;
+use super::AppState;
+use crate::config::validate_video;
+use crate::room::state::RoomSettings;
+use crate::room::RoomHandle;
+
+/// Body of `POST /api/v1/rooms`; every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoom {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub outputs: Vec<OutputRequest>,
+    #[serde(default)]
+    pub video: Option<VideoRequest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputRequest {
+    pub url: String,
+}
+
+/// Partial override of the server's default output video.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoRequest {
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<u32>,
+    pub bitrate_kbps: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedRoom {
+    pub room_id: String,
+    pub host_token: String,
+    pub guest_token: String,
+    pub host_url: String,
+    pub guest_url: String,
+    pub watch_url: String,
+    /// WHIP endpoint for publishers (OBS, browsers, `costream publish`).
+    pub whip_url: String,
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
+    let request: CreateRoom = parse_json_or_default(&headers, &bytes)?;
+    let settings = room_settings(&app, request)?;
+    let room = app.rooms.create(settings).map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_rooms",
+            e.to_string(),
+        )
+    })?;
+    let base = app.config.public_url();
+    let id = &room.id;
+    let created = CreatedRoom {
+        room_id: id.clone(),
+        host_token: room.tokens.host.expose().to_string(),
+        guest_token: room.tokens.guest.expose().to_string(),
+        host_url: format!("{base}/host/{id}#token={}", room.tokens.host.expose()),
+        guest_url: format!("{base}/join/{id}#token={}", room.tokens.guest.expose()),
+        watch_url: format!("{base}/watch/{id}"),
+        whip_url: format!("{base}/whip/{id}"),
+    };
+    tracing::info!(room = %id, "room created");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/v1/rooms/{id}"))],
+        Json(created),
+    )
+        .into_response())
+}
+
+fn room_settings(app: &AppState, request: CreateRoom) -> Result<RoomSettings, ApiError> {
+    let limits = &app.config.limits;
+    if request.outputs.len() > limits.max_outputs_per_room {
+        return Err(ApiError::bad_request(
+            "too_many_outputs",
+            format!(
+                "at most {} outputs per room (got {})",
+                limits.max_outputs_per_room,
+                request.outputs.len()
+            ),
+        ));
+    }
+    let outputs = request
+        .outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            validate_output_url(&o.url).map_err(|msg| {
+                ApiError::bad_request("invalid_output", format!("outputs[{i}].url: {msg}"))
+            })?;
+            Ok(OutputSpec {
+                output_id: format!("out{i}"),
+                url: o.url,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let video = merge_video(app.config.mixer.video, request.video.unwrap_or_default());
+    validate_video(&video, "video")
+        .map_err(|e| ApiError::bad_request("invalid_video", e.to_string()))?;
+    let name = request.name.unwrap_or_default();
+    if name.chars().count() > 200 {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "name must be at most 200 characters",
+        ));
+    }
+    Ok(RoomSettings {
+        name,
+        video,
+        outputs,
+        max_participants: limits.max_participants_per_room,
+    })
+}
+
+fn merge_video(defaults: VideoSpec, request: VideoRequest) -> VideoSpec {
+    VideoSpec {
+        width: request.width.unwrap_or(defaults.width),
+        height: request.height.unwrap_or(defaults.height),
+        fps: request.fps.unwrap_or(defaults.fps),
+        bitrate_kbps: request.bitrate_kbps.unwrap_or(defaults.bitrate_kbps),
+    }
+}
+
+/// An RTMP push URL: `rtmp(s)://host[:port]/app/stream-key`. The message never repeats the URL,
+/// since it holds the stream key.
+pub fn validate_output_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "rtmp" | "rtmps") {
+        return Err(format!(
+            "scheme {:?} is not supported; use rtmp:// or rtmps://",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    let segments: Vec<_> = url
+        .path_segments()
+        .map(|s| s.filter(|p| !p.is_empty()).collect())
+        .unwrap_or_default();
+    if segments.len() < 2 {
+        return Err("expected rtmp://host/<app>/<stream key>".into());
+    }
+    Ok(())
+}
+
+async fn find_room(app: &AppState, room_id: &str) -> Result<std::sync::Arc<RoomHandle>, ApiError> {
+    app.rooms
+        .get(room_id)
+        .ok_or_else(|| ApiError::room_not_found(room_id))
+}
+
+pub async fn get(
+    State(app): State<AppState>,
+    Path(room_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let room = find_room(&app, &room_id).await?;
+    Ok(Json(room.status().await?).into_response())
+}
+
+pub async fn go_live(
+    State(app): State<AppState>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let room = find_room(&app, &room_id).await?;
+    auth::require_host(&headers, &room)?;
+    let status = room.go_live().await??;
+    tracing::info!(room = %room_id, "going live");
+    Ok(Json(status).into_response())
+}
+
+pub async fn stop_live(
+    State(app): State<AppState>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let room = find_room(&app, &room_id).await?;
+    auth::require_host(&headers, &room)?;
+    let status = room.stop_live().await?;
+    tracing::info!(room = %room_id, "stopped live");
+    Ok(Json(status).into_response())
+}
+
+pub async fn end(
+    State(app): State<AppState>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let room = find_room(&app, &room_id).await?;
+    auth::require_host(&headers, &room)?;
+    app.rooms.end(&room_id);
+    tracing::info!(room = %room_id, "room ended by host");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_output_url;
+
+    #[test]
+    fn output_urls() {
+        assert!(validate_output_url("rtmp://a.example/live/key").is_ok());
+        assert!(validate_output_url("rtmps://a.example:443/app/key?x=1").is_ok());
+        let err = validate_output_url("http://a.example/live/key").unwrap_err();
+        assert!(err.contains("rtmp://"), "{err}");
+        assert!(validate_output_url("rtmp://a.example/live").is_err());
+        assert!(validate_output_url("rtmp:///live/key").is_err());
+        let err = validate_output_url("garbage secretkey").unwrap_err();
+        assert!(!err.contains("secretkey"), "{err}");
+    }
+}

@@ -1,0 +1,77 @@
+//! Command line: `costream serve | mixer | publish`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "costream",
+    version,
+    about = "Real-time multi-party live-stream mixing server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run the server: API, WHIP ingest, pages; spawns one mixer process per live room.
+    Serve(ServeArgs),
+    /// Run one room's mixer (started by `serve`; speaks JSON lines on stdin/stdout).
+    Mixer,
+    /// Publish a synthetic test stream (solid color + tone) to a WHIP endpoint.
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (see README); flags and env override it.
+    #[arg(long, env = "COSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address, e.g. 0.0.0.0:8080 (`:0` picks a free port).
+    #[arg(long, env = "COSTREAM_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Base URL for links handed out by the API, e.g. https://live.example.com.
+    #[arg(long, env = "COSTREAM_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Mixer executable (default: this binary).
+    #[arg(long, env = "COSTREAM_MIXER_BINARY")]
+    pub mixer_binary: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// WHIP endpoint, e.g. http://127.0.0.1:8080/whip/<room_id>.
+    #[arg(long)]
+    pub whip: String,
+    /// Host or guest token of the room.
+    #[arg(long, env = "COSTREAM_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Display name shown for this participant.
+    #[arg(long, default_value = "synthetic")]
+    pub name: String,
+    /// Solid color of the video: a name (red, green, blue, yellow, magenta, cyan, white) or RRGGBB hex.
+    #[arg(long, default_value = "red")]
+    pub color: String,
+    /// Tone frequency in Hz (0 for silence).
+    #[arg(long, default_value_t = 440.0)]
+    pub tone: f32,
+    /// Video codec: vp8 or h264.
+    #[arg(long, default_value = "vp8")]
+    pub codec: String,
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    #[arg(long, default_value_t = 360)]
+    pub height: u32,
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Stop after this many seconds (default: until Ctrl-C / SIGTERM).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Publish audio only.
+    #[arg(long)]
+    pub no_video: bool,
+}

@@ -1,0 +1,261 @@
+//! One configuration tree. `Config::default()` is the table of defaults; a TOML file, then
+//! `COSTREAM_*` environment variables and CLI flags (see `cli.rs`) override it. `validate`
+//! runs at startup and names the offending key, so a typo fails loudly instead of being ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use costream_mixer::control::VideoSpec;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub media: MediaConfig,
+    pub mixer: MixerConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP API, WHIP endpoint and pages listen on.
+    pub listen: SocketAddr,
+    /// Base URL put into the links the API hands out (host_url, guest_url, watch_url, WHIP
+    /// Location). Empty means "http://<listen>".
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Inclusive UDP port range for WebRTC (ICE); unset means ephemeral ports.
+    pub udp_port_min: Option<u16>,
+    pub udp_port_max: Option<u16>,
+    /// Extra addresses to advertise as ICE candidates (servers behind 1:1 NAT).
+    pub public_ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MixerConfig {
+    /// Mixer executable; empty means this very binary (`<self> mixer`).
+    pub binary: String,
+    /// Output video of a room that does not choose its own.
+    pub video: VideoSpec,
+    /// How long a stopping mixer may take to flush before it is killed.
+    pub stop_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted request body (SDP offers, JSON).
+    pub max_body_bytes: usize,
+    /// Most rooms that may exist at once.
+    pub max_rooms: usize,
+    /// Most participants (WHIP sessions) in one room.
+    pub max_participants_per_room: usize,
+    /// Most outputs per room.
+    pub max_outputs_per_room: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: String::new(),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            udp_port_min: None,
+            udp_port_max: None,
+            public_ips: Vec::new(),
+        }
+    }
+}
+
+impl Default for MixerConfig {
+    fn default() -> Self {
+        Self {
+            binary: String::new(),
+            video: VideoSpec::default(),
+            stop_grace_ms: 3000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_rooms: 1000,
+            max_participants_per_room: 16,
+            max_outputs_per_room: 8,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            media: MediaConfig::default(),
+            mixer: MixerConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem, naming the key a person has to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The base URL for links handed to users.
+    pub fn public_url(&self) -> String {
+        if self.server.public_url.is_empty() {
+            format!("http://{}", self.server.listen)
+        } else {
+            self.server.public_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_video(&self.mixer.video, "mixer.video")?;
+        match (self.media.udp_port_min, self.media.udp_port_max) {
+            (Some(min), Some(max)) if min > max || min == 0 => {
+                return Err(ConfigError::Invalid {
+                    key: "media.udp_port_min",
+                    message: format!("range {min}..={max} is empty or starts at 0"),
+                })
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "media.udp_port_max",
+                    message: "set both udp_port_min and udp_port_max, or neither".into(),
+                })
+            }
+            _ => {}
+        }
+        if !self.server.public_url.is_empty() {
+            let ok = url::Url::parse(&self.server.public_url)
+                .map(|u| matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "server.public_url",
+                    message: format!(
+                        "{:?} is not an http(s) URL such as https://live.example.com",
+                        self.server.public_url
+                    ),
+                });
+            }
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_body_bytes",
+                message: "must be at least 1024 (an SDP offer is several KiB)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks an output video spec; `key` names where it came from (config key or JSON field).
+pub fn validate_video(video: &VideoSpec, key: &'static str) -> Result<(), ConfigError> {
+    let problem = if !(160..=3840).contains(&video.width) || video.width % 2 != 0 {
+        Some(format!("width {} must be even and 160..=3840", video.width))
+    } else if !(90..=2160).contains(&video.height) || video.height % 2 != 0 {
+        Some(format!(
+            "height {} must be even and 90..=2160",
+            video.height
+        ))
+    } else if !(1..=60).contains(&video.fps) {
+        Some(format!("fps {} must be 1..=60", video.fps))
+    } else if !(100..=20_000).contains(&video.bitrate_kbps) {
+        Some(format!(
+            "bitrate_kbps {} must be 100..=20000",
+            video.bitrate_kbps
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => Err(ConfigError::Invalid { key, message }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_listen_on_loopback_8080() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.public_url(), "http://127.0.0.1:8080");
+        assert_eq!(config.mixer.video.width, 1280);
+    }
+
+    #[test]
+    fn toml_overrides_only_what_it_names() {
+        let config = Config::from_toml_str(
+            "[server]\npublic_url = \"https://live.example.com/\"\n[mixer.video]\nwidth = 1920\nheight = 1080\nfps = 30\nbitrate_kbps = 4500\n",
+        )
+        .unwrap();
+        assert_eq!(config.public_url(), "https://live.example.com");
+        assert_eq!(config.mixer.video.height, 1080);
+        assert_eq!(config.limits, LimitsConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = Config::from_toml_str("[server]\nlisten_adress = \"0.0.0.0:80\"\n").unwrap_err();
+        assert!(err.contains("listen_adress"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let mut config = Config::default();
+        config.mixer.video.width = 1281;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("mixer.video") && err.contains("1281"), "{err}");
+
+        let mut config = Config::default();
+        config.media.udp_port_min = Some(50000);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("udp_port_max"), "{err}");
+    }
+}

@@ -1,0 +1,14 @@
+//! costream: real-time multi-party live-stream mixing server.
+//!
+//! `serve` terminates WebRTC (via `costream-ingest`), runs the API and owns rooms; each live
+//! room gets a `costream mixer` child process (via `costream-mixer`) that composites everyone
+//! and pushes RTMP. This crate is the only place that knows both libraries.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod pool;
+pub mod publish;
+pub mod room;
+pub mod serve;
+pub mod telemetry;

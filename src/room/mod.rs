@@ -1,0 +1,12 @@
+//! Rooms: pure state ([`state`]), its JSON view ([`status`]), tokens, and the actor that does
+//! the IO for one room.
+
+pub mod actor;
+mod media;
+pub mod registry;
+pub mod state;
+pub mod status;
+pub mod tokens;
+
+pub use actor::{RoomHandle, RoomRuntime};
+pub use registry::Rooms;

@@ -1,0 +1,572 @@
+//! The room as a sans-IO state machine: `handle(now, input)` updates state and queues
+//! [`Effect`]s; `poll_effect()` hands them to the actor, which does the IO. No sockets, no clock
+//! reads, no processes here, so every transition is tested in plain unit tests.
+//!
+//! Each mixer process gets a fresh `epoch`. Mixer events carry the epoch they came from and
+//! events of an older epoch are ignored, so a dying mixer cannot corrupt the state of its
+//! successor (fencing, the same idea the distributed backend will need).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use costream_mixer::control::{
+    Codec, Command, Event, MediaKind, OutputSpec, OutputState, VideoSpec,
+};
+
+use super::tokens::Role;
+
+pub type ParticipantId = String;
+
+/// What a room is configured to produce.
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    pub name: String,
+    pub video: VideoSpec,
+    pub outputs: Vec<OutputSpec>,
+    pub max_participants: usize,
+}
+
+/// A media track a participant publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackDesc {
+    pub track_id: String,
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub clock_rate: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub desc: TrackDesc,
+    /// The mixer's name for this track's RTP stream (`in<N>`: short and safe for element names).
+    pub input_id: String,
+    /// Set once the current mixer listens for this track.
+    pub mixer_port: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Participant {
+    pub role: Role,
+    pub display_name: String,
+    pub joined_at: Instant,
+    pub tracks: Vec<Track>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MixerPhase {
+    /// Process spawned, pipeline not yet PLAYING.
+    Starting,
+    /// Pipeline PLAYING.
+    Running,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputStatus {
+    pub spec: OutputSpec,
+    pub state: OutputState,
+    pub reason: Option<String>,
+    pub bytes_sent: u64,
+}
+
+/// The broadcast (mixing + pushing) part of the room.
+#[derive(Debug, Clone)]
+pub enum Broadcast {
+    Offline,
+    Live {
+        epoch: u64,
+        mixer: MixerPhase,
+        since: Instant,
+        frames_out: u64,
+    },
+    /// The mixer died; the room stays usable and can go live again.
+    Failed {
+        reason: String,
+    },
+}
+
+/// Inputs from the API, the participants' sessions and the mixer.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Join {
+        participant_id: ParticipantId,
+        role: Role,
+        display_name: String,
+    },
+    TrackStarted {
+        participant_id: ParticipantId,
+        track: TrackDesc,
+    },
+    TrackEnded {
+        participant_id: ParticipantId,
+        track_id: String,
+    },
+    Leave {
+        participant_id: ParticipantId,
+    },
+    GoLive,
+    StopLive,
+    Mixer {
+        epoch: u64,
+        event: Event,
+    },
+    MixerExited {
+        epoch: u64,
+        reason: String,
+    },
+}
+
+/// IO the actor must carry out, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    SpawnMixer {
+        epoch: u64,
+    },
+    ToMixer {
+        epoch: u64,
+        command: Command,
+    },
+    StopMixer {
+        epoch: u64,
+    },
+    /// Replace where this track's RTP goes (empty: nowhere).
+    Forward {
+        participant_id: ParticipantId,
+        track_id: String,
+        targets: Vec<SocketAddr>,
+    },
+    RequestKeyframe {
+        participant_id: ParticipantId,
+        track_id: String,
+    },
+    CloseSession {
+        participant_id: ParticipantId,
+    },
+}
+
+/// Why an input was refused; the API turns these into HTTP errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("the room is full ({max} participants); ask the host to remove someone")]
+    Full { max: usize },
+    #[error("participant {0} is already in the room")]
+    AlreadyJoined(ParticipantId),
+    #[error("no participant {0} in this room")]
+    UnknownParticipant(ParticipantId),
+    #[error("the room has no outputs to push to; create it with \"outputs\": [{{\"url\": \"rtmp://...\"}}]")]
+    NoOutputs,
+}
+
+#[derive(Debug)]
+pub struct RoomState {
+    settings: RoomSettings,
+    participants: BTreeMap<ParticipantId, Participant>,
+    broadcast: Broadcast,
+    outputs: Vec<OutputStatus>,
+    last_epoch: u64,
+    next_input: u64,
+    effects: VecDeque<Effect>,
+}
+
+impl RoomState {
+    pub fn new(settings: RoomSettings) -> Self {
+        let outputs = settings
+            .outputs
+            .iter()
+            .map(|spec| OutputStatus {
+                spec: spec.clone(),
+                state: OutputState::Idle,
+                reason: None,
+                bytes_sent: 0,
+            })
+            .collect();
+        Self {
+            settings,
+            participants: BTreeMap::new(),
+            broadcast: Broadcast::Offline,
+            outputs,
+            last_epoch: 0,
+            next_input: 0,
+            effects: VecDeque::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &RoomSettings {
+        &self.settings
+    }
+
+    pub fn broadcast(&self) -> &Broadcast {
+        &self.broadcast
+    }
+
+    pub fn outputs(&self) -> &[OutputStatus] {
+        &self.outputs
+    }
+
+    /// Participants in join order.
+    pub fn participants(&self) -> Vec<(&ParticipantId, &Participant)> {
+        let mut list: Vec<_> = self.participants.iter().collect();
+        list.sort_by_key(|(id, p)| (p.joined_at, (*id).clone()));
+        list
+    }
+
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    fn live_epoch(&self) -> Option<u64> {
+        match self.broadcast {
+            Broadcast::Live { epoch, .. } => Some(epoch),
+            _ => None,
+        }
+    }
+
+    pub fn handle(&mut self, now: Instant, input: Input) -> Result<(), RoomError> {
+        match input {
+            Input::Join {
+                participant_id,
+                role,
+                display_name,
+            } => self.join(now, participant_id, role, display_name),
+            Input::TrackStarted {
+                participant_id,
+                track,
+            } => self.track_started(participant_id, track),
+            Input::TrackEnded {
+                participant_id,
+                track_id,
+            } => {
+                self.track_ended(&participant_id, &track_id);
+                Ok(())
+            }
+            Input::Leave { participant_id } => self.leave(&participant_id),
+            Input::GoLive => self.go_live(now),
+            Input::StopLive => {
+                self.stop_live();
+                Ok(())
+            }
+            Input::Mixer { epoch, event } => {
+                if self.live_epoch() == Some(epoch) {
+                    self.mixer_event(epoch, event);
+                }
+                Ok(())
+            }
+            Input::MixerExited { epoch, reason } => {
+                if self.live_epoch() == Some(epoch) {
+                    self.mixer_failed(reason);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        now: Instant,
+        participant_id: ParticipantId,
+        role: Role,
+        display_name: String,
+    ) -> Result<(), RoomError> {
+        if self.participants.contains_key(&participant_id) {
+            return Err(RoomError::AlreadyJoined(participant_id));
+        }
+        if self.participants.len() >= self.settings.max_participants {
+            return Err(RoomError::Full {
+                max: self.settings.max_participants,
+            });
+        }
+        self.participants.insert(
+            participant_id,
+            Participant {
+                role,
+                display_name,
+                joined_at: now,
+                tracks: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn track_started(
+        &mut self,
+        participant_id: ParticipantId,
+        desc: TrackDesc,
+    ) -> Result<(), RoomError> {
+        let input_id = format!("in{}", self.next_input);
+        let live_epoch = self.live_epoch();
+        let participant = self
+            .participants
+            .get_mut(&participant_id)
+            .ok_or_else(|| RoomError::UnknownParticipant(participant_id.clone()))?;
+        if participant
+            .tracks
+            .iter()
+            .any(|t| t.desc.track_id == desc.track_id)
+        {
+            return Ok(());
+        }
+        self.next_input += 1;
+        let track = Track {
+            desc,
+            input_id,
+            mixer_port: None,
+        };
+        if let Some(epoch) = live_epoch {
+            self.effects.push_back(Effect::ToMixer {
+                epoch,
+                command: add_input_command(&participant_id, participant, &track),
+            });
+        }
+        participant.tracks.push(track);
+        Ok(())
+    }
+
+    fn track_ended(&mut self, participant_id: &str, track_id: &str) {
+        let Some(participant) = self.participants.get_mut(participant_id) else {
+            return;
+        };
+        let Some(pos) = participant
+            .tracks
+            .iter()
+            .position(|t| t.desc.track_id == track_id)
+        else {
+            return;
+        };
+        let track = participant.tracks.remove(pos);
+        if let Some(epoch) = self.live_epoch() {
+            self.effects.push_back(Effect::ToMixer {
+                epoch,
+                command: Command::RemoveInput {
+                    input_id: track.input_id,
+                },
+            });
+        }
+    }
+
+    fn leave(&mut self, participant_id: &str) -> Result<(), RoomError> {
+        let participant = self
+            .participants
+            .remove(participant_id)
+            .ok_or_else(|| RoomError::UnknownParticipant(participant_id.to_string()))?;
+        if let Some(epoch) = self.live_epoch() {
+            for track in &participant.tracks {
+                self.effects.push_back(Effect::ToMixer {
+                    epoch,
+                    command: Command::RemoveInput {
+                        input_id: track.input_id.clone(),
+                    },
+                });
+            }
+        }
+        self.effects.push_back(Effect::CloseSession {
+            participant_id: participant_id.to_string(),
+        });
+        Ok(())
+    }
+
+    fn go_live(&mut self, now: Instant) -> Result<(), RoomError> {
+        if self.live_epoch().is_some() {
+            return Ok(());
+        }
+        if self.outputs.is_empty() {
+            return Err(RoomError::NoOutputs);
+        }
+        self.last_epoch += 1;
+        let epoch = self.last_epoch;
+        self.broadcast = Broadcast::Live {
+            epoch,
+            mixer: MixerPhase::Starting,
+            since: now,
+            frames_out: 0,
+        };
+        for output in &mut self.outputs {
+            output.state = OutputState::Connecting;
+            output.reason = None;
+            output.bytes_sent = 0;
+        }
+        self.effects.push_back(Effect::SpawnMixer { epoch });
+        self.effects.push_back(Effect::ToMixer {
+            epoch,
+            command: Command::Start {
+                video: self.settings.video,
+                outputs: self.settings.outputs.clone(),
+            },
+        });
+        let add_inputs: Vec<Effect> = self
+            .participants()
+            .into_iter()
+            .flat_map(|(participant_id, participant)| {
+                participant.tracks.iter().map(move |track| Effect::ToMixer {
+                    epoch,
+                    command: add_input_command(participant_id, participant, track),
+                })
+            })
+            .collect();
+        self.effects.extend(add_inputs);
+        Ok(())
+    }
+
+    fn stop_live(&mut self) {
+        let Some(epoch) = self.live_epoch() else {
+            return;
+        };
+        self.effects.push_back(Effect::StopMixer { epoch });
+        self.detach_from_mixer();
+        self.broadcast = Broadcast::Offline;
+        for output in &mut self.outputs {
+            output.state = OutputState::Idle;
+            output.reason = None;
+        }
+    }
+
+    fn mixer_failed(&mut self, reason: String) {
+        if let Some(epoch) = self.live_epoch() {
+            self.effects.push_back(Effect::StopMixer { epoch });
+        }
+        self.detach_from_mixer();
+        for output in &mut self.outputs {
+            if output.state != OutputState::Failed {
+                output.state = OutputState::Failed;
+                output.reason = Some(format!("mixer stopped: {reason}"));
+            }
+        }
+        self.broadcast = Broadcast::Failed { reason };
+    }
+
+    /// Stops forwarding every track to the (old) mixer.
+    fn detach_from_mixer(&mut self) {
+        for (participant_id, participant) in &mut self.participants {
+            for track in &mut participant.tracks {
+                if track.mixer_port.take().is_some() {
+                    self.effects.push_back(Effect::Forward {
+                        participant_id: participant_id.clone(),
+                        track_id: track.desc.track_id.clone(),
+                        targets: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn find_input(&mut self, input_id: &str) -> Option<(ParticipantId, &mut Track)> {
+        self.participants.iter_mut().find_map(|(pid, p)| {
+            p.tracks
+                .iter_mut()
+                .find(|t| t.input_id == input_id)
+                .map(|t| (pid.clone(), t))
+        })
+    }
+
+    fn mixer_event(&mut self, epoch: u64, event: Event) {
+        match event {
+            Event::Ready => {
+                if let Broadcast::Live { mixer, .. } = &mut self.broadcast {
+                    *mixer = MixerPhase::Running;
+                }
+            }
+            Event::InputReady { input_id, rtp_port } => {
+                let Some((participant_id, track)) = self.find_input(&input_id) else {
+                    // The track left before the mixer was ready for it.
+                    self.effects.push_back(Effect::ToMixer {
+                        epoch,
+                        command: Command::RemoveInput { input_id },
+                    });
+                    return;
+                };
+                track.mixer_port = Some(rtp_port);
+                let track_id = track.desc.track_id.clone();
+                self.effects.push_back(Effect::Forward {
+                    participant_id: participant_id.clone(),
+                    track_id: track_id.clone(),
+                    targets: vec![mixer_rtp_addr(rtp_port)],
+                });
+                self.effects.push_back(Effect::RequestKeyframe {
+                    participant_id,
+                    track_id,
+                });
+            }
+            Event::InputRemoved { .. } => {}
+            Event::KeyframeRequest { input_id } => {
+                if let Some((participant_id, track)) = self.find_input(&input_id) {
+                    let track_id = track.desc.track_id.clone();
+                    self.effects.push_back(Effect::RequestKeyframe {
+                        participant_id,
+                        track_id,
+                    });
+                }
+            }
+            Event::Output {
+                output_id,
+                state,
+                reason,
+                bytes_sent,
+            } => {
+                if let Some(output) = self
+                    .outputs
+                    .iter_mut()
+                    .find(|o| o.spec.output_id == output_id)
+                {
+                    output.state = state;
+                    output.reason = reason;
+                    output.bytes_sent = output.bytes_sent.max(bytes_sent);
+                }
+            }
+            Event::Heartbeat {
+                frames_out: frames,
+                outputs,
+            } => {
+                if let Broadcast::Live { frames_out, .. } = &mut self.broadcast {
+                    *frames_out = frames;
+                }
+                for reported in outputs {
+                    if let Some(output) = self
+                        .outputs
+                        .iter_mut()
+                        .find(|o| o.spec.output_id == reported.output_id)
+                    {
+                        output.bytes_sent = output.bytes_sent.max(reported.bytes_sent);
+                    }
+                }
+            }
+            Event::Fatal { reason } => self.mixer_failed(reason),
+        }
+    }
+
+    /// How long the room has been live, if it is.
+    pub fn live_for(&self, now: Instant) -> Option<Duration> {
+        match self.broadcast {
+            Broadcast::Live { since, .. } => Some(now.saturating_duration_since(since)),
+            _ => None,
+        }
+    }
+
+    /// Every participant id, e.g. to close all sessions when the room ends.
+    pub fn participant_ids(&self) -> Vec<ParticipantId> {
+        self.participants.keys().cloned().collect()
+    }
+}
+
+fn add_input_command(participant_id: &str, participant: &Participant, track: &Track) -> Command {
+    Command::AddInput {
+        input_id: track.input_id.clone(),
+        participant_id: participant_id.to_string(),
+        display_name: participant.display_name.clone(),
+        codec: track.desc.codec,
+        payload_type: track.desc.payload_type,
+        clock_rate: track.desc.clock_rate,
+    }
+}
+
+/// Mixer and serve share a machine; RTP crosses loopback.
+fn mixer_rtp_addr(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// Media kind of a track, for the status view.
+pub fn track_kind(track: &Track) -> MediaKind {
+    track.desc.codec.kind()
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

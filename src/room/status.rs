@@ -1,0 +1,178 @@
+//! The room as `GET /api/v1/rooms/{id}` shows it: a pure projection of [`RoomState`].
+//! Output URLs are always redacted here; nothing in this view is secret.
+
+use std::time::Instant;
+
+use costream_mixer::control::{Codec, MediaKind, OutputState, VideoSpec};
+use costream_mixer::redact::redact_url;
+use serde::Serialize;
+
+use super::state::{track_kind, Broadcast, MixerPhase, RoomState};
+use super::tokens::Role;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomStatus {
+    pub room_id: String,
+    pub name: String,
+    /// `offline`, `live` or `failed`.
+    pub broadcast: &'static str,
+    /// Seconds since the room went live (absent when not live).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_seconds: Option<f64>,
+    pub video: VideoSpec,
+    pub participants: Vec<ParticipantStatus>,
+    pub mixer: MixerStatus,
+    pub outputs: Vec<OutputStatusView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantStatus {
+    pub participant_id: String,
+    pub role: Role,
+    pub display_name: String,
+    pub tracks: Vec<TrackStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackStatus {
+    pub track_id: String,
+    pub kind: MediaKind,
+    pub codec: Codec,
+    /// True once the mixer receives this track.
+    pub in_mix: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MixerStatus {
+    /// `none`, `starting`, `running` or `failed`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub frames_out: u64,
+    /// OS process id of the room's mixer, while one runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputStatusView {
+    pub output_id: String,
+    /// The URL with its stream key replaced by `***`.
+    pub url: String,
+    pub state: OutputState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub bytes_sent: u64,
+}
+
+impl RoomStatus {
+    pub fn of(room_id: &str, room: &RoomState, now: Instant) -> Self {
+        let (broadcast, mixer) = match room.broadcast() {
+            Broadcast::Offline => ("offline", mixer_status("none", None, 0)),
+            Broadcast::Live {
+                mixer, frames_out, ..
+            } => {
+                let phase = match mixer {
+                    MixerPhase::Starting => "starting",
+                    MixerPhase::Running => "running",
+                };
+                ("live", mixer_status(phase, None, *frames_out))
+            }
+            Broadcast::Failed { reason } => {
+                ("failed", mixer_status("failed", Some(reason.clone()), 0))
+            }
+        };
+        Self {
+            room_id: room_id.to_string(),
+            name: room.settings().name.clone(),
+            broadcast,
+            live_seconds: room.live_for(now).map(|d| d.as_secs_f64()),
+            video: room.settings().video,
+            participants: room
+                .participants()
+                .into_iter()
+                .map(|(id, p)| ParticipantStatus {
+                    participant_id: id.clone(),
+                    role: p.role,
+                    display_name: p.display_name.clone(),
+                    tracks: p
+                        .tracks
+                        .iter()
+                        .map(|t| TrackStatus {
+                            track_id: t.desc.track_id.clone(),
+                            kind: track_kind(t),
+                            codec: t.desc.codec,
+                            in_mix: t.mixer_port.is_some(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            mixer,
+            outputs: room
+                .outputs()
+                .iter()
+                .map(|o| OutputStatusView {
+                    output_id: o.spec.output_id.clone(),
+                    url: redact_url(&o.spec.url),
+                    state: o.state,
+                    reason: o.reason.clone(),
+                    bytes_sent: o.bytes_sent,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn mixer_status(state: &'static str, reason: Option<String>, frames_out: u64) -> MixerStatus {
+    MixerStatus {
+        state,
+        reason,
+        frames_out,
+        pid: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::state::{Input, RoomSettings};
+    use costream_mixer::control::OutputSpec;
+
+    #[test]
+    fn status_redacts_stream_keys_and_reports_offline() {
+        let room = RoomState::new(RoomSettings {
+            name: "show".into(),
+            video: VideoSpec::default(),
+            outputs: vec![OutputSpec {
+                output_id: "out0".into(),
+                url: "rtmp://cdn.example/live/SECRETKEY".into(),
+            }],
+            max_participants: 4,
+        });
+        let status = RoomStatus::of("r1", &room, Instant::now());
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(!json.contains("SECRETKEY"), "{json}");
+        assert!(json.contains(r#""broadcast":"offline""#), "{json}");
+        assert!(json.contains(r#""state":"idle""#), "{json}");
+    }
+
+    #[test]
+    fn live_status_reports_live_seconds() {
+        let t0 = Instant::now();
+        let mut room = RoomState::new(RoomSettings {
+            name: String::new(),
+            video: VideoSpec::default(),
+            outputs: vec![OutputSpec {
+                output_id: "out0".into(),
+                url: "rtmp://h/live/k".into(),
+            }],
+            max_participants: 4,
+        });
+        room.handle(t0, Input::GoLive).unwrap();
+        let status = RoomStatus::of("r1", &room, t0 + std::time::Duration::from_secs(3));
+        assert_eq!(status.broadcast, "live");
+        assert_eq!(status.live_seconds, Some(3.0));
+        assert_eq!(status.mixer.state, "starting");
+        assert_eq!(status.outputs[0].state, OutputState::Connecting);
+    }
+}

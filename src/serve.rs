@@ -1,0 +1,89 @@
+//! `costream serve`: load config, bind, build the app, run until SIGTERM / Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use costream_ingest::{IngestConfig, IngestEngine};
+use tokio::net::TcpListener;
+
+use crate::api::{router, AppState};
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::room::{RoomRuntime, Rooms};
+
+pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_toml_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(url) = &args.public_url {
+        config.server.public_url = url.clone();
+    }
+    if let Some(binary) = &args.mixer_binary {
+        config.mixer.binary = binary.display().to_string();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = load_config(&args)?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+    // With port 0 the links handed out must name the port actually bound.
+    config.server.listen = listener.local_addr()?;
+
+    let ingest = IngestEngine::new(IngestConfig {
+        udp_ports: config.media.udp_port_min.zip(config.media.udp_port_max),
+        public_ips: config.media.public_ips.clone(),
+        include_loopback: true,
+    })
+    .context("cannot set up WebRTC")?;
+    let mixer_binary = if config.mixer.binary.is_empty() {
+        std::env::current_exe().context("cannot find this executable to run mixers")?
+    } else {
+        config.mixer.binary.clone().into()
+    };
+    let rooms = Arc::new(Rooms::new(
+        RoomRuntime {
+            mixer_binary,
+            stop_grace: Duration::from_millis(config.mixer.stop_grace_ms),
+        },
+        config.limits.max_rooms,
+    ));
+    let public_url = config.public_url();
+    let app = router(AppState {
+        config: Arc::new(config),
+        rooms: rooms.clone(),
+        ingest,
+    });
+
+    tracing::info!("costream listening on {public_url}");
+    // Scripts (and the tests) read the bound address from this stdout line.
+    println!("costream listening on {public_url}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("shutting down: ending every room");
+    rooms.end_all();
+    // Give room actors a moment to tell their mixers to flush; anything left is killed when the
+    // runtime drops the child handles (kill_on_drop), so no mixer outlives serve.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,209 @@
+//! A private nginx-rtmp per test: its own conf, ports, pid and logs in a tempdir, killed on drop.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// A running nginx with the RTMP module: `application live` accepts any stream key, and
+/// `/stat` on the HTTP port shows publishers.
+pub struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// RTMP listen port on 127.0.0.1.
+    pub rtmp_port: u16,
+    /// HTTP port on 127.0.0.1 serving `/stat`.
+    pub http_port: u16,
+}
+
+impl Nginx {
+    /// Writes a conf, spawns `nginx -c conf -p dir` in the foreground, waits (10 s at most)
+    /// until the RTMP port accepts connections.
+    pub fn start() -> anyhow::Result<Nginx> {
+        let dir = tempfile::tempdir().context("tempdir for nginx")?;
+        let rtmp_port = crate::free_port()?;
+        let http_port = crate::free_port()?;
+        let conf = conf_text(dir.path(), rtmp_port, http_port);
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        std::fs::create_dir_all(dir.path().join("logs"))?;
+        let child = spawn(dir.path())?;
+        let mut nginx = Nginx {
+            child,
+            dir,
+            rtmp_port,
+            http_port,
+        };
+        nginx.wait_ready()?;
+        Ok(nginx)
+    }
+
+    /// Kills nginx and starts it again on the same ports (publishers are cut off, as when a
+    /// CDN edge restarts).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.child = spawn(self.dir.path())?;
+        self.wait_ready()
+    }
+
+    /// Kills nginx (ports stop accepting) without dropping the handle.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.rtmp_port)).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                bail!("nginx exited early ({status}): {err}{}", self.error_log());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "nginx did not accept on 127.0.0.1:{} within 10 s",
+                    self.rtmp_port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `rtmp://127.0.0.1:<port>/live/<key>`
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{key}", self.rtmp_port)
+    }
+
+    /// The raw XML from `GET /stat`.
+    pub fn stat_xml(&self) -> anyhow::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.http_port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"GET /stat HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        let mut resp = String::new();
+        stream.read_to_string(&mut resp)?;
+        let (head, body) = resp
+            .split_once("\r\n\r\n")
+            .context("HTTP response without header end")?;
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            bail!("GET /stat: {}", head.lines().next().unwrap_or(""));
+        }
+        Ok(body.to_string())
+    }
+
+    /// Bytes nginx has received from the publisher of `key`, if one is publishing.
+    pub fn publisher_bytes_in(&self, key: &str) -> Option<u64> {
+        parse_publisher_bytes_in(&self.stat_xml().ok()?, key)
+    }
+
+    /// nginx's error log so far (for test failure messages).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn(dir: &Path) -> anyhow::Result<Child> {
+    Command::new("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawn nginx (is it installed?)")
+}
+
+fn conf_text(dir: &Path, rtmp_port: u16, http_port: u16) -> String {
+    let d = dir.display();
+    format!(
+        r#"load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{rtmp_port};
+        chunk_size 4096;
+        application live {{
+            live on;
+            record off;
+            wait_key on;
+        }}
+    }}
+}}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{http_port};
+        location /stat {{ rtmp_stat all; }}
+    }}
+}}
+"#
+    )
+}
+
+/// Finds `<stream><name>key</name>…<bytes_in>N</bytes_in>` in rtmp_stat XML. A hand-rolled
+/// scan is enough for this fixed, machine-written format.
+fn parse_publisher_bytes_in(xml: &str, key: &str) -> Option<u64> {
+    for stream in xml.split("<stream>").skip(1) {
+        let stream = stream.split("</stream>").next()?;
+        if tag(stream, "name")? != key {
+            continue;
+        }
+        if !stream.contains("<publishing/>") {
+            return None;
+        }
+        // The stream's own bytes_in comes before its <client> entries.
+        return tag(stream, "bytes_in")?.parse().ok();
+    }
+    None
+}
+
+fn tag<'a>(s: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = s.find(&open)? + open.len();
+    let len = s[start..].find(&close)?;
+    Some(&s[start..start + len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bytes_in_of_the_named_stream() {
+        let xml = "<rtmp><server><application><name>live</name><live>\
+            <stream><name>other</name><bytes_in>5</bytes_in><publishing/></stream>\
+            <stream><name>k1</name><time>1</time><bytes_in>1234</bytes_in><bytes_out>0</bytes_out>\
+            <client><id>1</id><bytes_in>99</bytes_in><publishing/></client><publishing/><active/></stream>\
+            </live></application></server></rtmp>";
+        assert_eq!(parse_publisher_bytes_in(xml, "k1"), Some(1234));
+        assert_eq!(parse_publisher_bytes_in(xml, "other"), Some(5));
+        assert_eq!(parse_publisher_bytes_in(xml, "missing"), None);
+    }
+}

@@ -1,0 +1,340 @@
+//! Test harness: the real `costream` binary as child processes (serve, publishers), plus an
+//! HTTP client for the API. nginx-rtmp and ffmpeg helpers live in `costream-testkit`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_costream");
+
+/// Reads lines of a child's stdout on a thread until one starts with `prefix`.
+fn wait_for_line(child: &mut Child, prefix: &str, timeout: Duration) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().context("stdout not piped")?;
+    let (tx, rx) = mpsc::channel();
+    let wanted = prefix.to_string();
+    std::thread::spawn(move || {
+        let mut found = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !found && line.starts_with(&wanted) {
+                found = true;
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv_timeout(timeout)
+        .with_context(|| format!("no stdout line starting with {prefix:?} within {timeout:?}"))
+}
+
+/// A running `costream serve` on a free loopback port. Killed on drop.
+pub struct Serve {
+    child: Child,
+    pub base_url: String,
+    /// serve's (and its mixers') log, when captured.
+    log_path: Option<std::path::PathBuf>,
+}
+
+impl Serve {
+    /// Logs go to the test's stderr.
+    pub fn start() -> anyhow::Result<Self> {
+        Self::spawn(Stdio::inherit(), None)
+    }
+
+    /// Logs (serve's and its mixers') go to a file, for tests that inspect them.
+    pub fn start_capturing_log() -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("costream-serve-{}-{n}.log", std::process::id()));
+        let file = std::fs::File::create(&path)?;
+        Self::spawn(Stdio::from(file), Some(path))
+    }
+
+    fn spawn(stderr: Stdio, log_path: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "debug,webrtc=info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .context("spawn costream serve")?;
+        let line = wait_for_line(
+            &mut child,
+            "costream listening on ",
+            Duration::from_secs(30),
+        )?;
+        let base_url = line
+            .trim_start_matches("costream listening on ")
+            .trim()
+            .to_string();
+        Ok(Self {
+            child,
+            base_url,
+            log_path,
+        })
+    }
+
+    /// The captured log so far.
+    pub fn log(&self) -> anyhow::Result<String> {
+        let path = self.log_path.as_ref().context("log not captured")?;
+        Ok(std::fs::read_to_string(path)?)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        signal(self.child.id(), "TERM")?;
+        wait_with_deadline(&mut self.child, Duration::from_secs(10))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(path) = &self.log_path {
+            if std::thread::panicking() {
+                if let Ok(log) = std::fs::read_to_string(path) {
+                    let tail: Vec<_> = log.lines().rev().take(80).collect();
+                    eprintln!("--- last lines of serve's log ---");
+                    for line in tail.iter().rev() {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed");
+    }
+    Ok(())
+}
+
+fn wait_with_deadline(
+    child: &mut Child,
+    timeout: Duration,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("process {} did not exit within {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `costream publish` child: a real WebRTC publisher of a solid color and a tone.
+pub struct Publisher {
+    child: Child,
+}
+
+pub struct PublisherOptions<'a> {
+    pub color: &'a str,
+    pub tone_hz: u32,
+    pub codec: &'a str,
+    pub name: &'a str,
+}
+
+impl Publisher {
+    pub fn start(whip_url: &str, token: &str, opts: PublisherOptions<'_>) -> anyhow::Result<Self> {
+        let mut child = Command::new(BIN)
+            .args([
+                "publish",
+                "--whip",
+                whip_url,
+                "--color",
+                opts.color,
+                "--tone",
+                &opts.tone_hz.to_string(),
+                "--codec",
+                opts.codec,
+                "--name",
+                opts.name,
+            ])
+            .env("COSTREAM_TOKEN", token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawn costream publish")?;
+        wait_for_line(&mut child, "publishing", Duration::from_secs(30))
+            .with_context(|| format!("publisher {} did not connect", opts.name))?;
+        Ok(Self { child })
+    }
+
+    /// Leaves the room properly: SIGTERM makes the publisher send the WHIP DELETE.
+    pub fn leave(mut self) -> anyhow::Result<()> {
+        signal(self.child.id(), "TERM")?;
+        let status = wait_with_deadline(&mut self.child, Duration::from_secs(10))?;
+        if !status.success() {
+            bail!("publisher exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A thin client for the JSON API.
+pub struct Api {
+    pub base_url: String,
+    http: reqwest::Client,
+}
+
+pub struct Room {
+    pub id: String,
+    pub host_token: String,
+    pub guest_token: String,
+    pub whip_url: String,
+    pub created: Value,
+}
+
+impl Api {
+    pub fn new(base_url: &str) -> Self {
+        Self {
+            base_url: base_url.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub async fn create_room(&self, body: Value) -> anyhow::Result<Room> {
+        let response = self
+            .http
+            .post(self.url("/api/v1/rooms"))
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let created: Value = response.json().await?;
+        if status != 201 {
+            bail!("create room: {status} {created}");
+        }
+        let field = |name: &str| {
+            created[name]
+                .as_str()
+                .map(str::to_string)
+                .with_context(|| format!("{name} missing in {created}"))
+        };
+        Ok(Room {
+            id: field("room_id")?,
+            host_token: field("host_token")?,
+            guest_token: field("guest_token")?,
+            whip_url: field("whip_url")?,
+            created,
+        })
+    }
+
+    pub async fn status(&self, room: &Room) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .get(self.url(&format!("/api/v1/rooms/{}", room.id)))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("room status: {}", response.status());
+        }
+        Ok(response.json().await?)
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, body))
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// Polls `check` until it returns Some or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() > deadline {
+            match last_error {
+                Some(e) => bail!("{what}: not within {timeout:?} (last error: {e:#})"),
+                None => bail!("{what}: not within {timeout:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Participants in a status JSON whose every track is in the mix.
+pub fn participants_in_mix(status: &Value) -> usize {
+    status["participants"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|p| {
+                    let tracks = p["tracks"].as_array();
+                    tracks.is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["in_mix"] == true))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + sys) a process has used, from /proc.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat.rsplit_once(')').context("bad /proc stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields[11].parse()?;
+    let stime: f64 = fields[12].parse()?;
+    Ok((utime + stime) / 100.0)
+}
