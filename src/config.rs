@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use costream_mixer::control::VideoSpec;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -27,7 +27,7 @@ pub struct ServerConfig {
     pub public_url: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     /// Inclusive UDP port range for WebRTC (ICE); unset means ephemeral ports.
@@ -70,16 +70,6 @@ impl Default for ServerConfig {
     }
 }
 
-impl Default for MediaConfig {
-    fn default() -> Self {
-        Self {
-            udp_port_min: None,
-            udp_port_max: None,
-            public_ips: Vec::new(),
-        }
-    }
-}
-
 impl Default for MixerConfig {
     fn default() -> Self {
         Self {
@@ -97,17 +87,6 @@ impl Default for LimitsConfig {
             max_rooms: 1000,
             max_participants_per_room: 16,
             max_outputs_per_room: 8,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            media: MediaConfig::default(),
-            mixer: MixerConfig::default(),
-            limits: LimitsConfig::default(),
         }
     }
 }

@@ -131,7 +131,8 @@ impl IngestEngine {
             .map_err(|e| IngestError::InvalidSdp(e.to_string()))?;
 
         let id = new_session_id();
-        let span = tracing::info_span!("ingest_session", session = %id);
+        // A root span: the session outlives the WHIP request that created it.
+        let span = tracing::info_span!(parent: None, "ingest_session", session = %id);
         async {
             info!(codecs = ?summary.accepted, ignored = ?summary.ignored, "offer accepted for negotiation");
             trace!(offer = %redact_sdp(offer_sdp), "offer");

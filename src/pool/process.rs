@@ -58,7 +58,7 @@ impl MixerProcess {
                 source,
             })?;
         let pid = child.id();
-        let span = tracing::info_span!("mixer", room = %room_id, epoch, pid);
+        let span = tracing::info_span!(parent: None, "mixer", room = %room_id, epoch, pid);
         info!(parent: &span, "mixer process started");
 
         let (commands, mut command_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);

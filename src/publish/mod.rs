@@ -19,6 +19,8 @@ pub use color::parse_color;
 use tone::{ToneGenerator, FRAME_SAMPLES, SAMPLE_RATE};
 
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
+    // Installed first: a SIGTERM during set-up must still end in a clean WHIP DELETE.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let rgb = parse_color(&args.color).map_err(anyhow::Error::msg)?;
     let (ingest_codec, synth_codec) = match args.codec.to_ascii_lowercase().as_str() {
         "vp8" => (CodecName::Vp8, Codec::Vp8),
@@ -35,8 +37,6 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         .context("WHIP publish failed")?;
     let keyframe_requests = publisher.keyframe_requests();
     let publisher = Arc::new(publisher);
-    tracing::info!("publishing to {}", args.whip);
-    println!("publishing");
 
     let mut tasks = tokio::task::JoinSet::new();
     if !args.no_video {
@@ -53,6 +53,9 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         tasks.spawn(send_video(publisher.clone(), synth, keyframe_requests));
     }
     tasks.spawn(send_tone(publisher.clone(), args.tone));
+    tracing::info!("publishing to {}", args.whip);
+    // Scripts (and the tests) wait for this stdout line.
+    println!("publishing");
 
     let stop = async {
         match args.duration {
@@ -60,7 +63,6 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = stop => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -96,14 +98,11 @@ async fn send_video(
     let reader = synth.clone();
     std::thread::Builder::new()
         .name("synth-video".into())
-        .spawn(move || loop {
-            match reader.next_frame(Duration::from_secs(5)) {
-                Some(frame) => {
-                    if frames_tx.blocking_send(frame).is_err() {
-                        break;
-                    }
+        .spawn(move || {
+            while let Some(frame) = reader.next_frame(Duration::from_secs(5)) {
+                if frames_tx.blocking_send(frame).is_err() {
+                    break;
                 }
-                None => break,
             }
         })?;
     loop {

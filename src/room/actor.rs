@@ -87,7 +87,8 @@ impl RoomHandle {
             session_tx,
             mixer_tx,
         };
-        let span = tracing::info_span!("room", room = %id);
+        // A root span: the actor outlives the HTTP request that created the room.
+        let span = tracing::info_span!(parent: None, "room", room = %id);
         tokio::spawn(
             actor
                 .run(command_rx, session_rx, mixer_rx, cancel.clone())

@@ -41,7 +41,7 @@ pub struct Serve {
 impl Serve {
     /// Logs go to the test's stderr.
     pub fn start() -> anyhow::Result<Self> {
-        Self::spawn(Stdio::inherit(), None)
+        Self::spawn(Stdio::inherit(), None, "info")
     }
 
     /// Logs (serve's and its mixers') go to a file, for tests that inspect them.
@@ -51,15 +51,20 @@ impl Serve {
         let path =
             std::env::temp_dir().join(format!("costream-serve-{}-{n}.log", std::process::id()));
         let file = std::fs::File::create(&path)?;
-        Self::spawn(Stdio::from(file), Some(path))
+        // Debug level: the log-hygiene checks must see everything that could leak.
+        Self::spawn(Stdio::from(file), Some(path), "debug,webrtc=info")
     }
 
-    fn spawn(stderr: Stdio, log_path: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
+    fn spawn(
+        stderr: Stdio,
+        log_path: Option<std::path::PathBuf>,
+        default_filter: &str,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "debug,webrtc=info".into()),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| default_filter.into()),
             )
             .stdout(Stdio::piped())
             .stderr(stderr)
