@@ -10,6 +10,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::{StatusCode, Url};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, info_span, warn, Instrument};
+
 use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::MediaEngine;
 use webrtc::api::setting_engine::SettingEngine;
@@ -30,9 +31,9 @@ use webrtc::track::track_local::TrackLocal;
 
 use crate::codec::{capability, register_codecs, CodecName, MediaKind};
 use crate::error::IngestError;
+use crate::gather::set_local_and_gather;
 use crate::whip::{resolve_location, truncate_body};
 
-const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -375,19 +376,7 @@ fn spawn_rtcp_reader(sender: Arc<RTCRtpSender>, keyframes: Option<Arc<Mutex<mpsc
 /// Creates the offer and waits for gathering so it carries every candidate.
 async fn local_offer(pc: &RTCPeerConnection) -> Result<String, IngestError> {
     let offer = pc.create_offer(None).await?;
-    let mut gathered = pc.gathering_complete_promise().await;
-    pc.set_local_description(offer).await?;
-    tokio::time::timeout(GATHER_TIMEOUT, gathered.recv())
-        .await
-        .map_err(|_| IngestError::Timeout {
-            what: "ICE candidate gathering",
-            after: GATHER_TIMEOUT,
-        })?;
-    let local = pc
-        .local_description()
-        .await
-        .ok_or_else(|| IngestError::Webrtc("no local description after gathering".into()))?;
-    Ok(local.sdp)
+    set_local_and_gather(pc, offer).await
 }
 
 /// POSTs the offer; returns the absolute session URL and the SDP answer.

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, Instrument, Span};
@@ -22,13 +22,13 @@ use crate::answer::repair_answer;
 use crate::codec::{check_offer, parse_sdp, register_codecs};
 use crate::error::IngestError;
 use crate::forward::ForwardSockets;
+use crate::gather::set_local_and_gather;
 use crate::naming::new_session_id;
 use crate::redact::redact_sdp;
 use crate::session::{PeerSession, SessionEvent};
 
 /// Longest we wait for ICE gathering before answering (non-trickle WHIP needs every candidate
 /// in the answer). Host-only gathering normally takes a few milliseconds.
-const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A session whose publisher has not connected by then is closed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// ICE consent: "disconnected" after this long without traffic from the publisher...
@@ -192,22 +192,5 @@ async fn negotiate(
         .create_answer(None)
         .await
         .map_err(|e| IngestError::UnsupportedCodec(format!("cannot answer the offer: {e}")))?;
-    let mut gathered = pc.gathering_complete_promise().await;
-    let started = Instant::now();
-    pc.set_local_description(answer).await?;
-    tokio::time::timeout(GATHER_TIMEOUT, gathered.recv())
-        .await
-        .map_err(|_| IngestError::Timeout {
-            what: "ICE candidate gathering",
-            after: GATHER_TIMEOUT,
-        })?;
-    debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "ICE gathering complete"
-    );
-    let local = pc
-        .local_description()
-        .await
-        .ok_or_else(|| IngestError::Webrtc("no local description after gathering".into()))?;
-    Ok(local.sdp)
+    set_local_and_gather(pc, answer).await
 }

@@ -14,6 +14,7 @@ mod codec;
 mod engine;
 mod error;
 mod forward;
+mod gather;
 mod keyframe;
 mod naming;
 mod redact;
