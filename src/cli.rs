@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Mixer executable (default: this binary).
     #[arg(long, env = "COSTREAM_MIXER_BINARY")]
     pub mixer_binary: Option<PathBuf>,
+    /// RTMP listen address of the built-in origin, e.g. 0.0.0.0:1935 (`:0` picks a free port).
+    #[arg(long, env = "COSTREAM_ORIGIN_RTMP_LISTEN")]
+    pub origin_rtmp_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub mixer: MixerConfig,
     pub limits: LimitsConfig,
+    pub origin: OriginConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +60,38 @@ pub struct LimitsConfig {
     pub max_participants_per_room: usize,
     /// Most outputs per room.
     pub max_outputs_per_room: usize,
+}
+
+/// The built-in origin: RTMP ingest from this server's mixers, HTTP-FLV and RTMP to viewers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    /// Rooms created without outputs push to the origin; off means such rooms cannot go live.
+    pub enabled: bool,
+    /// RTMP listen address (port 0 picks a free port).
+    pub rtmp_listen: SocketAddr,
+    /// Base of the RTMP play URLs handed to viewers, e.g. `rtmp://live.example.com`; empty
+    /// means `rtmp://<rtmp_listen>` (with 127.0.0.1 for an unspecified address).
+    pub public_rtmp_url: String,
+    /// Tags queued per viewer before a slow viewer starts missing some (until a keyframe).
+    pub viewer_queue: usize,
+    /// Most viewers of one stream (HTTP-FLV and RTMP together).
+    pub max_viewers_per_stream: usize,
+    /// Bound of a stream's GOP cache in bytes.
+    pub gop_cache_max_bytes: usize,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rtmp_listen: SocketAddr::from(([127, 0, 0, 1], 1935)),
+            public_rtmp_url: String::new(),
+            viewer_queue: 512,
+            max_viewers_per_stream: 1000,
+            gop_cache_max_bytes: 16 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -161,10 +194,50 @@ impl Config {
                 });
             }
         }
+        self.validate_origin()?;
         if self.limits.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 key: "limits.max_body_bytes",
                 message: "must be at least 1024 (an SDP offer is several KiB)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_origin(&self) -> Result<(), ConfigError> {
+        let origin = &self.origin;
+        if !origin.public_rtmp_url.is_empty() {
+            let ok = url::Url::parse(&origin.public_rtmp_url)
+                .map(|u| u.scheme() == "rtmp" && u.host_str().is_some_and(|h| !h.is_empty()))
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "origin.public_rtmp_url",
+                    message: format!(
+                        "{:?} is not an rtmp:// base URL such as rtmp://live.example.com",
+                        origin.public_rtmp_url
+                    ),
+                });
+            }
+        }
+        if !(16..=65536).contains(&origin.viewer_queue) {
+            return Err(ConfigError::Invalid {
+                key: "origin.viewer_queue",
+                message: format!("{} must be 16..=65536 tags", origin.viewer_queue),
+            });
+        }
+        if origin.max_viewers_per_stream == 0 {
+            return Err(ConfigError::Invalid {
+                key: "origin.max_viewers_per_stream",
+                message: "must be at least 1".into(),
+            });
+        }
+        if origin.gop_cache_max_bytes < 64 * 1024 {
+            return Err(ConfigError::Invalid {
+                key: "origin.gop_cache_max_bytes",
+                message: "must be at least 65536 (one GOP is hundreds of KiB)".into(),
             });
         }
         Ok(())
@@ -236,5 +309,28 @@ mod tests {
         config.media.udp_port_min = Some(50000);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("udp_port_max"), "{err}");
+    }
+
+    #[test]
+    fn origin_section_defaults_and_validation() {
+        let config = Config::from_toml_str(
+            "[origin]\nrtmp_listen = \"0.0.0.0:1936\"\npublic_rtmp_url = \"rtmp://live.example.com\"\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert!(config.origin.enabled);
+        assert_eq!(config.origin.rtmp_listen.port(), 1936);
+        assert_eq!(Config::default().origin.rtmp_listen.port(), 1935);
+
+        let mut config = Config::default();
+        config.origin.public_rtmp_url = "http://live.example.com".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("origin.public_rtmp_url"), "{err}");
+        let mut config = Config::default();
+        config.origin.viewer_queue = 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("origin.viewer_queue"), "{err}");
+        let err = Config::from_toml_str("[origin]\nlisten = \"x\"\n").unwrap_err();
+        assert!(err.contains("listen"), "{err}");
     }
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod origin;
 pub mod pool;
 pub mod publish;
 pub mod room;

@@ -6,10 +6,14 @@ use std::time::Duration;
 use anyhow::Context;
 use costream_ingest::{IngestConfig, IngestEngine};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{router, AppState};
 use crate::cli::ServeArgs;
-use crate::config::Config;
+use crate::config::{Config, OriginConfig};
+use crate::origin::gop::CacheLimits;
+use crate::origin::hub::HubLimits;
+use crate::origin::{Origin, OriginSettings};
 use crate::room::{RoomRuntime, Rooms};
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -25,6 +29,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(binary) = &args.mixer_binary {
         config.mixer.binary = binary.display().to_string();
+    }
+    if let Some(listen) = args.origin_rtmp_listen {
+        config.origin.rtmp_listen = listen;
     }
     config.validate()?;
     Ok(config)
@@ -56,26 +63,79 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         config.limits.max_rooms,
     ));
+    let origin_cancel = CancellationToken::new();
+    let origin = start_origin(&mut config.origin, origin_cancel.clone()).await?;
     let public_url = config.public_url();
     let app = router(AppState {
         config: Arc::new(config),
         rooms: rooms.clone(),
         ingest,
+        origin: origin.clone(),
     });
 
     tracing::info!("costream listening on {public_url}");
     // Scripts (and the tests) read the bound address from this stdout line.
     println!("costream listening on {public_url}");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown({
+            let (origin, origin_cancel) = (origin.clone(), origin_cancel.clone());
+            async move {
+                shutdown_signal().await;
+                // Graceful shutdown waits for open responses; HTTP-FLV bodies are endless
+                // until their stream goes away, so end every stream (and RTMP session) first.
+                origin_cancel.cancel();
+                if let Some(origin) = origin {
+                    origin.unregister_all();
+                }
+            }
+        })
         .await
         .context("HTTP server failed")?;
     tracing::info!("shutting down: ending every room");
     rooms.end_all();
+    origin_cancel.cancel();
     // Give room actors a moment to tell their mixers to flush; anything left is killed when the
     // runtime drops the child handles (kill_on_drop), so no mixer outlives serve.
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(())
+}
+
+/// Binds the built-in origin's RTMP listener (when enabled) and records the bound address, so
+/// the URLs handed out name the real port when the config asked for port 0.
+async fn start_origin(
+    config: &mut OriginConfig,
+    cancel: CancellationToken,
+) -> anyhow::Result<Option<Origin>> {
+    if !config.enabled {
+        tracing::info!("built-in origin disabled (origin.enabled = false)");
+        return Ok(None);
+    }
+    let settings = OriginSettings {
+        rtmp_listen: config.rtmp_listen,
+        public_rtmp_url: config.public_rtmp_url.clone(),
+        limits: HubLimits {
+            cache: CacheLimits {
+                max_bytes: config.gop_cache_max_bytes,
+                ..CacheLimits::default()
+            },
+            viewer_queue: config.viewer_queue,
+            max_viewers: config.max_viewers_per_stream,
+        },
+    };
+    let origin = Origin::start(settings, cancel).await.with_context(|| {
+        format!(
+            "cannot listen on {} (origin.rtmp_listen, --origin-rtmp-listen); \
+             pick another port or set origin.enabled = false",
+            config.rtmp_listen
+        )
+    })?;
+    config.rtmp_listen = origin.rtmp_addr();
+    tracing::info!("built-in origin: RTMP on {}", origin.rtmp_addr());
+    println!(
+        "costream origin rtmp listening on rtmp://{}",
+        origin.rtmp_addr()
+    );
+    Ok(Some(origin))
 }
 
 async fn shutdown_signal() {

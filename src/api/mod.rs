@@ -18,6 +18,7 @@ use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::origin::Origin;
 use crate::room::Rooms;
 
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub rooms: Arc<Rooms>,
     pub ingest: IngestEngine,
+    /// The built-in origin; `None` when disabled (`origin.enabled = false`).
+    pub origin: Option<Origin>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -63,6 +66,8 @@ pub fn router(state: AppState) -> Router {
                 .patch(whip::trickle_not_supported)
                 .options(whip::options),
         )
+        // HTTP-FLV. axum matches whole segments, so `{file}` is `<room>.flv`.
+        .route("/live/{file}", get(live_flv))
         .fallback(not_found)
         .layer(cors)
         .layer(TraceLayer::new_for_http())
@@ -71,6 +76,20 @@ pub fn router(state: AppState) -> Router {
 
 async fn index() -> Html<&'static str> {
     Html(include_str!("../../web/index.html"))
+}
+
+async fn live_flv(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Result<axum::response::Response, error::ApiError> {
+    let origin = app.origin.as_ref().ok_or_else(|| {
+        error::ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "origin_disabled",
+            "the built-in origin is disabled on this server (origin.enabled = false)",
+        )
+    })?;
+    crate::origin::http_flv::respond(origin, &file)
 }
 
 async fn not_found() -> error::ApiError {

@@ -13,7 +13,9 @@ use super::body::{parse_json_or_default, read_limited};
 use super::error::ApiError;
 use super::AppState;
 use crate::config::validate_video;
+use crate::origin::ORIGIN_OUTPUT_ID;
 use crate::room::state::RoomSettings;
+use crate::room::status::RoomStatus;
 use crate::room::RoomHandle;
 
 /// Body of `POST /api/v1/rooms`; every field is optional.
@@ -54,6 +56,12 @@ pub struct CreatedRoom {
     pub watch_url: String,
     /// WHIP endpoint for publishers (OBS, browsers, `costream publish`).
     pub whip_url: String,
+    /// HTTP-FLV of the mix on the built-in origin (rooms created without outputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flv_url: Option<String>,
+    /// RTMP play URL of the mix on the built-in origin (ffplay, VLC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmp_play_url: Option<String>,
 }
 
 pub async fn create(
@@ -63,8 +71,19 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
     let request: CreateRoom = parse_json_or_default(&headers, &bytes)?;
-    let settings = room_settings(&app, request)?;
-    let room = app.rooms.create(settings).map_err(|e| {
+    let mut settings = room_settings(&app, request)?;
+    // A room that names no outputs pushes to the built-in origin, under its own id.
+    let origin = app.origin.as_ref().filter(|_| settings.outputs.is_empty());
+    let room = app.rooms.create_with(|id| {
+        if let Some(origin) = origin {
+            settings.outputs.push(OutputSpec {
+                output_id: ORIGIN_OUTPUT_ID.to_string(),
+                url: origin.register(id),
+            });
+        }
+        settings
+    });
+    let room = room.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_rooms",
@@ -81,6 +100,8 @@ pub async fn create(
         guest_url: format!("{base}/join/{id}#token={}", room.tokens.guest.expose()),
         watch_url: format!("{base}/watch/{id}"),
         whip_url: format!("{base}/whip/{id}"),
+        flv_url: origin.map(|_| format!("{base}/live/{id}.flv")),
+        rtmp_play_url: origin.map(|o| o.play_url(id)),
     };
     tracing::info!(room = %id, "room created");
     Ok((
@@ -173,12 +194,51 @@ async fn find_room(app: &AppState, room_id: &str) -> Result<std::sync::Arc<RoomH
         .ok_or_else(|| ApiError::room_not_found(room_id))
 }
 
+/// The room, if the request carries its host token (401/403 otherwise).
+async fn host_room(
+    app: &AppState,
+    room_id: &str,
+    headers: &HeaderMap,
+) -> Result<std::sync::Arc<RoomHandle>, ApiError> {
+    let room = find_room(app, room_id).await?;
+    auth::require_host(headers, &room)?;
+    Ok(room)
+}
+
 pub async fn get(
     State(app): State<AppState>,
     Path(room_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let room = find_room(&app, &room_id).await?;
-    Ok(Json(room.status().await?).into_response())
+    Ok(status_response(&app, room.status().await?))
+}
+
+/// The room status, plus what the built-in origin knows when the room uses it: the origin
+/// output is flagged `"origin": true`, and `origin` carries the viewer links and counters.
+fn status_response(app: &AppState, status: RoomStatus) -> Response {
+    let mut json = serde_json::to_value(&status).unwrap_or_default();
+    let uses_origin = status
+        .outputs
+        .iter()
+        .any(|o| o.output_id == ORIGIN_OUTPUT_ID);
+    if let (true, Some(origin)) = (uses_origin, &app.origin) {
+        if let Some(outputs) = json["outputs"].as_array_mut() {
+            for output in outputs {
+                let is_origin = output["output_id"] == ORIGIN_OUTPUT_ID;
+                output["origin"] = is_origin.into();
+            }
+        }
+        let id = &status.room_id;
+        let stats = origin.stats(id).unwrap_or_default();
+        json["origin"] = serde_json::json!({
+            "flv_url": format!("{}/live/{id}.flv", app.config.public_url()),
+            "rtmp_play_url": origin.play_url(id),
+            "live": stats.live,
+            "viewers": stats.viewers,
+            "dropped_tags": stats.dropped_tags,
+        });
+    }
+    Json(json).into_response()
 }
 
 pub async fn go_live(
@@ -186,11 +246,10 @@ pub async fn go_live(
     Path(room_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let room = find_room(&app, &room_id).await?;
-    auth::require_host(&headers, &room)?;
+    let room = host_room(&app, &room_id, &headers).await?;
     let status = room.go_live().await??;
     tracing::info!(room = %room_id, "going live");
-    Ok(Json(status).into_response())
+    Ok(status_response(&app, status))
 }
 
 pub async fn stop_live(
@@ -198,11 +257,10 @@ pub async fn stop_live(
     Path(room_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let room = find_room(&app, &room_id).await?;
-    auth::require_host(&headers, &room)?;
+    let room = host_room(&app, &room_id, &headers).await?;
     let status = room.stop_live().await?;
     tracing::info!(room = %room_id, "stopped live");
-    Ok(Json(status).into_response())
+    Ok(status_response(&app, status))
 }
 
 pub async fn end(
@@ -210,9 +268,12 @@ pub async fn end(
     Path(room_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let room = find_room(&app, &room_id).await?;
-    auth::require_host(&headers, &room)?;
+    host_room(&app, &room_id, &headers).await?;
     app.rooms.end(&room_id);
+    if let Some(origin) = &app.origin {
+        // Refuses the mixer's last packets and ends every viewer's stream.
+        origin.unregister(&room_id);
+    }
     tracing::info!(room = %room_id, "room ended by host");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -34,6 +34,7 @@ fn app() -> Router {
         config: Arc::new(config),
         rooms,
         ingest,
+        origin: None,
     })
 }
 

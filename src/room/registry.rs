@@ -29,6 +29,15 @@ impl Rooms {
     }
 
     pub fn create(&self, settings: RoomSettings) -> Result<Arc<RoomHandle>, TooManyRooms> {
+        self.create_with(|_| settings)
+    }
+
+    /// Like [`Rooms::create`], for settings that depend on the new room's id (e.g. the
+    /// built-in origin's publish URL names the room).
+    pub fn create_with(
+        &self,
+        settings: impl FnOnce(&str) -> RoomSettings,
+    ) -> Result<Arc<RoomHandle>, TooManyRooms> {
         let mut rooms = self.rooms.write().expect("rooms lock");
         if rooms.len() >= self.max_rooms {
             return Err(TooManyRooms {
@@ -36,6 +45,7 @@ impl Rooms {
             });
         }
         let id = random_id(9);
+        let settings = settings(&id);
         let room = Arc::new(RoomHandle::spawn(
             id.clone(),
             RoomTokens::generate(),

@@ -61,7 +61,14 @@ impl Serve {
         default_filter: &str,
     ) -> anyhow::Result<Self> {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            // Port 0 for the built-in origin too, so parallel tests never fight over 1935.
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--origin-rtmp-listen",
+                "127.0.0.1:0",
+            ])
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| default_filter.into()),
