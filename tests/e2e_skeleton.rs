@@ -76,23 +76,10 @@ async fn two_publishers_are_mixed_into_one_rtmp_stream_and_leaving_empties_the_t
             name: "red",
         },
     )?;
-    eventually("red's tracks known", Duration::from_secs(10), || async {
-        let status = api.status(&room).await?;
-        let tracks = status["participants"][0]["tracks"]
-            .as_array()
-            .map_or(0, Vec::len);
-        Ok((tracks == 2).then_some(()))
-    })
-    .await?;
+    api.wait_for_tracks(&room, 2).await?;
 
     let went_live = Instant::now();
-    let (code, body) = api
-        .send(
-            reqwest::Method::POST,
-            &format!("/api/v1/rooms/{}/live", room.id),
-            Some(&room.host_token),
-        )
-        .await?;
+    let (code, body) = api.go_live(&room).await?;
     assert_eq!(code, 200, "{body}");
     let first_bytes = eventually(
         "first FLV bytes at nginx",

@@ -158,23 +158,10 @@ async fn a_room_without_outputs_is_served_as_http_flv_and_rtmp_by_the_builtin_or
             name: "red",
         },
     )?;
-    eventually("red's tracks known", Duration::from_secs(10), || async {
-        let status = api.status(&room).await?;
-        let tracks = status["participants"][0]["tracks"]
-            .as_array()
-            .map_or(0, Vec::len);
-        Ok((tracks == 2).then_some(()))
-    })
-    .await?;
+    api.wait_for_tracks(&room, 2).await?;
 
     let went_live = Instant::now();
-    let (code, body) = api
-        .send(
-            reqwest::Method::POST,
-            &format!("/api/v1/rooms/{}/live", room.id),
-            Some(&room.host_token),
-        )
-        .await?;
+    let (code, body) = api.go_live(&room).await?;
     assert_eq!(code, 200, "{body}");
 
     // The first HTTP-FLV viewer: its first bytes, then it stays connected till the end.

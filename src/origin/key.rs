@@ -1,38 +1,12 @@
 //! Who may publish: per-stream random publish keys, and parsing what an RTMP client asked for
 //! (`app` + `stream?key=…`). Pure; never shows a key in `Debug`.
 
-use subtle::ConstantTimeEq;
-
-use crate::room::tokens::random_id;
-
 /// The only RTMP application the origin serves (`rtmp://host/live/<stream>`).
 pub const APP: &str = "live";
 
-/// The secret that lets one stream be published.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PublishKey(String);
-
-impl PublishKey {
-    pub fn generate() -> Self {
-        Self(random_id(18))
-    }
-
-    /// Only for building the publish URL handed to the mixer.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Constant time, so the key cannot be guessed byte by byte from response timing.
-    pub fn matches(&self, candidate: &str) -> bool {
-        self.0.as_bytes().ct_eq(candidate.as_bytes()).into()
-    }
-}
-
-impl std::fmt::Debug for PublishKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PublishKey(***)")
-    }
-}
+/// The secret that lets one stream be published: the same random, constant-time-compared,
+/// never-printed kind of secret as the room tokens.
+pub type PublishKey = crate::room::tokens::Token;
 
 /// A publish or play request, split into its parts.
 #[derive(PartialEq, Eq)]
@@ -110,7 +84,7 @@ mod tests {
         assert!(!a.matches(b.expose()));
         assert!(!a.matches(""));
         assert!(!a.matches(&a.expose()[1..]));
-        assert_eq!(format!("{a:?}"), "PublishKey(***)");
+        assert_eq!(format!("{a:?}"), "Token(***)");
     }
 
     #[test]

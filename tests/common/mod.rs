@@ -300,6 +300,29 @@ impl Api {
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
+
+    /// Waits until the room's first participant publishes `tracks` tracks.
+    pub async fn wait_for_tracks(&self, room: &Room, tracks: usize) -> anyhow::Result<()> {
+        eventually(
+            "the publisher's tracks known",
+            Duration::from_secs(10),
+            || async {
+                let status = self.status(room).await?;
+                let known = status["participants"][0]["tracks"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                Ok((known == tracks).then_some(()))
+            },
+        )
+        .await
+    }
+
+    /// `POST /api/v1/rooms/{id}/live` with the host token.
+    pub async fn go_live(&self, room: &Room) -> anyhow::Result<(u16, Value)> {
+        let path = format!("/api/v1/rooms/{}/live", room.id);
+        self.send(reqwest::Method::POST, &path, Some(&room.host_token))
+            .await
+    }
 }
 
 /// Polls `check` until it returns Some or the deadline passes.
