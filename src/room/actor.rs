@@ -183,8 +183,19 @@ impl RoomActor {
         cancel: CancellationToken,
     ) {
         loop {
+            // The state machine's own deadlines: a pending mixer restart, a heartbeat.
+            let timeout = self.state.poll_timeout();
+            let tick = async move {
+                match timeout {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = tick => {
+                    let _ = self.input(Input::Tick);
+                }
                 Some(command) = commands.recv() => self.on_command(command),
                 Some((participant_id, event)) = session_events.recv() => {
                     self.on_session_event(participant_id, event);
@@ -353,6 +364,15 @@ impl RoomActor {
                 }
                 _ => {}
             },
+            Effect::KillMixer { epoch } => {
+                if self.mixer.as_ref().map(MixerProcess::epoch) == Some(epoch) {
+                    if let Some(mixer) = self.mixer.take() {
+                        warn!(epoch, pid = ?mixer.pid(), "killing the mixer");
+                        // Dropping the handle kills the process.
+                        drop(mixer);
+                    }
+                }
+            }
             Effect::StopMixer { epoch } => {
                 if self.mixer.as_ref().map(MixerProcess::epoch) == Some(epoch) {
                     if let Some(mixer) = self.mixer.take() {

@@ -14,6 +14,7 @@ use costream_mixer::control::{
     Codec, Command, Event, MediaKind, OutputSpec, OutputState, VideoSpec,
 };
 
+use super::recovery::{CrashHistory, CrashPolicy, RestartDecision};
 use super::tokens::Role;
 
 pub type ParticipantId = String;
@@ -59,6 +60,8 @@ pub enum MixerPhase {
     Starting,
     /// Pipeline PLAYING.
     Running,
+    /// The previous mixer died or hung; a new one starts at the restart time.
+    Restarting,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +81,8 @@ pub enum Broadcast {
         mixer: MixerPhase,
         since: Instant,
         frames_out: u64,
+        /// Mixers replaced after a crash or hang during this broadcast.
+        restarts: u32,
     },
     /// The mixer died; the room stays usable and can go live again.
     Failed {
@@ -114,6 +119,8 @@ pub enum Input {
         epoch: u64,
         reason: String,
     },
+    /// Time passed: `poll_timeout()` was reached.
+    Tick,
 }
 
 /// IO the actor must carry out, in order.
@@ -127,6 +134,10 @@ pub enum Effect {
         command: Command,
     },
     StopMixer {
+        epoch: u64,
+    },
+    /// Kill at once (hung or crashed mixer; no flushing).
+    KillMixer {
         epoch: u64,
     },
     /// Replace where this track's RTP goes (empty: nowhere).
@@ -166,6 +177,12 @@ pub struct RoomState {
     last_epoch: u64,
     next_input: u64,
     effects: VecDeque<Effect>,
+    policy: CrashPolicy,
+    crashes: CrashHistory,
+    /// When a crashed mixer's successor is due.
+    restart_at: Option<Instant>,
+    /// Last sign of life from the current mixer (any event), for hang detection.
+    last_heard: Option<Instant>,
 }
 
 impl RoomState {
@@ -188,6 +205,33 @@ impl RoomState {
             last_epoch: 0,
             next_input: 0,
             effects: VecDeque::new(),
+            policy: CrashPolicy::default(),
+            crashes: CrashHistory::default(),
+            restart_at: None,
+            last_heard: None,
+        }
+    }
+
+    /// Replaces the recovery limits (tests use short ones).
+    pub fn with_crash_policy(mut self, policy: CrashPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// When `handle(now, Input::Tick)` is next due: a pending restart or a heartbeat deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let heartbeat_deadline = match &self.broadcast {
+            Broadcast::Live { mixer, .. } => self.last_heard.map(|t| {
+                t + match mixer {
+                    MixerPhase::Running => self.policy.heartbeat_timeout,
+                    MixerPhase::Starting | MixerPhase::Restarting => self.policy.startup_timeout,
+                }
+            }),
+            _ => None,
+        };
+        match (self.restart_at, heartbeat_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -247,14 +291,19 @@ impl RoomState {
             }
             Input::Mixer { epoch, event } => {
                 if self.live_epoch() == Some(epoch) {
+                    self.last_heard = Some(now);
                     self.mixer_event(epoch, event);
                 }
                 Ok(())
             }
             Input::MixerExited { epoch, reason } => {
-                if self.live_epoch() == Some(epoch) {
-                    self.mixer_failed(reason);
+                if self.live_epoch() == Some(epoch) && self.restart_at.is_none() {
+                    self.mixer_crashed(now, reason);
                 }
+                Ok(())
+            }
+            Input::Tick => {
+                self.tick(now);
                 Ok(())
             }
         }
@@ -371,19 +420,33 @@ impl RoomState {
         if self.outputs.is_empty() {
             return Err(RoomError::NoOutputs);
         }
-        self.last_epoch += 1;
-        let epoch = self.last_epoch;
-        self.broadcast = Broadcast::Live {
-            epoch,
-            mixer: MixerPhase::Starting,
-            since: now,
-            frames_out: 0,
-        };
+        self.crashes.clear();
         for output in &mut self.outputs {
             output.state = OutputState::Connecting;
             output.reason = None;
             output.bytes_sent = 0;
         }
+        let epoch = self.next_epoch();
+        self.broadcast = Broadcast::Live {
+            epoch,
+            mixer: MixerPhase::Starting,
+            since: now,
+            frames_out: 0,
+            restarts: 0,
+        };
+        self.start_mixer(now, epoch);
+        Ok(())
+    }
+
+    fn next_epoch(&mut self) -> u64 {
+        self.last_epoch += 1;
+        self.last_epoch
+    }
+
+    /// Spawns mixer `epoch` and feeds it the room: start, then every known track.
+    fn start_mixer(&mut self, now: Instant, epoch: u64) {
+        self.restart_at = None;
+        self.last_heard = Some(now);
         self.effects.push_back(Effect::SpawnMixer { epoch });
         self.effects.push_back(Effect::ToMixer {
             epoch,
@@ -403,13 +466,87 @@ impl RoomState {
             })
             .collect();
         self.effects.extend(add_inputs);
-        Ok(())
+    }
+
+    /// The current mixer exited or hung while live: replace it (guests' sessions are untouched),
+    /// or end the broadcast as failed in a crash loop.
+    fn mixer_crashed(&mut self, now: Instant, reason: String) {
+        let Broadcast::Live {
+            epoch, restarts, ..
+        } = self.broadcast
+        else {
+            return;
+        };
+        self.effects.push_back(Effect::KillMixer { epoch });
+        self.detach_from_mixer();
+        match self.crashes.record(now, &self.policy) {
+            RestartDecision::GiveUp { count } => {
+                self.mixer_failed(format!(
+                    "mixer failed {count} times within {} s, giving up; last: {reason}",
+                    self.policy.window.as_secs()
+                ));
+            }
+            RestartDecision::RestartAfter(delay) => {
+                for output in &mut self.outputs {
+                    if output.state != OutputState::Failed {
+                        output.state = OutputState::Reconnecting;
+                        output.reason = Some(format!("mixer restarting: {reason}"));
+                    }
+                }
+                // A fresh epoch at once, so late events of the dead mixer are ignored.
+                let new_epoch = self.next_epoch();
+                if let Broadcast::Live {
+                    epoch,
+                    mixer,
+                    restarts: count,
+                    ..
+                } = &mut self.broadcast
+                {
+                    *epoch = new_epoch;
+                    *mixer = MixerPhase::Restarting;
+                    *count = restarts + 1;
+                }
+                self.restart_at = Some(now + delay);
+                self.last_heard = None;
+                if delay.is_zero() {
+                    self.tick(now);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if self.restart_at.is_some_and(|at| at <= now) {
+            if let Some(epoch) = self.live_epoch() {
+                if let Broadcast::Live { mixer, .. } = &mut self.broadcast {
+                    *mixer = MixerPhase::Starting;
+                }
+                self.start_mixer(now, epoch);
+            }
+            return;
+        }
+        let hung = self.restart_at.is_none()
+            && self.poll_timeout().is_some_and(|deadline| deadline <= now);
+        if hung {
+            let silent_for = self
+                .last_heard
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            self.mixer_crashed(
+                now,
+                format!(
+                    "mixer unresponsive for {:.1} s (hung?)",
+                    silent_for.as_secs_f64()
+                ),
+            );
+        }
     }
 
     fn stop_live(&mut self) {
         let Some(epoch) = self.live_epoch() else {
             return;
         };
+        self.restart_at = None;
+        self.last_heard = None;
         self.effects.push_back(Effect::StopMixer { epoch });
         self.detach_from_mixer();
         self.broadcast = Broadcast::Offline;
@@ -423,6 +560,8 @@ impl RoomState {
         if let Some(epoch) = self.live_epoch() {
             self.effects.push_back(Effect::StopMixer { epoch });
         }
+        self.restart_at = None;
+        self.last_heard = None;
         self.detach_from_mixer();
         for output in &mut self.outputs {
             if output.state != OutputState::Failed {
@@ -506,8 +645,14 @@ impl RoomState {
                     .iter_mut()
                     .find(|o| o.spec.output_id == output_id)
                 {
-                    output.state = state;
-                    output.reason = reason;
+                    // After a mixer restart the output stays "reconnecting" until it is live
+                    // again, rather than flickering through "connecting".
+                    let keep_reconnecting = output.state == OutputState::Reconnecting
+                        && state == OutputState::Connecting;
+                    if !keep_reconnecting {
+                        output.state = state;
+                        output.reason = reason;
+                    }
                     output.bytes_sent = output.bytes_sent.max(bytes_sent);
                 }
             }
@@ -528,6 +673,7 @@ impl RoomState {
                     }
                 }
             }
+            // A fatal error (e.g. a missing element) would recur on every restart.
             Event::Fatal { reason } => self.mixer_failed(reason),
         }
     }

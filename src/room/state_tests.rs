@@ -1,4 +1,5 @@
 use super::*;
+use crate::room::recovery::CrashPolicy;
 use costream_mixer::control::OutputBytes;
 
 fn settings(outputs: usize) -> RoomSettings {
@@ -196,10 +197,8 @@ fn events_from_an_old_mixer_are_ignored() {
     assert_eq!(room.outputs()[0].state, OutputState::Connecting);
 }
 
-#[test]
-fn mixer_crash_fails_outputs_with_reason_and_stops_forwarding() {
-    let now = Instant::now();
-    let mut room = RoomState::new(settings(2));
+fn live_room_with_one_input(now: Instant, policy: CrashPolicy) -> RoomState {
+    let mut room = RoomState::new(settings(2)).with_crash_policy(policy);
     join(&mut room, now, "a", &[vp8("v")]);
     room.handle(now, Input::GoLive).unwrap();
     room.handle(
@@ -214,29 +213,172 @@ fn mixer_crash_fails_outputs_with_reason_and_stops_forwarding() {
     )
     .unwrap();
     drain(&mut room);
+    room
+}
 
+fn crash(room: &mut RoomState, now: Instant, epoch: u64) -> Vec<Effect> {
     room.handle(
         now,
         Input::MixerExited {
-            epoch: 1,
+            epoch,
             reason: "exit status 139".into(),
         },
     )
     .unwrap();
-    let effects = drain(&mut room);
+    drain(room)
+}
+
+#[test]
+fn a_crashed_mixer_is_replaced_at_once_with_the_same_inputs() {
+    let now = Instant::now();
+    let mut room = live_room_with_one_input(now, CrashPolicy::default());
+    let effects = crash(&mut room, now, 1);
+    assert_eq!(effects[0], Effect::KillMixer { epoch: 1 });
     assert!(effects.contains(&Effect::Forward {
         participant_id: "a".into(),
         track_id: "v".into(),
         targets: vec![],
     }));
-    assert!(matches!(room.broadcast(), Broadcast::Failed { reason } if reason.contains("139")));
+    assert!(effects.contains(&Effect::SpawnMixer { epoch: 2 }));
+    assert_eq!(input_ids(&effects), vec!["in0"]);
+    assert!(matches!(
+        room.broadcast(),
+        Broadcast::Live {
+            epoch: 2,
+            restarts: 1,
+            mixer: MixerPhase::Starting,
+            ..
+        }
+    ));
     for output in room.outputs() {
-        assert_eq!(output.state, OutputState::Failed);
+        assert_eq!(output.state, OutputState::Reconnecting);
         assert!(output.reason.as_deref().unwrap().contains("139"));
     }
-    // The room can go live again, with a new epoch.
-    room.handle(now, Input::GoLive).unwrap();
-    assert_eq!(drain(&mut room)[0], Effect::SpawnMixer { epoch: 2 });
+    // The new mixer's "connecting" does not hide the reconnect; "live" ends it.
+    let live = |state| Input::Mixer {
+        epoch: 2,
+        event: Event::Output {
+            output_id: "out0".into(),
+            state,
+            reason: None,
+            bytes_sent: 10,
+        },
+    };
+    room.handle(now, live(OutputState::Connecting)).unwrap();
+    assert_eq!(room.outputs()[0].state, OutputState::Reconnecting);
+    room.handle(now, live(OutputState::Live)).unwrap();
+    assert_eq!(room.outputs()[0].state, OutputState::Live);
+    // The dead mixer's late words change nothing.
+    assert!(crash(&mut room, now, 1).is_empty());
+}
+
+#[test]
+fn a_crash_loop_backs_off_then_fails_with_the_reason() {
+    let t0 = Instant::now();
+    let mut room = live_room_with_one_input(t0, CrashPolicy::default());
+    assert!(crash(&mut room, t0, 1).contains(&Effect::SpawnMixer { epoch: 2 }));
+
+    // The second crash waits for the backoff before spawning.
+    let t1 = t0 + Duration::from_secs(1);
+    let effects = crash(&mut room, t1, 2);
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::SpawnMixer { .. })));
+    assert!(matches!(
+        room.broadcast(),
+        Broadcast::Live {
+            mixer: MixerPhase::Restarting,
+            ..
+        }
+    ));
+    let due = room.poll_timeout().unwrap();
+    assert_eq!(due, t1 + Duration::from_millis(500));
+    room.handle(due - Duration::from_millis(1), Input::Tick)
+        .unwrap();
+    assert!(drain(&mut room).is_empty());
+    room.handle(due, Input::Tick).unwrap();
+    assert!(drain(&mut room).contains(&Effect::SpawnMixer { epoch: 3 }));
+
+    let mut now = due;
+    let mut epoch = 3;
+    while matches!(room.broadcast(), Broadcast::Live { .. }) {
+        now += Duration::from_secs(1);
+        crash(&mut room, now, epoch);
+        if let Some(at) = room
+            .poll_timeout()
+            .filter(|_| room.outputs()[0].state == OutputState::Reconnecting)
+        {
+            room.handle(at, Input::Tick).unwrap();
+            drain(&mut room);
+        }
+        epoch += 1;
+        assert!(epoch < 10, "never gave up");
+    }
+    match room.broadcast() {
+        Broadcast::Failed { reason } => {
+            assert!(
+                reason.contains("5 times") && reason.contains("139"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(room.outputs()[0].state, OutputState::Failed);
+}
+
+#[test]
+fn a_silent_mixer_is_declared_hung_and_replaced() {
+    let t0 = Instant::now();
+    let policy = CrashPolicy::default();
+    let mut room = live_room_with_one_input(t0, policy);
+    room.handle(
+        t0,
+        Input::Mixer {
+            epoch: 1,
+            event: Event::Ready,
+        },
+    )
+    .unwrap();
+    // Heartbeats keep it alive.
+    let t1 = t0 + Duration::from_secs(3);
+    room.handle(
+        t1,
+        Input::Mixer {
+            epoch: 1,
+            event: Event::Heartbeat {
+                frames_out: 90,
+                outputs: vec![],
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(room.poll_timeout(), Some(t1 + policy.heartbeat_timeout));
+    room.handle(t1 + Duration::from_secs(1), Input::Tick)
+        .unwrap();
+    assert!(drain(&mut room).is_empty());
+
+    // Then silence past the deadline: killed and replaced.
+    room.handle(t1 + policy.heartbeat_timeout, Input::Tick)
+        .unwrap();
+    let effects = drain(&mut room);
+    assert_eq!(effects[0], Effect::KillMixer { epoch: 1 });
+    assert!(effects.contains(&Effect::SpawnMixer { epoch: 2 }));
+    assert!(room.outputs()[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("unresponsive"));
+}
+
+#[test]
+fn stopping_on_purpose_is_not_a_crash() {
+    let now = Instant::now();
+    let mut room = live_room_with_one_input(now, CrashPolicy::default());
+    room.handle(now, Input::StopLive).unwrap();
+    assert!(drain(&mut room).contains(&Effect::StopMixer { epoch: 1 }));
+    assert_eq!(room.poll_timeout(), None);
+    assert!(crash(&mut room, now, 1).is_empty());
+    assert!(matches!(room.broadcast(), Broadcast::Offline));
 }
 
 #[test]

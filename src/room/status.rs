@@ -44,11 +44,13 @@ pub struct TrackStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MixerStatus {
-    /// `none`, `starting`, `running` or `failed`.
+    /// `none`, `starting`, `running`, `restarting` (the last one crashed or hung) or `failed`.
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub frames_out: u64,
+    /// Mixers replaced after a crash or hang during this broadcast.
+    pub restarts: u32,
     /// OS process id of the room's mixer, while one runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -70,13 +72,19 @@ impl RoomStatus {
         let (broadcast, mixer) = match room.broadcast() {
             Broadcast::Offline => ("offline", mixer_status("none", None, 0)),
             Broadcast::Live {
-                mixer, frames_out, ..
+                mixer,
+                frames_out,
+                restarts,
+                ..
             } => {
                 let phase = match mixer {
                     MixerPhase::Starting => "starting",
                     MixerPhase::Running => "running",
+                    MixerPhase::Restarting => "restarting",
                 };
-                ("live", mixer_status(phase, None, *frames_out))
+                let mut status = mixer_status(phase, None, *frames_out);
+                status.restarts = *restarts;
+                ("live", status)
             }
             Broadcast::Failed { reason } => {
                 ("failed", mixer_status("failed", Some(reason.clone()), 0))
@@ -128,6 +136,7 @@ fn mixer_status(state: &'static str, reason: Option<String>, frames_out: u64) ->
         state,
         reason,
         frames_out,
+        restarts: 0,
         pid: None,
     }
 }
