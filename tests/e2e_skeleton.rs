@@ -69,12 +69,7 @@ async fn two_publishers_are_mixed_into_one_rtmp_stream_and_leaving_empties_the_t
     let red = Publisher::start(
         &room.whip_url,
         &room.guest_token,
-        PublisherOptions {
-            color: "red",
-            tone_hz: 440,
-            codec: "vp8",
-            name: "red",
-        },
+        PublisherOptions::red_vp8(),
     )?;
     api.wait_for_tracks(&room, 2).await?;
 
@@ -186,13 +181,7 @@ async fn two_publishers_are_mixed_into_one_rtmp_stream_and_leaving_empties_the_t
     assert_eq!(status["outputs"][0]["state"], "live", "{status}");
 
     red.leave()?;
-    let (code, _) = api
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/rooms/{}", room.id),
-            Some(&room.host_token),
-        )
-        .await?;
+    let (code, _) = api.end_room(&room).await?;
     assert_eq!(code, 204);
     eventually(
         "publisher gone from nginx",

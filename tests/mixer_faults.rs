@@ -159,13 +159,7 @@ async fn a_killed_or_hung_mixer_is_replaced_without_touching_the_guest() -> anyh
     assert_eq!(status["broadcast"], "live", "{status}");
 
     // Stopping leaves no mixer behind.
-    let (code, _) = api
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/rooms/{}/live", room.id),
-            Some(&room.host_token),
-        )
-        .await?;
+    let (code, _) = api.stop_live(&room).await?;
     assert_eq!(code, 200);
     eventually("mixer gone after stop", Duration::from_secs(10), || async {
         Ok(process_gone(third).then_some(()))

@@ -151,12 +151,7 @@ async fn a_room_without_outputs_is_served_as_http_flv_and_rtmp_by_the_builtin_or
     let red = Publisher::start(
         &room.whip_url,
         &room.guest_token,
-        PublisherOptions {
-            color: "red",
-            tone_hz: 440,
-            codec: "vp8",
-            name: "red",
-        },
+        PublisherOptions::red_vp8(),
     )?;
     api.wait_for_tracks(&room, 2).await?;
 
@@ -282,13 +277,7 @@ async fn a_room_without_outputs_is_served_as_http_flv_and_rtmp_by_the_builtin_or
 
     // Ending the room ends the viewers' streams and the stream itself.
     red.leave()?;
-    let (code, _) = api
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/rooms/{}", room.id),
-            Some(&room.host_token),
-        )
-        .await?;
+    let (code, _) = api.end_room(&room).await?;
     assert_eq!(code, 204);
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         while viewer.chunk().await.ok().flatten().is_some() {}

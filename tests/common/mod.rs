@@ -168,6 +168,18 @@ pub struct PublisherOptions<'a> {
     pub name: &'a str,
 }
 
+impl PublisherOptions<'static> {
+    /// The tests' usual first participant: red VP8 and a 440 Hz tone, named "red".
+    pub fn red_vp8() -> Self {
+        Self {
+            color: "red",
+            tone_hz: 440,
+            codec: "vp8",
+            name: "red",
+        }
+    }
+}
+
 impl Publisher {
     pub fn start(whip_url: &str, token: &str, opts: PublisherOptions<'_>) -> anyhow::Result<Self> {
         let mut child = Command::new(BIN)
@@ -315,6 +327,20 @@ impl Api {
             },
         )
         .await
+    }
+
+    /// `DELETE /api/v1/rooms/{id}/live` with the host token.
+    pub async fn stop_live(&self, room: &Room) -> anyhow::Result<(u16, Value)> {
+        let path = format!("/api/v1/rooms/{}/live", room.id);
+        self.send(reqwest::Method::DELETE, &path, Some(&room.host_token))
+            .await
+    }
+
+    /// `DELETE /api/v1/rooms/{id}` with the host token.
+    pub async fn end_room(&self, room: &Room) -> anyhow::Result<(u16, Value)> {
+        let path = format!("/api/v1/rooms/{}", room.id);
+        self.send(reqwest::Method::DELETE, &path, Some(&room.host_token))
+            .await
     }
 
     /// `POST /api/v1/rooms/{id}/live` with the host token.
