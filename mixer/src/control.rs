@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::layout::{CustomTile, LayoutSpec};
+
 /// Output video settings of one room's mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VideoSpec {
@@ -101,6 +103,9 @@ pub enum Command {
     },
     /// Stop mixing an input; its tile disappears and the layout closes up.
     RemoveInput { input_id: String },
+    /// Switch the layout while live: applied between two output frames, no reconnect, no
+    /// keyframe. Sent after `Start` (also to a replacement mixer) and whenever the host changes it.
+    SetLayout { layout: LayoutSpec },
     /// Send EOS, stop every output, exit 0.
     Shutdown,
 }
@@ -145,6 +150,11 @@ pub enum Event {
         frames_out: u64,
         /// Per output: bytes written so far (see `Event::Output`).
         outputs: Vec<OutputBytes>,
+    },
+    /// The participant the speaker/pip layouts feature by voice changed (`None`: nobody yet).
+    ActiveSpeaker {
+        #[serde(default)]
+        participant_id: Option<String>,
     },
     /// The mixer cannot go on (e.g. a missing GStreamer element); it exits after this.
     Fatal { reason: String },
@@ -211,6 +221,21 @@ mod tests {
         };
         let shown = format!("{spec:?}");
         assert!(!shown.contains("sk_secret123"), "{shown}");
+    }
+
+    #[test]
+    fn set_layout_carries_the_tagged_spec() {
+        let line = encode_line(&Command::SetLayout {
+            layout: LayoutSpec::Pip {
+                pin: Some("p1".into()),
+            },
+        });
+        assert!(
+            line.contains(r#""layout":{"type":"pip","pin":"p1"}"#),
+            "{line}"
+        );
+        let back: Command = decode_line(&line).unwrap();
+        assert!(matches!(back, Command::SetLayout { .. }));
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
     encoder.set_property_from_str("pass", "cbr");
     encoder.set_property("bitrate", video.bitrate_kbps);
     encoder.set_property("key-int-max", (2 * video.fps).max(1));
+    // A fixed 2 s GOP: CDNs cut segments on keyframes, and a layout switch (a "scene cut" to
+    // x264) must not add one.
+    encoder.set_property("option-string", "scenecut=0");
     encoder.set_property("vbv-buf-capacity", 1000u32);
     let h264caps = capsfilter(
         "h264-caps",

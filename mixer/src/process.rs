@@ -146,6 +146,14 @@ fn run_loop(rx: &mpsc::Receiver<Msg>, tx: &mpsc::Sender<Msg>, out: &mut impl Wri
                     }
                 }
             }
+            Msg::Cmd(Command::SetLayout { layout }) => match &mixer {
+                Some(m) => {
+                    if let Err(e) = m.set_layout(layout) {
+                        tracing::warn!(error = %e, "set layout refused");
+                    }
+                }
+                None => tracing::warn!("SetLayout before Start, ignored"),
+            },
             Msg::Cmd(Command::Shutdown) => return stop(mixer, "shutdown", ExitCode::SUCCESS),
             Msg::StdinClosed => return stop(mixer, "stdin closed", ExitCode::SUCCESS),
             Msg::Event(ev) => {

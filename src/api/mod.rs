@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
             Method::GET,
             Method::POST,
             Method::DELETE,
+            Method::PUT,
             Method::PATCH,
             Method::OPTIONS,
         ])
@@ -55,6 +56,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/rooms/{room_id}/live",
             post(rooms::go_live).delete(rooms::stop_live),
+        )
+        .route(
+            "/api/v1/rooms/{room_id}/layout",
+            axum::routing::put(rooms::set_layout),
         )
         .route(
             "/whip/{room_id}",

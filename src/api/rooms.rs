@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use costream_mixer::control::{OutputSpec, VideoSpec};
+use costream_mixer::control::{LayoutSpec, OutputSpec, VideoSpec};
 use serde::{Deserialize, Serialize};
 
 use super::auth;
@@ -153,6 +153,7 @@ fn room_settings(app: &AppState, request: CreateRoom) -> Result<RoomSettings, Ap
         video,
         outputs,
         max_participants: limits.max_participants_per_room,
+        layout: LayoutSpec::default(),
     })
 }
 
@@ -260,6 +261,28 @@ pub async fn stop_live(
     let room = host_room(&app, &room_id, &headers).await?;
     let status = room.stop_live().await?;
     tracing::info!(room = %room_id, "stopped live");
+    Ok(status_response(&app, status))
+}
+
+/// `PUT /api/v1/rooms/{id}/layout`: switches the mix's layout, live if the room is live.
+pub async fn set_layout(
+    State(app): State<AppState>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let room = host_room(&app, &room_id, &headers).await?;
+    let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_layout",
+            r#"send a layout, e.g. {"type": "speaker"}; types: grid, speaker, pip, custom"#,
+        ));
+    }
+    let layout: LayoutSpec =
+        parse_json_or_default::<Option<LayoutSpec>>(&headers, &bytes)?.unwrap_or_default();
+    let status = room.set_layout(layout).await??;
+    tracing::info!(room = %room_id, layout = ?status.layout, "layout changed");
     Ok(status_response(&app, status))
 }
 

@@ -201,3 +201,53 @@ async fn limits_and_unknown_paths() {
     let (status, body) = call(&app, post_json("/api/v1/rooms", json!({ "name": big }))).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
 }
+
+fn put_layout(room: &str, token: &str, body: &str) -> Request<Body> {
+    Request::put(format!("/api/v1/rooms/{room}/layout"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn layout_is_host_only_validated_and_shown_in_status() {
+    let app = app();
+    let (_, created) = call(&app, post_json("/api/v1/rooms", json!({}))).await;
+    let id = created["room_id"].as_str().unwrap();
+    let host = created["host_token"].as_str().unwrap();
+    let guest = created["guest_token"].as_str().unwrap();
+
+    let (status, body) = call(&app, put_layout(id, guest, r#"{"type":"pip"}"#)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call(&app, put_layout(id, host, r#"{"type":"mosaic"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_json");
+    let (status, body) = call(&app, put_layout(id, host, "")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("speaker"),
+        "{body}"
+    );
+    let (status, body) = call(
+        &app,
+        put_layout(id, host, r#"{"type":"speaker","pin":"nobody"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_layout");
+    assert!(
+        body["message"].as_str().unwrap().contains("layout.pin"),
+        "{body}"
+    );
+
+    let (status, body) = call(&app, put_layout(id, host, r#"{"type":"pip"}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["layout"], json!({"type": "pip"}));
+    let (_, body) = call(
+        &app,
+        with_token("GET", &format!("/api/v1/rooms/{id}"), host),
+    )
+    .await;
+    assert_eq!(body["layout"], json!({"type": "pip"}));
+}

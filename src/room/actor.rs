@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use costream_ingest::{PeerSession, SessionEvent};
+use costream_mixer::control::LayoutSpec;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
@@ -35,6 +36,10 @@ enum RoomCommand {
     },
     StopLive {
         reply: oneshot::Sender<RoomStatus>,
+    },
+    SetLayout {
+        layout: LayoutSpec,
+        reply: oneshot::Sender<Result<RoomStatus, RoomError>>,
     },
     Status {
         reply: oneshot::Sender<RoomStatus>,
@@ -148,6 +153,14 @@ impl RoomHandle {
         self.ask(|reply| RoomCommand::StopLive { reply }).await
     }
 
+    pub async fn set_layout(
+        &self,
+        layout: LayoutSpec,
+    ) -> Result<Result<RoomStatus, RoomError>, RoomGone> {
+        self.ask(|reply| RoomCommand::SetLayout { layout, reply })
+            .await
+    }
+
     pub async fn status(&self) -> Result<RoomStatus, RoomGone> {
         self.ask(|reply| RoomCommand::Status { reply }).await
     }
@@ -259,6 +272,12 @@ impl RoomActor {
             RoomCommand::StopLive { reply } => {
                 let _ = self.input(Input::StopLive);
                 let _ = reply.send(self.status());
+            }
+            RoomCommand::SetLayout { layout, reply } => {
+                let result = self
+                    .input(Input::SetLayout { layout })
+                    .map(|()| self.status());
+                let _ = reply.send(result);
             }
             RoomCommand::Status { reply } => {
                 let _ = reply.send(self.status());

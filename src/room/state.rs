@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use costream_mixer::control::{
-    Codec, Command, Event, MediaKind, OutputSpec, OutputState, VideoSpec,
+    Codec, Command, Event, LayoutSpec, MediaKind, OutputSpec, OutputState, VideoSpec,
 };
 
 use super::recovery::{CrashHistory, CrashPolicy, RestartDecision};
@@ -26,6 +26,8 @@ pub struct RoomSettings {
     pub video: VideoSpec,
     pub outputs: Vec<OutputSpec>,
     pub max_participants: usize,
+    /// How the mix is laid out; the host changes it live with `Input::SetLayout`.
+    pub layout: LayoutSpec,
 }
 
 /// A media track a participant publishes.
@@ -119,6 +121,10 @@ pub enum Input {
         epoch: u64,
         reason: String,
     },
+    /// The host changed the layout (applied live, without restarting anything).
+    SetLayout {
+        layout: LayoutSpec,
+    },
     /// Time passed: `poll_timeout()` was reached.
     Tick,
 }
@@ -166,6 +172,8 @@ pub enum RoomError {
     UnknownParticipant(ParticipantId),
     #[error("the room has no outputs to push to; create it with \"outputs\": [{{\"url\": \"rtmp://...\"}}]")]
     NoOutputs,
+    #[error("{0}")]
+    InvalidLayout(String),
 }
 
 #[derive(Debug)]
@@ -183,6 +191,8 @@ pub struct RoomState {
     restart_at: Option<Instant>,
     /// Last sign of life from the current mixer (any event), for hang detection.
     last_heard: Option<Instant>,
+    /// Who the mixer hears speaking (reported by it while live).
+    active_speaker: Option<ParticipantId>,
 }
 
 impl RoomState {
@@ -209,6 +219,7 @@ impl RoomState {
             crashes: CrashHistory::default(),
             restart_at: None,
             last_heard: None,
+            active_speaker: None,
         }
     }
 
@@ -285,6 +296,7 @@ impl RoomState {
             }
             Input::Leave { participant_id } => self.leave(&participant_id),
             Input::GoLive => self.go_live(now),
+            Input::SetLayout { layout } => self.set_layout(layout),
             Input::StopLive => {
                 self.stop_live();
                 Ok(())
@@ -438,6 +450,52 @@ impl RoomState {
         Ok(())
     }
 
+    /// Validates and stores a layout; a live mixer gets it at once. Pins and custom tiles must
+    /// name participants in the room (a typo would silently show nothing).
+    fn set_layout(&mut self, layout: LayoutSpec) -> Result<(), RoomError> {
+        layout.validate().map_err(RoomError::InvalidLayout)?;
+        let named: Vec<(&str, String)> = match &layout {
+            LayoutSpec::Custom { tiles } => tiles
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    (
+                        t.participant_id.as_str(),
+                        format!("layout.tiles[{i}].participant_id"),
+                    )
+                })
+                .collect(),
+            other => other
+                .pin()
+                .map(|p| (p, "layout.pin".to_string()))
+                .into_iter()
+                .collect(),
+        };
+        if let Some((id, field)) = named
+            .iter()
+            .find(|(id, _)| !self.participants.contains_key(*id))
+        {
+            return Err(RoomError::InvalidLayout(format!(
+                "{field}: no participant {id:?} in this room"
+            )));
+        }
+        self.settings.layout = layout;
+        if let Some(epoch) = self.live_epoch() {
+            self.effects.push_back(Effect::ToMixer {
+                epoch,
+                command: Command::SetLayout {
+                    layout: self.settings.layout.clone(),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// The participant the mixer currently features by voice.
+    pub fn active_speaker(&self) -> Option<&str> {
+        self.active_speaker.as_deref()
+    }
+
     fn next_epoch(&mut self) -> u64 {
         self.last_epoch += 1;
         self.last_epoch
@@ -453,6 +511,13 @@ impl RoomState {
             command: Command::Start {
                 video: self.settings.video,
                 outputs: self.settings.outputs.clone(),
+            },
+        });
+        // Before the inputs, so a replacement mixer never shows a frame in the wrong layout.
+        self.effects.push_back(Effect::ToMixer {
+            epoch,
+            command: Command::SetLayout {
+                layout: self.settings.layout.clone(),
             },
         });
         let add_inputs: Vec<Effect> = self
@@ -547,6 +612,7 @@ impl RoomState {
         };
         self.restart_at = None;
         self.last_heard = None;
+        self.active_speaker = None;
         self.effects.push_back(Effect::StopMixer { epoch });
         self.detach_from_mixer();
         self.broadcast = Broadcast::Offline;
@@ -625,6 +691,7 @@ impl RoomState {
                 });
             }
             Event::InputRemoved { .. } => {}
+            Event::ActiveSpeaker { participant_id } => self.active_speaker = participant_id,
             Event::KeyframeRequest { input_id } => {
                 if let Some((participant_id, track)) = self.find_input(&input_id) {
                     let track_id = track.desc.track_id.clone();

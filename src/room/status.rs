@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use costream_mixer::control::{Codec, MediaKind, OutputState, VideoSpec};
+use costream_mixer::control::{Codec, LayoutSpec, MediaKind, OutputState, VideoSpec};
 use costream_mixer::redact::redact_url;
 use serde::Serialize;
 
@@ -21,6 +21,11 @@ pub struct RoomStatus {
     pub live_seconds: Option<f64>,
     pub video: VideoSpec,
     pub participants: Vec<ParticipantStatus>,
+    /// The layout of the mix (`PUT /api/v1/rooms/{id}/layout`).
+    pub layout: LayoutSpec,
+    /// Who the mixer hears speaking, while live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_speaker: Option<String>,
     pub mixer: MixerStatus,
     pub outputs: Vec<OutputStatusView>,
 }
@@ -115,6 +120,8 @@ impl RoomStatus {
                         .collect(),
                 })
                 .collect(),
+            layout: room.settings().layout.clone(),
+            active_speaker: room.active_speaker().map(str::to_string),
             mixer,
             outputs: room
                 .outputs()
@@ -157,6 +164,7 @@ mod tests {
                 url: "rtmp://cdn.example/live/SECRETKEY".into(),
             }],
             max_participants: 4,
+            layout: Default::default(),
         });
         let status = RoomStatus::of("r1", &room, Instant::now());
         let json = serde_json::to_string(&status).unwrap();
@@ -176,6 +184,7 @@ mod tests {
                 url: "rtmp://h/live/k".into(),
             }],
             max_participants: 4,
+            layout: Default::default(),
         });
         room.handle(t0, Input::GoLive).unwrap();
         let status = RoomStatus::of("r1", &room, t0 + std::time::Duration::from_secs(3));

@@ -7,7 +7,9 @@ mod media;
 mod nginx;
 
 pub use frames::FrameReader;
-pub use media::{close_to, grab_frame_rgb, mean_rgb, probe_stream, StreamInfo};
+pub use media::{
+    close_to, grab_frame_rgb, mean_rgb, probe_stream, video_packets, StreamInfo, VideoPacket,
+};
 pub use nginx::Nginx;
 
 use std::time::{Duration, Instant};
