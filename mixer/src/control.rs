@@ -106,8 +106,47 @@ pub enum Command {
     /// Switch the layout while live: applied between two output frames, no reconnect, no
     /// keyframe. Sent after `Start` (also to a replacement mixer) and whenever the host changes it.
     SetLayout { layout: LayoutSpec },
+    /// A participant's level in the mix (the host's controls): kept for inputs added later.
+    SetAudio {
+        participant_id: String,
+        #[serde(flatten)]
+        audio: AudioMix,
+    },
     /// Send EOS, stop every output, exit 0.
     Shutdown,
+}
+
+/// How loud one participant is in the program.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AudioMix {
+    /// Linear gain, 0.0 ..= MAX_GAIN (1.0 = as sent).
+    pub gain: f64,
+    pub muted: bool,
+}
+
+impl AudioMix {
+    /// +12 dB: enough to lift a quiet microphone, not enough to turn a mistake into noise.
+    pub const MAX_GAIN: f64 = 4.0;
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=Self::MAX_GAIN).contains(&self.gain) {
+            return Err(format!(
+                "gain must be between 0 and {} (got {})",
+                Self::MAX_GAIN,
+                self.gain
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for AudioMix {
+    fn default() -> Self {
+        Self {
+            gain: 1.0,
+            muted: false,
+        }
+    }
 }
 
 /// State of one RTMP output, as the API reports it.

@@ -8,7 +8,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use crate::bus::input_element;
-use crate::control::{Codec, MediaKind};
+use crate::control::{AudioMix, Codec, MediaKind};
 use crate::error::MixerError;
 use crate::gst_util::{is_force_key_unit, link_chain, link_to_pad, make, request_pad};
 use crate::layout::Placement;
@@ -163,6 +163,14 @@ impl InputBranch {
             });
         }
         Ok(branch)
+    }
+
+    /// Sets this input's level in the audio mix (no-op for video).
+    pub fn set_audio(&self, audio: AudioMix) {
+        if self.kind() == MediaKind::Audio {
+            self.agg_pad.set_property("volume", audio.gain);
+            self.agg_pad.set_property("mute", audio.muted);
+        }
     }
 
     /// The compositor pad, for applying a layout between two frames (see `mixer`).

@@ -4,6 +4,7 @@
 //! Locking: GStreamer streaming threads never take `State`'s lock (probes only count or send on
 //! channels), so holding it while changing element states cannot deadlock.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,7 +16,7 @@ use gstreamer::prelude::*;
 
 use crate::active_speaker::{ActiveSpeaker, SpeakerTuning};
 use crate::bus::{classify_error, owner_of, ErrorAction, Owner};
-use crate::control::{Event, MediaKind, OutputBytes, OutputSpec, OutputState, VideoSpec};
+use crate::control::{AudioMix, Event, MediaKind, OutputBytes, OutputSpec, OutputState, VideoSpec};
 use crate::error::MixerError;
 use crate::gst_util::{force_key_unit_event, object_path, set_state_bounded};
 use crate::inputs::{apply_placement, InputBranch, InputSpec};
@@ -55,6 +56,8 @@ struct State {
     inputs: Vec<InputBranch>,
     layout: LayoutSpec,
     speaker: ActiveSpeaker,
+    /// Per participant; applies to its audio inputs, present and future.
+    audio: HashMap<String, AudioMix>,
     next_serial: u64,
     outputs: Vec<OutputBranch>,
     throttle: KeyframeThrottle,
@@ -117,6 +120,7 @@ impl Mixer {
                 inputs: Vec::new(),
                 layout: LayoutSpec::default(),
                 speaker: ActiveSpeaker::new(SpeakerTuning::default()),
+                audio: HashMap::new(),
                 next_serial: 0,
                 outputs: branches,
                 throttle: KeyframeThrottle::new(KEYFRAME_INTERVAL),
@@ -173,6 +177,9 @@ impl Mixer {
             },
             other => other,
         })?;
+        if let Some(audio) = st.audio.get(&branch.spec.participant_id) {
+            branch.set_audio(*audio);
+        }
         let port = branch.port;
         let kind = branch.kind();
         st.inputs.push(branch);
@@ -210,6 +217,22 @@ impl Mixer {
         tracing::info!(?layout, "layout");
         st.layout = layout;
         self.shared.relayout(&st);
+        Ok(())
+    }
+
+    /// Sets a participant's gain/mute in the program, now and for its inputs added later.
+    pub fn set_audio(&self, participant_id: &str, audio: AudioMix) -> Result<(), MixerError> {
+        audio.validate().map_err(MixerError::Invalid)?;
+        let mut st = self.shared.lock();
+        for input in st
+            .inputs
+            .iter()
+            .filter(|i| i.spec.participant_id == participant_id)
+        {
+            input.set_audio(audio);
+        }
+        st.audio.insert(participant_id.to_string(), audio);
+        tracing::info!(participant = %participant_id, gain = audio.gain, muted = audio.muted, "audio mix");
         Ok(())
     }
 

@@ -154,6 +154,17 @@ fn run_loop(rx: &mpsc::Receiver<Msg>, tx: &mpsc::Sender<Msg>, out: &mut impl Wri
                 }
                 None => tracing::warn!("SetLayout before Start, ignored"),
             },
+            Msg::Cmd(Command::SetAudio {
+                participant_id,
+                audio,
+            }) => match &mixer {
+                Some(m) => {
+                    if let Err(e) = m.set_audio(&participant_id, audio) {
+                        tracing::warn!(error = %e, "set audio refused");
+                    }
+                }
+                None => tracing::warn!("SetAudio before Start, ignored"),
+            },
             Msg::Cmd(Command::Shutdown) => return stop(mixer, "shutdown", ExitCode::SUCCESS),
             Msg::StdinClosed => return stop(mixer, "stdin closed", ExitCode::SUCCESS),
             Msg::Event(ev) => {

@@ -8,7 +8,8 @@ mod nginx;
 
 pub use frames::FrameReader;
 pub use media::{
-    close_to, grab_frame_rgb, mean_rgb, probe_stream, video_packets, StreamInfo, VideoPacket,
+    close_to, grab_audio_s16, grab_frame_rgb, mean_rgb, probe_stream, rms_dbfs, video_packets,
+    StreamInfo, VideoPacket,
 };
 pub use nginx::Nginx;
 

@@ -119,6 +119,34 @@ pub fn grab_frame_rgb(url: &str, width: u32, height: u32) -> anyhow::Result<Vec<
     Ok(out[..want].to_vec())
 }
 
+/// Decodes `seconds` of `url`'s audio as 48 kHz mono signed 16-bit samples.
+pub fn grab_audio_s16(url: &str, seconds: u32) -> anyhow::Result<Vec<i16>> {
+    let duration = seconds.to_string();
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-v", "error", "-i", url, "-t", &duration, "-vn", "-f", "s16le", "-ac", "1", "-ar",
+            "48000", "-",
+        ]),
+        Duration::from_secs(u64::from(seconds) + 20),
+    )?;
+    Ok(out
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect())
+}
+
+/// RMS level of samples in dBFS (-inf for digital silence).
+pub fn rms_dbfs(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return f64::NEG_INFINITY;
+    }
+    let sum: f64 = samples
+        .iter()
+        .map(|&s| (f64::from(s) / 32768.0).powi(2))
+        .sum();
+    10.0 * (sum / samples.len() as f64).log10()
+}
+
 /// One video packet as ffprobe saw it on the wire.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VideoPacket {

@@ -128,8 +128,14 @@ pub fn opus_sender(port: u16) -> Sender {
 
 /// Opus RTP of an `audiotestsrc` `wave` (e.g. "sine", or "silence" for a muted talker).
 pub fn tone_sender(port: u16, wave: &str) -> Sender {
+    loud_tone_sender(port, wave, 440, 0.8)
+}
+
+/// Opus RTP of a tone at `freq` Hz with peak amplitude `volume` (1.0 = full scale).
+pub fn loud_tone_sender(port: u16, wave: &str, freq: u32, volume: f64) -> Sender {
     Sender::start(&format!(
-        "audiotestsrc is-live=true wave={wave} freq=440 ! audio/x-raw,rate=48000,channels=2 ! \
+        "audiotestsrc is-live=true wave={wave} freq={freq} volume={volume} ! \
+         audio/x-raw,rate=48000,channels=2 ! \
          opusenc ! rtpopuspay pt=111 ! udpsink host=127.0.0.1 port={port}"
     ))
 }
