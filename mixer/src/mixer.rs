@@ -89,7 +89,8 @@ impl Mixer {
             gst::State::Playing,
             Duration::from_secs(10),
         )?;
-        let _ = events.send(Event::Ready);
+        let (version, binary) = crate::process::identity();
+        let _ = events.send(Event::Ready { version, binary });
         for b in &branches {
             let _ = events.send(Event::Output {
                 output_id: b.spec.output_id.clone(),
