@@ -96,7 +96,14 @@ impl OutputTracker {
             } else if self.state == OutputState::Live
                 && now.saturating_duration_since(self.last_progress) >= self.stall_timeout
             {
-                return self.on_error(now, "stalled: no bytes acknowledged".into());
+                let stalled_for = now.saturating_duration_since(self.last_progress);
+                return self.on_error(
+                    now,
+                    format!(
+                        "stalled: the server took no data for {:.0} s",
+                        stalled_for.as_secs_f64()
+                    ),
+                );
             }
         }
         if let Some(at) = self.retry_at {

@@ -17,8 +17,11 @@ use crate::output_state::OutputTracker;
 use crate::redact::redact_url;
 use crate::retry::Backoff;
 
-/// A Live output whose sent bytes do not move for this long is reset.
-const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A Live output whose written bytes do not move for this long is reset. Written, not acked:
+/// nginx-rtmp acks once per `ack_window` (5 MB ≈ 16 s at 2.5 Mbit/s). A stalled peer stops
+/// reading, the socket buffers fill within about a second, and writes stop advancing, so a
+/// stall is detected within ~STALL_TIMEOUT + 1 s (the issue allows 15 s).
+const STALL_TIMEOUT: Duration = Duration::from_secs(8);
 /// Media flows only after the server accepted `publish`; the handshake and commands before it
 /// are ~3.6 KB (handshake 3073 B + commands), so past 6 KiB the URL and key were accepted.
 const LIVE_THRESHOLD: u64 = 6 * 1024;
