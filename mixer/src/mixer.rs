@@ -338,8 +338,8 @@ impl Shared {
         let mut st = self.lock();
         for idx in 0..st.outputs.len() {
             let out = &st.outputs[idx];
-            let acked = out.tracker.is_running().then(|| out.sent());
-            let fx = st.outputs[idx].tracker.tick(now, acked);
+            let progress = out.tracker.is_running().then(|| out.progress());
+            let fx = st.outputs[idx].tracker.tick(now, progress);
             self.apply_output_effects(&mut st, idx, fx);
         }
     }

@@ -172,6 +172,9 @@ rtmp {{
     server {{
         listen 127.0.0.1:{rtmp_port};
         chunk_size 4096;
+        # Acknowledge every 256 KB instead of nginx's 5 MB: like a CDN edge that acks often,
+        # so the stall test sees missing acknowledgements within seconds (see OutputTracker).
+        ack_window 262144;
         application live {{
             live on;
             record off;
