@@ -337,6 +337,8 @@ impl RoomActor {
             }
             RoomCommand::StopLive { reply } => {
                 let _ = self.input(Input::StopLive);
+                // Free the pool's share before answering, so the capacity is there at once.
+                self.sync_reservation();
                 let _ = reply.send(self.status());
             }
             RoomCommand::Status { reply } => {
