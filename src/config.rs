@@ -51,9 +51,8 @@ impl Default for PoolConfig {
 impl PoolConfig {
     /// `capacity_cores`, or the cores this process may run on.
     pub fn cores(&self) -> f64 {
-        self.capacity_cores.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
-        })
+        self.capacity_cores
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64))
     }
 }
 

@@ -106,17 +106,24 @@ async fn warm_pool_admission_by_cost_and_pool_view() -> anyhow::Result<()> {
         "only the warm mixer"
     );
     assert_eq!(readyz(&api).await?, 200);
-    let cpu = || cpu_seconds(serve.pid()).unwrap_or(0.0) + cpu_seconds(warm[0] as u32).unwrap_or(0.0);
+    let cpu =
+        || cpu_seconds(serve.pid()).unwrap_or(0.0) + cpu_seconds(warm[0] as u32).unwrap_or(0.0);
     let before = cpu();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = cpu() - before;
     println!("MEASURE idle_cpu_serve_plus_warm_mixer_3s={idle:.3}s");
-    assert!(idle < 0.06, "idle serve + warm mixer used {idle:.3} s of CPU in 3 s");
+    assert!(
+        idle < 0.06,
+        "idle serve + warm mixer used {idle:.3} s of CPU in 3 s"
+    );
 
     // Going live takes the warm mixer; the pool refills with a new one.
     let a = api.create_room(small_room(&nginx, "a")).await?;
     let warm_start = go_live_to_first_byte(&api, &a, &nginx, "a").await?;
-    println!("MEASURE warm_go_live_to_first_flv_byte_ms={}", warm_start.as_millis());
+    println!(
+        "MEASURE warm_go_live_to_first_flv_byte_ms={}",
+        warm_start.as_millis()
+    );
     let status = eventually("room a running", Duration::from_secs(10), || async {
         let s = api.status(&a).await?;
         Ok((s["mixer"]["state"] == "running").then_some(s))
@@ -124,7 +131,12 @@ async fn warm_pool_admission_by_cost_and_pool_view() -> anyhow::Result<()> {
     .await?;
     assert_eq!(status["mixer"]["pid"].as_u64(), Some(warm[0]), "{status}");
     assert_eq!(status["mixer"]["warm"], true, "{status}");
-    assert!(status["mixer"]["version"].as_str().is_some_and(|v| !v.is_empty()), "{status}");
+    assert!(
+        status["mixer"]["version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
+        "{status}"
+    );
     let cost = status["cost"].as_f64().expect("cost in room status");
     assert!((0.1..0.3).contains(&cost), "{status}");
     let refilled = warm_pids(&api, 1).await?;
@@ -140,7 +152,10 @@ async fn warm_pool_admission_by_cost_and_pool_view() -> anyhow::Result<()> {
         .await?;
     assert_eq!(response.status().as_u16(), 503);
     assert_eq!(
-        response.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
         Some("7")
     );
     let body: Value = response.json().await?;
@@ -173,9 +188,11 @@ async fn warm_pool_admission_by_cost_and_pool_view() -> anyhow::Result<()> {
     assert_eq!(code, 200, "{body}");
     let (code, _) = api.end_room(&b).await?;
     assert_eq!(code, 204);
-    eventually("only the warm mixer left", Duration::from_secs(10), || async {
-        Ok((children_of(serve.pid()).len() == 1).then_some(()))
-    })
+    eventually(
+        "only the warm mixer left",
+        Duration::from_secs(10),
+        || async { Ok((children_of(serve.pid()).len() == 1).then_some(())) },
+    )
     .await?;
     Ok(())
 }
@@ -184,12 +201,19 @@ async fn warm_pool_admission_by_cost_and_pool_view() -> anyhow::Result<()> {
 async fn sigterm_drains_live_rooms_then_stops_cleanly() -> anyhow::Result<()> {
     let nginx = Nginx::start()?;
     // No warm pool: this also measures a cold go-live.
-    let mut serve = Serve::start_with_config("[pool]\nwarm = 0\n[server]\ndrain_timeout_secs = 60\n")?;
+    let mut serve =
+        Serve::start_with_config("[pool]\nwarm = 0\n[server]\ndrain_timeout_secs = 60\n")?;
     let api = Api::new(&serve.base_url);
-    assert!(children_of(serve.pid()).is_empty(), "no mixer without a live room");
+    assert!(
+        children_of(serve.pid()).is_empty(),
+        "no mixer without a live room"
+    );
     let room = api.create_room(small_room(&nginx, "d")).await?;
     let cold = go_live_to_first_byte(&api, &room, &nginx, "d").await?;
-    println!("MEASURE cold_go_live_to_first_flv_byte_ms={}", cold.as_millis());
+    println!(
+        "MEASURE cold_go_live_to_first_flv_byte_ms={}",
+        cold.as_millis()
+    );
     let mixers = children_of(serve.pid());
     assert_eq!(mixers.len(), 1);
 
@@ -208,7 +232,10 @@ async fn sigterm_drains_live_rooms_then_stops_cleanly() -> anyhow::Result<()> {
     for _ in 0..3 {
         bytes_grow(&nginx, "d").await?;
     }
-    assert!(serve.try_wait()?.is_none(), "serve exited while a room was live");
+    assert!(
+        serve.try_wait()?.is_none(),
+        "serve exited while a room was live"
+    );
     assert_eq!(api.status(&room).await?["broadcast"], "live");
 
     // The room ends: serve stops on its own, leaving nothing behind.
@@ -216,7 +243,10 @@ async fn sigterm_drains_live_rooms_then_stops_cleanly() -> anyhow::Result<()> {
     let (code, _) = api.end_room(&room).await?;
     assert_eq!(code, 204);
     let status = serve.wait_exit(Duration::from_secs(10))?;
-    println!("MEASURE drain_room_end_to_exit_ms={}", ended.elapsed().as_millis());
+    println!(
+        "MEASURE drain_room_end_to_exit_ms={}",
+        ended.elapsed().as_millis()
+    );
     assert!(status.success(), "{status}");
     for pid in mixers {
         assert!(process_gone(pid), "mixer {pid} outlived serve");
@@ -228,7 +258,8 @@ async fn sigterm_drains_live_rooms_then_stops_cleanly() -> anyhow::Result<()> {
 async fn drain_deadline_and_second_signal_stop_live_rooms() -> anyhow::Result<()> {
     let nginx = Nginx::start()?;
     // Deadline: a room still live after 2 s of drain is stopped and serve exits.
-    let mut serve = Serve::start_with_config("[pool]\nwarm = 1\n[server]\ndrain_timeout_secs = 2\n")?;
+    let mut serve =
+        Serve::start_with_config("[pool]\nwarm = 1\n[server]\ndrain_timeout_secs = 2\n")?;
     let api = Api::new(&serve.base_url);
     let room = api.create_room(small_room(&nginx, "e")).await?;
     go_live_to_first_byte(&api, &room, &nginx, "e").await?;
@@ -243,13 +274,17 @@ async fn drain_deadline_and_second_signal_stop_live_rooms() -> anyhow::Result<()
     let took = sent.elapsed();
     println!("MEASURE drain_deadline_2s_exit_ms={}", took.as_millis());
     assert!(status.success(), "{status}");
-    assert!(took >= Duration::from_secs(2), "exited before the deadline: {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "exited before the deadline: {took:?}"
+    );
     for pid in &mixers {
         assert!(process_gone(*pid), "mixer {pid} outlived serve");
     }
 
     // A second signal stops at once, long before the deadline.
-    let mut serve = Serve::start_with_config("[pool]\nwarm = 0\n[server]\ndrain_timeout_secs = 600\n")?;
+    let mut serve =
+        Serve::start_with_config("[pool]\nwarm = 0\n[server]\ndrain_timeout_secs = 600\n")?;
     let api = Api::new(&serve.base_url);
     let room = api.create_room(small_room(&nginx, "f")).await?;
     go_live_to_first_byte(&api, &room, &nginx, "f").await?;
@@ -262,7 +297,10 @@ async fn drain_deadline_and_second_signal_stop_live_rooms() -> anyhow::Result<()
     let sent = Instant::now();
     serve.signal("INT")?;
     let status = serve.wait_exit(Duration::from_secs(10))?;
-    println!("MEASURE second_signal_exit_ms={}", sent.elapsed().as_millis());
+    println!(
+        "MEASURE second_signal_exit_ms={}",
+        sent.elapsed().as_millis()
+    );
     assert!(status.success(), "{status}");
     for pid in mixers {
         assert!(process_gone(pid), "mixer {pid} outlived serve");
@@ -290,7 +328,10 @@ async fn killing_serve_leaves_no_mixer_behind() -> anyhow::Result<()> {
         Ok(mixers.iter().all(|&pid| process_gone(pid)).then_some(()))
     })
     .await?;
-    println!("MEASURE serve_sigkill_to_mixers_gone_ms={}", killed.elapsed().as_millis());
+    println!(
+        "MEASURE serve_sigkill_to_mixers_gone_ms={}",
+        killed.elapsed().as_millis()
+    );
     Ok(())
 }
 
@@ -303,7 +344,10 @@ async fn sighup_rolls_new_rooms_onto_a_new_mixer_binary() -> anyhow::Result<()> 
     std::fs::copy(common::BIN, &old)?;
     std::fs::copy(common::BIN, &new)?;
     let config = |binary: &std::path::Path| {
-        format!("[mixer]\nbinary = {:?}\n[pool]\nwarm = 1\n", binary.display().to_string())
+        format!(
+            "[mixer]\nbinary = {:?}\n[pool]\nwarm = 1\n",
+            binary.display().to_string()
+        )
     };
     let serve = Serve::start_with_config(&config(&old))?;
     let api = Api::new(&serve.base_url);
@@ -312,25 +356,37 @@ async fn sighup_rolls_new_rooms_onto_a_new_mixer_binary() -> anyhow::Result<()> 
 
     let first = api.create_room(small_room(&nginx, "v1")).await?;
     go_live_to_first_byte(&api, &first, &nginx, "v1").await?;
-    let status = eventually("first room's output live", Duration::from_secs(15), || async {
-        let s = api.status(&first).await?;
-        Ok((s["outputs"][0]["state"] == "live").then_some(s))
-    })
+    let status = eventually(
+        "first room's output live",
+        Duration::from_secs(15),
+        || async {
+            let s = api.status(&first).await?;
+            Ok((s["outputs"][0]["state"] == "live").then_some(s))
+        },
+    )
     .await?;
-    assert_eq!(status["mixer"]["binary"], old.display().to_string(), "{status}");
+    assert_eq!(
+        status["mixer"]["binary"],
+        old.display().to_string(),
+        "{status}"
+    );
     let first_pid = status["mixer"]["pid"].as_u64().unwrap();
     let warm_v1 = warm_pids(&api, 1).await?;
 
     // Point serve at the new binary.
     std::fs::write(serve.config_path.as_ref().unwrap(), config(&new))?;
     serve.signal("HUP")?;
-    let warm_v2 = eventually("warm mixers of the new binary", Duration::from_secs(20), || async {
-        let view = pool(&api).await?;
-        let pids = warm_pids(&api, 1).await?;
-        let on_new = view["mixer_binary"] == new.display().to_string()
-            && exe_of(pids[0]) == new.display().to_string();
-        Ok(on_new.then_some(pids))
-    })
+    let warm_v2 = eventually(
+        "warm mixers of the new binary",
+        Duration::from_secs(20),
+        || async {
+            let view = pool(&api).await?;
+            let pids = warm_pids(&api, 1).await?;
+            let on_new = view["mixer_binary"] == new.display().to_string()
+                && exe_of(pids[0]) == new.display().to_string();
+            Ok(on_new.then_some(pids))
+        },
+    )
     .await?;
     eventually("old warm mixer stopped", Duration::from_secs(5), || async {
         Ok(process_gone(warm_v1[0] as u32).then_some(()))
@@ -345,11 +401,19 @@ async fn sighup_rolls_new_rooms_onto_a_new_mixer_binary() -> anyhow::Result<()> 
         Ok((s["mixer"]["state"] == "running").then_some(s))
     })
     .await?;
-    assert_eq!(status["mixer"]["binary"], new.display().to_string(), "{status}");
+    assert_eq!(
+        status["mixer"]["binary"],
+        new.display().to_string(),
+        "{status}"
+    );
     assert_eq!(status["mixer"]["pid"].as_u64(), Some(warm_v2[0]));
     let status = api.status(&first).await?;
     assert_eq!(status["mixer"]["pid"].as_u64(), Some(first_pid), "{status}");
-    assert_eq!(status["mixer"]["binary"], old.display().to_string(), "{status}");
+    assert_eq!(
+        status["mixer"]["binary"],
+        old.display().to_string(),
+        "{status}"
+    );
     assert_eq!(status["outputs"][0]["state"], "live", "{status}");
     bytes_grow(&nginx, "v1").await?;
     bytes_grow(&nginx, "v2").await?;

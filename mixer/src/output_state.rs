@@ -311,8 +311,14 @@ mod tests {
         assert_eq!(o.state(), OutputState::Live);
         // Never acked on this connection: no ack-based verdict (some servers never ack).
         assert!(o.tick(t0 + ms(100), p(5000, 0)).is_empty());
-        assert!(o.tick(t0 + ms(200), p(5500, 4000)).is_empty(), "acks keep up");
-        assert!(o.tick(t0 + ms(300), p(6000, 4000)).is_empty(), "two windows not yet");
+        assert!(
+            o.tick(t0 + ms(200), p(5500, 4000)).is_empty(),
+            "acks keep up"
+        );
+        assert!(
+            o.tick(t0 + ms(300), p(6000, 4000)).is_empty(),
+            "two windows not yet"
+        );
         let fx = o.tick(t0 + ms(400), p(6001, 4000));
         assert_eq!(fx[0], OutputEffect::Stop);
         assert_eq!(states(&fx), report(OutputState::Reconnecting));

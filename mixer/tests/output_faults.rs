@@ -65,7 +65,10 @@ impl Events {
         });
         match got {
             Some((_, reason)) => reason,
-            None => panic!("{id} not {want:?} within {timeout:?}; states {:?}", self.states(id)),
+            None => panic!(
+                "{id} not {want:?} within {timeout:?}; states {:?}",
+                self.states(id)
+            ),
         }
     }
 }
@@ -138,14 +141,20 @@ fn a_restarted_server_gets_its_output_back_within_2s_and_the_other_output_never_
     flaky.stop();
     let down_at = Instant::now();
     events.wait_output("flaky", OutputState::Reconnecting, Duration::from_secs(15));
-    println!("MEASURE rtmp_server_down_to_reconnecting_ms={}", down_at.elapsed().as_millis());
+    println!(
+        "MEASURE rtmp_server_down_to_reconnecting_ms={}",
+        down_at.elapsed().as_millis()
+    );
     // Down for a while (several failed attempts); the other output keeps flowing meanwhile.
     assert!(
         bytes_in_grows(&steady, "b", Duration::from_secs(3)),
         "the steady output stopped while the other server was down"
     );
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(events.states("flaky").pop().unwrap().0, OutputState::Reconnecting);
+    assert_eq!(
+        events.states("flaky").pop().unwrap().0,
+        OutputState::Reconnecting
+    );
 
     flaky.restart().expect("nginx restarts");
     let up_at = Instant::now();
@@ -156,16 +165,24 @@ fn a_restarted_server_gets_its_output_back_within_2s_and_the_other_output_never_
         flaky.publisher_bytes_in("a").unwrap_or(0) > 0
     });
     let back_after = up_at.elapsed();
-    println!("MEASURE rtmp_server_up_to_publishing_ms={}", back_after.as_millis());
+    println!(
+        "MEASURE rtmp_server_up_to_publishing_ms={}",
+        back_after.as_millis()
+    );
     assert!(back, "not publishing to the restarted server within 2 s");
     events.wait_output("flaky", OutputState::Live, Duration::from_secs(5));
     let picture = reader.next_frame(Duration::from_secs(6));
-    println!("MEASURE rtmp_server_up_to_first_frame_ms={}", up_at.elapsed().as_millis());
+    println!(
+        "MEASURE rtmp_server_up_to_first_frame_ms={}",
+        up_at.elapsed().as_millis()
+    );
     assert!(picture.is_some(), "no picture from the restarted server");
 
     let steady_states = events.states("steady");
     assert!(
-        steady_states.iter().all(|(s, _)| matches!(s, OutputState::Connecting | OutputState::Live)),
+        steady_states
+            .iter()
+            .all(|(s, _)| matches!(s, OutputState::Connecting | OutputState::Live)),
         "the other output was disturbed: {steady_states:?}"
     );
     assert!(bytes_in_grows(&steady, "b", Duration::from_secs(3)));
@@ -179,7 +196,10 @@ fn a_stalled_server_is_detected_within_15s_and_the_output_recovers() {
     let steady = Nginx::start().expect("nginx");
     let (mixer, rx) = Mixer::start(
         SMALL,
-        vec![output("stall", nginx.rtmp_url("s")), output("steady", steady.rtmp_url("t"))],
+        vec![
+            output("stall", nginx.rtmp_url("s")),
+            output("steady", steady.rtmp_url("t")),
+        ],
     )
     .expect("mixer starts");
     let _noise = NoiseSender::start(&mixer);
@@ -202,13 +222,19 @@ fn a_stalled_server_is_detected_within_15s_and_the_output_recovers() {
     assert!(detected <= Duration::from_secs(15), "{detected:?}");
     let reason = reason.unwrap_or_default();
     assert!(reason.contains("stalled"), "{reason}");
-    assert!(bytes_in_grows(&steady, "t", Duration::from_secs(3)), "other output disturbed");
+    assert!(
+        bytes_in_grows(&steady, "t", Duration::from_secs(3)),
+        "other output disturbed"
+    );
     assert_eq!(events.states("steady").pop().unwrap().0, OutputState::Live);
 
     nginx.resume().expect("SIGCONT nginx");
     let resumed_at = Instant::now();
     events.wait_output("stall", OutputState::Live, Duration::from_secs(15));
-    println!("MEASURE rtmp_stall_resumed_to_live_ms={}", resumed_at.elapsed().as_millis());
+    println!(
+        "MEASURE rtmp_stall_resumed_to_live_ms={}",
+        resumed_at.elapsed().as_millis()
+    );
     mixer.shutdown();
 }
 
@@ -223,7 +249,10 @@ fn a_rejected_key_or_a_bad_url_fails_within_5s_with_the_reason() {
         vec![
             // on_publish answers 403: the CDN refuses this key.
             output("rejected", nginx.rtmp_app_url("locked", "secretkey1")),
-            output("refused", format!("rtmp://127.0.0.1:{closed_port}/live/secretkey2")),
+            output(
+                "refused",
+                format!("rtmp://127.0.0.1:{closed_port}/live/secretkey2"),
+            ),
             output("no_app", nginx.rtmp_app_url("nosuchapp", "secretkey3")),
             output("good", nginx.rtmp_url("fine")),
         ],
@@ -234,9 +263,15 @@ fn a_rejected_key_or_a_bad_url_fails_within_5s_with_the_reason() {
         let reason = events
             .wait_output(id, OutputState::Failed, Duration::from_secs(5))
             .unwrap_or_default();
-        println!("MEASURE rtmp_{id}_failed_ms={} reason={reason:?}", started.elapsed().as_millis());
+        println!(
+            "MEASURE rtmp_{id}_failed_ms={} reason={reason:?}",
+            started.elapsed().as_millis()
+        );
         assert!(!reason.is_empty(), "{id}: no reason");
-        assert!(!reason.contains("secretkey"), "{id}: key leaked in {reason}");
+        assert!(
+            !reason.contains("secretkey"),
+            "{id}: key leaked in {reason}"
+        );
     }
     assert!(started.elapsed() <= Duration::from_secs(5) + Duration::from_millis(500));
     events.wait_output("good", OutputState::Live, Duration::from_secs(15));
@@ -244,9 +279,16 @@ fn a_rejected_key_or_a_bad_url_fails_within_5s_with_the_reason() {
     std::thread::sleep(Duration::from_secs(2));
     for id in ["rejected", "refused", "no_app"] {
         let states = events.states(id);
-        assert_eq!(states.last().unwrap().0, OutputState::Failed, "{id}: {states:?}");
         assert_eq!(
-            states.iter().filter(|(s, _)| *s == OutputState::Failed).count(),
+            states.last().unwrap().0,
+            OutputState::Failed,
+            "{id}: {states:?}"
+        );
+        assert_eq!(
+            states
+                .iter()
+                .filter(|(s, _)| *s == OutputState::Failed)
+                .count(),
             1,
             "{id}: {states:?}"
         );

@@ -78,7 +78,9 @@ pub struct Capacity {
 
 impl Capacity {
     pub fn millicores(&self) -> u64 {
-        (self.cores * self.max_utilization * 1000.0).floor().max(0.0) as u64
+        (self.cores * self.max_utilization * 1000.0)
+            .floor()
+            .max(0.0) as u64
     }
 }
 
@@ -214,9 +216,11 @@ mod tests {
         let big = RoomLoad { inputs: 16, ..r4() };
         assert!(ledger.resize("a", big).unwrap() > 1000 - 563);
         assert_eq!(ledger.free(), 0);
-        assert!(!ledger
-            .admit("b", RoomLoad::new(&VideoSpec::default(), 1))
-            .admitted);
+        assert!(
+            !ledger
+                .admit("b", RoomLoad::new(&VideoSpec::default(), 1))
+                .admitted
+        );
         assert_eq!(ledger.resize("nobody", big), None);
     }
 

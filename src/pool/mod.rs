@@ -19,8 +19,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-pub use admission::{Capacity, Decision};
 use admission::{expected_inputs, Ledger, RoomLoad};
+pub use admission::{Capacity, Decision};
 pub use process::{MixerChild, MixerProcess, MixerReport};
 pub use spawner::{SpawnError, Spawner};
 
@@ -367,5 +367,4 @@ impl MixerPool {
                 .collect(),
         }
     }
-
 }

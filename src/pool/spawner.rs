@@ -81,7 +81,9 @@ fn spawn_mixer(binary: &Path) -> Result<tokio::process::Child, SpawnError> {
             }
             // serve died between fork and prctl: the signal was never armed, do not run.
             if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("serve exited while starting the mixer"));
+                return Err(std::io::Error::other(
+                    "serve exited while starting the mixer",
+                ));
             }
             Ok(())
         });

@@ -251,10 +251,7 @@ impl RoomActor {
 
     /// Asks the pool for this room's share before going live (admission by cost).
     fn go_live(&mut self) -> Result<RoomStatus, GoLiveError> {
-        let live = matches!(
-            self.state.broadcast(),
-            super::state::Broadcast::Live { .. }
-        );
+        let live = matches!(self.state.broadcast(), super::state::Broadcast::Live { .. });
         if !live {
             let inputs = self.participants_count();
             let video = self.state.settings().video;
@@ -274,10 +271,7 @@ impl RoomActor {
         let Some(charged) = self.charged_inputs else {
             return;
         };
-        let live = matches!(
-            self.state.broadcast(),
-            super::state::Broadcast::Live { .. }
-        );
+        let live = matches!(self.state.broadcast(), super::state::Broadcast::Live { .. });
         if !live {
             self.release_reservation();
             return;
