@@ -16,6 +16,44 @@ pub struct Config {
     pub mixer: MixerConfig,
     pub limits: LimitsConfig,
     pub origin: OriginConfig,
+    pub pool: PoolConfig,
+}
+
+/// The mixer pool: warm processes and admission by cost (see `pool::admission`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Mixer processes kept started and initialized, waiting for a room to go live.
+    pub warm: usize,
+    /// Cores mixers may use; unset means the cores available to this process.
+    pub capacity_cores: Option<f64>,
+    /// Share of `capacity_cores` admission hands out; the rest is headroom for serve itself.
+    pub max_utilization: f64,
+    /// A room going live is charged for at least this many participants, so guests joining
+    /// later are already paid for.
+    pub reserve_inputs: u32,
+    /// `Retry-After` of a go-live refused for capacity.
+    pub retry_after_secs: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            warm: 1,
+            capacity_cores: None,
+            max_utilization: 0.9,
+            reserve_inputs: 4,
+            retry_after_secs: 30,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// `capacity_cores`, or the cores this process may run on.
+    pub fn cores(&self) -> f64 {
+        self.capacity_cores
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +64,8 @@ pub struct ServerConfig {
     /// Base URL put into the links the API hands out (host_url, guest_url, watch_url, WHIP
     /// Location). Empty means "http://<listen>".
     pub public_url: String,
+    /// After SIGTERM, live rooms may keep streaming this long before serve stops them.
+    pub drain_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -99,6 +139,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: String::new(),
+            drain_timeout_secs: 300,
         }
     }
 }
@@ -195,6 +236,7 @@ impl Config {
             }
         }
         self.validate_origin()?;
+        self.validate_pool()?;
         if self.limits.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 key: "limits.max_body_bytes",
@@ -206,6 +248,31 @@ impl Config {
 }
 
 impl Config {
+    fn validate_pool(&self) -> Result<(), ConfigError> {
+        let pool = &self.pool;
+        if let Some(cores) = pool.capacity_cores {
+            if !(cores > 0.0 && cores <= 4096.0) {
+                return Err(ConfigError::Invalid {
+                    key: "pool.capacity_cores",
+                    message: format!("{cores} must be more than 0 (e.g. 8 or 0.5)"),
+                });
+            }
+        }
+        if !(pool.max_utilization > 0.0 && pool.max_utilization <= 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "pool.max_utilization",
+                message: format!("{} must be in (0, 1], e.g. 0.9", pool.max_utilization),
+            });
+        }
+        if pool.warm > 64 {
+            return Err(ConfigError::Invalid {
+                key: "pool.warm",
+                message: format!("{} warm mixers is too many; at most 64", pool.warm),
+            });
+        }
+        Ok(())
+    }
+
     fn validate_origin(&self) -> Result<(), ConfigError> {
         let origin = &self.origin;
         if !origin.public_rtmp_url.is_empty() {
@@ -309,6 +376,26 @@ mod tests {
         config.media.udp_port_min = Some(50000);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("udp_port_max"), "{err}");
+    }
+
+    #[test]
+    fn pool_section_defaults_and_validation() {
+        let config = Config::default();
+        assert_eq!(config.pool.warm, 1);
+        assert!(config.pool.cores() >= 1.0);
+        assert_eq!(config.server.drain_timeout_secs, 300);
+        let config =
+            Config::from_toml_str("[pool]\ncapacity_cores = 0.5\nmax_utilization = 1.0\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.pool.cores(), 0.5);
+        let mut config = Config::default();
+        config.pool.max_utilization = 1.5;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("pool.max_utilization"), "{err}");
+        let mut config = Config::default();
+        config.pool.capacity_cores = Some(0.0);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("pool.capacity_cores"), "{err}");
     }
 
     #[test]

@@ -164,8 +164,18 @@ pub enum OutputState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// The pipeline is PLAYING (answer to `Start`).
-    Ready,
+    /// First line of every mixer, before any `Start`: GStreamer is initialized and the plugins a
+    /// room needs are loaded, so this process is warm and a `Start` costs only the pipeline.
+    /// serve keeps such processes in its warm pool.
+    Hello { version: String, binary: String },
+    /// The pipeline is PLAYING (answer to `Start`). `version` and `binary` say which mixer build
+    /// runs this room (rolling upgrades run several side by side).
+    Ready {
+        #[serde(default)]
+        version: String,
+        #[serde(default)]
+        binary: String,
+    },
     /// The mixer listens for this input's RTP on `127.0.0.1:rtp_port` (UDP).
     InputReady { input_id: String, rtp_port: u16 },
     /// The input's element chain is gone (answer to `RemoveInput`).
@@ -275,6 +285,18 @@ mod tests {
         );
         let back: Command = decode_line(&line).unwrap();
         assert!(matches!(back, Command::SetLayout { .. }));
+    }
+
+    #[test]
+    fn ready_without_identity_still_decodes() {
+        let ev: Event = decode_line(r#"{"type":"ready"}"#).unwrap();
+        assert_eq!(
+            ev,
+            Event::Ready {
+                version: String::new(),
+                binary: String::new()
+            }
+        );
     }
 
     #[test]

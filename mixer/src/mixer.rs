@@ -101,7 +101,8 @@ impl Mixer {
             gst::State::Playing,
             Duration::from_secs(10),
         )?;
-        let _ = events.send(Event::Ready);
+        let (version, binary) = crate::process::identity();
+        let _ = events.send(Event::Ready { version, binary });
         for b in &branches {
             let _ = events.send(Event::Output {
                 output_id: b.spec.output_id.clone(),
@@ -446,8 +447,8 @@ impl Shared {
         let mut st = self.lock();
         for idx in 0..st.outputs.len() {
             let out = &st.outputs[idx];
-            let acked = out.tracker.is_running().then(|| out.sent());
-            let fx = st.outputs[idx].tracker.tick(now, acked);
+            let progress = out.tracker.is_running().then(|| out.progress());
+            let fx = st.outputs[idx].tracker.tick(now, progress);
             self.apply_output_effects(&mut st, idx, fx);
         }
     }

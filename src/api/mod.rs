@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 pub mod error;
+mod pool;
 mod rooms;
 mod whip;
 
@@ -48,6 +49,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(pool::readyz))
+        .route("/api/v1/pool", get(pool::view))
         .route("/api/v1/rooms", post(rooms::create))
         .route(
             "/api/v1/rooms/{room_id}",

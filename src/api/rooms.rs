@@ -69,6 +69,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if app.rooms.pool().is_draining() {
+        return Err(ApiError::refused(&crate::pool::Refusal::Draining));
+    }
     let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
     let request: CreateRoom = parse_json_or_default(&headers, &bytes)?;
     let mut settings = room_settings(&app, request)?;

@@ -19,7 +19,20 @@ fn app() -> Router {
     let rooms = Arc::new(Rooms::new(
         RoomRuntime {
             // Never spawned in these tests: no test here goes live with outputs.
-            mixer_binary: "/nonexistent/costream".into(),
+            pool: crate::pool::MixerPool::new(
+                crate::pool::PoolSettings {
+                    binary: "/nonexistent/costream".into(),
+                    warm: 0,
+                    capacity: crate::pool::Capacity {
+                        cores: 2.0,
+                        max_utilization: 0.9,
+                    },
+                    reserve_inputs: 4,
+                    retry_after_secs: 30,
+                },
+                crate::pool::Spawner::start(tokio::runtime::Handle::current())
+                    .expect("spawner thread"),
+            ),
             stop_grace: Duration::from_millis(100),
         },
         3,

@@ -3,7 +3,6 @@
 //! track's read loop straight to its UDP targets (see `costream_ingest`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use costream_ingest::{PeerSession, SessionEvent};
@@ -16,7 +15,7 @@ use super::media::track_desc;
 use super::state::{Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState};
 use super::status::RoomStatus;
 use super::tokens::{Role, RoomTokens};
-use crate::pool::{MixerProcess, MixerReport};
+use crate::pool::{MixerPool, MixerProcess, MixerReport, Refusal};
 
 /// Commands from the API to one room.
 enum RoomCommand {
@@ -32,7 +31,7 @@ enum RoomCommand {
         reply: oneshot::Sender<Result<(), RoomError>>,
     },
     GoLive {
-        reply: oneshot::Sender<Result<RoomStatus, RoomError>>,
+        reply: oneshot::Sender<Result<RoomStatus, GoLiveError>>,
     },
     StopLive {
         reply: oneshot::Sender<RoomStatus>,
@@ -44,6 +43,16 @@ enum RoomCommand {
     Status {
         reply: oneshot::Sender<RoomStatus>,
     },
+}
+
+/// Why a room did not go live.
+#[derive(Debug, thiserror::Error)]
+pub enum GoLiveError {
+    #[error(transparent)]
+    Room(#[from] RoomError),
+    /// Admission said no (capacity or drain).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 /// The room is gone (ended while the request was in flight).
@@ -66,8 +75,8 @@ pub struct RoomHandle {
 /// What the actor needs from the server to run a room.
 #[derive(Clone)]
 pub struct RoomRuntime {
-    /// Executable to spawn as `<binary> mixer`.
-    pub mixer_binary: PathBuf,
+    /// Where mixer processes come from, and who admits a room going live.
+    pub pool: MixerPool,
     /// How long a stopping mixer may flush before it is killed.
     pub stop_grace: Duration,
 }
@@ -88,6 +97,8 @@ impl RoomHandle {
             state: RoomState::new(settings),
             sessions: HashMap::new(),
             mixer: None,
+            mixer_identity: None,
+            charged_inputs: None,
             runtime,
             session_tx,
             mixer_tx,
@@ -145,7 +156,7 @@ impl RoomHandle {
         .await
     }
 
-    pub async fn go_live(&self) -> Result<Result<RoomStatus, RoomError>, RoomGone> {
+    pub async fn go_live(&self) -> Result<Result<RoomStatus, GoLiveError>, RoomGone> {
         self.ask(|reply| RoomCommand::GoLive { reply }).await
     }
 
@@ -182,6 +193,10 @@ struct RoomActor {
     state: RoomState,
     sessions: HashMap<ParticipantId, PeerSession>,
     mixer: Option<MixerProcess>,
+    /// (epoch, version, binary) the current mixer reported in `Ready`.
+    mixer_identity: Option<(u64, String, String)>,
+    /// Participants the pool charges this room for, while it holds a reservation.
+    charged_inputs: Option<u32>,
     runtime: RoomRuntime,
     session_tx: mpsc::Sender<(ParticipantId, SessionEvent)>,
     mixer_tx: mpsc::Sender<MixerReport>,
@@ -216,6 +231,7 @@ impl RoomActor {
                 Some(report) = mixer_reports.recv() => self.on_mixer_report(report),
             }
             self.run_effects();
+            self.sync_reservation();
         }
         self.shut_down();
     }
@@ -227,7 +243,64 @@ impl RoomActor {
     fn status(&self) -> RoomStatus {
         let mut status = RoomStatus::of(&self.id, &self.state, Instant::now());
         status.mixer.pid = self.mixer.as_ref().and_then(MixerProcess::pid);
+        if let Some(mixer) = &self.mixer {
+            status.mixer.binary = Some(mixer.binary().display().to_string());
+            status.mixer.warm = Some(mixer.was_warm());
+            if let Some((_, version, _)) = self
+                .mixer_identity
+                .as_ref()
+                .filter(|(epoch, ..)| *epoch == mixer.epoch())
+            {
+                status.mixer.version = Some(version.clone());
+            }
+        }
+        status.cost = self.runtime.pool.cost_of(&self.id);
         status
+    }
+
+    fn participants_count(&self) -> u32 {
+        u32::try_from(self.state.participant_ids().len()).unwrap_or(u32::MAX)
+    }
+
+    /// Asks the pool for this room's share before going live (admission by cost).
+    fn go_live(&mut self) -> Result<RoomStatus, GoLiveError> {
+        let live = matches!(self.state.broadcast(), super::state::Broadcast::Live { .. });
+        if !live {
+            let inputs = self.participants_count();
+            let video = self.state.settings().video;
+            self.runtime.pool.admit(&self.id, &video, inputs)?;
+            self.charged_inputs = Some(inputs);
+            if let Err(e) = self.input(Input::GoLive) {
+                self.release_reservation();
+                return Err(e.into());
+            }
+        }
+        Ok(self.status())
+    }
+
+    /// Keeps the pool's reservation in step with the broadcast: re-charged when participants
+    /// come and go, released when the broadcast stops or fails.
+    fn sync_reservation(&mut self) {
+        let Some(charged) = self.charged_inputs else {
+            return;
+        };
+        let live = matches!(self.state.broadcast(), super::state::Broadcast::Live { .. });
+        if !live {
+            self.release_reservation();
+            return;
+        }
+        let inputs = self.participants_count();
+        if inputs != charged {
+            let video = self.state.settings().video;
+            self.runtime.pool.resize(&self.id, &video, inputs);
+            self.charged_inputs = Some(inputs);
+        }
+    }
+
+    fn release_reservation(&mut self) {
+        if self.charged_inputs.take().is_some() {
+            self.runtime.pool.release(&self.id);
+        }
     }
 
     fn on_command(&mut self, command: RoomCommand) {
@@ -266,11 +339,13 @@ impl RoomActor {
                 let _ = reply.send(result);
             }
             RoomCommand::GoLive { reply } => {
-                let result = self.input(Input::GoLive).map(|()| self.status());
+                let result = self.go_live();
                 let _ = reply.send(result);
             }
             RoomCommand::StopLive { reply } => {
                 let _ = self.input(Input::StopLive);
+                // Free the pool's share before answering, so the capacity is there at once.
+                self.sync_reservation();
                 let _ = reply.send(self.status());
             }
             RoomCommand::SetLayout { layout, reply } => {
@@ -338,7 +413,12 @@ impl RoomActor {
 
     fn on_mixer_report(&mut self, report: MixerReport) {
         let input = match report {
-            MixerReport::Event { epoch, event } => Input::Mixer { epoch, event },
+            MixerReport::Event { epoch, event } => {
+                if let costream_mixer::control::Event::Ready { version, binary } = &event {
+                    self.mixer_identity = Some((epoch, version.clone(), binary.clone()));
+                }
+                Input::Mixer { epoch, event }
+            }
             MixerReport::Exited { epoch, reason } => {
                 if self.mixer.as_ref().map(MixerProcess::epoch) == Some(epoch) {
                     self.mixer = None;
@@ -361,13 +441,13 @@ impl RoomActor {
                 if let Some(old) = self.mixer.take() {
                     old.stop(self.runtime.stop_grace);
                 }
-                match MixerProcess::spawn(
-                    &self.runtime.mixer_binary,
-                    &self.id,
-                    epoch,
-                    self.mixer_tx.clone(),
-                ) {
-                    Ok(process) => self.mixer = Some(process),
+                // A warm process from the pool when there is one. A restart after a crash also
+                // comes from here, so it runs the pool's current binary (after a rolling
+                // upgrade: the new one).
+                match self.runtime.pool.take() {
+                    Ok(child) => {
+                        self.mixer = Some(child.attach(&self.id, epoch, self.mixer_tx.clone()))
+                    }
                     Err(e) => {
                         warn!("{e}");
                         let _ = self.input(Input::MixerExited {
@@ -431,6 +511,7 @@ impl RoomActor {
             let _ = self.input(Input::Leave { participant_id });
         }
         self.run_effects();
+        self.release_reservation();
         info!("room ended");
     }
 }

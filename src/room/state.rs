@@ -664,7 +664,9 @@ impl RoomState {
 
     fn mixer_event(&mut self, epoch: u64, event: Event) {
         match event {
-            Event::Ready => {
+            // Said before `Start`; the pool consumes it, nothing for the room.
+            Event::Hello { .. } => {}
+            Event::Ready { .. } => {
                 if let Broadcast::Live { mixer, .. } = &mut self.broadcast {
                     *mixer = MixerPhase::Running;
                 }

@@ -336,7 +336,10 @@ fn a_silent_mixer_is_declared_hung_and_replaced() {
         t0,
         Input::Mixer {
             epoch: 1,
-            event: Event::Ready,
+            event: Event::Ready {
+                version: String::new(),
+                binary: String::new(),
+            },
         },
     )
     .unwrap();
@@ -388,7 +391,14 @@ fn output_events_and_heartbeats_update_status() {
     let mut room = RoomState::new(settings(2));
     room.handle(now, Input::GoLive).unwrap();
     let live = |event| Input::Mixer { epoch: 1, event };
-    room.handle(now, live(Event::Ready)).unwrap();
+    room.handle(
+        now,
+        live(Event::Ready {
+            version: String::new(),
+            binary: String::new(),
+        }),
+    )
+    .unwrap();
     room.handle(
         now,
         live(Event::Output {

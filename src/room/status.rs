@@ -28,6 +28,9 @@ pub struct RoomStatus {
     pub active_speaker: Option<String>,
     pub mixer: MixerStatus,
     pub outputs: Vec<OutputStatusView>,
+    /// Cores the mixer pool reserved for this room while it is live (admission by cost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +62,15 @@ pub struct MixerStatus {
     /// OS process id of the room's mixer, while one runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Executable of the room's mixer (rolling upgrades run several side by side).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    /// Version the mixer reported when it became ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Whether the mixer came warm from the pool (false: started cold for this room).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,6 +146,7 @@ impl RoomStatus {
                     bytes_sent: o.bytes_sent,
                 })
                 .collect(),
+            cost: None,
         }
     }
 }
@@ -145,6 +158,9 @@ fn mixer_status(state: &'static str, reason: Option<String>, frames_out: u64) ->
         frames_out,
         restarts: 0,
         pid: None,
+        binary: None,
+        version: None,
+        warm: None,
     }
 }
 
