@@ -65,6 +65,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(rooms::set_layout),
         )
         .route(
+            "/api/v1/rooms/{room_id}/participants/{participant_id}/audio",
+            axum::routing::put(rooms::set_audio),
+        )
+        .route(
             "/whip/{room_id}",
             post(whip::publish).options(whip::options),
         )

@@ -289,6 +289,31 @@ pub async fn set_layout(
     Ok(status_response(&app, status))
 }
 
+/// Body of `PUT /api/v1/rooms/{id}/participants/{pid}/audio`; omitted fields keep their value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioRequest {
+    pub gain: Option<f64>,
+    pub muted: Option<bool>,
+}
+
+/// `PUT /api/v1/rooms/{id}/participants/{pid}/audio`: the host's mixing desk for one participant.
+pub async fn set_audio(
+    State(app): State<AppState>,
+    Path((room_id, participant_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let room = host_room(&app, &room_id, &headers).await?;
+    let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
+    let request: AudioRequest = parse_json_or_default(&headers, &bytes)?;
+    let status = room
+        .set_audio(&participant_id, request.gain, request.muted)
+        .await??;
+    tracing::info!(room = %room_id, participant = %participant_id, gain = ?request.gain, muted = ?request.muted, "participant audio");
+    Ok(status_response(&app, status))
+}
+
 pub async fn end(
     State(app): State<AppState>,
     Path(room_id): Path<String>,

@@ -264,3 +264,30 @@ async fn layout_is_host_only_validated_and_shown_in_status() {
     .await;
     assert_eq!(body["layout"], json!({"type": "pip"}));
 }
+
+#[tokio::test]
+async fn participant_audio_is_host_only_and_needs_a_participant() {
+    let app = app();
+    let (_, created) = call(&app, post_json("/api/v1/rooms", json!({}))).await;
+    let id = created["room_id"].as_str().unwrap();
+    let host = created["host_token"].as_str().unwrap();
+    let guest = created["guest_token"].as_str().unwrap();
+    let put = |token: &str, body: &str| {
+        Request::put(format!("/api/v1/rooms/{id}/participants/nobody/audio"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let (status, body) = call(&app, put(guest, r#"{"muted":true}"#)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call(&app, put(host, r#"{"volume":2}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("volume"),
+        "{body}"
+    );
+    let (status, body) = call(&app, put(host, r#"{"muted":true}"#)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "participant_not_found");
+}

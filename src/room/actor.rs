@@ -40,6 +40,12 @@ enum RoomCommand {
         layout: LayoutSpec,
         reply: oneshot::Sender<Result<RoomStatus, RoomError>>,
     },
+    SetAudio {
+        participant_id: ParticipantId,
+        gain: Option<f64>,
+        muted: Option<bool>,
+        reply: oneshot::Sender<Result<RoomStatus, RoomError>>,
+    },
     Status {
         reply: oneshot::Sender<RoomStatus>,
     },
@@ -162,6 +168,22 @@ impl RoomHandle {
 
     pub async fn stop_live(&self) -> Result<RoomStatus, RoomGone> {
         self.ask(|reply| RoomCommand::StopLive { reply }).await
+    }
+
+    pub async fn set_audio(
+        &self,
+        participant_id: &str,
+        gain: Option<f64>,
+        muted: Option<bool>,
+    ) -> Result<Result<RoomStatus, RoomError>, RoomGone> {
+        let participant_id = participant_id.to_string();
+        self.ask(|reply| RoomCommand::SetAudio {
+            participant_id,
+            gain,
+            muted,
+            reply,
+        })
+        .await
     }
 
     pub async fn set_layout(
@@ -347,6 +369,21 @@ impl RoomActor {
                 // Free the pool's share before answering, so the capacity is there at once.
                 self.sync_reservation();
                 let _ = reply.send(self.status());
+            }
+            RoomCommand::SetAudio {
+                participant_id,
+                gain,
+                muted,
+                reply,
+            } => {
+                let result = self
+                    .input(Input::SetAudio {
+                        participant_id,
+                        gain,
+                        muted,
+                    })
+                    .map(|()| self.status());
+                let _ = reply.send(result);
             }
             RoomCommand::SetLayout { layout, reply } => {
                 let result = self

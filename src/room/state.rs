@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use costream_mixer::control::{
-    Codec, Command, Event, LayoutSpec, MediaKind, OutputSpec, OutputState, VideoSpec,
+    AudioMix, Codec, Command, Event, LayoutSpec, MediaKind, OutputSpec, OutputState, VideoSpec,
 };
 
 use super::recovery::{CrashHistory, CrashPolicy, RestartDecision};
@@ -54,6 +54,8 @@ pub struct Participant {
     pub display_name: String,
     pub joined_at: Instant,
     pub tracks: Vec<Track>,
+    /// The host's gain/mute for this participant in the program.
+    pub audio: AudioMix,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +127,12 @@ pub enum Input {
     SetLayout {
         layout: LayoutSpec,
     },
+    /// The host changed a participant's gain or mute in the program (`None`: unchanged).
+    SetAudio {
+        participant_id: ParticipantId,
+        gain: Option<f64>,
+        muted: Option<bool>,
+    },
     /// Time passed: `poll_timeout()` was reached.
     Tick,
 }
@@ -174,6 +182,8 @@ pub enum RoomError {
     NoOutputs,
     #[error("{0}")]
     InvalidLayout(String),
+    #[error("{0}")]
+    InvalidAudio(String),
 }
 
 #[derive(Debug)]
@@ -297,6 +307,11 @@ impl RoomState {
             Input::Leave { participant_id } => self.leave(&participant_id),
             Input::GoLive => self.go_live(now),
             Input::SetLayout { layout } => self.set_layout(layout),
+            Input::SetAudio {
+                participant_id,
+                gain,
+                muted,
+            } => self.set_audio(&participant_id, gain, muted),
             Input::StopLive => {
                 self.stop_live();
                 Ok(())
@@ -343,6 +358,7 @@ impl RoomState {
                 display_name,
                 joined_at: now,
                 tracks: Vec::new(),
+                audio: AudioMix::default(),
             },
         );
         Ok(())
@@ -491,6 +507,36 @@ impl RoomState {
         Ok(())
     }
 
+    /// Stores a participant's program gain/mute; a live mixer gets it at once, a new mixer
+    /// right after the participant's inputs.
+    fn set_audio(
+        &mut self,
+        participant_id: &str,
+        gain: Option<f64>,
+        muted: Option<bool>,
+    ) -> Result<(), RoomError> {
+        let participant = self
+            .participants
+            .get_mut(participant_id)
+            .ok_or_else(|| RoomError::UnknownParticipant(participant_id.to_string()))?;
+        let audio = AudioMix {
+            gain: gain.unwrap_or(participant.audio.gain),
+            muted: muted.unwrap_or(participant.audio.muted),
+        };
+        audio.validate().map_err(RoomError::InvalidAudio)?;
+        participant.audio = audio;
+        if let Some(epoch) = self.live_epoch() {
+            self.effects.push_back(Effect::ToMixer {
+                epoch,
+                command: Command::SetAudio {
+                    participant_id: participant_id.to_string(),
+                    audio,
+                },
+            });
+        }
+        Ok(())
+    }
+
     /// The participant the mixer currently features by voice.
     pub fn active_speaker(&self) -> Option<&str> {
         self.active_speaker.as_deref()
@@ -524,10 +570,19 @@ impl RoomState {
             .participants()
             .into_iter()
             .flat_map(|(participant_id, participant)| {
-                participant.tracks.iter().map(move |track| Effect::ToMixer {
+                let inputs = participant.tracks.iter().map(move |track| Effect::ToMixer {
                     epoch,
                     command: add_input_command(participant_id, participant, track),
-                })
+                });
+                // The host's gain/mute, if changed, before any of its audio is heard.
+                let audio = (participant.audio != AudioMix::default()).then(|| Effect::ToMixer {
+                    epoch,
+                    command: Command::SetAudio {
+                        participant_id: participant_id.clone(),
+                        audio: participant.audio,
+                    },
+                });
+                audio.into_iter().chain(inputs)
             })
             .collect();
         self.effects.extend(add_inputs);

@@ -669,3 +669,89 @@ fn the_active_speaker_comes_from_the_mixer_and_clears_when_offline() {
     room.handle(now, Input::StopLive).unwrap();
     assert_eq!(room.active_speaker(), None);
 }
+
+#[test]
+fn audio_controls_are_kept_per_participant_and_replayed_to_a_new_mixer() {
+    let now = Instant::now();
+    let mut room = live_room_with_one_input(now, CrashPolicy::default());
+    room.handle(
+        now,
+        Input::SetAudio {
+            participant_id: "a".into(),
+            gain: Some(0.5),
+            muted: None,
+        },
+    )
+    .unwrap();
+    let half = AudioMix {
+        gain: 0.5,
+        muted: false,
+    };
+    assert_eq!(
+        drain(&mut room),
+        vec![Effect::ToMixer {
+            epoch: 1,
+            command: Command::SetAudio {
+                participant_id: "a".into(),
+                audio: half,
+            },
+        }]
+    );
+    // Mute keeps the gain.
+    room.handle(
+        now,
+        Input::SetAudio {
+            participant_id: "a".into(),
+            gain: None,
+            muted: Some(true),
+        },
+    )
+    .unwrap();
+    drain(&mut room);
+    let effects = crash(&mut room, now, 1);
+    let replayed = effects.iter().position(|e| {
+        *e == Effect::ToMixer {
+            epoch: 2,
+            command: Command::SetAudio {
+                participant_id: "a".into(),
+                audio: AudioMix {
+                    gain: 0.5,
+                    muted: true,
+                },
+            },
+        }
+    });
+    let first_input = effects.iter().position(|e| {
+        matches!(
+            e,
+            Effect::ToMixer {
+                command: Command::AddInput { .. },
+                ..
+            }
+        )
+    });
+    assert!(replayed.unwrap() < first_input.unwrap(), "{effects:?}");
+
+    let err = room
+        .handle(
+            now,
+            Input::SetAudio {
+                participant_id: "a".into(),
+                gain: Some(9.0),
+                muted: None,
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("gain"), "{err}");
+    let err = room
+        .handle(
+            now,
+            Input::SetAudio {
+                participant_id: "ghost".into(),
+                gain: Some(1.0),
+                muted: None,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err, RoomError::UnknownParticipant("ghost".into()));
+}

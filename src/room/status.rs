@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use costream_mixer::control::{Codec, LayoutSpec, MediaKind, OutputState, VideoSpec};
+use costream_mixer::control::{AudioMix, Codec, LayoutSpec, MediaKind, OutputState, VideoSpec};
 use costream_mixer::redact::redact_url;
 use serde::Serialize;
 
@@ -39,6 +39,8 @@ pub struct ParticipantStatus {
     pub role: Role,
     pub display_name: String,
     pub tracks: Vec<TrackStatus>,
+    /// Gain and mute in the program (`PUT .../participants/{id}/audio`).
+    pub audio: AudioMix,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,6 +132,7 @@ impl RoomStatus {
                             in_mix: t.mixer_port.is_some(),
                         })
                         .collect(),
+                    audio: p.audio,
                 })
                 .collect(),
             layout: room.settings().layout.clone(),
