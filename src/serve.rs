@@ -49,6 +49,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         udp_ports: config.media.udp_port_min.zip(config.media.udp_port_max),
         public_ips: config.media.public_ips.clone(),
         include_loopback: true,
+        ice: config.media.ice_timeouts(),
     })
     .context("cannot set up WebRTC")?;
     let mixer_binary = if config.mixer.binary.is_empty() {

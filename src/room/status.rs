@@ -31,6 +31,8 @@ pub struct ParticipantStatus {
     pub role: Role,
     pub display_name: String,
     pub tracks: Vec<TrackStatus>,
+    /// Active WHEP subscriptions to this participant's media.
+    pub subscribers: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +115,7 @@ impl RoomStatus {
                             in_mix: t.mixer_port.is_some(),
                         })
                         .collect(),
+                    subscribers: room.subscriber_count(id),
                 })
                 .collect(),
             mixer,
