@@ -146,6 +146,19 @@ async fn subscribers_get_one_participants_media_keyframes_on_request_and_lose_it
     }
     let status = api.status(&room).await?;
     assert_eq!(subscribers(&status, &blue_id), Some(1), "{status}");
+
+    // A subscriber that vanishes without DELETE is cleaned up (connection closed or ICE
+    // consent failure, whichever the server sees first).
+    let vanishing = WhepSubscriber::connect(&whep(&blue_id), &room.guest_token).await?;
+    assert_eq!(subscribers(&api.status(&room).await?, &blue_id), Some(2));
+    let gone = Instant::now();
+    drop(vanishing);
+    eventually("the vanished subscriber removed", Duration::from_secs(8), || async {
+        Ok((subscribers(&api.status(&room).await?, &blue_id) == Some(1)).then_some(()))
+    })
+    .await?;
+    println!("MEASURE vanished_subscriber_removed_ms={}", gone.elapsed().as_millis());
+
     blue_sub.leave().await?;
     let status = api.status(&room).await?;
     assert_eq!(subscribers(&status, &blue_id), Some(0), "{status}");

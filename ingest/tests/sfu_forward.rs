@@ -206,12 +206,20 @@ async fn whep_subscriber_gets_the_publishers_media_and_its_pli_reaches_the_publi
         }
         anyhow::ensure!(Instant::now() < deadline, "the subscriber's PLI never arrived");
     }
-    let track = session
-        .stats()
-        .tracks
-        .into_iter()
-        .find(|t| t.track_id == video.track_id)
-        .unwrap();
+    // Counted once the RTCP write returned, which may be just after the publisher read it.
+    let video_stats = || {
+        session
+            .stats()
+            .tracks
+            .into_iter()
+            .find(|t| t.track_id == video.track_id)
+            .unwrap()
+    };
+    let deadline = Instant::now() + WAIT;
+    while video_stats().keyframe_requests <= before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let track = video_stats();
     assert!(track.keyframe_requests > before, "{track:?}");
     assert!(track.subscriber_packets > 0, "{track:?}");
     println!(
