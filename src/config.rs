@@ -82,9 +82,21 @@ impl MediaConfig {
                 })
             }
         };
-        check("media.ice_disconnected_timeout_ms", self.ice_disconnected_timeout_ms, 500..=60_000)?;
-        check("media.ice_failed_timeout_ms", self.ice_failed_timeout_ms, 100..=120_000)?;
-        check("media.ice_keepalive_ms", self.ice_keepalive_ms, 100..=10_000)?;
+        check(
+            "media.ice_disconnected_timeout_ms",
+            self.ice_disconnected_timeout_ms,
+            500..=60_000,
+        )?;
+        check(
+            "media.ice_failed_timeout_ms",
+            self.ice_failed_timeout_ms,
+            100..=120_000,
+        )?;
+        check(
+            "media.ice_keepalive_ms",
+            self.ice_keepalive_ms,
+            100..=10_000,
+        )?;
         if self.ice_keepalive_ms >= self.ice_disconnected_timeout_ms {
             return Err(ConfigError::Invalid {
                 key: "media.ice_keepalive_ms",
@@ -377,9 +389,10 @@ mod tests {
         let media = Config::default().media;
         let ice = media.ice_timeouts();
         assert!(ice.disconnected + ice.failed + ice.keepalive <= std::time::Duration::from_secs(4));
-        let config =
-            Config::from_toml_str("[media]\nice_disconnected_timeout_ms = 4000\nice_failed_timeout_ms = 8000\n")
-                .unwrap();
+        let config = Config::from_toml_str(
+            "[media]\nice_disconnected_timeout_ms = 4000\nice_failed_timeout_ms = 8000\n",
+        )
+        .unwrap();
         config.validate().unwrap();
         assert_eq!(config.media.ice_timeouts().failed.as_millis(), 8000);
         assert_eq!(config.media.ice_keepalive_ms, 500);

@@ -54,7 +54,11 @@ async fn subscribers_get_one_participants_media_keyframes_on_request_and_lose_it
     let serve = Serve::start()?;
     let api = Api::new(&serve.base_url);
     let room = api.create_room(json!({"name": "sfu"})).await?;
-    let red = Publisher::start(&room.whip_url, &room.guest_token, PublisherOptions::red_vp8())?;
+    let red = Publisher::start(
+        &room.whip_url,
+        &room.guest_token,
+        PublisherOptions::red_vp8(),
+    )?;
     let blue = Publisher::start(
         &room.whip_url,
         &room.guest_token,
@@ -90,9 +94,21 @@ async fn subscribers_get_one_participants_media_keyframes_on_request_and_lose_it
     let blue_sub = WhepSubscriber::connect(&whep(&blue_id), &room.host_token).await?;
     let red_stats = wait_for_media(&red_sub, "red's audio and video at its subscriber").await?;
     let blue_stats = wait_for_media(&blue_sub, "blue's audio and video at its subscriber").await?;
-    assert_eq!(red_stats.video.mime_type.as_deref(), Some("video/VP8"), "{red_stats:?}");
-    assert_eq!(blue_stats.video.mime_type.as_deref(), Some("video/H264"), "{blue_stats:?}");
-    assert_eq!(red_stats.audio.mime_type.as_deref(), Some("audio/opus"), "{red_stats:?}");
+    assert_eq!(
+        red_stats.video.mime_type.as_deref(),
+        Some("video/VP8"),
+        "{red_stats:?}"
+    );
+    assert_eq!(
+        blue_stats.video.mime_type.as_deref(),
+        Some("video/H264"),
+        "{blue_stats:?}"
+    );
+    assert_eq!(
+        red_stats.audio.mime_type.as_deref(),
+        Some("audio/opus"),
+        "{red_stats:?}"
+    );
     assert_ne!(red_stats.video.ssrc, blue_stats.video.ssrc);
     let first_keyframe = |s: &ReceivedStats, sub: &WhepSubscriber| {
         s.video
@@ -128,10 +144,14 @@ async fn subscribers_get_one_participants_media_keyframes_on_request_and_lose_it
     // Red leaves: its subscription is closed by the server (DELETE finds nothing), red's
     // media stops, the status forgets it; blue's subscriber is unaffected.
     red.leave()?;
-    eventually("red gone from the status", Duration::from_secs(5), || async {
-        let status = api.status(&room).await?;
-        Ok(participant_id(&status, "red").is_none().then_some(()))
-    })
+    eventually(
+        "red gone from the status",
+        Duration::from_secs(5),
+        || async {
+            let status = api.status(&room).await?;
+            Ok(participant_id(&status, "red").is_none().then_some(()))
+        },
+    )
     .await?;
     let frozen = red_sub.stats().video.packets;
     let blue_before = blue_sub.stats().video.packets;
@@ -139,7 +159,10 @@ async fn subscribers_get_one_participants_media_keyframes_on_request_and_lose_it
         Ok((blue_sub.stats().video.packets > blue_before + 20).then_some(()))
     })
     .await?;
-    assert!(red_sub.stats().video.packets <= frozen + 5, "red still flows after leaving");
+    assert!(
+        red_sub.stats().video.packets <= frozen + 5,
+        "red still flows after leaving"
+    );
     match red_sub.leave().await {
         Err(IngestError::Http { status: 404, .. }) => {}
         other => anyhow::bail!("red's subscription should be gone: {other:?}"),
@@ -153,11 +176,18 @@ async fn subscribers_get_one_participants_media_keyframes_on_request_and_lose_it
     assert_eq!(subscribers(&api.status(&room).await?, &blue_id), Some(2));
     let gone = Instant::now();
     drop(vanishing);
-    eventually("the vanished subscriber removed", Duration::from_secs(8), || async {
-        Ok((subscribers(&api.status(&room).await?, &blue_id) == Some(1)).then_some(()))
-    })
+    eventually(
+        "the vanished subscriber removed",
+        Duration::from_secs(8),
+        || async {
+            Ok((subscribers(&api.status(&room).await?, &blue_id) == Some(1)).then_some(()))
+        },
+    )
     .await?;
-    println!("MEASURE vanished_subscriber_removed_ms={}", gone.elapsed().as_millis());
+    println!(
+        "MEASURE vanished_subscriber_removed_ms={}",
+        gone.elapsed().as_millis()
+    );
 
     blue_sub.leave().await?;
     let status = api.status(&room).await?;

@@ -57,7 +57,11 @@ async fn a_killed_guest_leaves_the_mix_and_status_within_5_s_and_can_come_back(
             name: "blue",
         },
     )?;
-    let red = Publisher::start(&room.whip_url, &room.guest_token, PublisherOptions::red_vp8())?;
+    let red = Publisher::start(
+        &room.whip_url,
+        &room.guest_token,
+        PublisherOptions::red_vp8(),
+    )?;
     let (code, body) = api.go_live(&room).await?;
     assert_eq!(code, 200, "{body}");
     eventually("both in the mix", Duration::from_secs(15), || async {
@@ -65,9 +69,12 @@ async fn a_killed_guest_leaves_the_mix_and_status_within_5_s_and_can_come_back(
     })
     .await?;
     let reader = FrameReader::start(&nginx.rtmp_url(key), W, H, 10)?;
-    frame_where(&reader, "red and blue on air", Duration::from_secs(20), |f| {
-        contains_color(f, RED) && contains_color(f, BLUE)
-    })
+    frame_where(
+        &reader,
+        "red and blue on air",
+        Duration::from_secs(20),
+        |f| contains_color(f, RED) && contains_color(f, BLUE),
+    )
     .await?;
 
     // kill -9: no DELETE; only ICE consent can tell.
@@ -80,9 +87,12 @@ async fn a_killed_guest_leaves_the_mix_and_status_within_5_s_and_can_come_back(
             .then(|| killed.elapsed()))
     })
     .await?;
-    let out_of_mix = frame_where(&reader, "red gone from the output", Duration::from_secs(10), |f| {
-        !contains_color(f, RED) && contains_color(f, BLUE)
-    })
+    let out_of_mix = frame_where(
+        &reader,
+        "red gone from the output",
+        Duration::from_secs(10),
+        |f| !contains_color(f, RED) && contains_color(f, BLUE),
+    )
     .await?
     .saturating_duration_since(killed);
     println!(
@@ -90,18 +100,31 @@ async fn a_killed_guest_leaves_the_mix_and_status_within_5_s_and_can_come_back(
         out_of_status.as_millis(),
         out_of_mix.as_millis()
     );
-    assert!(out_of_status <= Duration::from_secs(5), "status: {out_of_status:?}");
-    assert!(out_of_mix <= Duration::from_secs(5), "output: {out_of_mix:?}");
+    assert!(
+        out_of_status <= Duration::from_secs(5),
+        "status: {out_of_status:?}"
+    );
+    assert!(
+        out_of_mix <= Duration::from_secs(5),
+        "output: {out_of_mix:?}"
+    );
 
     // The same guest (same token) reconnects and is mixed again.
     let back = Instant::now();
-    let red = Publisher::start(&room.whip_url, &room.guest_token, PublisherOptions::red_vp8())?;
+    let red = Publisher::start(
+        &room.whip_url,
+        &room.guest_token,
+        PublisherOptions::red_vp8(),
+    )?;
     let on_air = frame_where(&reader, "red back on air", Duration::from_secs(15), |f| {
         contains_color(f, RED) && contains_color(f, BLUE)
     })
     .await?
     .saturating_duration_since(back);
-    println!("MEASURE reconnected_guest_back_on_air_ms={}", on_air.as_millis());
+    println!(
+        "MEASURE reconnected_guest_back_on_air_ms={}",
+        on_air.as_millis()
+    );
     let status = api.status(&room).await?;
     assert!(participant_id(&status, "red").is_some(), "{status}");
     red.leave()?;

@@ -266,7 +266,9 @@ pub(crate) fn check_offer(sdp: &SessionDescription) -> Result<OfferSummary, Inge
 
 /// Which media kinds a WHEP (subscribe) offer wants to receive: its audio/video sections that
 /// are enabled and recvonly or sendrecv. An offer that receives nothing is an error.
-pub(crate) fn check_subscribe_offer(sdp: &SessionDescription) -> Result<Vec<MediaKind>, IngestError> {
+pub(crate) fn check_subscribe_offer(
+    sdp: &SessionDescription,
+) -> Result<Vec<MediaKind>, IngestError> {
     let mut kinds = Vec::new();
     let mut media_sections = 0;
     for media in &sdp.media_descriptions {

@@ -150,8 +150,8 @@ impl TrackForwarder {
         self.bytes_received
             .fetch_add(raw.len() as u64, Ordering::Relaxed);
         let targets = self.targets.load();
-        let needs_rtp = !subscribers.is_empty()
-            || targets.iter().any(|t| matches!(t, ForwardTarget::Rtp(_)));
+        let needs_rtp =
+            !subscribers.is_empty() || targets.iter().any(|t| matches!(t, ForwardTarget::Rtp(_)));
         // Header extension ids are negotiated per connection: the publisher's would be
         // misread by a subscriber. The mixer (UDP) gets the packet unchanged.
         let stripped = needs_rtp.then(|| without_extensions(packet));
@@ -183,7 +183,8 @@ impl TrackForwarder {
     fn count_sent(&self, sent: bool, len: usize) {
         if sent {
             self.packets_forwarded.fetch_add(1, Ordering::Relaxed);
-            self.bytes_forwarded.fetch_add(len as u64, Ordering::Relaxed);
+            self.bytes_forwarded
+                .fetch_add(len as u64, Ordering::Relaxed);
         } else {
             self.packets_dropped.fetch_add(1, Ordering::Relaxed);
         }

@@ -34,9 +34,9 @@ pub use codec::{CodecName, MediaKind};
 pub use engine::{IceTimeouts, IngestConfig, IngestEngine};
 pub use error::IngestError;
 pub use forward::{ForwardTarget, SessionStats, TrackStats};
+pub use rtp_keyframe::starts_keyframe;
 pub use session::{PeerSession, SessionEvent, TrackInfo};
 pub use sfu_track::SfuTrackStats;
-pub use rtp_keyframe::starts_keyframe;
 pub use subscriber::{KindStats, ReceivedStats, WhepSubscriber};
 pub use subscription::{Subscription, SubscriptionEvent, SubscriptionStats};
 

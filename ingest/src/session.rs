@@ -495,7 +495,14 @@ async fn read_loop(
                     Ok(len) => {
                         let subscribers = subscribers.load();
                         forwarder
-                            .forward(&sockets, &raw[..len], &packet, &subscribers, &codec, arrived)
+                            .forward(
+                                &sockets,
+                                &raw[..len],
+                                &packet,
+                                &subscribers,
+                                &codec,
+                                arrived,
+                            )
                             .await
                     }
                     Err(_) => forwarder.count_dropped(),

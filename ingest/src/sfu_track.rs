@@ -115,12 +115,18 @@ impl SfuTrack {
 
     /// Sends one source packet (extensions already stripped) to the subscriber. Returns false
     /// if it was dropped. Never waits for the connection: before DTLS is up webrtc-rs discards.
-    pub async fn write(&self, packet: &Packet, source: &RTCRtpCodecCapability, size: usize) -> bool {
+    pub async fn write(
+        &self,
+        packet: &Packet,
+        source: &RTCRtpCodecCapability,
+        size: usize,
+    ) -> bool {
         let Some(binding) = self.binding.load_full() else {
             self.packets_dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        let Some(payload_type) = self.map_payload_type(packet.header.payload_type, source, &binding)
+        let Some(payload_type) =
+            self.map_payload_type(packet.header.payload_type, source, &binding)
         else {
             self.packets_dropped.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -156,9 +162,7 @@ impl SfuTrack {
             return (cached & NO_MATCH == 0).then_some((cached & 0xff) as u8);
         }
         let found = matching_payload_type(source, &binding.codecs);
-        let packed = VALID
-            | (u32::from(source_pt) << 8)
-            | found.map_or(NO_MATCH, u32::from);
+        let packed = VALID | (u32::from(source_pt) << 8) | found.map_or(NO_MATCH, u32::from);
         self.pt_map.store(packed, Ordering::Relaxed);
         if found.is_none() {
             warn!(
@@ -295,19 +299,41 @@ mod tests {
     #[test]
     fn vp8_maps_to_the_subscribers_vp8() {
         let codecs = [
-            params("video/H264", "packetization-mode=1;profile-level-id=42e01f", 102),
+            params(
+                "video/H264",
+                "packetization-mode=1;profile-level-id=42e01f",
+                102,
+            ),
             params("video/VP8", "", 120),
         ];
-        assert_eq!(matching_payload_type(&cap("video/vp8", ""), &codecs), Some(120));
-        assert_eq!(matching_payload_type(&cap("video/VP8", ""), &codecs[..1]), None);
+        assert_eq!(
+            matching_payload_type(&cap("video/vp8", ""), &codecs),
+            Some(120)
+        );
+        assert_eq!(
+            matching_payload_type(&cap("video/VP8", ""), &codecs[..1]),
+            None
+        );
     }
 
     #[test]
     fn h264_prefers_the_same_profile_and_needs_mode_1() {
         let codecs = [
-            params("video/H264", "packetization-mode=0;profile-level-id=42e01f", 100),
-            params("video/H264", "packetization-mode=1;profile-level-id=42001f", 101),
-            params("video/H264", "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", 102),
+            params(
+                "video/H264",
+                "packetization-mode=0;profile-level-id=42e01f",
+                100,
+            ),
+            params(
+                "video/H264",
+                "packetization-mode=1;profile-level-id=42001f",
+                101,
+            ),
+            params(
+                "video/H264",
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+                102,
+            ),
         ];
         let source = cap("video/H264", "packetization-mode=1;profile-level-id=42E01F");
         assert_eq!(matching_payload_type(&source, &codecs), Some(102));
@@ -319,6 +345,9 @@ mod tests {
     #[test]
     fn opus_maps_by_name() {
         let codecs = [params("audio/opus", "minptime=10;useinbandfec=1", 109)];
-        assert_eq!(matching_payload_type(&cap("audio/OPUS", ""), &codecs), Some(109));
+        assert_eq!(
+            matching_payload_type(&cap("audio/OPUS", ""), &codecs),
+            Some(109)
+        );
     }
 }

@@ -102,7 +102,11 @@ impl WhepSubscriber {
                 while let Ok((packet, _)) = track.read_rtp().await {
                     let now = Instant::now();
                     let mut all = stats.lock().unwrap_or_else(|p| p.into_inner());
-                    let kind = if video { &mut all.video } else { &mut all.audio };
+                    let kind = if video {
+                        &mut all.video
+                    } else {
+                        &mut all.audio
+                    };
                     kind.packets += 1;
                     kind.bytes += packet.payload.len() as u64;
                     kind.payload_type = Some(packet.header.payload_type);

@@ -221,14 +221,14 @@ impl SubscriptionShared {
     fn on_state(self: &Arc<Self>, state: RTCPeerConnectionState) {
         debug!(parent: &self.span, %state, "subscriber connection state");
         match state {
-            RTCPeerConnectionState::Connected => {
-                if !self.connected_reported.swap(true, Ordering::SeqCst) {
-                    info!(parent: &self.span, "subscriber connected");
-                    self.emit(SubscriptionEvent::Connected);
-                    // Earlier keyframes went nowhere; the subscriber needs one to start.
-                    let shared = Arc::clone(self);
-                    tokio::spawn(async move { shared.request_source_keyframe().await });
-                }
+            RTCPeerConnectionState::Connected
+                if !self.connected_reported.swap(true, Ordering::SeqCst) =>
+            {
+                info!(parent: &self.span, "subscriber connected");
+                self.emit(SubscriptionEvent::Connected);
+                // Earlier keyframes went nowhere; the subscriber needs one to start.
+                let shared = Arc::clone(self);
+                tokio::spawn(async move { shared.request_source_keyframe().await });
             }
             RTCPeerConnectionState::Failed => {
                 // Not from inside the callback: closing there deadlocks webrtc-rs.

@@ -162,9 +162,11 @@ async fn whep_subscriber_gets_the_publishers_media_and_its_pli_reaches_the_publi
     let media = publisher.spawn_media();
     publisher.wait_connected().await?;
     let mut seen = Vec::new();
-    let SessionEvent::TrackStarted(video) = wait_event(&mut events, &mut seen, |e| {
-        matches!(e, SessionEvent::TrackStarted(t) if t.kind == MediaKind::Video)
-    })
+    let SessionEvent::TrackStarted(video) = wait_event(
+        &mut events,
+        &mut seen,
+        |e| matches!(e, SessionEvent::TrackStarted(t) if t.kind == MediaKind::Video),
+    )
     .await?
     else {
         unreachable!()
@@ -178,7 +180,10 @@ async fn whep_subscriber_gets_the_publishers_media_and_its_pli_reaches_the_publi
         if stats.video.packets >= 50 && stats.audio.packets >= 20 {
             break stats;
         }
-        anyhow::ensure!(Instant::now() < deadline, "subscriber got too little: {stats:?}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "subscriber got too little: {stats:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(stats.video.mime_type.as_deref(), Some("video/H264"));
@@ -204,7 +209,10 @@ async fn whep_subscriber_gets_the_publishers_media_and_its_pli_reaches_the_publi
             assert_eq!(ssrc, video.ssrc);
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the subscriber's PLI never arrived");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the subscriber's PLI never arrived"
+        );
     }
     // Counted once the RTCP write returned, which may be just after the publisher read it.
     let video_stats = || {

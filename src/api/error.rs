@@ -98,9 +98,7 @@ impl From<crate::room::state::RoomError> for ApiError {
             RoomError::AlreadyJoined(_) => (StatusCode::CONFLICT, "already_joined"),
             RoomError::UnknownParticipant(_) => (StatusCode::NOT_FOUND, "participant_not_found"),
             RoomError::NoOutputs => (StatusCode::CONFLICT, "no_outputs"),
-            RoomError::UnknownSubscription(_) => {
-                (StatusCode::NOT_FOUND, "subscription_not_found")
-            }
+            RoomError::UnknownSubscription(_) => (StatusCode::NOT_FOUND, "subscription_not_found"),
         };
         Self::new(status, code, e.to_string())
     }

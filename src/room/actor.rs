@@ -111,7 +111,13 @@ impl RoomHandle {
         let span = tracing::info_span!(parent: None, "room", room = %id);
         tokio::spawn(
             actor
-                .run(command_rx, session_rx, mixer_rx, subscription_rx, cancel.clone())
+                .run(
+                    command_rx,
+                    session_rx,
+                    mixer_rx,
+                    subscription_rx,
+                    cancel.clone(),
+                )
                 .instrument(span),
         );
         Self {

@@ -129,7 +129,9 @@ pub enum Input {
         source: ParticipantId,
     },
     /// A subscription ends (DELETE, or its connection failed).
-    Unsubscribe { subscription_id: SubscriptionId },
+    Unsubscribe {
+        subscription_id: SubscriptionId,
+    },
 }
 
 /// IO the actor must carry out, in order.

@@ -529,18 +529,35 @@ fn subscriptions_attach_count_and_close_with_their_source() {
     );
 
     // a leaves: both of its subscriptions close before its session; b's stays.
-    room.handle(now, Input::Leave { participant_id: "a".into() }).unwrap();
+    room.handle(
+        now,
+        Input::Leave {
+            participant_id: "a".into(),
+        },
+    )
+    .unwrap();
     let effects = drain(&mut room);
     let closing: Vec<&Effect> = effects
         .iter()
-        .filter(|e| matches!(e, Effect::CloseSubscription { .. } | Effect::CloseSession { .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::CloseSubscription { .. } | Effect::CloseSession { .. }
+            )
+        })
         .collect();
     assert_eq!(closing.len(), 3, "{effects:?}");
     assert!(matches!(closing[2], Effect::CloseSession { participant_id } if participant_id == "a"));
     assert_eq!(room.subscriber_count("a"), 0);
     assert_eq!(room.subscriber_count("b"), 1);
 
-    room.handle(now, Input::Unsubscribe { subscription_id: "s3".into() }).unwrap();
+    room.handle(
+        now,
+        Input::Unsubscribe {
+            subscription_id: "s3".into(),
+        },
+    )
+    .unwrap();
     assert_eq!(
         drain(&mut room),
         vec![Effect::CloseSubscription {
@@ -549,7 +566,12 @@ fn subscriptions_attach_count_and_close_with_their_source() {
         }]
     );
     assert_eq!(
-        room.handle(now, Input::Unsubscribe { subscription_id: "s3".into() }),
+        room.handle(
+            now,
+            Input::Unsubscribe {
+                subscription_id: "s3".into()
+            }
+        ),
         Err(RoomError::UnknownSubscription("s3".into()))
     );
 }
@@ -561,11 +583,20 @@ fn a_mixer_restart_never_touches_subscriptions() {
     join(&mut room, now, "a", &[vp8("v")]);
     subscribe(&mut room, "s1", "a").unwrap();
     room.handle(now, Input::GoLive).unwrap();
-    room.handle(now, Input::MixerExited { epoch: 1, reason: "boom".into() }).unwrap();
+    room.handle(
+        now,
+        Input::MixerExited {
+            epoch: 1,
+            reason: "boom".into(),
+        },
+    )
+    .unwrap();
     room.handle(now, Input::StopLive).unwrap();
     let effects = drain(&mut room);
     assert!(
-        !effects.iter().any(|e| matches!(e, Effect::CloseSubscription { .. })),
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::CloseSubscription { .. })),
         "{effects:?}"
     );
     assert_eq!(room.subscriber_count("a"), 1);
