@@ -68,7 +68,7 @@ pub struct ServerConfig {
     pub drain_timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     /// Inclusive UDP port range for WebRTC (ICE); unset means ephemeral ports.
@@ -76,6 +76,78 @@ pub struct MediaConfig {
     pub udp_port_max: Option<u16>,
     /// Extra addresses to advertise as ICE candidates (servers behind 1:1 NAT).
     pub public_ips: Vec<String>,
+    /// A peer silent (no media, RTCP or STUN) this long is "disconnected"...
+    pub ice_disconnected_timeout_ms: u64,
+    /// ...and is dropped (out of the mix and the room) after this much more silence.
+    pub ice_failed_timeout_ms: u64,
+    /// Interval of our STUN consent checks; the peer's answers keep a quiet peer alive.
+    pub ice_keepalive_ms: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        let ice = costream_ingest::IceTimeouts::default();
+        Self {
+            udp_port_min: None,
+            udp_port_max: None,
+            public_ips: Vec::new(),
+            ice_disconnected_timeout_ms: ice.disconnected.as_millis() as u64,
+            ice_failed_timeout_ms: ice.failed.as_millis() as u64,
+            ice_keepalive_ms: ice.keepalive.as_millis() as u64,
+        }
+    }
+}
+
+impl MediaConfig {
+    pub fn ice_timeouts(&self) -> costream_ingest::IceTimeouts {
+        costream_ingest::IceTimeouts {
+            disconnected: std::time::Duration::from_millis(self.ice_disconnected_timeout_ms),
+            failed: std::time::Duration::from_millis(self.ice_failed_timeout_ms),
+            keepalive: std::time::Duration::from_millis(self.ice_keepalive_ms),
+        }
+    }
+
+    fn validate_ice(&self) -> Result<(), ConfigError> {
+        let check = |key: &'static str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "{value} must be {}..={} milliseconds",
+                        range.start(),
+                        range.end()
+                    ),
+                })
+            }
+        };
+        check(
+            "media.ice_disconnected_timeout_ms",
+            self.ice_disconnected_timeout_ms,
+            500..=60_000,
+        )?;
+        check(
+            "media.ice_failed_timeout_ms",
+            self.ice_failed_timeout_ms,
+            100..=120_000,
+        )?;
+        check(
+            "media.ice_keepalive_ms",
+            self.ice_keepalive_ms,
+            100..=10_000,
+        )?;
+        if self.ice_keepalive_ms >= self.ice_disconnected_timeout_ms {
+            return Err(ConfigError::Invalid {
+                key: "media.ice_keepalive_ms",
+                message: format!(
+                    "{} must be shorter than media.ice_disconnected_timeout_ms ({}), or a healthy but quiet peer looks disconnected",
+                    self.ice_keepalive_ms, self.ice_disconnected_timeout_ms
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,6 +293,7 @@ impl Config {
             }
             _ => {}
         }
+        self.media.validate_ice()?;
         if !self.server.public_url.is_empty() {
             let ok = url::Url::parse(&self.server.public_url)
                 .map(|u| matches!(u.scheme(), "http" | "https"))
@@ -396,6 +469,29 @@ mod tests {
         config.pool.capacity_cores = Some(0.0);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("pool.capacity_cores"), "{err}");
+    }
+
+    #[test]
+    fn ice_timeouts_default_within_5_s_and_are_validated_by_key() {
+        let media = Config::default().media;
+        let ice = media.ice_timeouts();
+        assert!(ice.disconnected + ice.failed + ice.keepalive <= std::time::Duration::from_secs(4));
+        let config = Config::from_toml_str(
+            "[media]\nice_disconnected_timeout_ms = 4000\nice_failed_timeout_ms = 8000\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.media.ice_timeouts().failed.as_millis(), 8000);
+        assert_eq!(config.media.ice_keepalive_ms, 500);
+
+        let mut config = Config::default();
+        config.media.ice_keepalive_ms = 5000;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("media.ice_keepalive_ms"), "{err}");
+        let mut config = Config::default();
+        config.media.ice_failed_timeout_ms = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("media.ice_failed_timeout_ms"), "{err}");
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         udp_ports: config.media.udp_port_min.zip(config.media.udp_port_max),
         public_ips: config.media.public_ips.clone(),
         include_loopback: true,
+        ice: config.media.ice_timeouts(),
     })
     .context("cannot set up WebRTC")?;
     let spawner = Spawner::start(tokio::runtime::Handle::current())

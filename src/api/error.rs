@@ -132,6 +132,7 @@ impl From<crate::room::state::RoomError> for ApiError {
             RoomError::NoOutputs => (StatusCode::CONFLICT, "no_outputs"),
             RoomError::InvalidLayout(_) => (StatusCode::BAD_REQUEST, "invalid_layout"),
             RoomError::InvalidAudio(_) => (StatusCode::BAD_REQUEST, "invalid_audio"),
+            RoomError::UnknownSubscription(_) => (StatusCode::NOT_FOUND, "subscription_not_found"),
         };
         Self::new(status, code, e.to_string())
     }

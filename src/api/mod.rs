@@ -6,6 +6,7 @@ mod body;
 pub mod error;
 mod pool;
 mod rooms;
+mod whep;
 mod whip;
 
 use std::sync::Arc;
@@ -75,6 +76,17 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/whip/{room_id}/{participant_id}",
             axum::routing::delete(whip::leave)
+                .patch(whip::trickle_not_supported)
+                .options(whip::options),
+        )
+        // SFU return path (WHEP-style); OPTIONS and PATCH behave as for WHIP.
+        .route(
+            "/whep/{room_id}/{participant_id}",
+            post(whep::subscribe).options(whip::options),
+        )
+        .route(
+            "/whep/{room_id}/{participant_id}/{subscription_id}",
+            axum::routing::delete(whep::unsubscribe)
                 .patch(whip::trickle_not_supported)
                 .options(whip::options),
         )

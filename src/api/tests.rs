@@ -41,6 +41,7 @@ fn app() -> Router {
         udp_ports: None,
         public_ips: vec![],
         include_loopback: true,
+        ..Default::default()
     })
     .expect("ingest engine");
     router(AppState {
@@ -290,4 +291,96 @@ async fn participant_audio_is_host_only_and_needs_a_participant() {
     let (status, body) = call(&app, put(host, r#"{"muted":true}"#)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"], "participant_not_found");
+}
+
+#[tokio::test]
+async fn whep_checks_room_token_content_type_size_and_participant() {
+    let app = app();
+    let (_, created) = call(&app, post_json("/api/v1/rooms", json!({}))).await;
+    let id = created["room_id"].as_str().unwrap();
+    let guest = created["guest_token"].as_str().unwrap();
+    let offer = |path: String, token: &str, content_type: &str, body: String| {
+        Request::post(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let sdp = "v=0\r\n".to_string();
+    let cases = [
+        (
+            "/whep/nope/p1".to_string(),
+            guest,
+            "application/sdp",
+            sdp.clone(),
+            StatusCode::NOT_FOUND,
+            "room_not_found",
+        ),
+        (
+            format!("/whep/{id}/p1"),
+            "bogus",
+            "application/sdp",
+            sdp.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            format!("/whep/{id}/p1"),
+            guest,
+            "text/plain",
+            sdp.clone(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            format!("/whep/{id}/p1"),
+            guest,
+            "application/sdp",
+            "x".repeat(100_000),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            format!("/whep/{id}/p1"),
+            guest,
+            "application/sdp",
+            sdp.clone(),
+            StatusCode::NOT_FOUND,
+            "participant_not_found",
+        ),
+    ];
+    for (path, token, content_type, body, want, code) in cases {
+        let (status, body) = call(&app, offer(path.clone(), token, content_type, body)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (want, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    let host = created["host_token"].as_str().unwrap();
+    let (status, body) = call(
+        &app,
+        with_token("DELETE", &format!("/whep/{id}/p1/s1"), host),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("subscription_not_found"))
+    );
+    let (status, _) = call(
+        &app,
+        with_token("PATCH", &format!("/whep/{id}/p1/s1"), host),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _) = call(
+        &app,
+        Request::builder()
+            .method("OPTIONS")
+            .uri(format!("/whep/{id}/p1"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(status.is_success(), "OPTIONS as for WHIP: {status}");
 }

@@ -5,14 +5,16 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use costream_ingest::{PeerSession, SessionEvent};
+use costream_ingest::{PeerSession, SessionEvent, Subscription, SubscriptionEvent};
 use costream_mixer::control::LayoutSpec;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use super::media::track_desc;
-use super::state::{Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState};
+use super::state::{
+    Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState, SubscriptionId,
+};
 use super::status::RoomStatus;
 use super::tokens::{Role, RoomTokens};
 use crate::pool::{MixerPool, MixerProcess, MixerReport, Refusal};
@@ -48,6 +50,21 @@ enum RoomCommand {
     },
     Status {
         reply: oneshot::Sender<RoomStatus>,
+    },
+    /// The session of a participant, to negotiate a subscription to it outside the actor.
+    Session {
+        participant_id: ParticipantId,
+        reply: oneshot::Sender<Option<PeerSession>>,
+    },
+    Subscribe {
+        subscription: Subscription,
+        events: mpsc::Receiver<SubscriptionEvent>,
+        source: ParticipantId,
+        reply: oneshot::Sender<Result<(), RoomError>>,
+    },
+    Unsubscribe {
+        subscription_id: SubscriptionId,
+        reply: oneshot::Sender<Result<(), RoomError>>,
     },
 }
 
@@ -98,10 +115,13 @@ impl RoomHandle {
         let cancel = CancellationToken::new();
         let (session_tx, session_rx) = mpsc::channel(256);
         let (mixer_tx, mixer_rx) = mpsc::channel(256);
+        let (subscription_tx, subscription_rx) = mpsc::channel(256);
         let actor = RoomActor {
             id: id.clone(),
             state: RoomState::new(settings),
             sessions: HashMap::new(),
+            subscriptions: HashMap::new(),
+            subscription_tx,
             mixer: None,
             mixer_identity: None,
             charged_inputs: None,
@@ -113,7 +133,13 @@ impl RoomHandle {
         let span = tracing::info_span!(parent: None, "room", room = %id);
         tokio::spawn(
             actor
-                .run(command_rx, session_rx, mixer_rx, cancel.clone())
+                .run(
+                    command_rx,
+                    session_rx,
+                    mixer_rx,
+                    subscription_rx,
+                    cancel.clone(),
+                )
                 .instrument(span),
         );
         Self {
@@ -198,6 +224,52 @@ impl RoomHandle {
         self.ask(|reply| RoomCommand::Status { reply }).await
     }
 
+    /// The WebRTC session of a participant (None if unknown).
+    pub async fn session(&self, participant_id: &str) -> Result<Option<PeerSession>, RoomGone> {
+        let participant_id = participant_id.to_string();
+        self.ask(|reply| RoomCommand::Session {
+            participant_id,
+            reply,
+        })
+        .await
+    }
+
+    /// Registers a negotiated subscription to `source`; the room starts feeding it. On error
+    /// (e.g. the source left meanwhile) the subscription is closed.
+    pub async fn subscribe(
+        &self,
+        subscription: Subscription,
+        events: mpsc::Receiver<SubscriptionEvent>,
+        source: &str,
+    ) -> Result<Result<(), RoomError>, RoomGone> {
+        let source = source.to_string();
+        let closer = subscription.clone();
+        let result = self
+            .ask(|reply| RoomCommand::Subscribe {
+                subscription,
+                events,
+                source,
+                reply,
+            })
+            .await;
+        if !matches!(result, Ok(Ok(()))) {
+            closer.close().await;
+        }
+        result
+    }
+
+    pub async fn unsubscribe(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Result<(), RoomError>, RoomGone> {
+        let subscription_id = subscription_id.to_string();
+        self.ask(|reply| RoomCommand::Unsubscribe {
+            subscription_id,
+            reply,
+        })
+        .await
+    }
+
     /// Ends the room: the mixer stops and every participant is disconnected.
     pub fn end(&self) {
         self.cancel.cancel();
@@ -214,6 +286,9 @@ struct RoomActor {
     id: String,
     state: RoomState,
     sessions: HashMap<ParticipantId, PeerSession>,
+    /// Subscriptions (SFU return path) by id; the state knows whose media each carries.
+    subscriptions: HashMap<SubscriptionId, Subscription>,
+    subscription_tx: mpsc::Sender<(SubscriptionId, SubscriptionEvent)>,
     mixer: Option<MixerProcess>,
     /// (epoch, version, binary) the current mixer reported in `Ready`.
     mixer_identity: Option<(u64, String, String)>,
@@ -230,6 +305,7 @@ impl RoomActor {
         mut commands: mpsc::Receiver<RoomCommand>,
         mut session_events: mpsc::Receiver<(ParticipantId, SessionEvent)>,
         mut mixer_reports: mpsc::Receiver<MixerReport>,
+        mut subscription_events: mpsc::Receiver<(SubscriptionId, SubscriptionEvent)>,
         cancel: CancellationToken,
     ) {
         loop {
@@ -251,6 +327,12 @@ impl RoomActor {
                     self.on_session_event(participant_id, event);
                 }
                 Some(report) = mixer_reports.recv() => self.on_mixer_report(report),
+                Some((subscription_id, event)) = subscription_events.recv() => {
+                    if let SubscriptionEvent::Closed { reason } = event {
+                        info!(subscription = %subscription_id, %reason, "subscription ended");
+                        let _ = self.input(Input::Unsubscribe { subscription_id });
+                    }
+                }
             }
             self.run_effects();
             self.sync_reservation();
@@ -394,6 +476,44 @@ impl RoomActor {
             RoomCommand::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            RoomCommand::Session {
+                participant_id,
+                reply,
+            } => {
+                let _ = reply.send(self.sessions.get(&participant_id).cloned());
+            }
+            RoomCommand::Subscribe {
+                subscription,
+                events,
+                source,
+                reply,
+            } => {
+                let subscription_id = subscription.id().to_string();
+                let result = self.input(Input::Subscribe {
+                    subscription_id: subscription_id.clone(),
+                    source,
+                });
+                if result.is_ok() {
+                    self.subscriptions
+                        .insert(subscription_id.clone(), subscription);
+                    let room = self.subscription_tx.clone();
+                    let mut events = events;
+                    tokio::spawn(async move {
+                        while let Some(event) = events.recv().await {
+                            if room.send((subscription_id.clone(), event)).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                let _ = reply.send(result);
+            }
+            RoomCommand::Unsubscribe {
+                subscription_id,
+                reply,
+            } => {
+                let _ = reply.send(self.input(Input::Unsubscribe { subscription_id }));
+            }
         }
     }
 
@@ -531,6 +651,29 @@ impl RoomActor {
             } => {
                 if let Some(session) = self.sessions.get(&participant_id).cloned() {
                     tokio::spawn(async move { session.request_keyframe(&track_id).await });
+                }
+            }
+            Effect::AttachSubscription {
+                source,
+                subscription_id,
+            } => {
+                if let (Some(session), Some(subscription)) = (
+                    self.sessions.get(&source),
+                    self.subscriptions.get(&subscription_id),
+                ) {
+                    info!(subscription = %subscription_id, source = %source, "subscription started");
+                    session.add_subscription(subscription);
+                }
+            }
+            Effect::CloseSubscription {
+                source,
+                subscription_id,
+            } => {
+                if let Some(session) = self.sessions.get(&source) {
+                    session.remove_subscription(&subscription_id);
+                }
+                if let Some(subscription) = self.subscriptions.remove(&subscription_id) {
+                    tokio::spawn(async move { subscription.close().await });
                 }
             }
             Effect::CloseSession { participant_id } => {

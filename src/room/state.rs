@@ -18,6 +18,8 @@ use super::recovery::{CrashHistory, CrashPolicy, RestartDecision};
 use super::tokens::Role;
 
 pub type ParticipantId = String;
+/// A WHEP subscription to one participant's media (the SFU return path).
+pub type SubscriptionId = String;
 
 /// What a room is configured to produce.
 #[derive(Debug, Clone)]
@@ -135,6 +137,15 @@ pub enum Input {
     },
     /// Time passed: `poll_timeout()` was reached.
     Tick,
+    /// Someone subscribes to `source`'s audio and video.
+    Subscribe {
+        subscription_id: SubscriptionId,
+        source: ParticipantId,
+    },
+    /// A subscription ends (DELETE, or its connection failed).
+    Unsubscribe {
+        subscription_id: SubscriptionId,
+    },
 }
 
 /// IO the actor must carry out, in order.
@@ -167,6 +178,17 @@ pub enum Effect {
     CloseSession {
         participant_id: ParticipantId,
     },
+    /// Start feeding `source`'s media to the subscription. Separate from `Forward`: the mixer's
+    /// targets and the subscriptions never replace each other.
+    AttachSubscription {
+        source: ParticipantId,
+        subscription_id: SubscriptionId,
+    },
+    /// Stop feeding it and close its connection.
+    CloseSubscription {
+        source: ParticipantId,
+        subscription_id: SubscriptionId,
+    },
 }
 
 /// Why an input was refused; the API turns these into HTTP errors.
@@ -178,6 +200,8 @@ pub enum RoomError {
     AlreadyJoined(ParticipantId),
     #[error("no participant {0} in this room")]
     UnknownParticipant(ParticipantId),
+    #[error("no subscription {0} in this room; it may have ended with its source")]
+    UnknownSubscription(SubscriptionId),
     #[error("the room has no outputs to push to; create it with \"outputs\": [{{\"url\": \"rtmp://...\"}}]")]
     NoOutputs,
     #[error("{0}")]
@@ -203,6 +227,8 @@ pub struct RoomState {
     last_heard: Option<Instant>,
     /// Who the mixer hears speaking (reported by it while live).
     active_speaker: Option<ParticipantId>,
+    /// Active subscriptions and whose media each carries.
+    subscriptions: BTreeMap<SubscriptionId, ParticipantId>,
 }
 
 impl RoomState {
@@ -230,6 +256,7 @@ impl RoomState {
             restart_at: None,
             last_heard: None,
             active_speaker: None,
+            subscriptions: BTreeMap::new(),
         }
     }
 
@@ -333,7 +360,47 @@ impl RoomState {
                 self.tick(now);
                 Ok(())
             }
+            Input::Subscribe {
+                subscription_id,
+                source,
+            } => self.subscribe(subscription_id, source),
+            Input::Unsubscribe { subscription_id } => {
+                let source = self
+                    .subscriptions
+                    .remove(&subscription_id)
+                    .ok_or_else(|| RoomError::UnknownSubscription(subscription_id.clone()))?;
+                self.effects.push_back(Effect::CloseSubscription {
+                    source,
+                    subscription_id,
+                });
+                Ok(())
+            }
         }
+    }
+
+    fn subscribe(
+        &mut self,
+        subscription_id: SubscriptionId,
+        source: ParticipantId,
+    ) -> Result<(), RoomError> {
+        if !self.participants.contains_key(&source) {
+            return Err(RoomError::UnknownParticipant(source));
+        }
+        self.subscriptions
+            .insert(subscription_id.clone(), source.clone());
+        self.effects.push_back(Effect::AttachSubscription {
+            source,
+            subscription_id,
+        });
+        Ok(())
+    }
+
+    /// Number of active subscriptions to this participant's media.
+    pub fn subscriber_count(&self, participant_id: &str) -> usize {
+        self.subscriptions
+            .values()
+            .filter(|source| source.as_str() == participant_id)
+            .count()
     }
 
     fn join(
@@ -434,6 +501,20 @@ impl RoomState {
                     },
                 });
             }
+        }
+        // Its subscribers lose their source: close them before the source's session.
+        let orphaned: Vec<SubscriptionId> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, source)| source.as_str() == participant_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for subscription_id in orphaned {
+            self.subscriptions.remove(&subscription_id);
+            self.effects.push_back(Effect::CloseSubscription {
+                source: participant_id.to_string(),
+                subscription_id,
+            });
         }
         self.effects.push_back(Effect::CloseSession {
             participant_id: participant_id.to_string(),

@@ -41,6 +41,8 @@ pub struct ParticipantStatus {
     pub tracks: Vec<TrackStatus>,
     /// Gain and mute in the program (`PUT .../participants/{id}/audio`).
     pub audio: AudioMix,
+    /// Active WHEP subscriptions to this participant's media.
+    pub subscribers: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,6 +135,7 @@ impl RoomStatus {
                         })
                         .collect(),
                     audio: p.audio,
+                    subscribers: room.subscriber_count(id),
                 })
                 .collect(),
             layout: room.settings().layout.clone(),

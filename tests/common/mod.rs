@@ -282,6 +282,17 @@ impl Publisher {
         Ok(Self { child })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Vanishes without leaving (`kill -9`, no WHIP DELETE), like a crashed browser.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Leaves the room properly: SIGTERM makes the publisher send the WHIP DELETE.
     pub fn leave(mut self) -> anyhow::Result<()> {
         signal(self.child.id(), "TERM")?;
@@ -464,6 +475,15 @@ pub fn participants_in_mix(status: &Value) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// The participant id of the participant with this display name.
+pub fn participant_id(status: &Value, display_name: &str) -> Option<String> {
+    status["participants"]
+        .as_array()?
+        .iter()
+        .find(|p| p["display_name"] == display_name)
+        .and_then(|p| p["participant_id"].as_str().map(str::to_string))
 }
 
 /// CPU seconds (user + sys) a process has used, from /proc.
