@@ -53,6 +53,9 @@ const LIMITER_THRESHOLD: f32 = 0.6;
 /// ...and a tenth of the excess above it: four voices at full scale still peak at 0.94.
 const LIMITER_RATIO: f32 = 0.1;
 
+/// One AAC frame (1024 samples at 48 kHz) of encoder delay, in ns.
+const AAC_PRIMING_NS: i64 = 1024 * 1_000_000_000 / 48_000;
+
 pub struct Core {
     pub pipeline: PipelineGuard,
     pub compositor: gst::Element,
@@ -202,6 +205,12 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
         &aacparse,
     ])?;
     link_to_pad(&aacparse, &request_pad(&flvmux, "audio")?)?;
+    // AAC starts with one frame of encoder priming that FLV cannot signal, so every player plays
+    // it: the sound would trail the picture by 1024 samples. Hold the picture back as much
+    // (stamping audio earlier instead gives its first buffers negative running times).
+    if let Some(pad) = h264parse.static_pad("src") {
+        pad.set_offset(AAC_PRIMING_NS);
+    }
     link_chain(&[&flvmux, &tee])?;
 
     let frames_out = Arc::new(AtomicU64::new(0));

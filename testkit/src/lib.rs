@@ -5,6 +5,7 @@
 mod frames;
 mod media;
 mod nginx;
+mod sync;
 
 pub use frames::FrameReader;
 pub use media::{
@@ -12,6 +13,7 @@ pub use media::{
     StreamInfo, VideoPacket,
 };
 pub use nginx::Nginx;
+pub use sync::{av_onsets, Onsets};
 
 use std::time::{Duration, Instant};
 

@@ -88,6 +88,16 @@ pub fn input_of(id: &str, participant: &str, codec: Codec, pt: u8) -> InputSpec 
 pub struct Sender(gst::Element);
 
 impl Sender {
+    /// A named element of the sender's pipeline (to change it while it runs).
+    pub fn element(&self, name: &str) -> gst::Element {
+        let bin = self
+            .0
+            .downcast_ref::<gst::Bin>()
+            .expect("a pipeline is a bin");
+        bin.by_name(name)
+            .unwrap_or_else(|| panic!("no element {name}"))
+    }
+
     pub fn start(desc: &str) -> Sender {
         let p = gst::parse::launch(desc).expect("sender pipeline parses");
         p.set_state(gst::State::Playing).expect("sender plays");
@@ -145,4 +155,51 @@ pub fn loud_tone_sender(port: u16, wave: &str, freq: u32, volume: f64) -> Sender
 pub fn tile_color(frame: &[u8], x: u32, y: u32, w: u32, h: u32) -> [u8; 3] {
     let (x, y, w, h) = (x / 4, y / 4, w / 4, h / 4);
     mean_rgb(frame, 320, x + w / 4, y + h / 4, w / 2, h / 2)
+}
+
+/// Flash + beep: a black 320x180 VP8 picture that turns white, and a 1 kHz tone that sounds,
+/// for the first 100 ms of every second of the sender's clock. Both are cut from live test
+/// sources by buffer timestamp, so they are simultaneous by construction.
+pub fn flash_beep_sender(video_port: u16, audio_port: u16) -> Sender {
+    const ON: u64 = 100_000_000; // ns per second lit / sounding
+    let sender = Sender::start(&format!(
+        "videotestsrc name=v is-live=true pattern=solid-color foreground-color=0xff000000 ! \
+         video/x-raw,format=I420,width=320,height=180,framerate=30/1 ! \
+         vp8enc deadline=1 cpu-used=8 keyframe-max-dist=30 ! rtpvp8pay pt=96 ! \
+         udpsink host=127.0.0.1 port={video_port} \
+         audiotestsrc name=a is-live=true wave=sine freq=1000 volume=0.5 samplesperbuffer=480 ! \
+         audio/x-raw,format=S16LE,rate=48000,channels=2 ! opusenc frame-size=10 ! \
+         rtpopuspay pt=111 ! udpsink host=127.0.0.1 port={audio_port}"
+    ));
+    let lit = |buffer: &gst::BufferRef| {
+        buffer
+            .pts()
+            .is_some_and(|pts| pts.nseconds() % 1_000_000_000 < ON)
+    };
+    let video = sender.element("v").static_pad("src").expect("src");
+    video.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+            if lit(buffer) {
+                let buffer = buffer.make_mut();
+                if let Ok(mut map) = buffer.map_writable() {
+                    let luma = 320 * 180;
+                    map[..luma].fill(235);
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    let audio = sender.element("a").static_pad("src").expect("src");
+    audio.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+            if !lit(buffer) {
+                let buffer = buffer.make_mut();
+                if let Ok(mut map) = buffer.map_writable() {
+                    map.fill(0);
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    sender
 }
