@@ -74,18 +74,7 @@ fn leave(mixer: &Mixer, who: &str) {
 
 /// This process's user + system CPU seconds (the mixer's: publishers are other processes).
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (ticks(11) + ticks(12)) as f64 / 100.0
+    costream_testkit::cpu_seconds("self").expect("/proc/self/stat")
 }
 
 fn longest_gap_ms(url: &str, seconds: u32) -> (usize, f64) {

@@ -6,8 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use costream_mixer::control::{AudioMix, Codec, OutputSpec, OutputState, VideoSpec};
-use costream_mixer::Mixer;
+use costream_mixer::control::{AudioMix, Codec};
 use costream_testkit::{grab_audio_s16, rms_dbfs, wait_for, Nginx};
 
 fn peak(samples: &[i16]) -> f64 {
@@ -35,23 +34,7 @@ fn wait_for_audio(url: &str, what: &str, ok: impl Fn(&[i16]) -> bool) -> Vec<i16
 fn loud_voices_do_not_clip_and_gain_and_mute_apply_live() {
     let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let nginx = Nginx::start().expect("nginx");
-    let url = nginx.rtmp_url("audio");
-    let small = VideoSpec {
-        width: 640,
-        height: 360,
-        fps: 30,
-        bitrate_kbps: 800,
-    };
-    let (mixer, rx) = Mixer::start(
-        small,
-        vec![OutputSpec {
-            output_id: "out0".into(),
-            url: url.clone(),
-        }],
-    )
-    .expect("mixer starts");
-    let mut events = Events::new(rx);
-    events.wait_output("out0", OutputState::Live, Duration::from_secs(15));
+    let (mixer, _events, url) = live_mixer(&nginx, "audio", SMALL);
 
     // Two full-scale tones: their sum peaks at twice full scale.
     let mut senders = Vec::new();

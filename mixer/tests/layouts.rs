@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use costream_mixer::control::VideoSpec;
-use costream_mixer::control::{Codec, CustomTile, Event, LayoutSpec, OutputSpec, OutputState};
-use costream_mixer::Mixer;
+use costream_mixer::control::{Codec, CustomTile, Event, LayoutSpec};
 use costream_testkit::{close_to, video_packets, wait_for, FrameReader, Nginx};
 
 const GREEN: [u8; 3] = [0, 255, 0];
@@ -44,17 +43,7 @@ fn wait_for_picture(reader: &FrameReader, what: &str, expect: &[Expect]) -> Dura
 fn layouts_switch_live_without_gaps_and_follow_the_speaker() {
     let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let nginx = Nginx::start().expect("nginx");
-    let url = nginx.rtmp_url("layouts");
-    let (mixer, rx) = Mixer::start(
-        VideoSpec::default(),
-        vec![OutputSpec {
-            output_id: "out0".into(),
-            url: url.clone(),
-        }],
-    )
-    .expect("mixer starts");
-    let mut events = Events::new(rx);
-    events.wait_output("out0", OutputState::Live, Duration::from_secs(15));
+    let (mixer, mut events, url) = live_mixer(&nginx, "layouts", VideoSpec::default());
 
     let mut senders = Vec::new();
     for (who, rgb) in [("red", 0xFF0000), ("blue", 0x0000FF), ("green", 0x00FF00)] {

@@ -7,26 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use costream_mixer::control::{Codec, OutputSpec, OutputState, VideoSpec};
-use costream_mixer::Mixer;
+use costream_mixer::control::{Codec, OutputState, VideoSpec};
 use costream_testkit::{av_onsets, close_to, video_packets, wait_for, FrameReader, Nginx};
 use gstreamer as gst;
 use gstreamer::prelude::*;
-
-fn start_mixer(nginx: &Nginx, key: &str) -> (Mixer, Events, String) {
-    let url = nginx.rtmp_url(key);
-    let (mixer, rx) = Mixer::start(
-        VideoSpec::default(),
-        vec![OutputSpec {
-            output_id: "out0".into(),
-            url: url.clone(),
-        }],
-    )
-    .expect("mixer starts");
-    let mut events = Events::new(rx);
-    events.wait_output("out0", OutputState::Live, Duration::from_secs(15));
-    (mixer, events, url)
-}
 
 /// Longest distance between consecutive video packets' timestamps, in seconds.
 fn longest_gap(url: &str, seconds: u32) -> (usize, f64) {
@@ -42,7 +26,7 @@ fn longest_gap(url: &str, seconds: u32) -> (usize, f64) {
 fn a_guest_switching_from_360p_to_720p_mid_stream_keeps_its_tile() {
     let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let nginx = Nginx::start().expect("nginx");
-    let (mixer, _events, url) = start_mixer(&nginx, "resize");
+    let (mixer, _events, url) = live_mixer(&nginx, "resize", VideoSpec::default());
     let port = mixer
         .add_input(input_of("g-cam", "g", Codec::Vp8, 96))
         .unwrap();
@@ -105,7 +89,7 @@ fn a_guest_switching_from_360p_to_720p_mid_stream_keeps_its_tile() {
 fn five_percent_loss_on_a_guest_never_stalls_the_output() {
     let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let nginx = Nginx::start().expect("nginx");
-    let (mixer, mut events, url) = start_mixer(&nginx, "lossy");
+    let (mixer, mut events, url) = live_mixer(&nginx, "lossy", VideoSpec::default());
     let port = mixer
         .add_input(input_of("g-cam", "g", Codec::Vp8, 96))
         .unwrap();
@@ -146,7 +130,7 @@ fn five_percent_loss_on_a_guest_never_stalls_the_output() {
 fn a_flash_and_its_beep_stay_within_45_ms_through_the_mix() {
     let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let nginx = Nginx::start().expect("nginx");
-    let (mixer, _events, url) = start_mixer(&nginx, "sync");
+    let (mixer, _events, url) = live_mixer(&nginx, "sync", VideoSpec::default());
     let video = mixer
         .add_input(input_of("p-cam", "p", Codec::Vp8, 96))
         .unwrap();

@@ -14,18 +14,8 @@ use costream_testkit::{close_to, probe_stream, wait_for, FrameReader, Nginx};
 fn two_inputs_are_composited_and_a_removed_input_disappears() {
     let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let nginx = Nginx::start().expect("nginx");
-    let url = nginx.rtmp_url("room1");
     let t_start = Instant::now();
-    let (mixer, rx) = Mixer::start(
-        VideoSpec::default(),
-        vec![OutputSpec {
-            output_id: "out0".into(),
-            url: url.clone(),
-        }],
-    )
-    .expect("mixer starts");
-    let mut events = Events::new(rx);
-    events.wait_output("out0", OutputState::Live, Duration::from_secs(15));
+    let (mixer, mut events, url) = live_mixer(&nginx, "room1", VideoSpec::default());
     eprintln!("Start -> Live (bytes acked): {:?}", t_start.elapsed());
 
     let red_port = mixer.add_input(video_input("red", Codec::Vp8, 96)).unwrap();
@@ -112,7 +102,10 @@ fn two_inputs_are_composited_and_a_removed_input_disappears() {
         assert!(frames_out > 30, "frames_out {frames_out}");
         assert!(outputs[0].bytes_sent > 0);
     }
-    eprintln!("mixer CPU: {}", cpu_report());
+    eprintln!(
+        "{:.1} s CPU so far (mixer and the test's senders)",
+        costream_testkit::cpu_seconds("self").unwrap_or(0.0)
+    );
     mixer.shutdown();
 }
 
@@ -172,22 +165,7 @@ fn unreachable_output_fails_while_the_good_one_stays_live() {
 fn live_output_reconnects_after_the_server_restarts() {
     let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let mut nginx = Nginx::start().expect("nginx");
-    let small = VideoSpec {
-        width: 640,
-        height: 360,
-        fps: 30,
-        bitrate_kbps: 800,
-    };
-    let (mixer, rx) = Mixer::start(
-        small,
-        vec![OutputSpec {
-            output_id: "out0".into(),
-            url: nginx.rtmp_url("room3"),
-        }],
-    )
-    .expect("mixer starts");
-    let mut events = Events::new(rx);
-    events.wait_output("out0", OutputState::Live, Duration::from_secs(15));
+    let (mixer, mut events, _) = live_mixer(&nginx, "room3", SMALL);
     nginx.stop();
     let down_at = Instant::now();
     events.wait_output("out0", OutputState::Reconnecting, Duration::from_secs(15));
@@ -209,24 +187,4 @@ fn live_output_reconnects_after_the_server_restarts() {
     let info = probe_stream(&nginx.rtmp_url("room3")).expect("stream plays after reconnect");
     assert_eq!((info.width, info.height), (640, 360));
     mixer.shutdown();
-}
-
-/// This process's CPU use since start, from /proc/self/stat (utime + stime).
-fn cpu_report() -> String {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // Fields after the command: state is index 0, utime 11, stime 12 (clock ticks, 100/s).
-    format!(
-        "{:.1} s CPU total (includes the test's senders)",
-        (ticks(11) + ticks(12)) as f64 / 100.0
-    )
 }

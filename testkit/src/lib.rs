@@ -51,6 +51,24 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// User + system CPU seconds a process has used so far (`"self"` or a pid), from /proc.
+pub fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat
+        .rsplit_once(')')
+        .ok_or_else(|| anyhow::anyhow!("bad /proc/{pid}/stat"))?
+        .1;
+    // After the command name: state is field 0, utime 11, stime 12 (clock ticks, 100/s).
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+            .parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -488,10 +488,5 @@ pub fn participant_id(status: &Value, display_name: &str) -> Option<String> {
 
 /// CPU seconds (user + sys) a process has used, from /proc.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_name = stat.rsplit_once(')').context("bad /proc stat")?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let utime: f64 = fields[11].parse()?;
-    let stime: f64 = fields[12].parse()?;
-    Ok((utime + stime) / 100.0)
+    costream_testkit::cpu_seconds(&pid.to_string())
 }

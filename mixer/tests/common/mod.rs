@@ -6,9 +6,9 @@ use std::sync::mpsc::Receiver;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use costream_mixer::control::{Codec, Event, OutputState};
-use costream_mixer::InputSpec;
-use costream_testkit::{mean_rgb, wait_for};
+use costream_mixer::control::{Codec, Event, OutputSpec, OutputState, VideoSpec};
+use costream_mixer::{InputSpec, Mixer};
+use costream_testkit::{mean_rgb, wait_for, Nginx};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
@@ -66,6 +66,28 @@ impl Events {
             None => panic!("{id} never {want:?}; events: {:?}", self.seen),
         }
     }
+}
+
+/// A small canvas for tests about audio or outputs, where picture size does not matter.
+pub const SMALL: VideoSpec = VideoSpec {
+    width: 640,
+    height: 360,
+    fps: 30,
+    bitrate_kbps: 800,
+};
+
+/// A mixer pushing `video` to `nginx` under `key` as output `out0`, once that output is live.
+/// Returns the mixer, its events and the stream's URL.
+pub fn live_mixer(nginx: &Nginx, key: &str, video: VideoSpec) -> (Mixer, Events, String) {
+    let url = nginx.rtmp_url(key);
+    let output = OutputSpec {
+        output_id: "out0".into(),
+        url: url.clone(),
+    };
+    let (mixer, rx) = Mixer::start(video, vec![output]).expect("mixer starts");
+    let mut events = Events::new(rx);
+    events.wait_output("out0", OutputState::Live, Duration::from_secs(15));
+    (mixer, events, url)
 }
 
 pub fn video_input(id: &str, codec: Codec, pt: u8) -> InputSpec {
