@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use costream_mixer::control::{Codec, Event, OutputSpec, OutputState, VideoSpec};
 use costream_mixer::{InputSpec, Mixer};
-use costream_testkit::{wait_for, wait_until, FrameReader, Nginx};
+use costream_testkit::{packets, wait_for, wait_until, FrameReader, Nginx};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
@@ -187,6 +187,49 @@ fn a_restarted_server_gets_its_output_back_within_2s_and_the_other_output_never_
     );
     assert!(bytes_in_grows(&steady, "b", Duration::from_secs(3)));
     mixer.shutdown();
+}
+
+#[test]
+fn a_reconnected_output_starts_with_a_keyframe() {
+    let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let mut nginx = Nginx::start().expect("nginx");
+    let (mixer, rx) = Mixer::start(SMALL, vec![output("rec", nginx.rtmp_app_url("rec", "k"))])
+        .expect("mixer starts");
+    let mut events = Events::new(rx);
+    events.wait_output("rec", OutputState::Live, Duration::from_secs(15));
+    // Somewhere in the middle of a GOP (2 s), cut the server off and bring it back.
+    std::thread::sleep(Duration::from_millis(2700));
+    nginx.restart().expect("nginx restarts");
+    events.wait_output("rec", OutputState::Reconnecting, Duration::from_secs(5));
+    events.wait_output("rec", OutputState::Live, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+    mixer.shutdown();
+    // nginx recorded each publish session to its own file: the second one is the reconnect.
+    let files = nginx.recordings("k");
+    assert_eq!(
+        files.len(),
+        2,
+        "one recording per publish expected: {files:?}"
+    );
+    // nginx records video from its first keyframe on, audio at once: the gap between them is
+    // how long the new connection waited for a keyframe (up to a GOP, 2 s, without forcing one).
+    let packets = packets(files[1].to_str().unwrap(), 30).expect("ffprobe recording");
+    let first = |video: bool| {
+        packets
+            .iter()
+            .find(|p| p.video == video)
+            .map(|p| p.pts)
+            .expect("audio and video recorded")
+    };
+    let wait = first(true) - first(false);
+    println!(
+        "MEASURE reconnect_first_audio_to_first_keyframe_ms={:.0}",
+        wait * 1000.0
+    );
+    assert!(
+        wait < 0.3,
+        "the reconnected stream's first keyframe came {wait:.3} s after its audio"
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@ mod sync;
 
 pub use frames::FrameReader;
 pub use media::{
-    close_to, grab_audio_s16, grab_frame_rgb, mean_rgb, probe_stream, rms_dbfs, video_packets,
-    StreamInfo, VideoPacket,
+    close_to, grab_audio_s16, grab_frame_rgb, mean_rgb, packets, probe_stream, rms_dbfs,
+    video_packets, Packet, StreamInfo,
 };
 pub use nginx::Nginx;
 pub use sync::{av_onsets, Onsets};

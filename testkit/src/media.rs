@@ -147,25 +147,32 @@ pub fn rms_dbfs(samples: &[i16]) -> f64 {
     10.0 * (sum / samples.len() as f64).log10()
 }
 
-/// One video packet as ffprobe saw it on the wire.
+/// One packet as ffprobe saw it on the wire.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VideoPacket {
+pub struct Packet {
+    pub video: bool,
     /// Presentation time in seconds.
     pub pts: f64,
     pub keyframe: bool,
 }
 
 /// Reads `seconds` of `url`'s video packets (timestamps and keyframe flags, no decoding).
-pub fn video_packets(url: &str, seconds: u32) -> anyhow::Result<Vec<VideoPacket>> {
+pub fn video_packets(url: &str, seconds: u32) -> anyhow::Result<Vec<Packet>> {
+    Ok(packets(url, seconds)?
+        .into_iter()
+        .filter(|p| p.video)
+        .collect())
+}
+
+/// Reads `seconds` of `url`'s audio and video packets, in file order.
+pub fn packets(url: &str, seconds: u32) -> anyhow::Result<Vec<Packet>> {
     let interval = format!("%+{seconds}");
     let out = run_with_timeout(
         Command::new("ffprobe").args([
             "-v",
             "error",
-            "-select_streams",
-            "v:0",
             "-show_entries",
-            "packet=pts_time,flags",
+            "packet=codec_type,pts_time,flags",
             "-of",
             "csv=p=0",
             "-read_intervals",
@@ -177,12 +184,16 @@ pub fn video_packets(url: &str, seconds: u32) -> anyhow::Result<Vec<VideoPacket>
     Ok(parse_packets(&String::from_utf8_lossy(&out)))
 }
 
-fn parse_packets(csv: &str) -> Vec<VideoPacket> {
+fn parse_packets(csv: &str) -> Vec<Packet> {
     csv.lines()
         .filter_map(|line| {
-            let (pts, flags) = line.trim().split_once(',')?;
-            Some(VideoPacket {
-                pts: pts.parse().ok()?,
+            let mut fields = line.trim().split(',');
+            let kind = fields.next()?;
+            let pts = fields.next()?.parse().ok()?;
+            let flags = fields.next()?;
+            Some(Packet {
+                video: kind == "video",
+                pts,
                 keyframe: flags.starts_with('K'),
             })
         })
@@ -218,10 +229,12 @@ pub fn close_to(rgb: [u8; 3], expected: [u8; 3], tol: u8) -> bool {
 mod packet_tests {
     #[test]
     fn parses_ffprobe_packet_csv() {
-        let got = super::parse_packets("0.033000,K__\n0.066000,___\ngarbage\n");
-        assert_eq!(got.len(), 2);
-        assert!(got[0].keyframe && !got[1].keyframe);
-        assert!((got[1].pts - 0.066).abs() < 1e-9);
+        let got = super::parse_packets(
+            "video,0.033000,K__\naudio,0.040000,K_,\nvideo,0.066000,___\ngarbage\n",
+        );
+        assert_eq!(got.len(), 3);
+        assert!(got[0].video && got[0].keyframe && !got[1].video && !got[2].keyframe);
+        assert!((got[2].pts - 0.066).abs() < 1e-9);
     }
 }
 

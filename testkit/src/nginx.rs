@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 
 /// A running nginx with the RTMP module: `application live` accepts any stream key,
 /// `application locked` refuses every publisher through an `on_publish` callback answering 403
-/// (a CDN rejecting a stream key), and `/stat` on the HTTP port shows publishers.
+/// (a CDN rejecting a stream key), `application rec` records every publish session to its own
+/// FLV file, and `/stat` on the HTTP port shows publishers.
 pub struct Nginx {
     child: Child,
     dir: tempfile::TempDir,
@@ -31,6 +32,7 @@ impl Nginx {
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         std::fs::create_dir_all(dir.path().join("logs"))?;
+        std::fs::create_dir_all(dir.path().join("rec"))?;
         let child = spawn(dir.path())?;
         let mut nginx = Nginx {
             child,
@@ -40,6 +42,26 @@ impl Nginx {
         };
         nginx.wait_ready()?;
         Ok(nginx)
+    }
+
+    /// FLV files `application rec` wrote for stream `key`, oldest first (one per publish).
+    pub fn recordings(&self, key: &str) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(self.dir.path().join("rec"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with(&format!("{key}-")))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // record_unique appends the publish time, so names sort in publish order.
+        files.sort();
+        files
     }
 
     /// Kills nginx and starts it again on the same ports (publishers are cut off, as when a
@@ -179,6 +201,12 @@ rtmp {{
             live on;
             record off;
             wait_key on;
+        }}
+        application rec {{
+            live on;
+            record all;
+            record_path {d}/rec;
+            record_unique on;
         }}
         application locked {{
             live on;
