@@ -6,6 +6,7 @@ mod body;
 pub mod error;
 mod pool;
 mod rooms;
+mod sdp;
 mod whep;
 mod whip;
 

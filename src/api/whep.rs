@@ -5,13 +5,12 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::auth;
-use super::body::read_limited;
 use super::error::ApiError;
-use super::whip::{ingest_error, require_sdp};
+use super::sdp::{created, ingest_error, read_offer, Offer};
 use super::AppState;
 
 pub async fn subscribe(
@@ -20,37 +19,22 @@ pub async fn subscribe(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let room = app
-        .rooms
-        .get(&room_id)
-        .ok_or_else(|| ApiError::room_not_found(&room_id))?;
-    auth::role(&headers, &room)?;
-    require_sdp(&headers, "a WHEP offer")?;
-    let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
-    let offer = std::str::from_utf8(&bytes)
-        .map_err(|_| ApiError::bad_request("invalid_sdp", "the SDP offer is not UTF-8 text"))?;
+    let Offer { room, sdp, .. } =
+        read_offer(&app, &room_id, &headers, body, "a WHEP offer").await?;
     let source = room
         .session(&participant_id)
         .await?
         .ok_or_else(|| participant_not_found(&participant_id))?;
     let (subscription, answer, events) = app
         .ingest
-        .accept_subscription(offer, &source)
+        .accept_subscription(&sdp, &source)
         .await
         .map_err(ingest_error)?;
     let subscription_id = subscription.id().to_string();
     room.subscribe(subscription, events, &participant_id)
         .await??;
     let location = format!("/whep/{room_id}/{participant_id}/{subscription_id}");
-    Ok((
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp".to_string()),
-            (header::LOCATION, location),
-        ],
-        answer,
-    )
-        .into_response())
+    Ok(created(location, answer))
 }
 
 pub async fn unsubscribe(

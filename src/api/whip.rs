@@ -5,12 +5,11 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use costream_ingest::IngestError;
 use serde::Deserialize;
 
 use super::auth;
-use super::body::read_limited;
 use super::error::ApiError;
+use super::sdp::{created, ingest_error, read_offer, Offer};
 use super::AppState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -27,57 +26,13 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let room = app
-        .rooms
-        .get(&room_id)
-        .ok_or_else(|| ApiError::room_not_found(&room_id))?;
-    let role = auth::role(&headers, &room)?;
-    require_sdp(&headers, "a WHIP offer")?;
-    let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
-    let offer = std::str::from_utf8(&bytes)
-        .map_err(|_| ApiError::bad_request("invalid_sdp", "the SDP offer is not UTF-8 text"))?;
-
-    let (session, answer, events) = app.ingest.accept_offer(offer).await.map_err(ingest_error)?;
+    let Offer { room, role, sdp } =
+        read_offer(&app, &room_id, &headers, body, "a WHIP offer").await?;
+    let (session, answer, events) = app.ingest.accept_offer(&sdp).await.map_err(ingest_error)?;
     let display_name: String = query.name.unwrap_or_default().chars().take(64).collect();
     let participant_id = room.join(session, events, role, display_name).await??;
 
-    let location = format!("/whip/{room_id}/{participant_id}");
-    Ok((
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp".to_string()),
-            (header::LOCATION, location),
-        ],
-        answer,
-    )
-        .into_response())
-}
-
-/// 415 unless the body is declared as SDP.
-pub(super) fn require_sdp(headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if content_type.starts_with("application/sdp") {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-        format!("{what} must be sent with Content-Type: application/sdp (got {content_type:?})"),
-    ))
-}
-
-pub(super) fn ingest_error(e: IngestError) -> ApiError {
-    let message = e.to_string();
-    match e {
-        IngestError::InvalidSdp(_) => ApiError::bad_request("invalid_sdp", message),
-        IngestError::NoMedia | IngestError::UnsupportedCodec(_) => {
-            ApiError::bad_request("unsupported_media", message)
-        }
-        _ => ApiError::internal(format!("cannot set up the WebRTC session: {message}")),
-    }
+    Ok(created(format!("/whip/{room_id}/{participant_id}"), answer))
 }
 
 pub async fn leave(
