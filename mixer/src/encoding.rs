@@ -51,10 +51,7 @@ impl Preset {
             .find(|p| p.name() == name)
             .ok_or_else(|| {
                 let names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
-                format!(
-                    "unknown preset {name:?}; use one of {}",
-                    names.join(", ")
-                )
+                format!("unknown preset {name:?}; use one of {}", names.join(", "))
             })
     }
 

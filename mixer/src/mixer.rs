@@ -248,7 +248,11 @@ impl Mixer {
     pub fn add_output(&self, spec: OutputSpec) -> Result<(), MixerError> {
         let sh = &self.shared;
         let mut st = sh.lock();
-        if st.outputs.iter().any(|o| o.spec.output_id == spec.output_id) {
+        if st
+            .outputs
+            .iter()
+            .any(|o| o.spec.output_id == spec.output_id)
+        {
             return Err(MixerError::Invalid(format!(
                 "output {} already exists",
                 spec.output_id

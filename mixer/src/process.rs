@@ -250,7 +250,9 @@ fn run_loop(rx: &mpsc::Receiver<Msg>, tx: &mpsc::Sender<Msg>, out: &mut impl Wri
                         }
                     }
                 }
-                None => tracing::warn!(output = %output.output_id, "AddOutput before Start, ignored"),
+                None => {
+                    tracing::warn!(output = %output.output_id, "AddOutput before Start, ignored")
+                }
             },
             Msg::Cmd(Command::RemoveOutput { output_id }) => match &mixer {
                 Some(m) => {

@@ -466,7 +466,10 @@ async fn outputs_are_added_and_removed_by_the_host_with_keys_redacted() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
         assert_eq!(body["error"], "invalid_output");
         let message = body["message"].as_str().unwrap();
-        assert!(message.starts_with("url:") && message.contains(needle), "{body}");
+        assert!(
+            message.starts_with("url:") && message.contains(needle),
+            "{body}"
+        );
         assert!(!message.contains("sk_live_secret"), "{body}");
     }
     let (status, body) = call(&app, post_output(id, host, "")).await;
@@ -484,7 +487,11 @@ async fn outputs_are_added_and_removed_by_the_host_with_keys_redacted() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"], "duplicate_output");
 
-    let (_, room) = call(&app, with_token("GET", &format!("/api/v1/rooms/{id}"), host)).await;
+    let (_, room) = call(
+        &app,
+        with_token("GET", &format!("/api/v1/rooms/{id}"), host),
+    )
+    .await;
     let ids: Vec<_> = room["outputs"]
         .as_array()
         .unwrap()
@@ -511,7 +518,11 @@ async fn the_output_limit_counts_outputs_from_create_and_added_ones() {
     let outputs: Vec<Value> = (0..max)
         .map(|i| json!({"url": format!("rtmp://a.example/live/k{i}")}))
         .collect();
-    let (status, created) = call(&app, post_json("/api/v1/rooms", json!({"outputs": outputs}))).await;
+    let (status, created) = call(
+        &app,
+        post_json("/api/v1/rooms", json!({"outputs": outputs})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["room_id"].as_str().unwrap();
     let host = created["host_token"].as_str().unwrap();

@@ -238,10 +238,7 @@ impl RoomHandle {
             .await
     }
 
-    pub async fn remove_output(
-        &self,
-        output_id: &str,
-    ) -> Result<Result<(), RoomError>, RoomGone> {
+    pub async fn remove_output(&self, output_id: &str) -> Result<Result<(), RoomError>, RoomGone> {
         let output_id = output_id.to_string();
         self.ask(|reply| RoomCommand::RemoveOutput { output_id, reply })
             .await

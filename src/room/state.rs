@@ -221,7 +221,9 @@ pub enum RoomError {
     InvalidAudio(String),
     #[error("the room already has {max} outputs (the most allowed); remove one with DELETE /api/v1/rooms/{{id}}/outputs/{{output_id}} first")]
     TooManyOutputs { max: usize },
-    #[error("the room already pushes to this URL (output {0}); one stream key takes one publisher")]
+    #[error(
+        "the room already pushes to this URL (output {0}); one stream key takes one publisher"
+    )]
     DuplicateOutput(String),
     #[error("no output {0} in this room")]
     UnknownOutput(String),

@@ -873,7 +873,10 @@ fn outputs_added_offline_are_pushed_to_on_the_next_go_live() {
     let t0 = Instant::now();
     let mut room = RoomState::new(settings(1));
     add_output(&mut room, t0, "rtmp://cdn.example/live/second").unwrap();
-    assert!(drain(&mut room).is_empty(), "offline: nothing to tell a mixer");
+    assert!(
+        drain(&mut room).is_empty(),
+        "offline: nothing to tell a mixer"
+    );
     let added = room.outputs().last().unwrap();
     assert_eq!(added.spec.output_id, "out1");
     assert_eq!(added.state, OutputState::Idle);
