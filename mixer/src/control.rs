@@ -112,6 +112,12 @@ pub enum Command {
         #[serde(flatten)]
         audio: AudioMix,
     },
+    /// Push to one more RTMP destination while live: a new branch on the running tee, with a
+    /// forced keyframe so the new server can decode at once. The other outputs are untouched.
+    AddOutput { output: OutputSpec },
+    /// Stop pushing to one destination (its server sees the publisher leave); the others and
+    /// the encode keep running.
+    RemoveOutput { output_id: String },
     /// Send EOS, stop every output, exit 0.
     Shutdown,
 }
@@ -193,6 +199,8 @@ pub enum Event {
         reason: Option<String>,
         bytes_sent: u64,
     },
+    /// The output's branch is gone (answer to `RemoveOutput`).
+    OutputRemoved { output_id: String },
     /// Periodic liveness and progress (about once a second).
     Heartbeat {
         /// Video frames the encoder has produced since start.
@@ -285,6 +293,24 @@ mod tests {
         );
         let back: Command = decode_line(&line).unwrap();
         assert!(matches!(back, Command::SetLayout { .. }));
+    }
+
+    #[test]
+    fn add_output_line_never_shows_the_key_in_debug_but_round_trips() {
+        let cmd = Command::AddOutput {
+            output: OutputSpec {
+                output_id: "out1".into(),
+                url: "rtmp://cdn.example/live/sk_secret".into(),
+            },
+        };
+        assert!(!format!("{cmd:?}").contains("sk_secret"));
+        let line = encode_line(&cmd);
+        assert!(line.contains(r#""type":"add_output""#), "{line}");
+        assert_eq!(decode_line::<Command>(&line).unwrap(), cmd);
+        let rm = encode_line(&Command::RemoveOutput {
+            output_id: "out1".into(),
+        });
+        assert_eq!(rm, "{\"type\":\"remove_output\",\"output_id\":\"out1\"}\n");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod active_speaker;
 pub mod bus;
 pub mod control;
+pub mod encoding;
 pub mod error;
 mod gst_util;
 pub mod inputs;

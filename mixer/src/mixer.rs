@@ -60,6 +60,8 @@ struct State {
     audio: HashMap<String, AudioMix>,
     next_serial: u64,
     outputs: Vec<OutputBranch>,
+    /// Serial of the next output branch (element names), never reused.
+    next_output_serial: usize,
     throttle: KeyframeThrottle,
 }
 
@@ -83,6 +85,7 @@ impl Mixer {
         let core = build_core(&video)?;
         let now = Instant::now();
         let mut branches = Vec::new();
+        let first_outputs = outputs.len();
         for (i, spec) in outputs.into_iter().enumerate() {
             branches.push(OutputBranch::build(
                 &core.pipeline.0,
@@ -124,6 +127,7 @@ impl Mixer {
                 audio: HashMap::new(),
                 next_serial: 0,
                 outputs: branches,
+                next_output_serial: first_outputs,
                 throttle: KeyframeThrottle::new(KEYFRAME_INTERVAL),
             }),
         });
@@ -234,6 +238,62 @@ impl Mixer {
         }
         st.audio.insert(participant_id.to_string(), audio);
         tracing::info!(participant = %participant_id, gain = audio.gain, muted = audio.muted, "audio mix");
+        Ok(())
+    }
+
+    /// Starts pushing to one more destination while live. The branch joins the running tee
+    /// and the encoder is asked for a keyframe, so the new server gets a decodable stream
+    /// within a frame or two instead of up to a GOP later; the other outputs see no change
+    /// except that one extra keyframe.
+    pub fn add_output(&self, spec: OutputSpec) -> Result<(), MixerError> {
+        let sh = &self.shared;
+        let mut st = sh.lock();
+        if st
+            .outputs
+            .iter()
+            .any(|o| o.spec.output_id == spec.output_id)
+        {
+            return Err(MixerError::Invalid(format!(
+                "output {} already exists",
+                spec.output_id
+            )));
+        }
+        let serial = st.next_output_serial;
+        st.next_output_serial += 1;
+        let branch = OutputBranch::build(
+            &sh.core.pipeline.0,
+            &sh.core.tee,
+            serial,
+            spec,
+            Instant::now(),
+        )?;
+        sh.core.encoder.send_event(force_key_unit_event());
+        sh.emit(Event::Output {
+            output_id: branch.spec.output_id.clone(),
+            state: OutputState::Connecting,
+            reason: None,
+            bytes_sent: 0,
+        });
+        st.outputs.push(branch);
+        Ok(())
+    }
+
+    /// Stops pushing to one destination and removes its branch; the encode and the other
+    /// outputs keep running (the tee only loses a pad).
+    pub fn remove_output(&self, output_id: &str) -> Result<(), MixerError> {
+        let sh = &self.shared;
+        let mut st = sh.lock();
+        let pos = st
+            .outputs
+            .iter()
+            .position(|o| o.spec.output_id == output_id)
+            .ok_or_else(|| MixerError::Invalid(format!("no output {output_id}")))?;
+        let mut branch = st.outputs.remove(pos);
+        branch.teardown(&sh.core.pipeline.0);
+        tracing::info!(output = %output_id, "output removed");
+        sh.emit(Event::OutputRemoved {
+            output_id: output_id.to_string(),
+        });
         Ok(())
     }
 
@@ -421,7 +481,12 @@ impl Shared {
         tracing::debug!(debug = ?msg.debug(), "error details");
         let mut st = self.lock();
         match classify_error(&refs) {
-            ErrorAction::Output(idx) if idx < st.outputs.len() => {
+            ErrorAction::Output(serial) => {
+                // A removed output's last words: nothing left to reset.
+                let Some(idx) = st.outputs.iter().position(|o| o.serial == serial) else {
+                    tracing::debug!(serial, "error from a removed output, ignored");
+                    return;
+                };
                 let reason = st.outputs[idx].sanitize(&text);
                 tracing::warn!(output = %st.outputs[idx].spec.output_id, %reason, "output error");
                 let fx = st.outputs[idx].tracker.on_error(Instant::now(), reason);

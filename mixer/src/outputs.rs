@@ -28,6 +28,9 @@ const LIVE_THRESHOLD: u64 = 6 * 1024;
 
 pub struct OutputBranch {
     pub spec: OutputSpec,
+    /// Names this branch's elements (`out{serial}-…`): never reused within a mixer, so a late
+    /// bus error of a removed output cannot be taken for a newer one's.
+    pub serial: usize,
     pub tracker: OutputTracker,
     tee: gst::Element,
     tee_pad: gst::Pad,
@@ -40,15 +43,17 @@ pub struct OutputBranch {
 }
 
 impl OutputBranch {
-    /// Builds branch `index` for `spec` into `pipeline` (before or after PLAYING).
+    /// Builds branch `serial` for `spec` into `pipeline`, before or after PLAYING. On a running
+    /// pipeline the branch reaches PLAYING before the tee pad is linked, so the tee never
+    /// pushes into a flushing queue (that would stop the shared stream for every output).
     pub fn build(
         pipeline: &gst::Pipeline,
         tee: &gst::Element,
-        index: usize,
+        serial: usize,
         spec: OutputSpec,
         now: Instant,
     ) -> Result<OutputBranch, MixerError> {
-        let name = |part: &str| output_element(index, part);
+        let name = |part: &str| output_element(serial, part);
         let queue = make("queue", &name("queue"))?;
         // A slow or dead server must never back-pressure the encoder: drop oldest instead.
         queue.set_property_from_str("leaky", "downstream");
@@ -64,16 +69,40 @@ impl OutputBranch {
         sink.set_property("sync", false);
         let elements = vec![queue.clone(), ignore, sink.clone()];
         pipeline.add_many(&elements)?;
-        link_chain(&elements.iter().collect::<Vec<_>>())?;
-        let tee_pad = request_pad(tee, "src_%u")?;
-        let qpad = queue.static_pad("sink").expect("queue has a sink pad");
-        tee_pad.link(&qpad).map_err(|e| MixerError::Link {
-            from: format!("tee: {e:?}"),
-            to: queue.name().to_string(),
-        })?;
+        let attached = (|| {
+            link_chain(&elements.iter().collect::<Vec<_>>())?;
+            // rtmp2sink connects on its first buffer (async-connect=false), on the queue's
+            // thread, so this never waits for the network.
+            for el in elements.iter().rev() {
+                el.sync_state_with_parent()
+                    .map_err(|e| MixerError::Gst(format!("output {serial} to PLAYING: {e}")))?;
+            }
+            let tee_pad = request_pad(tee, "src_%u")?;
+            let qpad = queue.static_pad("sink").expect("queue has a sink pad");
+            if let Err(e) = tee_pad.link(&qpad) {
+                tee.release_request_pad(&tee_pad);
+                return Err(MixerError::Link {
+                    from: format!("tee: {e:?}"),
+                    to: queue.name().to_string(),
+                });
+            }
+            Ok(tee_pad)
+        })();
+        let tee_pad = match attached {
+            Ok(pad) => pad,
+            Err(e) => {
+                // A half-built branch must not linger in a running pipeline.
+                for el in &elements {
+                    let _ = el.set_state(gst::State::Null);
+                }
+                let _ = pipeline.remove_many(&elements);
+                return Err(e);
+            }
+        };
         tracing::info!(output = %spec.output_id, url = %redact_url(&spec.url), "output added");
         Ok(OutputBranch {
             spec,
+            serial,
             tracker: OutputTracker::new(now, Backoff::default(), STALL_TIMEOUT, LIVE_THRESHOLD),
             tee: tee.clone(),
             tee_pad,

@@ -9,6 +9,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use crate::control::VideoSpec;
+use crate::encoding::{h264_level, H264_PROFILE};
 use crate::error::MixerError;
 use crate::gst_util::{capsfilter, link_chain, link_to_pad, make, request_pad};
 
@@ -119,10 +120,12 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
     // x264) must not add one.
     encoder.set_property("option-string", "scenecut=0");
     encoder.set_property("vbv-buf-capacity", 1000u32);
+    // Profile and level a CDN accepts; x264enc takes both from these downstream caps.
     let h264caps = capsfilter(
         "h264-caps",
         gst::Caps::builder("video/x-h264")
-            .field("profile", "high")
+            .field("profile", H264_PROFILE)
+            .field("level", h264_level(video))
             .build(),
     )?;
     let h264parse = make("h264parse", "h264parse")?;

@@ -233,6 +233,35 @@ fn run_loop(rx: &mpsc::Receiver<Msg>, tx: &mpsc::Sender<Msg>, out: &mut impl Wri
                 }
                 None => tracing::warn!("SetAudio before Start, ignored"),
             },
+            Msg::Cmd(Command::AddOutput { output }) => match &mixer {
+                Some(m) => {
+                    let output_id = output.output_id.clone();
+                    if let Err(e) = m.add_output(output) {
+                        // Said as the output's state, so serve shows why it never went live.
+                        tracing::warn!(output = %output_id, error = %e, "add output failed");
+                        let ev = Event::Output {
+                            output_id,
+                            state: crate::control::OutputState::Failed,
+                            reason: Some(format!("cannot add output: {e}")),
+                            bytes_sent: 0,
+                        };
+                        if !write_event(out, &ev) {
+                            return stop(mixer, "stdout closed", ExitCode::SUCCESS);
+                        }
+                    }
+                }
+                None => {
+                    tracing::warn!(output = %output.output_id, "AddOutput before Start, ignored")
+                }
+            },
+            Msg::Cmd(Command::RemoveOutput { output_id }) => match &mixer {
+                Some(m) => {
+                    if let Err(e) = m.remove_output(&output_id) {
+                        tracing::warn!(error = %e, "remove output failed");
+                    }
+                }
+                None => tracing::warn!(output = %output_id, "RemoveOutput before Start, ignored"),
+            },
             Msg::Cmd(Command::Shutdown) => return stop(mixer, "shutdown", ExitCode::SUCCESS),
             Msg::StdinClosed => return stop(mixer, "stdin closed", ExitCode::SUCCESS),
             Msg::Event(ev) => {

@@ -133,6 +133,9 @@ impl From<crate::room::state::RoomError> for ApiError {
             RoomError::InvalidLayout(_) => (StatusCode::BAD_REQUEST, "invalid_layout"),
             RoomError::InvalidAudio(_) => (StatusCode::BAD_REQUEST, "invalid_audio"),
             RoomError::UnknownSubscription(_) => (StatusCode::NOT_FOUND, "subscription_not_found"),
+            RoomError::TooManyOutputs { .. } => (StatusCode::CONFLICT, "too_many_outputs"),
+            RoomError::DuplicateOutput(_) => (StatusCode::CONFLICT, "duplicate_output"),
+            RoomError::UnknownOutput(_) => (StatusCode::NOT_FOUND, "output_not_found"),
         };
         Self::new(status, code, e.to_string())
     }

@@ -70,6 +70,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/rooms/{room_id}/participants/{participant_id}/audio",
             axum::routing::put(rooms::set_audio),
         )
+        .route("/api/v1/rooms/{room_id}/outputs", post(rooms::add_output))
+        .route(
+            "/api/v1/rooms/{room_id}/outputs/{output_id}",
+            axum::routing::delete(rooms::remove_output),
+        )
         .route(
             "/whip/{room_id}",
             post(whip::publish).options(whip::options),

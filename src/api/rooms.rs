@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use costream_mixer::control::{LayoutSpec, OutputSpec, VideoSpec};
+use costream_mixer::encoding::Preset;
 use serde::{Deserialize, Serialize};
 
 use super::auth;
@@ -26,6 +27,10 @@ pub struct CreateRoom {
     pub name: Option<String>,
     #[serde(default)]
     pub outputs: Vec<OutputRequest>,
+    /// A named format (`720p30`, `1080p60`, ...): size, frame rate and a default bitrate.
+    /// Fields given in `video` override it.
+    #[serde(default)]
+    pub preset: Option<String>,
     #[serde(default)]
     pub video: Option<VideoRequest>,
 }
@@ -141,7 +146,13 @@ fn room_settings(app: &AppState, request: CreateRoom) -> Result<RoomSettings, Ap
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let video = merge_video(app.config.mixer.video, request.video.unwrap_or_default());
+    let base = match request.preset.as_deref() {
+        Some(name) => Preset::parse(name)
+            .map_err(|e| ApiError::bad_request("invalid_preset", format!("preset: {e}")))?
+            .video(),
+        None => app.config.mixer.video,
+    };
+    let video = merge_video(base, request.video.unwrap_or_default());
     validate_video(&video, "video")
         .map_err(|e| ApiError::bad_request("invalid_video", e.to_string()))?;
     let name = request.name.unwrap_or_default();
@@ -156,6 +167,7 @@ fn room_settings(app: &AppState, request: CreateRoom) -> Result<RoomSettings, Ap
         video,
         outputs,
         max_participants: limits.max_participants_per_room,
+        max_outputs: limits.max_outputs_per_room,
         layout: LayoutSpec::default(),
     })
 }
@@ -312,6 +324,50 @@ pub async fn set_audio(
         .await??;
     tracing::info!(room = %room_id, participant = %participant_id, gain = ?request.gain, muted = ?request.muted, "participant audio");
     Ok(status_response(&app, status))
+}
+
+/// `POST /api/v1/rooms/{id}/outputs`: one more RTMP destination. Offline it is stored for the
+/// next go-live; live, the mixer starts pushing to it at once (the other outputs untouched).
+pub async fn add_output(
+    State(app): State<AppState>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let room = host_room(&app, &room_id, &headers).await?;
+    let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
+    let request: Option<OutputRequest> = parse_json_or_default(&headers, &bytes)?;
+    let Some(request) = request else {
+        return Err(ApiError::bad_request(
+            "invalid_output",
+            r#"send {"url": "rtmp://host/app/stream-key"}"#,
+        ));
+    };
+    validate_output_url(&request.url)
+        .map_err(|msg| ApiError::bad_request("invalid_output", format!("url: {msg}")))?;
+    let output = room.add_output(request.url).await??;
+    tracing::info!(room = %room_id, output = %output.output_id, url = %output.url, "output added");
+    Ok((
+        StatusCode::CREATED,
+        [(
+            header::LOCATION,
+            format!("/api/v1/rooms/{room_id}/outputs/{}", output.output_id),
+        )],
+        Json(output),
+    )
+        .into_response())
+}
+
+/// `DELETE /api/v1/rooms/{id}/outputs/{output_id}`: stop pushing to one destination.
+pub async fn remove_output(
+    State(app): State<AppState>,
+    Path((room_id, output_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let room = host_room(&app, &room_id, &headers).await?;
+    room.remove_output(&output_id).await??;
+    tracing::info!(room = %room_id, output = %output_id, "output removed");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn end(

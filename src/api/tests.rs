@@ -384,3 +384,157 @@ async fn whep_checks_room_token_content_type_size_and_participant() {
     .await;
     assert!(status.is_success(), "OPTIONS as for WHIP: {status}");
 }
+
+#[tokio::test]
+async fn presets_set_size_rate_and_bitrate_and_video_fields_override_them() {
+    let app = app();
+    let (status, created) = call(
+        &app,
+        post_json("/api/v1/rooms", json!({"preset": "1080p60"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["room_id"].as_str().unwrap();
+    let (_, room) = call(&app, with_token("GET", &format!("/api/v1/rooms/{id}"), "")).await;
+    assert_eq!(
+        room["video"],
+        json!({"width": 1920, "height": 1080, "fps": 60, "bitrate_kbps": 6000})
+    );
+
+    let (_, created) = call(
+        &app,
+        post_json(
+            "/api/v1/rooms",
+            json!({"preset": "480p30", "video": {"bitrate_kbps": 900}}),
+        ),
+    )
+    .await;
+    let id = created["room_id"].as_str().unwrap();
+    let (_, room) = call(&app, with_token("GET", &format!("/api/v1/rooms/{id}"), "")).await;
+    assert_eq!(
+        room["video"],
+        json!({"width": 854, "height": 480, "fps": 30, "bitrate_kbps": 900})
+    );
+
+    let (status, body) = call(&app, post_json("/api/v1/rooms", json!({"preset": "4k"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_preset");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("preset:") && message.contains("720p30"),
+        "{body}"
+    );
+}
+
+fn post_output(room: &str, token: &str, body: &str) -> Request<Body> {
+    Request::post(format!("/api/v1/rooms/{room}/outputs"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn outputs_are_added_and_removed_by_the_host_with_keys_redacted() {
+    let app = app();
+    let (_, created) = call(
+        &app,
+        post_json(
+            "/api/v1/rooms",
+            json!({"outputs": [{"url": "rtmp://a.example/live/first_key"}]}),
+        ),
+    )
+    .await;
+    let id = created["room_id"].as_str().unwrap();
+    let host = created["host_token"].as_str().unwrap();
+    let guest = created["guest_token"].as_str().unwrap();
+    let url = r#"{"url": "rtmp://b.example/app/sk_live_secret"}"#;
+
+    let (status, body) = call(&app, post_output(id, guest, url)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call(&app, post_output(id, "", url)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = call(&app, post_output("nope", host, url)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    for (bad, needle) in [
+        (r#"{"url": "http://b.example/app/key"}"#, "rtmp://"),
+        (r#"{"url": "rtmp://b.example/app"}"#, "stream key"),
+        (r#"{"url": "garbage sk_live_secret"}"#, "not a URL"),
+    ] {
+        let (status, body) = call(&app, post_output(id, host, bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["error"], "invalid_output");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("url:") && message.contains(needle),
+            "{body}"
+        );
+        assert!(!message.contains("sk_live_secret"), "{body}");
+    }
+    let (status, body) = call(&app, post_output(id, host, "")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = call(&app, post_output(id, host, r#"{"uri": "x"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // Offline: stored for the next go-live, answered with its id and state.
+    let (status, body) = call(&app, post_output(id, host, url)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["output_id"], "out1");
+    assert_eq!(body["state"], "idle");
+    assert!(!body.to_string().contains("sk_live_secret"), "{body}");
+    let (status, body) = call(&app, post_output(id, host, url)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "duplicate_output");
+
+    let (_, room) = call(
+        &app,
+        with_token("GET", &format!("/api/v1/rooms/{id}"), host),
+    )
+    .await;
+    let ids: Vec<_> = room["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["output_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["out0", "out1"]);
+    assert!(!room.to_string().contains("sk_live_secret"), "{room}");
+
+    let path = format!("/api/v1/rooms/{id}/outputs/out1");
+    let (status, _) = call(&app, with_token("DELETE", &path, guest)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = call(&app, with_token("DELETE", &path, host)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = call(&app, with_token("DELETE", &path, host)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "output_not_found");
+}
+
+#[tokio::test]
+async fn the_output_limit_counts_outputs_from_create_and_added_ones() {
+    let app = app();
+    let max = Config::default().limits.max_outputs_per_room;
+    let outputs: Vec<Value> = (0..max)
+        .map(|i| json!({"url": format!("rtmp://a.example/live/k{i}")}))
+        .collect();
+    let (status, created) = call(
+        &app,
+        post_json("/api/v1/rooms", json!({"outputs": outputs})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["room_id"].as_str().unwrap();
+    let host = created["host_token"].as_str().unwrap();
+    let (status, body) = call(
+        &app,
+        post_output(id, host, r#"{"url": "rtmp://a.example/live/one_more"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "too_many_outputs");
+    assert!(
+        body["message"].as_str().unwrap().contains(&max.to_string()),
+        "{body}"
+    );
+}

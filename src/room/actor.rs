@@ -15,7 +15,7 @@ use super::media::track_desc;
 use super::state::{
     Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState, SubscriptionId,
 };
-use super::status::RoomStatus;
+use super::status::{OutputStatusView, RoomStatus};
 use super::tokens::{Role, RoomTokens};
 use crate::pool::{MixerPool, MixerProcess, MixerReport, Refusal};
 
@@ -50,6 +50,14 @@ enum RoomCommand {
     },
     Status {
         reply: oneshot::Sender<RoomStatus>,
+    },
+    AddOutput {
+        url: String,
+        reply: oneshot::Sender<Result<OutputStatusView, RoomError>>,
+    },
+    RemoveOutput {
+        output_id: String,
+        reply: oneshot::Sender<Result<(), RoomError>>,
     },
     /// The session of a participant, to negotiate a subscription to it outside the actor.
     Session {
@@ -217,6 +225,22 @@ impl RoomHandle {
         layout: LayoutSpec,
     ) -> Result<Result<RoomStatus, RoomError>, RoomGone> {
         self.ask(|reply| RoomCommand::SetLayout { layout, reply })
+            .await
+    }
+
+    /// Adds an RTMP destination (URL already validated); answers the new output as the status
+    /// shows it (stream key redacted).
+    pub async fn add_output(
+        &self,
+        url: String,
+    ) -> Result<Result<OutputStatusView, RoomError>, RoomGone> {
+        self.ask(|reply| RoomCommand::AddOutput { url, reply })
+            .await
+    }
+
+    pub async fn remove_output(&self, output_id: &str) -> Result<Result<(), RoomError>, RoomGone> {
+        let output_id = output_id.to_string();
+        self.ask(|reply| RoomCommand::RemoveOutput { output_id, reply })
             .await
     }
 
@@ -475,6 +499,18 @@ impl RoomActor {
             }
             RoomCommand::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            RoomCommand::AddOutput { url, reply } => {
+                // One encode feeds every output, so an extra output does not change the room's
+                // admission cost (a branch is a queue and a socket).
+                let result = self.input(Input::AddOutput { url }).map(|()| {
+                    let added = self.state.outputs().last().expect("just added");
+                    OutputStatusView::of(added)
+                });
+                let _ = reply.send(result);
+            }
+            RoomCommand::RemoveOutput { output_id, reply } => {
+                let _ = reply.send(self.input(Input::RemoveOutput { output_id }));
             }
             RoomCommand::Session {
                 participant_id,

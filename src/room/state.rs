@@ -28,6 +28,8 @@ pub struct RoomSettings {
     pub video: VideoSpec,
     pub outputs: Vec<OutputSpec>,
     pub max_participants: usize,
+    /// Outputs the host may have at once (create and `POST .../outputs` together).
+    pub max_outputs: usize,
     /// How the mix is laid out; the host changes it live with `Input::SetLayout`.
     pub layout: LayoutSpec,
 }
@@ -135,6 +137,15 @@ pub enum Input {
         gain: Option<f64>,
         muted: Option<bool>,
     },
+    /// The host adds an RTMP destination (validated URL). Offline it waits for the next
+    /// go-live; live, the mixer starts pushing to it at once. Its id is the last of `outputs()`.
+    AddOutput {
+        url: String,
+    },
+    /// The host removes a destination; live, the mixer stops pushing to it at once.
+    RemoveOutput {
+        output_id: String,
+    },
     /// Time passed: `poll_timeout()` was reached.
     Tick,
     /// Someone subscribes to `source`'s audio and video.
@@ -208,6 +219,14 @@ pub enum RoomError {
     InvalidLayout(String),
     #[error("{0}")]
     InvalidAudio(String),
+    #[error("the room already has {max} outputs (the most allowed); remove one with DELETE /api/v1/rooms/{{id}}/outputs/{{output_id}} first")]
+    TooManyOutputs { max: usize },
+    #[error(
+        "the room already pushes to this URL (output {0}); one stream key takes one publisher"
+    )]
+    DuplicateOutput(String),
+    #[error("no output {0} in this room")]
+    UnknownOutput(String),
 }
 
 #[derive(Debug)]
@@ -218,6 +237,8 @@ pub struct RoomState {
     outputs: Vec<OutputStatus>,
     last_epoch: u64,
     next_input: u64,
+    /// Number in the next added output's id (`out<N>`).
+    next_output: usize,
     effects: VecDeque<Effect>,
     policy: CrashPolicy,
     crashes: CrashHistory,
@@ -244,6 +265,7 @@ impl RoomState {
             })
             .collect();
         Self {
+            next_output: settings.outputs.len(),
             settings,
             participants: BTreeMap::new(),
             broadcast: Broadcast::Offline,
@@ -356,6 +378,8 @@ impl RoomState {
                 }
                 Ok(())
             }
+            Input::AddOutput { url } => self.add_output(url),
+            Input::RemoveOutput { output_id } => self.remove_output(&output_id),
             Input::Tick => {
                 self.tick(now);
                 Ok(())
@@ -618,6 +642,65 @@ impl RoomState {
         Ok(())
     }
 
+    /// Stores a new destination in the settings (so a replacement mixer and the next go-live
+    /// push to it too) and, while live, hands it to the running mixer.
+    fn add_output(&mut self, url: String) -> Result<(), RoomError> {
+        if self.outputs.len() >= self.settings.max_outputs {
+            return Err(RoomError::TooManyOutputs {
+                max: self.settings.max_outputs,
+            });
+        }
+        if let Some(same) = self.outputs.iter().find(|o| o.spec.url == url) {
+            return Err(RoomError::DuplicateOutput(same.spec.output_id.clone()));
+        }
+        let output_id = loop {
+            let id = format!("out{}", self.next_output);
+            self.next_output += 1;
+            if !self.outputs.iter().any(|o| o.spec.output_id == id) {
+                break id;
+            }
+        };
+        let spec = OutputSpec { output_id, url };
+        let live_epoch = self.live_epoch();
+        self.settings.outputs.push(spec.clone());
+        self.outputs.push(OutputStatus {
+            spec: spec.clone(),
+            state: if live_epoch.is_some() {
+                OutputState::Connecting
+            } else {
+                OutputState::Idle
+            },
+            reason: None,
+            bytes_sent: 0,
+        });
+        if let Some(epoch) = live_epoch {
+            self.effects.push_back(Effect::ToMixer {
+                epoch,
+                command: Command::AddOutput { output: spec },
+            });
+        }
+        Ok(())
+    }
+
+    fn remove_output(&mut self, output_id: &str) -> Result<(), RoomError> {
+        let pos = self
+            .outputs
+            .iter()
+            .position(|o| o.spec.output_id == output_id)
+            .ok_or_else(|| RoomError::UnknownOutput(output_id.to_string()))?;
+        self.outputs.remove(pos);
+        self.settings.outputs.retain(|o| o.output_id != output_id);
+        if let Some(epoch) = self.live_epoch() {
+            self.effects.push_back(Effect::ToMixer {
+                epoch,
+                command: Command::RemoveOutput {
+                    output_id: output_id.to_string(),
+                },
+            });
+        }
+        Ok(())
+    }
+
     /// The participant the mixer currently features by voice.
     pub fn active_speaker(&self) -> Option<&str> {
         self.active_speaker.as_deref()
@@ -828,7 +911,7 @@ impl RoomState {
                     track_id,
                 });
             }
-            Event::InputRemoved { .. } => {}
+            Event::InputRemoved { .. } | Event::OutputRemoved { .. } => {}
             Event::ActiveSpeaker { participant_id } => self.active_speaker = participant_id,
             Event::KeyframeRequest { input_id } => {
                 if let Some((participant_id, track)) = self.find_input(&input_id) {

@@ -7,7 +7,7 @@ use costream_mixer::control::{AudioMix, Codec, LayoutSpec, MediaKind, OutputStat
 use costream_mixer::redact::redact_url;
 use serde::Serialize;
 
-use super::state::{track_kind, Broadcast, MixerPhase, RoomState};
+use super::state::{track_kind, Broadcast, MixerPhase, OutputStatus, RoomState};
 use super::tokens::Role;
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +88,18 @@ pub struct OutputStatusView {
     pub bytes_sent: u64,
 }
 
+impl OutputStatusView {
+    pub fn of(o: &OutputStatus) -> Self {
+        Self {
+            output_id: o.spec.output_id.clone(),
+            url: redact_url(&o.spec.url),
+            state: o.state,
+            reason: o.reason.clone(),
+            bytes_sent: o.bytes_sent,
+        }
+    }
+}
+
 impl RoomStatus {
     pub fn of(room_id: &str, room: &RoomState, now: Instant) -> Self {
         let (broadcast, mixer) = match room.broadcast() {
@@ -141,17 +153,7 @@ impl RoomStatus {
             layout: room.settings().layout.clone(),
             active_speaker: room.active_speaker().map(str::to_string),
             mixer,
-            outputs: room
-                .outputs()
-                .iter()
-                .map(|o| OutputStatusView {
-                    output_id: o.spec.output_id.clone(),
-                    url: redact_url(&o.spec.url),
-                    state: o.state,
-                    reason: o.reason.clone(),
-                    bytes_sent: o.bytes_sent,
-                })
-                .collect(),
+            outputs: room.outputs().iter().map(OutputStatusView::of).collect(),
             cost: None,
         }
     }
@@ -186,6 +188,7 @@ mod tests {
                 url: "rtmp://cdn.example/live/SECRETKEY".into(),
             }],
             max_participants: 4,
+            max_outputs: 8,
             layout: Default::default(),
         });
         let status = RoomStatus::of("r1", &room, Instant::now());
@@ -206,6 +209,7 @@ mod tests {
                 url: "rtmp://h/live/k".into(),
             }],
             max_participants: 4,
+            max_outputs: 8,
             layout: Default::default(),
         });
         room.handle(t0, Input::GoLive).unwrap();
