@@ -66,11 +66,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let origin_cancel = CancellationToken::new();
     let origin = start_origin(&mut config.origin, origin_cancel.clone()).await?;
     let public_url = config.public_url();
+    let http_shutdown = CancellationToken::new();
     let app = router(AppState {
         config: Arc::new(config),
         rooms: rooms.clone(),
         ingest,
         origin: origin.clone(),
+        shutdown: http_shutdown.clone(),
     });
 
     tracing::info!("costream listening on {public_url}");
@@ -81,6 +83,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let (origin, origin_cancel) = (origin.clone(), origin_cancel.clone());
             async move {
                 shutdown_signal().await;
+                http_shutdown.cancel();
                 // Graceful shutdown waits for open responses; HTTP-FLV bodies are endless
                 // until their stream goes away, so end every stream (and RTMP session) first.
                 origin_cancel.cancel();

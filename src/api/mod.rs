@@ -4,17 +4,19 @@
 mod auth;
 mod body;
 pub mod error;
+mod events;
+mod pages;
 mod rooms;
 mod whip;
 
 use std::sync::Arc;
 
 use axum::http::{header, Method};
-use axum::response::Html;
 use axum::routing::{get, post};
 use axum::Router;
 use costream_ingest::IngestEngine;
 use tower_http::cors::CorsLayer;
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -28,6 +30,9 @@ pub struct AppState {
     pub ingest: IngestEngine,
     /// The built-in origin; `None` when disabled (`origin.enabled = false`).
     pub origin: Option<Origin>,
+    /// Cancelled when the server starts shutting down: endless responses (event streams) end
+    /// so the HTTP server can drain.
+    pub shutdown: CancellationToken,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,7 +50,11 @@ pub fn router(state: AppState) -> Router {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::LOCATION]);
     Router::new()
-        .route("/", get(index))
+        .route("/", get(pages::index))
+        .route("/host/{room_id}", get(pages::host))
+        .route("/join/{room_id}", get(pages::join))
+        .route("/watch/{room_id}", get(pages::watch))
+        .route("/assets/{*path}", get(pages::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/rooms", post(rooms::create))
         .route(
@@ -55,6 +64,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/rooms/{room_id}/live",
             post(rooms::go_live).delete(rooms::stop_live),
+        )
+        .route("/api/v1/rooms/{room_id}/events", get(events::stream_events))
+        .route("/api/v1/rooms/{room_id}/links", get(rooms::links))
+        .route(
+            "/api/v1/rooms/{room_id}/participants/{participant_id}",
+            axum::routing::delete(rooms::remove_participant),
         )
         .route(
             "/whip/{room_id}",
@@ -72,10 +87,6 @@ pub fn router(state: AppState) -> Router {
         .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("../../web/index.html"))
 }
 
 async fn live_flv(

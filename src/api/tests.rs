@@ -35,6 +35,7 @@ fn app() -> Router {
         rooms,
         ingest,
         origin: None,
+        shutdown: tokio_util::sync::CancellationToken::new(),
     })
 }
 

@@ -4,15 +4,17 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use costream_ingest::{PeerSession, SessionEvent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use super::media::track_desc;
-use super::state::{Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState};
+use super::meter::OutputMeters;
+use super::state::{Broadcast, Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState};
 use super::status::RoomStatus;
 use super::tokens::{Role, RoomTokens};
 use crate::pool::{MixerProcess, MixerReport};
@@ -28,6 +30,8 @@ enum RoomCommand {
     },
     Leave {
         participant_id: ParticipantId,
+        /// The host removed them (they are told so), rather than they left.
+        removed: bool,
         reply: oneshot::Sender<Result<(), RoomError>>,
     },
     GoLive {
@@ -40,6 +44,19 @@ enum RoomCommand {
         reply: oneshot::Sender<RoomStatus>,
     },
 }
+
+/// Happenings that are not part of the room's state, for the event streams.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RoomNotice {
+    /// The host removed this participant.
+    Removed { participant_id: ParticipantId },
+}
+
+/// While live, the status is republished this often so bitrate and durations move.
+const LIVE_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Notices a slow event stream may fall behind by before it skips some.
+const NOTICE_BUFFER: usize = 16;
 
 /// The room is gone (ended while the request was in flight).
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +73,10 @@ pub struct RoomHandle {
     commands: mpsc::Sender<RoomCommand>,
     /// Ends the actor: stops the mixer and closes every session.
     cancel: CancellationToken,
+    /// The latest status, republished by the actor on every change (closed when it ends).
+    status: watch::Receiver<Arc<RoomStatus>>,
+    /// Notices for event streams; bounded, a lagging receiver skips.
+    notices: broadcast::Sender<RoomNotice>,
 }
 
 /// What the actor needs from the server to run a room.
@@ -78,14 +99,21 @@ impl RoomHandle {
         let cancel = CancellationToken::new();
         let (session_tx, session_rx) = mpsc::channel(256);
         let (mixer_tx, mixer_rx) = mpsc::channel(256);
+        let state = RoomState::new(settings);
+        let (status_tx, status) =
+            watch::channel(Arc::new(RoomStatus::of(&id, &state, Instant::now())));
+        let (notices, _) = broadcast::channel(NOTICE_BUFFER);
         let actor = RoomActor {
             id: id.clone(),
-            state: RoomState::new(settings),
+            state,
             sessions: HashMap::new(),
             mixer: None,
             runtime,
             session_tx,
             mixer_tx,
+            meters: OutputMeters::default(),
+            status_tx,
+            notices: notices.clone(),
         };
         // A root span: the actor outlives the HTTP request that created the room.
         let span = tracing::info_span!(parent: None, "room", room = %id);
@@ -99,7 +127,20 @@ impl RoomHandle {
             tokens,
             commands,
             cancel,
+            status,
+            notices,
         }
+    }
+
+    /// The room's live status (current value first, then every change) and its notices.
+    /// The status channel closes when the room ends.
+    pub fn watch(
+        &self,
+    ) -> (
+        watch::Receiver<Arc<RoomStatus>>,
+        broadcast::Receiver<RoomNotice>,
+    ) {
+        (self.status.clone(), self.notices.subscribe())
     }
 
     async fn ask<T>(
@@ -135,6 +176,18 @@ impl RoomHandle {
         let participant_id = participant_id.to_string();
         self.ask(|reply| RoomCommand::Leave {
             participant_id,
+            removed: false,
+            reply,
+        })
+        .await
+    }
+
+    /// The host removes a participant: their session is closed and they are told why.
+    pub async fn remove(&self, participant_id: &str) -> Result<Result<(), RoomError>, RoomGone> {
+        let participant_id = participant_id.to_string();
+        self.ask(|reply| RoomCommand::Leave {
+            participant_id,
+            removed: true,
             reply,
         })
         .await
@@ -172,6 +225,11 @@ struct RoomActor {
     runtime: RoomRuntime,
     session_tx: mpsc::Sender<(ParticipantId, SessionEvent)>,
     mixer_tx: mpsc::Sender<MixerReport>,
+    /// Bitrate, time live and reconnects per output, for the status view.
+    meters: OutputMeters,
+    /// Publishes the status; `send` never waits, slow readers just see the latest value.
+    status_tx: watch::Sender<Arc<RoomStatus>>,
+    notices: broadcast::Sender<RoomNotice>,
 }
 
 impl RoomActor {
@@ -182,9 +240,14 @@ impl RoomActor {
         mut mixer_reports: mpsc::Receiver<MixerReport>,
         cancel: CancellationToken,
     ) {
+        let mut live_status = tokio::time::interval(LIVE_STATUS_INTERVAL);
+        live_status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // The state machine's own deadlines: a pending mixer restart, a heartbeat.
             let timeout = self.state.poll_timeout();
+            let live = matches!(self.state.broadcast(), Broadcast::Live { .. });
+            // A status query changes nothing: no need to republish after it.
+            let mut changed = true;
             let tick = async move {
                 match timeout {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -196,13 +259,20 @@ impl RoomActor {
                 _ = tick => {
                     let _ = self.input(Input::Tick);
                 }
-                Some(command) = commands.recv() => self.on_command(command),
+                _ = live_status.tick(), if live => {}
+                Some(command) = commands.recv() => {
+                    changed = !matches!(command, RoomCommand::Status { .. });
+                    self.on_command(command);
+                }
                 Some((participant_id, event)) = session_events.recv() => {
                     self.on_session_event(participant_id, event);
                 }
                 Some(report) = mixer_reports.recv() => self.on_mixer_report(report),
             }
             self.run_effects();
+            if changed {
+                self.publish_status();
+            }
         }
         self.shut_down();
     }
@@ -212,9 +282,16 @@ impl RoomActor {
     }
 
     fn status(&self) -> RoomStatus {
-        let mut status = RoomStatus::of(&self.id, &self.state, Instant::now());
+        let now = Instant::now();
+        let mut status = RoomStatus::of(&self.id, &self.state, now);
         status.mixer.pid = self.mixer.as_ref().and_then(MixerProcess::pid);
+        self.meters.apply(&mut status.outputs, now);
         status
+    }
+
+    fn publish_status(&mut self) {
+        self.meters.observe(Instant::now(), self.state.outputs());
+        self.status_tx.send_replace(Arc::new(self.status()));
     }
 
     fn on_command(&mut self, command: RoomCommand) {
@@ -247,9 +324,17 @@ impl RoomActor {
             }
             RoomCommand::Leave {
                 participant_id,
+                removed,
                 reply,
             } => {
-                let result = self.input(Input::Leave { participant_id });
+                let result = self.input(Input::Leave {
+                    participant_id: participant_id.clone(),
+                });
+                if removed && result.is_ok() {
+                    info!(participant = %participant_id, "participant removed by the host");
+                    // No receivers (no open event stream) is fine.
+                    let _ = self.notices.send(RoomNotice::Removed { participant_id });
+                }
                 let _ = reply.send(result);
             }
             RoomCommand::GoLive { reply } => {
