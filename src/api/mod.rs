@@ -15,8 +15,8 @@ use axum::http::{header, Method};
 use axum::routing::{get, post};
 use axum::Router;
 use costream_ingest::IngestEngine;
-use tower_http::cors::CorsLayer;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;

@@ -189,7 +189,10 @@ pub fn validate_output_url(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(super) async fn find_room(app: &AppState, room_id: &str) -> Result<std::sync::Arc<RoomHandle>, ApiError> {
+pub(super) async fn find_room(
+    app: &AppState,
+    room_id: &str,
+) -> Result<std::sync::Arc<RoomHandle>, ApiError> {
     app.rooms
         .get(room_id)
         .ok_or_else(|| ApiError::room_not_found(room_id))

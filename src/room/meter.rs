@@ -51,7 +51,10 @@ impl OutputMeters {
     /// periodically while live); a state seen twice is not a transition.
     pub fn observe(&mut self, now: Instant, outputs: &[OutputStatus]) {
         for output in outputs {
-            let meter = self.meters.entry(output.spec.output_id.clone()).or_default();
+            let meter = self
+                .meters
+                .entry(output.spec.output_id.clone())
+                .or_default();
             meter.observe(now, output.state, output.bytes_sent);
         }
     }
