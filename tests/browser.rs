@@ -105,6 +105,7 @@ fn host_guest_and_viewer_pages_in_chromium() -> anyhow::Result<()> {
         "host publishes over WHIP",
         "viewer page plays the mix from the built-in origin",
         "studio shows the output live with bitrate and duration",
+        "host switches camera and mutes the mic while live, without renegotiation",
         "guest joins from the invite link",
         "host page plays the guest video",
         "guest page plays the host video",

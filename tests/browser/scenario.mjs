@@ -25,6 +25,8 @@ const screenshots = [];
 const consoleLogs = {};
 /** Every URL the pages requested: tokens must never be in one. */
 const requestedUrls = [];
+/** WHIP offers posted, per page: a device switch must not add one. */
+const whipPosts = {};
 
 /** Runs one named check; returns its value, or undefined when it failed. */
 async function check(name, fn) {
@@ -215,7 +217,8 @@ const browser = await chromium.launch({
   // launch() gives every run a fresh temporary profile (user-data-dir).
   args: [
     ...(process.getuid?.() === 0 ? ['--no-sandbox'] : []),
-    '--use-fake-device-for-media-stream',
+    // Two fake cameras and microphones, so switching devices can be tested.
+    '--use-fake-device-for-media-stream=device-count=2',
     '--use-fake-ui-for-media-stream',
     '--autoplay-policy=no-user-gesture-required',
     '--disable-background-networking',
@@ -235,7 +238,13 @@ const newPage = async (name) => {
   });
   const page = await context.newPage();
   logConsole(page, name);
-  page.on('request', (request) => requestedUrls.push(request.url()));
+  whipPosts[name] = 0;
+  page.on('request', (request) => {
+    requestedUrls.push(request.url());
+    if (request.method() === 'POST' && new URL(request.url()).pathname.startsWith('/whip/')) {
+      whipPosts[name] += 1;
+    }
+  });
   return { context, page };
 };
 
@@ -344,6 +353,41 @@ try {
       20000,
     ),
   );
+
+  await check('host switches camera and mutes the mic while live, without renegotiation', async () => {
+    const postsBefore = whipPosts.host;
+    const options = await host.page.$$eval('#camera option', (list) => list.map((o) => o.value));
+    const current = await host.page.inputValue('#camera');
+    const other = options.find((id) => id !== current);
+    if (!other) throw new Error(`only one camera: ${JSON.stringify(options)}`);
+    await host.page.selectOption('#camera', other);
+    await waitInPage(
+      host.page,
+      'the video sender uses the new camera',
+      (id) => {
+        const sender = window.costream.publisher
+          .getSenders()
+          .find((s) => s.track?.kind === 'video');
+        return sender?.track.getSettings().deviceId === id && sender.track.readyState === 'live';
+      },
+      other,
+    );
+    await host.page.click('#toggle-mic');
+    const muted = await host.page.evaluate(
+      () => window.costream.publisher.getSenders().find((s) => s.track?.kind === 'audio').track.enabled,
+    );
+    await host.page.click('#toggle-mic');
+    const unmuted = await host.page.evaluate(
+      () => window.costream.publisher.getSenders().find((s) => s.track?.kind === 'audio').track.enabled,
+    );
+    const pc = await host.page.evaluate(() => ({
+      connection: window.costream.publisher.connectionState,
+      signaling: window.costream.publisher.signalingState,
+    }));
+    if (muted !== false || unmuted !== true) throw new Error(`mic mute: ${muted}, unmute: ${unmuted}`);
+    if (pc.connection !== 'connected' || pc.signaling !== 'stable') throw new Error(JSON.stringify(pc));
+    if (whipPosts.host !== postsBefore) throw new Error('the switch posted a new WHIP offer');
+  });
 
   // 4. A guest joins from the invite link in another browser context.
   const guestId =
