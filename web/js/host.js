@@ -183,13 +183,17 @@ function renderPeople() {
     ...status.participants.map((p) => {
       const self = p.participant_id === state.publisher?.participantId;
       const receiving = tiles.tiles.has(p.participant_id);
-      const detail = self
+      let detail = self
         ? 'you'
         : p.tracks.length === 0
           ? 'connecting…'
           : receiving
             ? 'in the room'
             : 'connecting media…';
+      // How many others receive this participant (the SFU's subscriptions), when known.
+      if (typeof p.subscribers === 'number' && p.tracks.length > 0) {
+        detail += ` · seen by ${p.subscribers}`;
+      }
       return el(
         'li',
         { 'data-participant-id': p.participant_id, 'data-role': p.role },
@@ -294,6 +298,16 @@ function wireControls() {
     media.setMic(!off);
     event.currentTarget.setAttribute('aria-pressed', String(off));
     event.currentTarget.textContent = off ? 'Unmute mic' : 'Mute mic';
+  });
+  // Leaving the page leaves the room at once instead of after a connection timeout.
+  window.addEventListener('pagehide', () => {
+    if (state.publisher && !state.ended) {
+      fetch(state.publisher.location, {
+        method: 'DELETE',
+        headers: { Authorization: `Bearer ${token}` },
+        keepalive: true,
+      });
+    }
   });
   $('copy-invite').addEventListener('click', async () => {
     if (await copyText($('invite-link').value, $('invite-link'))) toast('Invite link copied');
