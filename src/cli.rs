@@ -26,7 +26,7 @@ pub enum CliCommand {
     Publish(PublishArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// TOML config file (see README); flags and env override it.
     #[arg(long, env = "COSTREAM_CONFIG")]

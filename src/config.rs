@@ -16,6 +16,44 @@ pub struct Config {
     pub mixer: MixerConfig,
     pub limits: LimitsConfig,
     pub origin: OriginConfig,
+    pub pool: PoolConfig,
+}
+
+/// The mixer pool: warm processes and admission by cost (see `pool::admission`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Mixer processes kept started and initialized, waiting for a room to go live.
+    pub warm: usize,
+    /// Cores mixers may use; unset means the cores available to this process.
+    pub capacity_cores: Option<f64>,
+    /// Share of `capacity_cores` admission hands out; the rest is headroom for serve itself.
+    pub max_utilization: f64,
+    /// A room going live is charged for at least this many participants, so guests joining
+    /// later are already paid for.
+    pub reserve_inputs: u32,
+    /// `Retry-After` of a go-live refused for capacity.
+    pub retry_after_secs: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            warm: 1,
+            capacity_cores: None,
+            max_utilization: 0.9,
+            reserve_inputs: 4,
+            retry_after_secs: 30,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// `capacity_cores`, or the cores this process may run on.
+    pub fn cores(&self) -> f64 {
+        self.capacity_cores
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,9 +64,11 @@ pub struct ServerConfig {
     /// Base URL put into the links the API hands out (host_url, guest_url, watch_url, WHIP
     /// Location). Empty means "http://<listen>".
     pub public_url: String,
+    /// After SIGTERM, live rooms may keep streaming this long before serve stops them.
+    pub drain_timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     /// Inclusive UDP port range for WebRTC (ICE); unset means ephemeral ports.
@@ -36,6 +76,78 @@ pub struct MediaConfig {
     pub udp_port_max: Option<u16>,
     /// Extra addresses to advertise as ICE candidates (servers behind 1:1 NAT).
     pub public_ips: Vec<String>,
+    /// A peer silent (no media, RTCP or STUN) this long is "disconnected"...
+    pub ice_disconnected_timeout_ms: u64,
+    /// ...and is dropped (out of the mix and the room) after this much more silence.
+    pub ice_failed_timeout_ms: u64,
+    /// Interval of our STUN consent checks; the peer's answers keep a quiet peer alive.
+    pub ice_keepalive_ms: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        let ice = costream_ingest::IceTimeouts::default();
+        Self {
+            udp_port_min: None,
+            udp_port_max: None,
+            public_ips: Vec::new(),
+            ice_disconnected_timeout_ms: ice.disconnected.as_millis() as u64,
+            ice_failed_timeout_ms: ice.failed.as_millis() as u64,
+            ice_keepalive_ms: ice.keepalive.as_millis() as u64,
+        }
+    }
+}
+
+impl MediaConfig {
+    pub fn ice_timeouts(&self) -> costream_ingest::IceTimeouts {
+        costream_ingest::IceTimeouts {
+            disconnected: std::time::Duration::from_millis(self.ice_disconnected_timeout_ms),
+            failed: std::time::Duration::from_millis(self.ice_failed_timeout_ms),
+            keepalive: std::time::Duration::from_millis(self.ice_keepalive_ms),
+        }
+    }
+
+    fn validate_ice(&self) -> Result<(), ConfigError> {
+        let check = |key: &'static str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "{value} must be {}..={} milliseconds",
+                        range.start(),
+                        range.end()
+                    ),
+                })
+            }
+        };
+        check(
+            "media.ice_disconnected_timeout_ms",
+            self.ice_disconnected_timeout_ms,
+            500..=60_000,
+        )?;
+        check(
+            "media.ice_failed_timeout_ms",
+            self.ice_failed_timeout_ms,
+            100..=120_000,
+        )?;
+        check(
+            "media.ice_keepalive_ms",
+            self.ice_keepalive_ms,
+            100..=10_000,
+        )?;
+        if self.ice_keepalive_ms >= self.ice_disconnected_timeout_ms {
+            return Err(ConfigError::Invalid {
+                key: "media.ice_keepalive_ms",
+                message: format!(
+                    "{} must be shorter than media.ice_disconnected_timeout_ms ({}), or a healthy but quiet peer looks disconnected",
+                    self.ice_keepalive_ms, self.ice_disconnected_timeout_ms
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +211,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: String::new(),
+            drain_timeout_secs: 300,
         }
     }
 }
@@ -180,6 +293,7 @@ impl Config {
             }
             _ => {}
         }
+        self.media.validate_ice()?;
         if !self.server.public_url.is_empty() {
             let ok = url::Url::parse(&self.server.public_url)
                 .map(|u| matches!(u.scheme(), "http" | "https"))
@@ -195,6 +309,7 @@ impl Config {
             }
         }
         self.validate_origin()?;
+        self.validate_pool()?;
         if self.limits.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 key: "limits.max_body_bytes",
@@ -206,6 +321,31 @@ impl Config {
 }
 
 impl Config {
+    fn validate_pool(&self) -> Result<(), ConfigError> {
+        let pool = &self.pool;
+        if let Some(cores) = pool.capacity_cores {
+            if !(cores > 0.0 && cores <= 4096.0) {
+                return Err(ConfigError::Invalid {
+                    key: "pool.capacity_cores",
+                    message: format!("{cores} must be more than 0 (e.g. 8 or 0.5)"),
+                });
+            }
+        }
+        if !(pool.max_utilization > 0.0 && pool.max_utilization <= 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "pool.max_utilization",
+                message: format!("{} must be in (0, 1], e.g. 0.9", pool.max_utilization),
+            });
+        }
+        if pool.warm > 64 {
+            return Err(ConfigError::Invalid {
+                key: "pool.warm",
+                message: format!("{} warm mixers is too many; at most 64", pool.warm),
+            });
+        }
+        Ok(())
+    }
+
     fn validate_origin(&self) -> Result<(), ConfigError> {
         let origin = &self.origin;
         if !origin.public_rtmp_url.is_empty() {
@@ -309,6 +449,49 @@ mod tests {
         config.media.udp_port_min = Some(50000);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("udp_port_max"), "{err}");
+    }
+
+    #[test]
+    fn pool_section_defaults_and_validation() {
+        let config = Config::default();
+        assert_eq!(config.pool.warm, 1);
+        assert!(config.pool.cores() >= 1.0);
+        assert_eq!(config.server.drain_timeout_secs, 300);
+        let config =
+            Config::from_toml_str("[pool]\ncapacity_cores = 0.5\nmax_utilization = 1.0\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.pool.cores(), 0.5);
+        let mut config = Config::default();
+        config.pool.max_utilization = 1.5;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("pool.max_utilization"), "{err}");
+        let mut config = Config::default();
+        config.pool.capacity_cores = Some(0.0);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("pool.capacity_cores"), "{err}");
+    }
+
+    #[test]
+    fn ice_timeouts_default_within_5_s_and_are_validated_by_key() {
+        let media = Config::default().media;
+        let ice = media.ice_timeouts();
+        assert!(ice.disconnected + ice.failed + ice.keepalive <= std::time::Duration::from_secs(4));
+        let config = Config::from_toml_str(
+            "[media]\nice_disconnected_timeout_ms = 4000\nice_failed_timeout_ms = 8000\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.media.ice_timeouts().failed.as_millis(), 8000);
+        assert_eq!(config.media.ice_keepalive_ms, 500);
+
+        let mut config = Config::default();
+        config.media.ice_keepalive_ms = 5000;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("media.ice_keepalive_ms"), "{err}");
+        let mut config = Config::default();
+        config.media.ice_failed_timeout_ms = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("media.ice_failed_timeout_ms"), "{err}");
     }
 
     #[test]

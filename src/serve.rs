@@ -14,6 +14,7 @@ use crate::config::{Config, OriginConfig};
 use crate::origin::gop::CacheLimits;
 use crate::origin::hub::HubLimits;
 use crate::origin::{Origin, OriginSettings};
+use crate::pool::{Capacity, MixerPool, PoolSettings, Spawner};
 use crate::room::{RoomRuntime, Rooms};
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -49,20 +50,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         udp_ports: config.media.udp_port_min.zip(config.media.udp_port_max),
         public_ips: config.media.public_ips.clone(),
         include_loopback: true,
+        ice: config.media.ice_timeouts(),
     })
     .context("cannot set up WebRTC")?;
-    let mixer_binary = if config.mixer.binary.is_empty() {
-        std::env::current_exe().context("cannot find this executable to run mixers")?
-    } else {
-        config.mixer.binary.clone().into()
-    };
+    let spawner = Spawner::start(tokio::runtime::Handle::current())
+        .context("cannot start the mixer spawner thread")?;
+    let pool = MixerPool::new(
+        PoolSettings {
+            binary: mixer_binary(&config)?,
+            warm: config.pool.warm,
+            capacity: Capacity {
+                cores: config.pool.cores(),
+                max_utilization: config.pool.max_utilization,
+            },
+            reserve_inputs: config.pool.reserve_inputs,
+            retry_after_secs: config.pool.retry_after_secs,
+        },
+        spawner,
+    );
+    pool.refill();
+    tracing::info!(
+        capacity_cores = config.pool.cores(),
+        max_utilization = config.pool.max_utilization,
+        warm = config.pool.warm,
+        "mixer pool ready"
+    );
+    tokio::spawn(reload_on_sighup(args.clone(), pool.clone()));
     let rooms = Arc::new(Rooms::new(
         RoomRuntime {
-            mixer_binary,
+            pool: pool.clone(),
             stop_grace: Duration::from_millis(config.mixer.stop_grace_ms),
         },
         config.limits.max_rooms,
     ));
+    let drain_timeout = Duration::from_secs(config.server.drain_timeout_secs);
     let origin_cancel = CancellationToken::new();
     let origin = start_origin(&mut config.origin, origin_cancel.clone()).await?;
     let public_url = config.public_url();
@@ -81,8 +102,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown({
             let (origin, origin_cancel) = (origin.clone(), origin_cancel.clone());
+            let pool = pool.clone();
             async move {
-                shutdown_signal().await;
+                drain(&pool, drain_timeout).await;
+                // Event streams are endless too: end them so the HTTP server can finish.
                 http_shutdown.cancel();
                 // Graceful shutdown waits for open responses; HTTP-FLV bodies are endless
                 // until their stream goes away, so end every stream (and RTMP session) first.
@@ -96,11 +119,92 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
     tracing::info!("shutting down: ending every room");
     rooms.end_all();
+    pool.shutdown();
     origin_cancel.cancel();
     // Give room actors a moment to tell their mixers to flush; anything left is killed when the
-    // runtime drops the child handles (kill_on_drop), so no mixer outlives serve.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // runtime drops the child handles (kill_on_drop), and every mixer has PR_SET_PDEATHSIG, so
+    // no mixer outlives serve even if serve is killed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
+}
+
+/// `[mixer] binary`, or this very executable.
+fn mixer_binary(config: &Config) -> anyhow::Result<std::path::PathBuf> {
+    Ok(if config.mixer.binary.is_empty() {
+        std::env::current_exe().context("cannot find this executable to run mixers")?
+    } else {
+        config.mixer.binary.clone().into()
+    })
+}
+
+/// Rolling upgrade: SIGHUP re-reads the config (file, env, flags as at startup) and points new
+/// rooms at its `[mixer] binary`. Live rooms keep their mixer until they end.
+async fn reload_on_sighup(args: ServeArgs, pool: MixerPool) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; mixer binary reload disabled");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match load_config(&args).and_then(|c| mixer_binary(&c)) {
+            Ok(binary) => {
+                tracing::info!(binary = %binary.display(), "SIGHUP: reloaded the mixer binary setting");
+                pool.set_binary(binary);
+            }
+            Err(e) => tracing::warn!("SIGHUP: config not reloaded: {e:#}"),
+        }
+    }
+}
+
+/// Graceful drain: the first SIGTERM/SIGINT stops admitting (`/readyz` 503, no new rooms or
+/// broadcasts); live rooms stream on until none is left, `drain_timeout` passes, or a second
+/// signal says "now". Returns when serve should stop.
+async fn drain(pool: &MixerPool, drain_timeout: Duration) {
+    let mut signals = Signals::new();
+    signals.next().await;
+    pool.start_draining();
+    tracing::info!(
+        timeout_secs = drain_timeout.as_secs(),
+        "draining: admitting nothing new; waiting for live rooms to end (signal again to stop now)"
+    );
+    tokio::select! {
+        _ = pool.wait_idle() => tracing::info!("drained: no room is live"),
+        _ = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!("drain deadline reached; stopping the rooms still live");
+        }
+        _ = signals.next() => tracing::warn!("second signal: stopping now"),
+    }
+}
+
+/// SIGTERM and SIGINT, any number of times.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn next(&mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => {}
+            _ = recv(&mut self.int) => {}
+        }
+    }
 }
 
 /// Binds the built-in origin's RTMP listener (when enabled) and records the bound address, so
@@ -139,14 +243,4 @@ async fn start_origin(
         origin.rtmp_addr()
     );
     Ok(Some(origin))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }

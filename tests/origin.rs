@@ -318,6 +318,18 @@ async fn a_room_without_outputs_is_served_as_http_flv_and_rtmp_by_the_builtin_or
     )
     .await?;
     assert!(lingering.chunk().await?.is_some());
+    // The first SIGTERM drains (the live room and its viewer go on, see tests/pool.rs); the
+    // second one stops now.
+    serve.signal("TERM")?;
+    eventually("draining", Duration::from_secs(5), || async {
+        let response = api.http().get(api.url("/readyz")).send().await?;
+        Ok((response.status() == 503).then_some(()))
+    })
+    .await?;
+    assert!(
+        lingering.chunk().await?.is_some(),
+        "the viewer stopped during the drain"
+    );
     let status = tokio::task::block_in_place(|| serve.terminate())?;
     assert!(status.success(), "{status}");
 

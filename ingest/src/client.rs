@@ -270,27 +270,36 @@ impl WhipPublisher {
     }
 
     async fn delete_resource(&self) -> Result<(), IngestError> {
-        let mut request = self.http.delete(self.resource.clone());
-        if !self.token.is_empty() {
-            request = request.header(AUTHORIZATION, format!("Bearer {}", self.token));
-        }
-        let response = request.send().await.map_err(|e| {
-            IngestError::Whip(format!(
-                "DELETE {}: {}",
-                redact_query(&self.resource),
-                e.without_url()
-            ))
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            let body = response.text().await.unwrap_or_default();
-            Err(IngestError::Http {
-                status: status.as_u16(),
-                body: truncate_body(&body),
-            })
-        }
+        delete_resource(&self.http, &self.resource, &self.token).await
+    }
+}
+
+/// DELETE on a WHIP/WHEP session resource.
+pub(crate) async fn delete_resource(
+    http: &reqwest::Client,
+    resource: &Url,
+    token: &str,
+) -> Result<(), IngestError> {
+    let mut request = http.delete(resource.clone());
+    if !token.is_empty() {
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = request.send().await.map_err(|e| {
+        IngestError::Whip(format!(
+            "DELETE {}: {}",
+            redact_query(resource),
+            e.without_url()
+        ))
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        let body = response.text().await.unwrap_or_default();
+        Err(IngestError::Http {
+            status: status.as_u16(),
+            body: truncate_body(&body),
+        })
     }
 }
 
@@ -309,7 +318,7 @@ impl Drop for WhipPublisher {
     }
 }
 
-async fn new_peer_connection() -> Result<RTCPeerConnection, IngestError> {
+pub(crate) async fn new_peer_connection() -> Result<RTCPeerConnection, IngestError> {
     let mut media_engine = MediaEngine::default();
     register_codecs(&mut media_engine)?;
     // The NACK responder retransmits what the server's NACK generator asks for.
@@ -374,13 +383,13 @@ fn spawn_rtcp_reader(sender: Arc<RTCRtpSender>, keyframes: Option<Arc<Mutex<mpsc
 }
 
 /// Creates the offer and waits for gathering so it carries every candidate.
-async fn local_offer(pc: &RTCPeerConnection) -> Result<String, IngestError> {
+pub(crate) async fn local_offer(pc: &RTCPeerConnection) -> Result<String, IngestError> {
     let offer = pc.create_offer(None).await?;
     set_local_and_gather(pc, offer).await
 }
 
 /// POSTs the offer; returns the absolute session URL and the SDP answer.
-async fn post_offer(
+pub(crate) async fn post_offer(
     http: &reqwest::Client,
     url: &Url,
     token: &str,

@@ -264,6 +264,36 @@ pub(crate) fn check_offer(sdp: &SessionDescription) -> Result<OfferSummary, Inge
     Ok(summary)
 }
 
+/// Which media kinds a WHEP (subscribe) offer wants to receive: its audio/video sections that
+/// are enabled and recvonly or sendrecv. An offer that receives nothing is an error.
+pub(crate) fn check_subscribe_offer(
+    sdp: &SessionDescription,
+) -> Result<Vec<MediaKind>, IngestError> {
+    let mut kinds = Vec::new();
+    let mut media_sections = 0;
+    for media in &sdp.media_descriptions {
+        let kind = match media.media_name.media.to_ascii_lowercase().as_str() {
+            "audio" => MediaKind::Audio,
+            "video" => MediaKind::Video,
+            _ => continue,
+        };
+        media_sections += 1;
+        let receives = !(media.has_attribute("sendonly") || media.has_attribute("inactive"));
+        if media.media_name.port.value != 0 && receives && !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    if media_sections == 0 {
+        return Err(IngestError::NoMedia);
+    }
+    if kinds.is_empty() {
+        return Err(IngestError::InvalidSdp(
+            "the offer receives no media; a WHEP offer needs recvonly audio and/or video sections (addTransceiver('video', {direction: 'recvonly'}))".into(),
+        ));
+    }
+    Ok(kinds)
+}
+
 fn section_label(media: &MediaDescription, index: usize, kind: MediaKind) -> String {
     let kind = match kind {
         MediaKind::Audio => "audio",

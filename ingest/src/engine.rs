@@ -17,25 +17,71 @@ use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
+use webrtc::track::track_local::TrackLocal;
 
 use crate::answer::repair_answer;
-use crate::codec::{check_offer, parse_sdp, register_codecs};
+use crate::codec::{check_offer, check_subscribe_offer, parse_sdp, register_codecs, MediaKind};
 use crate::error::IngestError;
 use crate::forward::ForwardSockets;
 use crate::gather::set_local_and_gather;
 use crate::naming::new_session_id;
 use crate::redact::redact_sdp;
 use crate::session::{PeerSession, SessionEvent};
+use crate::sfu_track::SfuTrack;
+use crate::subscription::{Subscription, SubscriptionEvent};
 
 /// Longest we wait for ICE gathering before answering (non-trickle WHIP needs every candidate
 /// in the answer). Host-only gathering normally takes a few milliseconds.
 /// A session whose publisher has not connected by then is closed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// ICE consent: "disconnected" after this long without traffic from the publisher...
-const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(5);
-/// ...and "failed" (session closed, `Closed` sent) after this much more.
-const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(10);
-const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How fast a peer that vanished without leaving (browser killed, network gone) is noticed.
+///
+/// ICE marks the connection "disconnected" after `disconnected` without any packet from the
+/// peer (media, RTCP or STUN), and "failed" (session closed, `Closed` sent) when the silence
+/// lasts `disconnected + failed`. Our side sends a STUN consent check every `keepalive`, and
+/// the peer's answers count as traffic, so even a fully muted browser (which still sends RTCP
+/// about once a second and its own consent checks every few seconds) is never silent that
+/// long. While connecting, ICE also gives up after `disconnected + failed` of checking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IceTimeouts {
+    pub disconnected: Duration,
+    pub failed: Duration,
+    pub keepalive: Duration,
+}
+
+impl Default for IceTimeouts {
+    /// A vanished peer is closed ~3.5 s after its last packet (3 s + one check interval),
+    /// inside the 5 s product bound with room for the mixer to drop its tile.
+    fn default() -> Self {
+        Self {
+            disconnected: Duration::from_millis(2000),
+            failed: Duration::from_millis(1000),
+            keepalive: Duration::from_millis(500),
+        }
+    }
+}
+
+impl IceTimeouts {
+    pub fn validate(&self) -> Result<(), IngestError> {
+        let ms = |d: Duration| d.as_millis();
+        if self.disconnected.is_zero() || self.failed.is_zero() || self.keepalive.is_zero() {
+            return Err(IngestError::InvalidConfig(
+                "ICE timeouts must all be greater than zero".into(),
+            ));
+        }
+        if self.keepalive >= self.disconnected {
+            return Err(IngestError::InvalidConfig(format!(
+                "the ICE keepalive ({} ms) must be shorter than the disconnected timeout ({} ms), or every pause in traffic counts as a disconnect",
+                ms(self.keepalive),
+                ms(self.disconnected)
+            )));
+        }
+        Ok(())
+    }
+}
 
 /// Network settings of the ingest engine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,6 +94,8 @@ pub struct IngestConfig {
     pub public_ips: Vec<String>,
     /// Include loopback candidates (needed when publisher and server share a machine).
     pub include_loopback: bool,
+    /// How fast vanished publishers and subscribers are noticed.
+    pub ice: IceTimeouts,
 }
 
 impl IngestConfig {
@@ -60,6 +108,7 @@ impl IngestConfig {
                 )));
             }
         }
+        self.ice.validate()?;
         for ip in &self.public_ips {
             if ip.parse::<IpAddr>().is_err() {
                 return Err(IngestError::InvalidConfig(format!(
@@ -103,9 +152,9 @@ impl IngestEngine {
             setting_engine.set_nat_1to1_ips(config.public_ips.clone(), RTCIceCandidateType::Srflx);
         }
         setting_engine.set_ice_timeouts(
-            Some(ICE_DISCONNECTED_TIMEOUT),
-            Some(ICE_FAILED_TIMEOUT),
-            Some(ICE_KEEPALIVE_INTERVAL),
+            Some(config.ice.disconnected),
+            Some(config.ice.failed),
+            Some(config.ice.keepalive),
         );
         let api = build_api(setting_engine)?;
         let sockets = ForwardSockets::bind().map_err(|e| {
@@ -151,6 +200,10 @@ impl IngestEngine {
             match negotiate(&pc, offer).await {
                 Ok(answer) => {
                     let answer = repair_answer(&answer);
+                    let mut kinds: Vec<MediaKind> =
+                        summary.accepted.iter().map(|c| c.kind()).collect();
+                    kinds.dedup();
+                    session.set_published_kinds(kinds);
                     session.spawn_connect_watchdog(CONNECT_TIMEOUT);
                     trace!(answer = %redact_sdp(&answer), "answer");
                     Ok((session, answer, events))
@@ -158,6 +211,83 @@ impl IngestEngine {
                 Err(e) => {
                     debug!("negotiation failed: {e}");
                     session.close().await;
+                    Err(e)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl IngestEngine {
+    /// Takes a WHEP offer (recvonly audio and/or video) for the media `source` publishes;
+    /// returns the subscription, the complete answer and the subscription's events. Media
+    /// flows once the owner calls [`PeerSession::add_subscription`] and the subscriber
+    /// connects; the source's codec (as negotiated with it) is sent unchanged.
+    pub async fn accept_subscription(
+        &self,
+        offer_sdp: &str,
+        source: &PeerSession,
+    ) -> Result<(Subscription, String, mpsc::Receiver<SubscriptionEvent>), IngestError> {
+        let parsed = parse_sdp(offer_sdp)?;
+        let wanted = check_subscribe_offer(&parsed)?;
+        let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+            .map_err(|e| IngestError::InvalidSdp(e.to_string()))?;
+        let id = new_session_id();
+        let span = tracing::info_span!(parent: None, "subscription", subscription = %id, source = %source.id());
+        async {
+            let pc = Arc::new(
+                self.inner
+                    .api
+                    .new_peer_connection(RTCConfiguration::default())
+                    .await?,
+            );
+            let published = source.published_kinds();
+            let kinds: Vec<MediaKind> = [MediaKind::Audio, MediaKind::Video]
+                .into_iter()
+                .filter(|k| wanted.contains(k) && published.contains(k))
+                .collect();
+            info!(?kinds, "subscription offer accepted for negotiation");
+            let tracks: Vec<Arc<SfuTrack>> = kinds
+                .iter()
+                .map(|&kind| Arc::new(SfuTrack::new(kind, source.id())))
+                .collect();
+            let (subscription, events) = Subscription::new(
+                id.clone(),
+                source,
+                Arc::clone(&pc),
+                tracks.clone(),
+                Span::current(),
+            );
+            let result = async {
+                // Added before the offer is applied so webrtc-rs pairs them with the offer's
+                // recvonly sections.
+                for track in &tracks {
+                    let local: Arc<dyn TrackLocal + Send + Sync> = Arc::clone(track) as _;
+                    let transceiver = pc
+                        .add_transceiver_from_track(
+                            local,
+                            Some(RTCRtpTransceiverInit {
+                                direction: RTCRtpTransceiverDirection::Sendonly,
+                                send_encodings: vec![],
+                            }),
+                        )
+                        .await?;
+                    subscription.spawn_rtcp_reader(transceiver.sender().await, track.kind());
+                }
+                negotiate(&pc, offer).await
+            }
+            .await;
+            match result {
+                Ok(answer) => {
+                    subscription.spawn_connect_watchdog(CONNECT_TIMEOUT);
+                    trace!(answer = %redact_sdp(&answer), "subscription answer");
+                    Ok((subscription, answer, events))
+                }
+                Err(e) => {
+                    debug!("subscription negotiation failed: {e}");
+                    subscription.close().await;
                     Err(e)
                 }
             }

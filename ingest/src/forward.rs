@@ -11,11 +11,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 
 use crate::codec::{CodecName, MediaKind};
 use crate::keyframe::{KeyframeThrottle, KEYFRAME_MIN_INTERVAL};
+use crate::sfu_track::SfuTrack;
 
 /// Where one track's RTP goes.
 ///
@@ -26,8 +28,9 @@ use crate::keyframe::{KeyframeThrottle, KEYFRAME_MIN_INTERVAL};
 pub enum ForwardTarget {
     /// Raw RTP over UDP, e.g. to a mixer's udpsrc. Payload type and SSRC are unchanged.
     Udp(SocketAddr),
-    /// Another peer connection's outgoing track (the SFU return path). webrtc-rs rewrites SSRC
-    /// and payload type per subscriber binding.
+    /// Another peer connection's outgoing track. webrtc-rs rewrites SSRC and payload type per
+    /// binding; the publisher's header extensions are stripped first. (Subscriptions use their
+    /// own multi-codec track instead, see `PeerSession::add_subscription`.)
     Rtp(Arc<TrackLocalStaticRTP>),
 }
 
@@ -54,6 +57,13 @@ pub(crate) struct TrackForwarder {
     bytes_forwarded: AtomicU64,
     packets_dropped: AtomicU64,
     keyframe_requests: AtomicU64,
+    /// Packets sent to subscriptions (counted once per subscription).
+    subscriber_packets: AtomicU64,
+    /// Time from the packet's arrival (read returned) until every subscriber write returned:
+    /// the delay forwarding adds inside serve. Sum and max in microseconds.
+    forward_delay_us_sum: AtomicU64,
+    forward_delay_us_max: AtomicU64,
+    forward_delay_samples: AtomicU64,
     /// Control-path only (never touched per packet), so a plain mutex is fine.
     keyframe_throttle: Mutex<KeyframeThrottle>,
     state: AtomicU8,
@@ -76,6 +86,10 @@ impl TrackForwarder {
             bytes_forwarded: AtomicU64::new(0),
             packets_dropped: AtomicU64::new(0),
             keyframe_requests: AtomicU64::new(0),
+            subscriber_packets: AtomicU64::new(0),
+            forward_delay_us_sum: AtomicU64::new(0),
+            forward_delay_us_max: AtomicU64::new(0),
+            forward_delay_samples: AtomicU64::new(0),
             keyframe_throttle: Mutex::new(KeyframeThrottle::new(KEYFRAME_MIN_INTERVAL)),
             state: AtomicU8::new(STATE_PENDING),
         }
@@ -120,31 +134,59 @@ impl TrackForwarder {
         self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Sends one packet to every current target. `raw` is the marshalled packet for UDP
-    /// targets; `packet` is the parsed form track targets need. Never waits on a full socket:
-    /// a packet that cannot be sent right now is dropped and counted.
+    /// Sends one packet to every current target and subscription. `raw` is the marshalled
+    /// packet for UDP targets; `packet` is the parsed form track targets need. Never waits on a
+    /// full socket: a packet that cannot be sent right now is dropped and counted.
     pub async fn forward(
         &self,
         sockets: &ForwardSockets,
         raw: &[u8],
         packet: &webrtc::rtp::packet::Packet,
+        subscribers: &[Arc<SfuTrack>],
+        source_codec: &RTCRtpCodecCapability,
+        arrived: Instant,
     ) {
         self.packets_received.fetch_add(1, Ordering::Relaxed);
         self.bytes_received
             .fetch_add(raw.len() as u64, Ordering::Relaxed);
         let targets = self.targets.load();
+        let needs_rtp =
+            !subscribers.is_empty() || targets.iter().any(|t| matches!(t, ForwardTarget::Rtp(_)));
+        // Header extension ids are negotiated per connection: the publisher's would be
+        // misread by a subscriber. The mixer (UDP) gets the packet unchanged.
+        let stripped = needs_rtp.then(|| without_extensions(packet));
         for target in targets.iter() {
-            let sent = match target {
-                ForwardTarget::Udp(addr) => sockets.try_send_to(raw, *addr).is_ok(),
-                ForwardTarget::Rtp(track) => track.write_rtp(packet).await.is_ok(),
+            let sent = match (target, &stripped) {
+                (ForwardTarget::Udp(addr), _) => sockets.try_send_to(raw, *addr).is_ok(),
+                (ForwardTarget::Rtp(track), Some(p)) => track.write_rtp(p).await.is_ok(),
+                (ForwardTarget::Rtp(_), None) => false,
             };
-            if sent {
-                self.packets_forwarded.fetch_add(1, Ordering::Relaxed);
-                self.bytes_forwarded
-                    .fetch_add(raw.len() as u64, Ordering::Relaxed);
-            } else {
-                self.packets_dropped.fetch_add(1, Ordering::Relaxed);
+            self.count_sent(sent, raw.len());
+        }
+        if let Some(p) = &stripped {
+            for subscriber in subscribers {
+                let sent = subscriber.write(p, source_codec, raw.len()).await;
+                if sent {
+                    self.subscriber_packets.fetch_add(1, Ordering::Relaxed);
+                }
+                self.count_sent(sent, raw.len());
             }
+            if !subscribers.is_empty() {
+                let us = arrived.elapsed().as_micros() as u64;
+                self.forward_delay_us_sum.fetch_add(us, Ordering::Relaxed);
+                self.forward_delay_us_max.fetch_max(us, Ordering::Relaxed);
+                self.forward_delay_samples.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn count_sent(&self, sent: bool, len: usize) {
+        if sent {
+            self.packets_forwarded.fetch_add(1, Ordering::Relaxed);
+            self.bytes_forwarded
+                .fetch_add(len as u64, Ordering::Relaxed);
+        } else {
+            self.packets_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -168,6 +210,10 @@ impl TrackForwarder {
             bytes_forwarded: self.bytes_forwarded.load(Ordering::Relaxed),
             packets_dropped: self.packets_dropped.load(Ordering::Relaxed),
             keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
+            subscriber_packets: self.subscriber_packets.load(Ordering::Relaxed),
+            forward_delay_us_sum: self.forward_delay_us_sum.load(Ordering::Relaxed),
+            forward_delay_us_max: self.forward_delay_us_max.load(Ordering::Relaxed),
+            forward_delay_samples: self.forward_delay_samples.load(Ordering::Relaxed),
         }
     }
 }
@@ -193,6 +239,23 @@ pub struct TrackStats {
     pub packets_dropped: u64,
     /// PLIs actually sent to the publisher (after throttling).
     pub keyframe_requests: u64,
+    /// Packets sent to subscriptions (once per subscription).
+    pub subscriber_packets: u64,
+    /// Forwarding delay inside serve for packets with subscribers: arrival (read returned) to
+    /// the last subscriber write returned. Sum and max in µs over `forward_delay_samples`.
+    pub forward_delay_us_sum: u64,
+    pub forward_delay_us_max: u64,
+    pub forward_delay_samples: u64,
+}
+
+/// The packet without the publisher's header extensions (payload shared, not copied).
+fn without_extensions(packet: &webrtc::rtp::packet::Packet) -> webrtc::rtp::packet::Packet {
+    let mut out = packet.clone();
+    out.header.extension = false;
+    out.header.extension_profile = 0;
+    out.header.extensions.clear();
+    out.header.extensions_padding = 0;
+    out
 }
 
 /// Per-session counters, a snapshot.

@@ -4,7 +4,11 @@
 //!   offer into a [`PeerSession`] plus a complete (non-trickle) answer. Each remote track's read
 //!   loop forwards RTP straight to its [`ForwardTarget`]s; control events arrive on a bounded
 //!   channel of [`SessionEvent`]s.
-//! - Client side: [`WhipPublisher`], a real sendonly WHIP publisher.
+//! - SFU return path (WHEP): [`IngestEngine::accept_subscription`] answers a recvonly offer
+//!   with one publisher's tracks; [`PeerSession::add_subscription`] makes that publisher's read
+//!   loops feed it (next to the mixer's UDP targets, never replacing them).
+//! - Client side: [`WhipPublisher`], a real sendonly WHIP publisher, and [`WhepSubscriber`], a
+//!   recvonly WHEP client that counts what it receives and can ask for keyframes.
 //!
 //! Only VP8, H.264 (packetization-mode=1) and Opus are negotiated.
 
@@ -18,15 +22,23 @@ mod gather;
 mod keyframe;
 mod naming;
 mod redact;
+mod rtp_keyframe;
 mod session;
+mod sfu_track;
+mod subscriber;
+mod subscription;
 mod whip;
 
 pub use client::{PublishMedia, WhipPublisher};
 pub use codec::{CodecName, MediaKind};
-pub use engine::{IngestConfig, IngestEngine};
+pub use engine::{IceTimeouts, IngestConfig, IngestEngine};
 pub use error::IngestError;
 pub use forward::{ForwardTarget, SessionStats, TrackStats};
+pub use rtp_keyframe::starts_keyframe;
 pub use session::{PeerSession, SessionEvent, TrackInfo};
+pub use sfu_track::SfuTrackStats;
+pub use subscriber::{KindStats, ReceivedStats, WhepSubscriber};
+pub use subscription::{Subscription, SubscriptionEvent, SubscriptionStats};
 
 #[cfg(test)]
 mod tests {
@@ -37,6 +49,8 @@ mod tests {
         assert_send_sync::<crate::IngestEngine>();
         assert_send_sync::<crate::PeerSession>();
         assert_send_sync::<crate::WhipPublisher>();
+        assert_send_sync::<crate::WhepSubscriber>();
+        assert_send_sync::<crate::Subscription>();
         assert_send_sync::<crate::IngestError>();
     }
 }

@@ -8,15 +8,16 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
 use webrtc::rtp_transceiver::RTCRtpTransceiver;
 use webrtc::track::track_remote::TrackRemote;
 use webrtc::util::Marshal;
@@ -24,6 +25,11 @@ use webrtc::util::Marshal;
 use crate::codec::{CodecName, MediaKind};
 use crate::forward::{ForwardSockets, ForwardTarget, SessionStats, TrackForwarder};
 use crate::naming::choose_track_id;
+use crate::sfu_track::SfuTrack;
+use crate::subscription::Subscription;
+
+/// The subscriptions' outgoing tracks of one media kind, read once per packet.
+type SubscriberSinks = Arc<ArcSwap<Vec<Arc<SfuTrack>>>>;
 
 /// Capacity of a session's event channel. A session produces a handful of events in its life
 /// (connected, one start/end per track, closed), so this only fills if nobody reads.
@@ -72,7 +78,7 @@ impl std::fmt::Debug for PeerSession {
     }
 }
 
-struct SessionShared {
+pub(crate) struct SessionShared {
     /// Random, URL-safe.
     id: String,
     pc: Arc<RTCPeerConnection>,
@@ -86,6 +92,12 @@ struct SessionShared {
     /// Guards the single `Closed` event.
     closed_reported: AtomicBool,
     connected_reported: AtomicBool,
+    /// Media kinds the publisher's offer sends (set once negotiation succeeded).
+    published: OnceLock<Vec<MediaKind>>,
+    /// Subscriptions by id (control path), and the per-kind sink lists built from them.
+    subscriptions: Mutex<Vec<Subscription>>,
+    audio_sinks: SubscriberSinks,
+    video_sinks: SubscriberSinks,
     span: Span,
 }
 
@@ -108,6 +120,10 @@ impl PeerSession {
             closing: AtomicBool::new(false),
             closed_reported: AtomicBool::new(false),
             connected_reported: AtomicBool::new(false),
+            published: OnceLock::new(),
+            subscriptions: Mutex::new(Vec::new()),
+            audio_sinks: Arc::default(),
+            video_sinks: Arc::default(),
             span,
         });
         install_callbacks(&shared);
@@ -116,6 +132,66 @@ impl PeerSession {
 
     pub fn id(&self) -> &str {
         &self.shared.id
+    }
+
+    pub(crate) fn from_shared(shared: Arc<SessionShared>) -> Self {
+        Self { shared }
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<SessionShared> {
+        Arc::downgrade(&self.shared)
+    }
+
+    pub(crate) fn set_published_kinds(&self, kinds: Vec<MediaKind>) {
+        let _ = self.shared.published.set(kinds);
+    }
+
+    /// Media kinds this publisher negotiated to send (audio, video or both).
+    pub fn published_kinds(&self) -> Vec<MediaKind> {
+        self.shared.published.get().cloned().unwrap_or_default()
+    }
+
+    /// Starts forwarding this publisher's media to `subscription` (created for this session
+    /// with `IngestEngine::accept_subscription`). Independent of `set_forward_targets`: the
+    /// mixer's targets and the subscriptions never replace each other.
+    pub fn add_subscription(&self, subscription: &Subscription) {
+        let mut list = self.shared.lock_subscriptions();
+        if list.iter().any(|s| s.id() == subscription.id()) {
+            return;
+        }
+        list.push(subscription.clone());
+        self.shared.rebuild_sinks(&list);
+        debug!(parent: &self.shared.span, subscription = %subscription.id(), "subscription added");
+    }
+
+    /// Stops forwarding to a subscription (it is not closed here). Unknown ids are ignored.
+    pub fn remove_subscription(&self, subscription_id: &str) {
+        let mut list = self.shared.lock_subscriptions();
+        let before = list.len();
+        list.retain(|s| s.id() != subscription_id);
+        if list.len() != before {
+            self.shared.rebuild_sinks(&list);
+            debug!(parent: &self.shared.span, subscription = %subscription_id, "subscription removed");
+        }
+    }
+
+    /// Number of subscriptions currently fed by this session.
+    pub fn subscription_count(&self) -> usize {
+        self.shared.lock_subscriptions().len()
+    }
+
+    /// Asks for a keyframe on every live video track (throttled per track).
+    pub async fn request_video_keyframe(&self) {
+        let video: Vec<String> = self
+            .shared
+            .lock_tracks()
+            .values()
+            .filter(|t| t.kind() == Some(MediaKind::Video) && t.is_live())
+            .map(|t| t.track_id.clone())
+            .collect();
+        for track_id in video {
+            self.request_keyframe(&track_id).await;
+        }
     }
 
     /// Replaces where this track's RTP goes (UDP). Takes effect from the next packet.
@@ -207,6 +283,25 @@ impl PeerSession {
 }
 
 impl SessionShared {
+    fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<Subscription>> {
+        self.subscriptions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn rebuild_sinks(&self, subscriptions: &[Subscription]) {
+        for (kind, sinks) in [
+            (MediaKind::Audio, &self.audio_sinks),
+            (MediaKind::Video, &self.video_sinks),
+        ] {
+            let tracks: Vec<Arc<SfuTrack>> = subscriptions
+                .iter()
+                .flat_map(|s| s.tracks().iter())
+                .filter(|t| t.kind() == kind)
+                .cloned()
+                .collect();
+            sinks.store(Arc::new(tracks));
+        }
+    }
+
     fn lock_tracks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TrackForwarder>>> {
         // A panic elsewhere while holding the lock leaves the map consistent (single inserts).
         self.tracks.lock().unwrap_or_else(|p| p.into_inner())
@@ -323,10 +418,16 @@ impl SessionShared {
             )
         });
         self.emit(SessionEvent::TrackStarted(info));
+        let sinks = match kind {
+            MediaKind::Audio => Arc::clone(&self.audio_sinks),
+            MediaKind::Video => Arc::clone(&self.video_sinks),
+        };
         tokio::spawn(
             read_loop(
                 track,
                 forwarder,
+                sinks,
+                params.capability,
                 Arc::clone(&self.sockets),
                 self.events.clone(),
                 Arc::downgrade(self),
@@ -376,6 +477,8 @@ fn install_callbacks(shared: &Arc<SessionShared>) {
 async fn read_loop(
     track: Arc<TrackRemote>,
     forwarder: Arc<TrackForwarder>,
+    subscribers: SubscriberSinks,
+    codec: RTCRtpCodecCapability,
     sockets: Arc<ForwardSockets>,
     events: mpsc::Sender<SessionEvent>,
     session: Weak<SessionShared>,
@@ -386,9 +489,22 @@ async fn read_loop(
     loop {
         match track.read(&mut read_buf).await {
             Ok((packet, _attributes)) => {
+                let arrived = Instant::now();
                 consecutive_errors = 0;
                 match packet.marshal_to(&mut raw) {
-                    Ok(len) => forwarder.forward(&sockets, &raw[..len], &packet).await,
+                    Ok(len) => {
+                        let subscribers = subscribers.load();
+                        forwarder
+                            .forward(
+                                &sockets,
+                                &raw[..len],
+                                &packet,
+                                &subscribers,
+                                &codec,
+                                arrived,
+                            )
+                            .await
+                    }
                     Err(_) => forwarder.count_dropped(),
                 }
             }

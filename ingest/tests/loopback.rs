@@ -213,6 +213,7 @@ async fn port_range_and_public_ip_show_up_in_the_answer_and_still_connect() {
         udp_ports: Some((41_000, 41_100)),
         public_ips: vec!["203.0.113.7".into()],
         include_loopback: true,
+        ..Default::default()
     })
     .unwrap();
     let mut publisher = RawPublisher::new(vp8()).await.unwrap();

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::whip_server;
+
 use std::sync::Arc;
 
 use common::*;
@@ -126,4 +128,120 @@ async fn rtp_reaches_a_subscriber_through_track_local_static_rtp() {
     for pc in [&server_side, &viewer, &publisher.pc] {
         let _ = pc.close().await;
     }
+}
+
+/// WHEP end to end inside ingest: a publisher sending H.264 (profile 42e01f, its payload type
+/// 125) and Opus; a `WhepSubscriber` (which numbers 42e01f as 106) receives both with its own
+/// payload types and SSRCs, and its PLI reaches the publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_subscriber_gets_the_publishers_media_and_its_pli_reaches_the_publisher(
+) -> anyhow::Result<()> {
+    use costream_ingest::{CodecName, WhepSubscriber};
+    use std::time::{Duration, Instant};
+
+    init_tracing();
+    let server = whip_server::TestWhipServer::start().await;
+    let mut publisher = RawPublisher::with_video_fmtp(
+        webrtc::api::media_engine::MIME_TYPE_H264,
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+    )
+    .await?;
+    let (session, mut events) = engine_session(&server.engine, &publisher).await?;
+    server
+        .sessions
+        .lock()
+        .unwrap()
+        .insert(session.id().to_owned(), session.clone());
+    // Subscribed before any media: the codec is only known once packets arrive.
+    let subscriber = WhepSubscriber::connect(
+        &format!("http://{}/whep/{}", server.addr, session.id()),
+        whip_server::TOKEN,
+    )
+    .await?;
+    assert_eq!(session.subscription_count(), 1);
+    let media = publisher.spawn_media();
+    publisher.wait_connected().await?;
+    let mut seen = Vec::new();
+    let SessionEvent::TrackStarted(video) = wait_event(
+        &mut events,
+        &mut seen,
+        |e| matches!(e, SessionEvent::TrackStarted(t) if t.kind == MediaKind::Video),
+    )
+    .await?
+    else {
+        unreachable!()
+    };
+    assert_eq!(video.codec, CodecName::H264);
+    assert_eq!(video.payload_type, 125, "the publisher's own numbering");
+
+    let deadline = Instant::now() + WAIT;
+    let stats = loop {
+        let stats = subscriber.stats();
+        if stats.video.packets >= 50 && stats.audio.packets >= 20 {
+            break stats;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "subscriber got too little: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(stats.video.mime_type.as_deref(), Some("video/H264"));
+    assert_eq!(stats.video.payload_type, Some(106), "{stats:?}");
+    assert_ne!(stats.video.ssrc, Some(video.ssrc), "SSRC rewritten");
+    assert_eq!(stats.audio.payload_type, Some(111), "{stats:?}");
+
+    // The subscriber's PLI reaches the publisher (past the 500 ms throttle of the PLI sent
+    // when the subscriber connected).
+    while publisher.plis.try_recv().is_ok() {}
+    let before = session
+        .stats()
+        .tracks
+        .iter()
+        .find(|t| t.track_id == video.track_id)
+        .map_or(0, |t| t.keyframe_requests);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        subscriber.request_keyframe().await?;
+        if let Ok(Some(ssrc)) =
+            tokio::time::timeout(Duration::from_millis(200), publisher.plis.recv()).await
+        {
+            assert_eq!(ssrc, video.ssrc);
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the subscriber's PLI never arrived"
+        );
+    }
+    // Counted once the RTCP write returned, which may be just after the publisher read it.
+    let video_stats = || {
+        session
+            .stats()
+            .tracks
+            .into_iter()
+            .find(|t| t.track_id == video.track_id)
+            .unwrap()
+    };
+    let deadline = Instant::now() + WAIT;
+    while video_stats().keyframe_requests <= before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let track = video_stats();
+    assert!(track.keyframe_requests > before, "{track:?}");
+    assert!(track.subscriber_packets > 0, "{track:?}");
+    println!(
+        "MEASURE sfu_forward_delay_us_avg={} max={} samples={}",
+        track.forward_delay_us_sum / track.forward_delay_samples.max(1),
+        track.forward_delay_us_max,
+        track.forward_delay_samples
+    );
+
+    // DELETE ends it; the publisher stops feeding it.
+    subscriber.leave().await?;
+    assert_eq!(session.subscription_count(), 0);
+    media.abort();
+    session.close().await;
+    let _ = publisher.pc.close().await;
+    Ok(())
 }

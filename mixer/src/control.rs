@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::layout::{CustomTile, LayoutSpec};
+
 /// Output video settings of one room's mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VideoSpec {
@@ -101,8 +103,50 @@ pub enum Command {
     },
     /// Stop mixing an input; its tile disappears and the layout closes up.
     RemoveInput { input_id: String },
+    /// Switch the layout while live: applied between two output frames, no reconnect, no
+    /// keyframe. Sent after `Start` (also to a replacement mixer) and whenever the host changes it.
+    SetLayout { layout: LayoutSpec },
+    /// A participant's level in the mix (the host's controls): kept for inputs added later.
+    SetAudio {
+        participant_id: String,
+        #[serde(flatten)]
+        audio: AudioMix,
+    },
     /// Send EOS, stop every output, exit 0.
     Shutdown,
+}
+
+/// How loud one participant is in the program.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AudioMix {
+    /// Linear gain, 0.0 ..= MAX_GAIN (1.0 = as sent).
+    pub gain: f64,
+    pub muted: bool,
+}
+
+impl AudioMix {
+    /// +12 dB: enough to lift a quiet microphone, not enough to turn a mistake into noise.
+    pub const MAX_GAIN: f64 = 4.0;
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=Self::MAX_GAIN).contains(&self.gain) {
+            return Err(format!(
+                "gain must be between 0 and {} (got {})",
+                Self::MAX_GAIN,
+                self.gain
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for AudioMix {
+    fn default() -> Self {
+        Self {
+            gain: 1.0,
+            muted: false,
+        }
+    }
 }
 
 /// State of one RTMP output, as the API reports it.
@@ -120,8 +164,18 @@ pub enum OutputState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// The pipeline is PLAYING (answer to `Start`).
-    Ready,
+    /// First line of every mixer, before any `Start`: GStreamer is initialized and the plugins a
+    /// room needs are loaded, so this process is warm and a `Start` costs only the pipeline.
+    /// serve keeps such processes in its warm pool.
+    Hello { version: String, binary: String },
+    /// The pipeline is PLAYING (answer to `Start`). `version` and `binary` say which mixer build
+    /// runs this room (rolling upgrades run several side by side).
+    Ready {
+        #[serde(default)]
+        version: String,
+        #[serde(default)]
+        binary: String,
+    },
     /// The mixer listens for this input's RTP on `127.0.0.1:rtp_port` (UDP).
     InputReady { input_id: String, rtp_port: u16 },
     /// The input's element chain is gone (answer to `RemoveInput`).
@@ -145,6 +199,11 @@ pub enum Event {
         frames_out: u64,
         /// Per output: bytes written so far (see `Event::Output`).
         outputs: Vec<OutputBytes>,
+    },
+    /// The participant the speaker/pip layouts feature by voice changed (`None`: nobody yet).
+    ActiveSpeaker {
+        #[serde(default)]
+        participant_id: Option<String>,
     },
     /// The mixer cannot go on (e.g. a missing GStreamer element); it exits after this.
     Fatal { reason: String },
@@ -211,6 +270,33 @@ mod tests {
         };
         let shown = format!("{spec:?}");
         assert!(!shown.contains("sk_secret123"), "{shown}");
+    }
+
+    #[test]
+    fn set_layout_carries_the_tagged_spec() {
+        let line = encode_line(&Command::SetLayout {
+            layout: LayoutSpec::Pip {
+                pin: Some("p1".into()),
+            },
+        });
+        assert!(
+            line.contains(r#""layout":{"type":"pip","pin":"p1"}"#),
+            "{line}"
+        );
+        let back: Command = decode_line(&line).unwrap();
+        assert!(matches!(back, Command::SetLayout { .. }));
+    }
+
+    #[test]
+    fn ready_without_identity_still_decodes() {
+        let ev: Event = decode_line(r#"{"type":"ready"}"#).unwrap();
+        assert_eq!(
+            ev,
+            Event::Ready {
+                version: String::new(),
+                binary: String::new()
+            }
+        );
     }
 
     #[test]

@@ -8,13 +8,15 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use crate::bus::input_element;
-use crate::control::{Codec, MediaKind};
+use crate::control::{AudioMix, Codec, MediaKind};
 use crate::error::MixerError;
 use crate::gst_util::{is_force_key_unit, link_chain, link_to_pad, make, request_pad};
-use crate::layout::TileRect;
+use crate::layout::Placement;
 
 /// Jitterbuffer latency: enough to reorder loopback/LAN packets, small enough for live talk.
 const JITTER_LATENCY_MS: u32 = 80;
+/// How often an audio input reports its level.
+const LEVEL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What serve tells us about one RTP stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +90,11 @@ impl InputBranch {
                 dec.set_property("plc", true);
                 let conv = make("audioconvert", &name("convert"))?;
                 let res = make("audioresample", &name("resample"))?;
-                elements.extend([depay, dec, conv, res]);
+                // Levels for the active speaker (bus messages, 10 a second; cheap).
+                let level = make("level", &name("level"))?;
+                level.set_property("interval", LEVEL_INTERVAL.as_nanos() as u64);
+                level.set_property("post-messages", true);
+                elements.extend([depay, dec, conv, res, level]);
             }
         }
         pipeline.add_many(&elements)?;
@@ -113,7 +119,8 @@ impl InputBranch {
             branch
                 .agg_pad
                 .set_property_from_str("sizing-policy", "keep-aspect-ratio");
-            // Hidden until the layout places it.
+            // Hidden until the layout places it (alpha 0 pads are skipped by the compositor).
+            branch.agg_pad.set_property("alpha", 0.0f64);
             branch.agg_pad.set_property("width", 2i32);
             branch.agg_pad.set_property("height", 2i32);
         }
@@ -158,13 +165,17 @@ impl InputBranch {
         Ok(branch)
     }
 
-    /// Places the video pad on its tile.
-    pub fn place(&self, tile: TileRect) {
-        let p = &self.agg_pad;
-        p.set_property("xpos", tile.x as i32);
-        p.set_property("ypos", tile.y as i32);
-        p.set_property("width", tile.width as i32);
-        p.set_property("height", tile.height as i32);
+    /// Sets this input's level in the audio mix (no-op for video).
+    pub fn set_audio(&self, audio: AudioMix) {
+        if self.kind() == MediaKind::Audio {
+            self.agg_pad.set_property("volume", audio.gain);
+            self.agg_pad.set_property("mute", audio.muted);
+        }
+    }
+
+    /// The compositor pad, for applying a layout between two frames (see `mixer`).
+    pub fn video_pad(&self) -> Option<&gst::Pad> {
+        (self.kind() == MediaKind::Video).then_some(&self.agg_pad)
     }
 
     /// Stops the branch and takes it out of the pipeline; the aggregator keeps running.
@@ -179,6 +190,21 @@ impl InputBranch {
         }
         self.aggregator.release_request_pad(&self.agg_pad);
         let _ = pipeline.remove_many(&self.elements);
+    }
+}
+
+/// Puts a compositor pad on its tile, or hides it (`None`).
+pub fn apply_placement(pad: &gst::Pad, placement: Option<Placement>) {
+    match placement {
+        Some(p) => {
+            pad.set_property("xpos", p.rect.x as i32);
+            pad.set_property("ypos", p.rect.y as i32);
+            pad.set_property("width", p.rect.width as i32);
+            pad.set_property("height", p.rect.height as i32);
+            pad.set_property("zorder", p.z + 1);
+            pad.set_property("alpha", 1.0f64);
+        }
+        None => pad.set_property("alpha", 0.0f64),
     }
 }
 

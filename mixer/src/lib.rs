@@ -3,6 +3,7 @@
 //! output. serve drives it with the [`control`] protocol over stdio ([`process::run_stdio`]);
 //! tests drive a [`Mixer`] in-process.
 
+pub mod active_speaker;
 pub mod bus;
 pub mod control;
 pub mod error;

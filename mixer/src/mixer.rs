@@ -4,6 +4,7 @@
 //! Locking: GStreamer streaming threads never take `State`'s lock (probes only count or send on
 //! channels), so holding it while changing element states cannot deadlock.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,13 +14,14 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use crate::bus::{classify_error, ErrorAction};
-use crate::control::{Event, MediaKind, OutputBytes, OutputSpec, OutputState, VideoSpec};
+use crate::active_speaker::{ActiveSpeaker, SpeakerTuning};
+use crate::bus::{classify_error, owner_of, ErrorAction, Owner};
+use crate::control::{AudioMix, Event, MediaKind, OutputBytes, OutputSpec, OutputState, VideoSpec};
 use crate::error::MixerError;
 use crate::gst_util::{force_key_unit_event, object_path, set_state_bounded};
-use crate::inputs::{InputBranch, InputSpec};
+use crate::inputs::{apply_placement, InputBranch, InputSpec};
 use crate::keyframe::KeyframeThrottle;
-use crate::layout::grid;
+use crate::layout::{place, LayoutSpec, Placement};
 use crate::output_state::OutputEffect;
 use crate::outputs::OutputBranch;
 use crate::pipeline::{build_core, pin_base_time, Core};
@@ -36,17 +38,26 @@ pub struct Mixer {
     watcher: Option<JoinHandle<()>>,
 }
 
+/// Tile placements waiting for the compositor's next frame, so a layout change never shows
+/// half-moved tiles (every pad changes between the same two frames).
+type PendingLayout = Arc<Mutex<Option<Vec<(gst::Pad, Option<Placement>)>>>>;
+
 struct Shared {
     core: Core,
     video: VideoSpec,
     events: Sender<Event>,
     keyframes_tx: Sender<u64>,
+    pending_layout: PendingLayout,
     state: Mutex<State>,
 }
 
 struct State {
     /// In join order (layout order).
     inputs: Vec<InputBranch>,
+    layout: LayoutSpec,
+    speaker: ActiveSpeaker,
+    /// Per participant; applies to its audio inputs, present and future.
+    audio: HashMap<String, AudioMix>,
     next_serial: u64,
     outputs: Vec<OutputBranch>,
     throttle: KeyframeThrottle,
@@ -83,13 +94,15 @@ impl Mixer {
         }
         let (events, events_rx) = mpsc::channel();
         let (keyframes_tx, keyframes_rx) = mpsc::channel();
+        let pending_layout = apply_layouts_between_frames(&core.compositor);
         pin_base_time(&core.pipeline.0);
         set_state_bounded(
             core.pipeline.0.upcast_ref(),
             gst::State::Playing,
             Duration::from_secs(10),
         )?;
-        let _ = events.send(Event::Ready);
+        let (version, binary) = crate::process::identity();
+        let _ = events.send(Event::Ready { version, binary });
         for b in &branches {
             let _ = events.send(Event::Output {
                 output_id: b.spec.output_id.clone(),
@@ -103,8 +116,12 @@ impl Mixer {
             video,
             events,
             keyframes_tx,
+            pending_layout,
             state: Mutex::new(State {
                 inputs: Vec::new(),
+                layout: LayoutSpec::default(),
+                speaker: ActiveSpeaker::new(SpeakerTuning::default()),
+                audio: HashMap::new(),
                 next_serial: 0,
                 outputs: branches,
                 throttle: KeyframeThrottle::new(KEYFRAME_INTERVAL),
@@ -161,6 +178,9 @@ impl Mixer {
             },
             other => other,
         })?;
+        if let Some(audio) = st.audio.get(&branch.spec.participant_id) {
+            branch.set_audio(*audio);
+        }
         let port = branch.port;
         let kind = branch.kind();
         st.inputs.push(branch);
@@ -189,6 +209,37 @@ impl Mixer {
             })?;
         self.shared.drop_input(&mut st, pos);
         Ok(())
+    }
+
+    /// Switches the layout while live; it takes effect on the next output frame.
+    pub fn set_layout(&self, layout: LayoutSpec) -> Result<(), MixerError> {
+        layout.validate().map_err(MixerError::Invalid)?;
+        let mut st = self.shared.lock();
+        tracing::info!(?layout, "layout");
+        st.layout = layout;
+        self.shared.relayout(&st);
+        Ok(())
+    }
+
+    /// Sets a participant's gain/mute in the program, now and for its inputs added later.
+    pub fn set_audio(&self, participant_id: &str, audio: AudioMix) -> Result<(), MixerError> {
+        audio.validate().map_err(MixerError::Invalid)?;
+        let mut st = self.shared.lock();
+        for input in st
+            .inputs
+            .iter()
+            .filter(|i| i.spec.participant_id == participant_id)
+        {
+            input.set_audio(audio);
+        }
+        st.audio.insert(participant_id.to_string(), audio);
+        tracing::info!(participant = %participant_id, gain = audio.gain, muted = audio.muted, "audio mix");
+        Ok(())
+    }
+
+    /// The participant currently featured by voice.
+    pub fn active_speaker(&self) -> Option<String> {
+        self.shared.lock().speaker.current().map(str::to_string)
     }
 
     /// The periodic progress report.
@@ -256,24 +307,83 @@ impl Shared {
         let _ = self.events.send(ev);
     }
 
-    /// Applies the grid to every video input in join order.
+    /// Computes every video pad's tile for the current layout, participants and speaker, and
+    /// hands the batch to the compositor thread (applied before its next frame). A participant
+    /// with several video inputs shows the first one.
     fn relayout(&self, st: &State) {
-        let videos: Vec<&InputBranch> = st
+        let mut participants: Vec<&str> = Vec::new();
+        for input in st.inputs.iter().filter(|i| i.kind() == MediaKind::Video) {
+            let id = input.spec.participant_id.as_str();
+            if !participants.contains(&id) {
+                participants.push(id);
+            }
+        }
+        let placements = place(
+            self.video.width,
+            self.video.height,
+            &participants,
+            &st.layout,
+            st.speaker.current(),
+        );
+        let mut shown: Vec<&str> = Vec::new();
+        let batch = st
             .inputs
             .iter()
-            .filter(|i| i.kind() == MediaKind::Video)
+            .filter_map(|input| {
+                let pad = input.video_pad()?.clone();
+                let id = input.spec.participant_id.as_str();
+                let placement = if shown.contains(&id) {
+                    None
+                } else {
+                    shown.push(id);
+                    let idx = participants.iter().position(|p| *p == id)?;
+                    placements[idx]
+                };
+                Some((pad, placement))
+            })
             .collect();
-        let tiles = grid(self.video.width, self.video.height, videos.len());
-        for (input, tile) in videos.iter().zip(tiles) {
-            input.place(tile);
+        *self
+            .pending_layout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(batch);
+    }
+
+    /// One `level` reading of an audio input: may change the active speaker (and the tiles).
+    fn on_level(&self, serial: u64, rms_db: f64, now: Instant) {
+        let mut st = self.lock();
+        let Some(pid) = st
+            .inputs
+            .iter()
+            .find(|i| i.serial == serial)
+            .map(|i| i.spec.participant_id.clone())
+        else {
+            return;
+        };
+        if let Some(speaker) = st.speaker.update(now, &pid, rms_db) {
+            tracing::debug!(participant = %speaker, "active speaker");
+            self.relayout(&st);
+            self.emit(Event::ActiveSpeaker {
+                participant_id: Some(speaker),
+            });
         }
     }
 
     fn drop_input(&self, st: &mut State, pos: usize) {
         let branch = st.inputs.remove(pos);
         let input_id = branch.spec.input_id.clone();
+        let participant = branch.spec.participant_id.clone();
+        let was_audio = branch.kind() == MediaKind::Audio;
         branch.remove(&self.core.pipeline.0);
         st.throttle.forget(&input_id);
+        let still_heard = st
+            .inputs
+            .iter()
+            .any(|i| i.kind() == MediaKind::Audio && i.spec.participant_id == participant);
+        if was_audio && !still_heard && st.speaker.forget(&participant) {
+            self.emit(Event::ActiveSpeaker {
+                participant_id: None,
+            });
+        }
         self.relayout(st);
         tracing::info!(input = %input_id, "input removed");
         self.emit(Event::InputRemoved { input_id });
@@ -337,8 +447,8 @@ impl Shared {
         let mut st = self.lock();
         for idx in 0..st.outputs.len() {
             let out = &st.outputs[idx];
-            let acked = out.tracker.is_running().then(|| out.sent());
-            let fx = st.outputs[idx].tracker.tick(now, acked);
+            let progress = out.tracker.is_running().then(|| out.progress());
+            let fx = st.outputs[idx].tracker.tick(now, progress);
             self.apply_output_effects(&mut st, idx, fx);
         }
     }
@@ -383,6 +493,11 @@ fn watch(shared: &Shared, stop: &AtomicBool, keyframes: &Receiver<u64>) {
                     let src = w.src().map(|s| s.name().to_string()).unwrap_or_default();
                     tracing::warn!(source = %src, warning = %w.error(), "pipeline warning");
                 }
+                gst::MessageView::Element(m) => {
+                    if let Some((serial, db)) = level_reading(m) {
+                        shared.on_level(serial, db, Instant::now());
+                    }
+                }
                 gst::MessageView::Eos(_) => {
                     shared.emit(Event::Fatal {
                         reason: "pipeline reached end of stream unexpectedly".into(),
@@ -401,6 +516,39 @@ fn watch(shared: &Shared, stop: &AtomicBool, keyframes: &Receiver<u64>) {
             shared.poll_outputs(now);
         }
     }
+}
+
+/// The loudest channel's RMS (dBFS) of an input's `level` message, with the input's serial.
+fn level_reading(m: &gst::message::Element) -> Option<(u64, f64)> {
+    let s = m.structure()?;
+    if s.name() != "level" {
+        return None;
+    }
+    let Owner::Input(serial) = owner_of(&m.src()?.name()) else {
+        return None;
+    };
+    let rms = s.get::<gst::glib::ValueArray>("rms").ok()?;
+    let loudest = rms
+        .iter()
+        .filter_map(|v| v.get::<f64>().ok())
+        .fold(f64::NEG_INFINITY, f64::max);
+    Some((serial, loudest))
+}
+
+/// Turns on the compositor's `samples-selected` signal and applies pending placements from it:
+/// it fires on the streaming thread right before each output frame is composed.
+fn apply_layouts_between_frames(compositor: &gst::Element) -> PendingLayout {
+    let pending: PendingLayout = Arc::new(Mutex::new(None));
+    compositor.set_property("emit-signals", true);
+    let slot = pending.clone();
+    compositor.connect("samples-selected", false, move |_| {
+        let batch = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for (pad, placement) in batch.into_iter().flatten() {
+            apply_placement(&pad, placement);
+        }
+        None
+    });
+    pending
 }
 
 fn is_core_error(e: &gst::message::Error) -> bool {

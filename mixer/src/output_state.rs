@@ -23,6 +23,17 @@ pub enum OutputEffect {
     Teardown,
 }
 
+/// One poll of a running sink's connection counters (rtmp2sink `stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Bytes written to the socket on this connection.
+    pub written: u64,
+    /// Bytes the server acknowledged (RTMP Acknowledgement) on this connection.
+    pub acked: u64,
+    /// The acknowledgement window the server announced: it acks every this many bytes.
+    pub ack_window: u64,
+}
+
 #[derive(Debug)]
 pub struct OutputTracker {
     state: OutputState,
@@ -77,10 +88,32 @@ impl OutputTracker {
             || (self.state == OutputState::Reconnecting && self.retry_at.is_none())
     }
 
-    /// Periodic update with the running sink's sent-byte counter (None when not running).
-    pub fn tick(&mut self, now: Instant, acked: Option<u64>) -> Vec<OutputEffect> {
+    /// Periodic update with the running sink's counters (None when not running).
+    ///
+    /// Two ways to see a stalled server: written bytes stop advancing (the socket buffers are
+    /// full; at a few Mbit/s that takes about a second, but Linux may grow a receive buffer to
+    /// 32 MB, minutes of a low-bitrate mix), or the server stops acknowledging: a server that
+    /// acknowledged before acks every `ack_window` bytes, so more than two windows written
+    /// without an ack means it stopped reading. With nginx-rtmp's default 5 MB window that is
+    /// ~32 s at 2.5 Mbit/s; a CDN with a smaller `ack_window` is watched more tightly.
+    pub fn tick(&mut self, now: Instant, progress: Option<Progress>) -> Vec<OutputEffect> {
         let mut fx = Vec::new();
-        if let Some(acked) = acked.filter(|_| self.is_running()) {
+        if let Some(progress) = progress.filter(|_| self.is_running()) {
+            let acked = progress.written.max(progress.acked);
+            let unacked = progress.written.saturating_sub(progress.acked);
+            if self.state == OutputState::Live
+                && progress.acked > 0
+                && progress.ack_window > 0
+                && unacked > 2 * progress.ack_window
+            {
+                return self.on_error(
+                    now,
+                    format!(
+                        "stalled: the server acknowledged nothing of the last {} KiB sent",
+                        unacked / 1024
+                    ),
+                );
+            }
             if acked > self.acked_now {
                 self.acked_now = acked;
                 self.last_progress = now;
@@ -96,7 +129,14 @@ impl OutputTracker {
             } else if self.state == OutputState::Live
                 && now.saturating_duration_since(self.last_progress) >= self.stall_timeout
             {
-                return self.on_error(now, "stalled: no bytes acknowledged".into());
+                let stalled_for = now.saturating_duration_since(self.last_progress);
+                return self.on_error(
+                    now,
+                    format!(
+                        "stalled: the server took no data for {:.0} s",
+                        stalled_for.as_secs_f64()
+                    ),
+                );
             }
         }
         if let Some(at) = self.retry_at {
@@ -158,6 +198,14 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// Written bytes only (a server that never acknowledged).
+    fn sent(n: u64) -> Option<Progress> {
+        Some(Progress {
+            written: n,
+            ..Progress::default()
+        })
+    }
+
     fn tracker(t0: Instant) -> OutputTracker {
         let backoff = Backoff {
             initial: ms(500),
@@ -182,9 +230,9 @@ mod tests {
     fn never_acked_fails_fast_with_reason() {
         let t0 = Instant::now();
         let mut o = tracker(t0);
-        assert!(o.tick(t0, Some(0)).is_empty());
+        assert!(o.tick(t0, sent(0)).is_empty());
         assert!(
-            o.tick(t0, Some(99)).is_empty(),
+            o.tick(t0, sent(99)).is_empty(),
             "handshake bytes alone are not Live"
         );
         let fx = o.on_error(t0 + ms(10), "Connection refused".into());
@@ -203,8 +251,8 @@ mod tests {
     fn live_output_reconnects_with_backoff_then_gives_up() {
         let t0 = Instant::now();
         let mut o = tracker(t0);
-        assert_eq!(states(&o.tick(t0, Some(100))), report(OutputState::Live));
-        assert!(o.tick(t0 + ms(500), Some(100)).is_empty(), "no stall yet");
+        assert_eq!(states(&o.tick(t0, sent(100))), report(OutputState::Live));
+        assert!(o.tick(t0 + ms(500), sent(100)).is_empty(), "no stall yet");
         let fx = o.on_error(t0 + ms(1000), "reset".into());
         assert_eq!(fx[0], OutputEffect::Stop);
         assert_eq!(states(&fx), report(OutputState::Reconnecting));
@@ -228,11 +276,11 @@ mod tests {
     fn reconnect_success_goes_live_and_counts_bytes_across_connections() {
         let t0 = Instant::now();
         let mut o = tracker(t0);
-        o.tick(t0, Some(1000));
+        o.tick(t0, sent(1000));
         o.on_error(t0, "reset".into());
         assert_eq!(o.tick(t0 + ms(500), None), vec![OutputEffect::Restart]);
         assert_eq!(
-            states(&o.tick(t0 + ms(900), Some(150))),
+            states(&o.tick(t0 + ms(900), sent(150))),
             report(OutputState::Live)
         );
         assert_eq!(o.bytes_sent(), 1150);
@@ -242,9 +290,37 @@ mod tests {
     fn stalled_live_output_is_treated_as_an_error() {
         let t0 = Instant::now();
         let mut o = tracker(t0);
-        o.tick(t0, Some(200));
-        assert!(o.tick(t0 + ms(4900), Some(200)).is_empty());
-        let fx = o.tick(t0 + ms(5000), Some(200));
+        o.tick(t0, sent(200));
+        assert!(o.tick(t0 + ms(4900), sent(200)).is_empty());
+        let fx = o.tick(t0 + ms(5000), sent(200));
         assert_eq!(fx[0], OutputEffect::Stop);
+    }
+
+    #[test]
+    fn a_server_that_stops_acknowledging_is_stalled_before_the_buffers_fill() {
+        let t0 = Instant::now();
+        let mut o = tracker(t0);
+        let p = |written, acked| {
+            Some(Progress {
+                written,
+                acked,
+                ack_window: 1000,
+            })
+        };
+        o.tick(t0, p(500, 0));
+        assert_eq!(o.state(), OutputState::Live);
+        // Never acked on this connection: no ack-based verdict (some servers never ack).
+        assert!(o.tick(t0 + ms(100), p(5000, 0)).is_empty());
+        assert!(
+            o.tick(t0 + ms(200), p(5500, 4000)).is_empty(),
+            "acks keep up"
+        );
+        assert!(
+            o.tick(t0 + ms(300), p(6000, 4000)).is_empty(),
+            "two windows not yet"
+        );
+        let fx = o.tick(t0 + ms(400), p(6001, 4000));
+        assert_eq!(fx[0], OutputEffect::Stop);
+        assert_eq!(states(&fx), report(OutputState::Reconnecting));
     }
 }

@@ -13,12 +13,15 @@ use crate::bus::output_element;
 use crate::control::OutputSpec;
 use crate::error::MixerError;
 use crate::gst_util::{link_chain, make, request_pad};
-use crate::output_state::OutputTracker;
+use crate::output_state::{OutputTracker, Progress};
 use crate::redact::redact_url;
 use crate::retry::Backoff;
 
-/// A Live output whose sent bytes do not move for this long is reset.
-const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A Live output whose written bytes do not move for this long is reset. Written, not acked:
+/// nginx-rtmp acks once per `ack_window` (5 MB ≈ 16 s at 2.5 Mbit/s). A stalled peer stops
+/// reading, the socket buffers fill within about a second, and writes stop advancing, so a
+/// stall is detected within ~STALL_TIMEOUT + 1 s (the issue allows 15 s).
+const STALL_TIMEOUT: Duration = Duration::from_secs(8);
 /// Media flows only after the server accepted `publish`; the handshake and commands before it
 /// are ~3.6 KB (handshake 3073 B + commands), so past 6 KiB the URL and key were accepted.
 const LIVE_THRESHOLD: u64 = 6 * 1024;
@@ -81,14 +84,18 @@ impl OutputBranch {
         })
     }
 
-    /// Bytes written to the server on the current connection. Not `out-bytes-acked`: nginx-rtmp
-    /// acknowledges only once per 5 MB window (`ack_window`), which at a few Mbit/s is ~15 s,
-    /// far too coarse for Live or stall detection.
-    pub fn sent(&self) -> u64 {
+    /// The current connection's counters. Live detection uses bytes written: nginx-rtmp
+    /// acknowledges only once per `ack_window` (5 MB by default, ~15 s at a few Mbit/s), far
+    /// too coarse for that; acknowledgements serve stall detection (see `OutputTracker::tick`).
+    pub fn progress(&self) -> Progress {
         let stats: gst::Structure = self.sink.property("stats");
-        let total = stats.get::<u64>("out-bytes-total").unwrap_or(0);
-        let acked = stats.get::<u64>("out-bytes-acked").unwrap_or(0);
-        total.max(acked)
+        let u64_of = |name: &str| stats.get::<u64>(name).unwrap_or(0);
+        let u32_of = |name: &str| u64::from(stats.get::<u32>(name).unwrap_or(0));
+        Progress {
+            written: u64_of("out-bytes-total"),
+            acked: u64_of("out-bytes-acked"),
+            ack_window: u32_of("in-window-ack-size").max(u32_of("out-window-ack-size")),
+        }
     }
 
     /// Makes an error text safe to show: the URL's stream key never leaves this process.

@@ -48,6 +48,11 @@ pub fn pin_base_time(pipeline: &gst::Pipeline) {
 }
 
 /// The core elements other modules attach to.
+/// Limiter: linear gain up to this amplitude (about -4.4 dBFS)...
+const LIMITER_THRESHOLD: f32 = 0.6;
+/// ...and a tenth of the excess above it: four voices at full scale still peak at 0.94.
+const LIMITER_RATIO: f32 = 0.1;
+
 pub struct Core {
     pub pipeline: PipelineGuard,
     pub compositor: gst::Element,
@@ -64,6 +69,16 @@ fn video_caps(v: &VideoSpec) -> gst::Caps {
         .field("width", v.width as i32)
         .field("height", v.height as i32)
         .field("framerate", gst::Fraction::new(v.fps as i32, 1))
+        .build()
+}
+
+/// The mix runs in 32-bit float: a sum of loud voices can exceed full scale without wrapping or
+/// clipping, and the limiter brings it back before the encoder.
+fn mix_caps() -> gst::Caps {
+    gst::Caps::builder("audio/x-raw")
+        .field("format", "F32LE")
+        .field("rate", 48_000i32)
+        .field("channels", 2i32)
         .build()
 }
 
@@ -97,6 +112,9 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
     encoder.set_property_from_str("pass", "cbr");
     encoder.set_property("bitrate", video.bitrate_kbps);
     encoder.set_property("key-int-max", (2 * video.fps).max(1));
+    // A fixed 2 s GOP: CDNs cut segments on keyframes, and a layout switch (a "scene cut" to
+    // x264) must not add one.
+    encoder.set_property("option-string", "scenecut=0");
     encoder.set_property("vbv-buf-capacity", 1000u32);
     let h264caps = capsfilter(
         "h264-caps",
@@ -110,10 +128,18 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
     let bga = make("audiotestsrc", "bg-audio")?;
     bga.set_property("is-live", true);
     bga.set_property_from_str("wave", "silence");
-    let bga_caps = capsfilter("bg-audio-caps", audio_caps())?;
+    let bga_caps = capsfilter("bg-audio-caps", mix_caps())?;
     let audiomixer = make("audiomixer", "audiomixer")?;
     audiomixer.set_property("ignore-inactive-pads", true);
     audiomixer.set_property("min-upstream-latency", INPUT_LATENCY.as_nanos() as u64);
+    let mix_out_caps = capsfilter("audio-mix-caps", mix_caps())?;
+    // A limiter so one loud guest (or everyone at once) does not clip the program. Hard knee:
+    // audiodynamic's soft knee is only defined up to full scale, and a float sum goes beyond it.
+    let limiter = make("audiodynamic", "limiter")?;
+    limiter.set_property_from_str("mode", "compressor");
+    limiter.set_property_from_str("characteristics", "hard-knee");
+    limiter.set_property("threshold", LIMITER_THRESHOLD);
+    limiter.set_property("ratio", LIMITER_RATIO);
     let aconv = make("audioconvert", "audio-convert")?;
     let ares = make("audioresample", "audio-resample")?;
     let acaps = capsfilter("audio-caps", audio_caps())?;
@@ -138,6 +164,8 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
         &bga,
         &bga_caps,
         &audiomixer,
+        &mix_out_caps,
+        &limiter,
         &aconv,
         &ares,
         &acaps,
@@ -163,7 +191,16 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
 
     link_chain(&[&bga, &bga_caps])?;
     link_to_pad(&bga_caps, &request_pad(&audiomixer, "sink_%u")?)?;
-    link_chain(&[&audiomixer, &aconv, &ares, &acaps, &aenc, &aacparse])?;
+    link_chain(&[
+        &audiomixer,
+        &mix_out_caps,
+        &limiter,
+        &aconv,
+        &ares,
+        &acaps,
+        &aenc,
+        &aacparse,
+    ])?;
     link_to_pad(&aacparse, &request_pad(&flvmux, "audio")?)?;
     link_chain(&[&flvmux, &tee])?;
 

@@ -38,9 +38,70 @@ pub fn run_stdio() -> ExitCode {
         let _ = stdin_tx.send(Msg::StdinClosed);
     });
     let mut out = std::io::stdout().lock();
+    // Warm up before anything is asked of us: serve keeps this process in its warm pool and a
+    // later `Start` then costs only the pipeline, not GStreamer's init and plugin loading.
+    if let Err(reason) = warm_up() {
+        tracing::error!(%reason, "mixer cannot initialize GStreamer");
+        write_event(&mut out, &Event::Fatal { reason });
+        return ExitCode::FAILURE;
+    }
+    let (version, binary) = identity();
+    if !write_event(&mut out, &Event::Hello { version, binary }) {
+        return ExitCode::SUCCESS;
+    }
     let code = run_loop(&rx, &tx, &mut out);
     let _ = out.flush();
     code
+}
+
+/// Elements a room's pipeline may use; loading their plugins is most of a cold start.
+const WARM_ELEMENTS: &[&str] = &[
+    "compositor",
+    "audiomixer",
+    "x264enc",
+    "avenc_aac",
+    "flvmux",
+    "rtmp2sink",
+    "tee",
+    "queue",
+    "errorignore",
+    "udpsrc",
+    "rtpjitterbuffer",
+    "rtpvp8depay",
+    "rtph264depay",
+    "rtpopusdepay",
+    "vp8dec",
+    "avdec_h264",
+    "opusdec",
+    "videoconvert",
+    "videoscale",
+    "audioconvert",
+    "audioresample",
+    "videotestsrc",
+    "audiotestsrc",
+    "capsfilter",
+    "h264parse",
+    "aacparse",
+];
+
+/// Initializes GStreamer and loads every plugin a room needs. A missing one is not an error
+/// here: the pipeline build names it precisely when (and if) a room needs it.
+fn warm_up() -> Result<(), String> {
+    gstreamer::init().map_err(|e| e.to_string())?;
+    for name in WARM_ELEMENTS {
+        if let Some(factory) = gstreamer::ElementFactory::find(name) {
+            let _ = gstreamer::prelude::PluginFeatureExtManual::load(&factory);
+        }
+    }
+    Ok(())
+}
+
+/// This mixer build: crate version and the path of the running executable.
+pub fn identity() -> (String, String) {
+    let binary = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    (env!("CARGO_PKG_VERSION").to_string(), binary)
 }
 
 /// One stdin line → a command; a malformed one is logged (without its content, which may hold
@@ -65,13 +126,19 @@ fn run_loop(rx: &mpsc::Receiver<Msg>, tx: &mpsc::Sender<Msg>, out: &mut impl Wri
     let mut mixer: Option<Mixer> = None;
     let mut next_heartbeat = Instant::now() + HEARTBEAT;
     loop {
-        let wait = next_heartbeat.saturating_duration_since(Instant::now());
-        let msg = match rx.recv_timeout(wait) {
-            Ok(m) => Some(m),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => Some(Msg::StdinClosed),
+        // A warm mixer waiting for `Start` sleeps until a command comes: a warm pool costs no
+        // CPU. Heartbeats start with the room.
+        let msg = if mixer.is_none() {
+            Some(rx.recv().unwrap_or(Msg::StdinClosed))
+        } else {
+            let wait = next_heartbeat.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => Some(Msg::StdinClosed),
+            }
         };
-        if Instant::now() >= next_heartbeat {
+        if mixer.is_some() && Instant::now() >= next_heartbeat {
             next_heartbeat += HEARTBEAT;
             let hb = match &mixer {
                 Some(m) => m.heartbeat(),
@@ -102,6 +169,7 @@ fn run_loop(rx: &mpsc::Receiver<Msg>, tx: &mpsc::Sender<Msg>, out: &mut impl Wri
                             }
                         });
                         mixer = Some(m);
+                        next_heartbeat = Instant::now() + HEARTBEAT;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "mixer failed to start");
@@ -146,6 +214,25 @@ fn run_loop(rx: &mpsc::Receiver<Msg>, tx: &mpsc::Sender<Msg>, out: &mut impl Wri
                     }
                 }
             }
+            Msg::Cmd(Command::SetLayout { layout }) => match &mixer {
+                Some(m) => {
+                    if let Err(e) = m.set_layout(layout) {
+                        tracing::warn!(error = %e, "set layout refused");
+                    }
+                }
+                None => tracing::warn!("SetLayout before Start, ignored"),
+            },
+            Msg::Cmd(Command::SetAudio {
+                participant_id,
+                audio,
+            }) => match &mixer {
+                Some(m) => {
+                    if let Err(e) = m.set_audio(&participant_id, audio) {
+                        tracing::warn!(error = %e, "set audio refused");
+                    }
+                }
+                None => tracing::warn!("SetAudio before Start, ignored"),
+            },
             Msg::Cmd(Command::Shutdown) => return stop(mixer, "shutdown", ExitCode::SUCCESS),
             Msg::StdinClosed => return stop(mixer, "stdin closed", ExitCode::SUCCESS),
             Msg::Event(ev) => {
@@ -225,7 +312,10 @@ mod tests {
         let code = run_loop(&rx, &tx, &mut out);
         assert_eq!(code, ExitCode::SUCCESS);
         let events = events_of(&out);
-        assert!(events.contains(&Event::Ready), "{events:?}");
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Ready { .. })),
+            "{events:?}"
+        );
         assert!(
             events
                 .iter()

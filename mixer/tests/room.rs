@@ -1,129 +1,14 @@
 //! The real pipeline against a real nginx-rtmp: RTP senders built with GStreamer feed the
 //! mixer, ffprobe/ffmpeg check what the "CDN" received.
 
-use std::sync::mpsc::Receiver;
-use std::sync::Mutex;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::*;
 use costream_mixer::control::{Codec, Event, OutputSpec, OutputState, VideoSpec};
-use costream_mixer::{InputSpec, Mixer};
-use costream_testkit::{close_to, mean_rgb, probe_stream, wait_for, FrameReader, Nginx};
-use gstreamer as gst;
-use gstreamer::prelude::*;
-
-/// Each test runs a 720p x264 encode; on 2 cores they must not run at the same time.
-static HEAVY: Mutex<()> = Mutex::new(());
-
-const RED: [u8; 3] = [255, 0, 0];
-const BLUE: [u8; 3] = [0, 0, 255];
-const TOL: u8 = 60;
-
-/// Collects events from the mixer and answers questions about what has been seen so far.
-struct Events {
-    rx: Receiver<Event>,
-    seen: Vec<Event>,
-}
-
-impl Events {
-    fn new(rx: Receiver<Event>) -> Self {
-        Self {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    fn pump(&mut self) {
-        while let Ok(ev) = self.rx.try_recv() {
-            self.seen.push(ev);
-        }
-    }
-
-    fn output_state(&mut self, id: &str) -> Option<(OutputState, Option<String>)> {
-        self.pump();
-        self.seen.iter().rev().find_map(|e| match e {
-            Event::Output {
-                output_id,
-                state,
-                reason,
-                ..
-            } if output_id == id => Some((*state, reason.clone())),
-            _ => None,
-        })
-    }
-
-    fn wait_output(&mut self, id: &str, want: OutputState, timeout: Duration) -> Option<String> {
-        let got = wait_for(Instant::now() + timeout, || {
-            self.output_state(id).filter(|(s, _)| *s == want)
-        });
-        match got {
-            Some((_, reason)) => reason,
-            None => panic!("{id} never {want:?}; events: {:?}", self.seen),
-        }
-    }
-}
-
-fn video_input(id: &str, codec: Codec, pt: u8) -> InputSpec {
-    InputSpec {
-        input_id: id.into(),
-        participant_id: id.into(),
-        display_name: String::new(),
-        codec,
-        payload_type: pt,
-        clock_rate: if codec == Codec::Opus { 48_000 } else { 90_000 },
-    }
-}
-
-/// A GStreamer RTP sender, stopped on drop.
-struct Sender(gst::Element);
-
-impl Sender {
-    fn start(desc: &str) -> Sender {
-        let p = gst::parse::launch(desc).expect("sender pipeline parses");
-        p.set_state(gst::State::Playing).expect("sender plays");
-        Sender(p)
-    }
-}
-
-impl Drop for Sender {
-    fn drop(&mut self) {
-        let _ = self.0.set_state(gst::State::Null);
-    }
-}
-
-fn vp8_sender(rgb: u32, port: u16) -> Sender {
-    Sender::start(&format!(
-        "videotestsrc is-live=true pattern=solid-color foreground-color={:#010x} ! \
-         video/x-raw,width=640,height=360,framerate=30/1 ! \
-         vp8enc deadline=1 cpu-used=8 keyframe-max-dist=30 ! rtpvp8pay pt=96 ! \
-         udpsink host=127.0.0.1 port={port}",
-        0xFF00_0000u32 | rgb
-    ))
-}
-
-fn h264_sender(rgb: u32, port: u16) -> Sender {
-    Sender::start(&format!(
-        "videotestsrc is-live=true pattern=solid-color foreground-color={:#010x} ! \
-         video/x-raw,width=640,height=360,framerate=30/1 ! \
-         x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! \
-         video/x-h264,profile=constrained-baseline ! rtph264pay pt=102 config-interval=-1 ! \
-         udpsink host=127.0.0.1 port={port}",
-        0xFF00_0000u32 | rgb
-    ))
-}
-
-fn opus_sender(port: u16) -> Sender {
-    Sender::start(&format!(
-        "audiotestsrc is-live=true wave=sine freq=440 ! audio/x-raw,rate=48000,channels=2 ! \
-         opusenc ! rtpopuspay pt=111 ! udpsink host=127.0.0.1 port={port}"
-    ))
-}
-
-/// Mean colour of a 320x180 frame's region given in 1280x720 canvas coordinates, shrunk to the
-/// middle half so scaling edges do not count.
-fn tile_color(frame: &[u8], x: u32, y: u32, w: u32, h: u32) -> [u8; 3] {
-    let (x, y, w, h) = (x / 4, y / 4, w / 4, h / 4);
-    mean_rgb(frame, 320, x + w / 4, y + h / 4, w / 2, h / 2)
-}
+use costream_mixer::Mixer;
+use costream_testkit::{close_to, probe_stream, wait_for, FrameReader, Nginx};
 
 #[test]
 fn two_inputs_are_composited_and_a_removed_input_disappears() {

@@ -11,6 +11,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// A sentence a person can act on.
     pub message: String,
+    /// Seconds for a `Retry-After` header (503 at capacity).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -25,6 +27,22 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Admission refused a broadcast: 503, with `Retry-After` when capacity may free up.
+    pub fn refused(refusal: &crate::pool::Refusal) -> Self {
+        use crate::pool::Refusal;
+        let (code, retry_after) = match refusal {
+            Refusal::Full {
+                retry_after_secs, ..
+            } => ("over_capacity", Some(*retry_after_secs)),
+            Refusal::Draining => ("draining", None),
+        };
+        Self {
+            retry_after,
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, refusal.to_string())
         }
     }
 
@@ -75,6 +93,11 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -90,6 +113,15 @@ impl From<crate::room::actor::RoomGone> for ApiError {
     }
 }
 
+impl From<crate::room::actor::GoLiveError> for ApiError {
+    fn from(e: crate::room::actor::GoLiveError) -> Self {
+        match e {
+            crate::room::actor::GoLiveError::Room(e) => e.into(),
+            crate::room::actor::GoLiveError::Refused(r) => Self::refused(&r),
+        }
+    }
+}
+
 impl From<crate::room::state::RoomError> for ApiError {
     fn from(e: crate::room::state::RoomError) -> Self {
         use crate::room::state::RoomError;
@@ -98,6 +130,9 @@ impl From<crate::room::state::RoomError> for ApiError {
             RoomError::AlreadyJoined(_) => (StatusCode::CONFLICT, "already_joined"),
             RoomError::UnknownParticipant(_) => (StatusCode::NOT_FOUND, "participant_not_found"),
             RoomError::NoOutputs => (StatusCode::CONFLICT, "no_outputs"),
+            RoomError::InvalidLayout(_) => (StatusCode::BAD_REQUEST, "invalid_layout"),
+            RoomError::InvalidAudio(_) => (StatusCode::BAD_REQUEST, "invalid_audio"),
+            RoomError::UnknownSubscription(_) => (StatusCode::NOT_FOUND, "subscription_not_found"),
         };
         Self::new(status, code, e.to_string())
     }

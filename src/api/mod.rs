@@ -6,7 +6,9 @@ mod body;
 pub mod error;
 mod events;
 mod pages;
+mod pool;
 mod rooms;
+mod whep;
 mod whip;
 
 use std::sync::Arc;
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
             Method::GET,
             Method::POST,
             Method::DELETE,
+            Method::PUT,
             Method::PATCH,
             Method::OPTIONS,
         ])
@@ -56,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/watch/{room_id}", get(pages::watch))
         .route("/assets/{*path}", get(pages::asset))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(pool::readyz))
+        .route("/api/v1/pool", get(pool::view))
         .route("/api/v1/rooms", post(rooms::create))
         .route(
             "/api/v1/rooms/{room_id}",
@@ -72,12 +77,31 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(rooms::remove_participant),
         )
         .route(
+            "/api/v1/rooms/{room_id}/layout",
+            axum::routing::put(rooms::set_layout),
+        )
+        .route(
+            "/api/v1/rooms/{room_id}/participants/{participant_id}/audio",
+            axum::routing::put(rooms::set_audio),
+        )
+        .route(
             "/whip/{room_id}",
             post(whip::publish).options(whip::options),
         )
         .route(
             "/whip/{room_id}/{participant_id}",
             axum::routing::delete(whip::leave)
+                .patch(whip::trickle_not_supported)
+                .options(whip::options),
+        )
+        // SFU return path (WHEP-style); OPTIONS and PATCH behave as for WHIP.
+        .route(
+            "/whep/{room_id}/{participant_id}",
+            post(whep::subscribe).options(whip::options),
+        )
+        .route(
+            "/whep/{room_id}/{participant_id}/{subscription_id}",
+            axum::routing::delete(whep::unsubscribe)
                 .patch(whip::trickle_not_supported)
                 .options(whip::options),
         )

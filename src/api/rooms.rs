@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use costream_mixer::control::{OutputSpec, VideoSpec};
+use costream_mixer::control::{LayoutSpec, OutputSpec, VideoSpec};
 use serde::{Deserialize, Serialize};
 
 use super::auth;
@@ -70,6 +70,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if app.rooms.pool().is_draining() {
+        return Err(ApiError::refused(&crate::pool::Refusal::Draining));
+    }
     let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
     let request: CreateRoom = parse_json_or_default(&headers, &bytes)?;
     let mut settings = room_settings(&app, request)?;
@@ -154,6 +157,7 @@ fn room_settings(app: &AppState, request: CreateRoom) -> Result<RoomSettings, Ap
         video,
         outputs,
         max_participants: limits.max_participants_per_room,
+        layout: LayoutSpec::default(),
     })
 }
 
@@ -335,6 +339,53 @@ pub async fn links(
         .iter()
         .any(|o| o.output_id == ORIGIN_OUTPUT_ID);
     Ok(Json(room_links(&app, &room, uses_origin)).into_response())
+}
+
+/// `PUT /api/v1/rooms/{id}/layout`: switches the mix's layout, live if the room is live.
+pub async fn set_layout(
+    State(app): State<AppState>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let room = host_room(&app, &room_id, &headers).await?;
+    let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_layout",
+            r#"send a layout, e.g. {"type": "speaker"}; types: grid, speaker, pip, custom"#,
+        ));
+    }
+    let layout: LayoutSpec =
+        parse_json_or_default::<Option<LayoutSpec>>(&headers, &bytes)?.unwrap_or_default();
+    let status = room.set_layout(layout).await??;
+    tracing::info!(room = %room_id, layout = ?status.layout, "layout changed");
+    Ok(status_response(&app, status))
+}
+
+/// Body of `PUT /api/v1/rooms/{id}/participants/{pid}/audio`; omitted fields keep their value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioRequest {
+    pub gain: Option<f64>,
+    pub muted: Option<bool>,
+}
+
+/// `PUT /api/v1/rooms/{id}/participants/{pid}/audio`: the host's mixing desk for one participant.
+pub async fn set_audio(
+    State(app): State<AppState>,
+    Path((room_id, participant_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let room = host_room(&app, &room_id, &headers).await?;
+    let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
+    let request: AudioRequest = parse_json_or_default(&headers, &bytes)?;
+    let status = room
+        .set_audio(&participant_id, request.gain, request.muted)
+        .await??;
+    tracing::info!(room = %room_id, participant = %participant_id, gain = ?request.gain, muted = ?request.muted, "participant audio");
+    Ok(status_response(&app, status))
 }
 
 pub async fn end(

@@ -19,7 +19,20 @@ fn app() -> Router {
     let rooms = Arc::new(Rooms::new(
         RoomRuntime {
             // Never spawned in these tests: no test here goes live with outputs.
-            mixer_binary: "/nonexistent/costream".into(),
+            pool: crate::pool::MixerPool::new(
+                crate::pool::PoolSettings {
+                    binary: "/nonexistent/costream".into(),
+                    warm: 0,
+                    capacity: crate::pool::Capacity {
+                        cores: 2.0,
+                        max_utilization: 0.9,
+                    },
+                    reserve_inputs: 4,
+                    retry_after_secs: 30,
+                },
+                crate::pool::Spawner::start(tokio::runtime::Handle::current())
+                    .expect("spawner thread"),
+            ),
             stop_grace: Duration::from_millis(100),
         },
         3,
@@ -28,6 +41,7 @@ fn app() -> Router {
         udp_ports: None,
         public_ips: vec![],
         include_loopback: true,
+        ..Default::default()
     })
     .expect("ingest engine");
     router(AppState {
@@ -385,4 +399,173 @@ async fn pages_and_assets_are_served_from_the_binary() {
         let (status, body) = call(&app, Request::get(path).body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
     }
+}
+
+fn put_layout(room: &str, token: &str, body: &str) -> Request<Body> {
+    Request::put(format!("/api/v1/rooms/{room}/layout"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn layout_is_host_only_validated_and_shown_in_status() {
+    let app = app();
+    let (_, created) = call(&app, post_json("/api/v1/rooms", json!({}))).await;
+    let id = created["room_id"].as_str().unwrap();
+    let host = created["host_token"].as_str().unwrap();
+    let guest = created["guest_token"].as_str().unwrap();
+
+    let (status, body) = call(&app, put_layout(id, guest, r#"{"type":"pip"}"#)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call(&app, put_layout(id, host, r#"{"type":"mosaic"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_json");
+    let (status, body) = call(&app, put_layout(id, host, "")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("speaker"),
+        "{body}"
+    );
+    let (status, body) = call(
+        &app,
+        put_layout(id, host, r#"{"type":"speaker","pin":"nobody"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_layout");
+    assert!(
+        body["message"].as_str().unwrap().contains("layout.pin"),
+        "{body}"
+    );
+
+    let (status, body) = call(&app, put_layout(id, host, r#"{"type":"pip"}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["layout"], json!({"type": "pip"}));
+    let (_, body) = call(
+        &app,
+        with_token("GET", &format!("/api/v1/rooms/{id}"), host),
+    )
+    .await;
+    assert_eq!(body["layout"], json!({"type": "pip"}));
+}
+
+#[tokio::test]
+async fn participant_audio_is_host_only_and_needs_a_participant() {
+    let app = app();
+    let (_, created) = call(&app, post_json("/api/v1/rooms", json!({}))).await;
+    let id = created["room_id"].as_str().unwrap();
+    let host = created["host_token"].as_str().unwrap();
+    let guest = created["guest_token"].as_str().unwrap();
+    let put = |token: &str, body: &str| {
+        Request::put(format!("/api/v1/rooms/{id}/participants/nobody/audio"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let (status, body) = call(&app, put(guest, r#"{"muted":true}"#)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call(&app, put(host, r#"{"volume":2}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("volume"),
+        "{body}"
+    );
+    let (status, body) = call(&app, put(host, r#"{"muted":true}"#)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "participant_not_found");
+}
+
+#[tokio::test]
+async fn whep_checks_room_token_content_type_size_and_participant() {
+    let app = app();
+    let (_, created) = call(&app, post_json("/api/v1/rooms", json!({}))).await;
+    let id = created["room_id"].as_str().unwrap();
+    let guest = created["guest_token"].as_str().unwrap();
+    let offer = |path: String, token: &str, content_type: &str, body: String| {
+        Request::post(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let sdp = "v=0\r\n".to_string();
+    let cases = [
+        (
+            "/whep/nope/p1".to_string(),
+            guest,
+            "application/sdp",
+            sdp.clone(),
+            StatusCode::NOT_FOUND,
+            "room_not_found",
+        ),
+        (
+            format!("/whep/{id}/p1"),
+            "bogus",
+            "application/sdp",
+            sdp.clone(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            format!("/whep/{id}/p1"),
+            guest,
+            "text/plain",
+            sdp.clone(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            format!("/whep/{id}/p1"),
+            guest,
+            "application/sdp",
+            "x".repeat(100_000),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            format!("/whep/{id}/p1"),
+            guest,
+            "application/sdp",
+            sdp.clone(),
+            StatusCode::NOT_FOUND,
+            "participant_not_found",
+        ),
+    ];
+    for (path, token, content_type, body, want, code) in cases {
+        let (status, body) = call(&app, offer(path.clone(), token, content_type, body)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (want, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    let host = created["host_token"].as_str().unwrap();
+    let (status, body) = call(
+        &app,
+        with_token("DELETE", &format!("/whep/{id}/p1/s1"), host),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("subscription_not_found"))
+    );
+    let (status, _) = call(
+        &app,
+        with_token("PATCH", &format!("/whep/{id}/p1/s1"), host),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _) = call(
+        &app,
+        Request::builder()
+            .method("OPTIONS")
+            .uri(format!("/whep/{id}/p1"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(status.is_success(), "OPTIONS as for WHIP: {status}");
 }

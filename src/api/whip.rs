@@ -32,17 +32,7 @@ pub async fn publish(
         .get(&room_id)
         .ok_or_else(|| ApiError::room_not_found(&room_id))?;
     let role = auth::role(&headers, &room)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/sdp") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("a WHIP offer must be sent with Content-Type: application/sdp (got {content_type:?})"),
-        ));
-    }
+    require_sdp(&headers, "a WHIP offer")?;
     let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
     let offer = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::bad_request("invalid_sdp", "the SDP offer is not UTF-8 text"))?;
@@ -63,7 +53,23 @@ pub async fn publish(
         .into_response())
 }
 
-fn ingest_error(e: IngestError) -> ApiError {
+/// 415 unless the body is declared as SDP.
+pub(super) fn require_sdp(headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("application/sdp") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("{what} must be sent with Content-Type: application/sdp (got {content_type:?})"),
+    ))
+}
+
+pub(super) fn ingest_error(e: IngestError) -> ApiError {
     let message = e.to_string();
     match e {
         IngestError::InvalidSdp(_) => ApiError::bad_request("invalid_sdp", message),

@@ -3,14 +3,16 @@
 //! The child speaks the JSON-lines protocol of `costream_mixer::control` on stdio. Everything it
 //! reports is tagged with the epoch the room gave it, so the room can ignore a stale mixer.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use costream_mixer::control::{decode_line, encode_line, Command, Event};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
+
+use super::spawner::{SpawnError, Spawner};
 
 /// What a mixer process tells its room.
 #[derive(Debug)]
@@ -19,50 +21,79 @@ pub enum MixerReport {
     Exited { epoch: u64, reason: String },
 }
 
-/// Handle to a running mixer child. Dropping it kills the child (no orphans).
-pub struct MixerProcess {
-    epoch: u64,
-    pid: Option<u32>,
-    commands: mpsc::Sender<Command>,
-    kill: Option<oneshot::Sender<()>>,
+/// A started `costream mixer` not yet given to a room: it warms up (GStreamer init, plugins)
+/// and then waits for `Start`. The warm pool holds these.
+pub struct MixerChild {
+    child: tokio::process::Child,
+    binary: PathBuf,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// Set once the child said `Hello`.
+    warm: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot start mixer {binary}: {source}")]
-pub struct SpawnError {
-    binary: String,
-    source: std::io::Error,
-}
+impl MixerChild {
+    /// Forks `<binary> mixer` on the spawner thread (see [`Spawner`]).
+    pub fn spawn(spawner: &Spawner, binary: &Path) -> Result<Self, SpawnError> {
+        let mut child = spawner.spawn(binary)?;
+        let stdin = child.stdin.take().expect("stdin piped");
+        let stdout = child.stdout.take().expect("stdout piped");
+        Ok(Self {
+            child,
+            binary: binary.to_owned(),
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+            warm: false,
+        })
+    }
 
-/// Bounded so a wedged child cannot make serve buffer without limit.
-const COMMAND_QUEUE: usize = 256;
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
 
-impl MixerProcess {
-    /// Starts `<binary> mixer` and the tasks that feed and read it. Reports go to `reports`.
-    pub fn spawn(
-        binary: &PathBuf,
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// Waits for the child's `Hello` (it is then warm); the error says why it never came.
+    pub async fn warm_up(&mut self) -> Result<(), String> {
+        while let Some(line) = self.lines.next_line().await.map_err(|e| e.to_string())? {
+            match decode_line::<Event>(&line) {
+                Ok(Event::Hello { .. }) => {
+                    self.warm = true;
+                    return Ok(());
+                }
+                Ok(Event::Fatal { reason }) => return Err(reason),
+                _ => warn!("unexpected line from a warming mixer: {line:.200}"),
+            }
+        }
+        Err("mixer exited while warming up".into())
+    }
+
+    /// Still running (a warm mixer may have died while it waited in the pool).
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Hands the process to a room: from now on its events go to `reports`, tagged `epoch`.
+    pub fn attach(
+        self,
         room_id: &str,
         epoch: u64,
         reports: mpsc::Sender<MixerReport>,
-    ) -> Result<Self, SpawnError> {
-        let mut child = tokio::process::Command::new(binary)
-            .arg("mixer")
-            .env("COSTREAM_ROOM", room_id)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| SpawnError {
-                binary: binary.display().to_string(),
-                source,
-            })?;
+    ) -> MixerProcess {
+        let Self {
+            child,
+            binary,
+            mut stdin,
+            lines,
+            warm,
+        } = self;
         let pid = child.id();
         let span = tracing::info_span!(parent: None, "mixer", room = %room_id, epoch, pid);
-        info!(parent: &span, "mixer process started");
+        info!(parent: &span, warm, binary = %binary.display(), "mixer process attached to room");
 
         let (commands, mut command_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
-        let mut stdin = child.stdin.take().expect("stdin piped");
         tokio::spawn(
             async move {
                 while let Some(command) = command_rx.recv().await {
@@ -77,24 +108,48 @@ impl MixerProcess {
             }
             .instrument(span.clone()),
         );
-
-        let stdout = child.stdout.take().expect("stdout piped");
         let (kill, kill_rx) = oneshot::channel::<()>();
-        tokio::spawn(supervise(child, stdout, kill_rx, epoch, reports).instrument(span));
-        Ok(Self {
+        tokio::spawn(supervise(child, lines, kill_rx, epoch, reports).instrument(span));
+        MixerProcess {
             epoch,
             pid,
+            binary,
+            warm,
             commands,
             kill: Some(kill),
-        })
+        }
     }
+}
 
+/// Handle to a mixer child working for a room. Dropping it kills the child (no orphans).
+pub struct MixerProcess {
+    epoch: u64,
+    pid: Option<u32>,
+    binary: PathBuf,
+    /// Came warm from the pool (false: spawned cold for this room).
+    warm: bool,
+    commands: mpsc::Sender<Command>,
+    kill: Option<oneshot::Sender<()>>,
+}
+
+/// Bounded so a wedged child cannot make serve buffer without limit.
+const COMMAND_QUEUE: usize = 256;
+
+impl MixerProcess {
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
 
     pub fn pid(&self) -> Option<u32> {
         self.pid
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    pub fn was_warm(&self) -> bool {
+        self.warm
     }
 
     /// Queues a command; false when the child is gone or hopelessly behind.
@@ -133,18 +188,19 @@ impl Drop for MixerProcess {
 /// why it ended. stdout is drained before waiting so a last `Fatal` event is never lost.
 async fn supervise(
     mut child: tokio::process::Child,
-    stdout: tokio::process::ChildStdout,
+    mut lines: Lines<BufReader<ChildStdout>>,
     mut kill_rx: oneshot::Receiver<()>,
     epoch: u64,
     reports: mpsc::Sender<MixerReport>,
 ) {
-    let mut lines = BufReader::new(stdout).lines();
     let mut last_fatal: Option<String> = None;
     let mut kill_requested = false;
     loop {
         tokio::select! {
             line = lines.next_line() => match line {
                 Ok(Some(line)) => match decode_line::<Event>(&line) {
+                    // A cold mixer says hello before it reads `Start`; nothing for the room.
+                    Ok(Event::Hello { .. }) => {}
                     Ok(event) => {
                         if let Event::Fatal { reason } = &event {
                             last_fatal = Some(reason.clone());

@@ -3,21 +3,23 @@
 //! track's read loop straight to its UDP targets (see `costream_ingest`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use costream_ingest::{PeerSession, SessionEvent};
+use costream_ingest::{PeerSession, SessionEvent, Subscription, SubscriptionEvent};
+use costream_mixer::control::LayoutSpec;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use super::media::track_desc;
 use super::meter::OutputMeters;
-use super::state::{Broadcast, Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState};
+use super::state::{
+    Broadcast, Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState, SubscriptionId,
+};
 use super::status::RoomStatus;
 use super::tokens::{Role, RoomTokens};
-use crate::pool::{MixerProcess, MixerReport};
+use crate::pool::{MixerPool, MixerProcess, MixerReport, Refusal};
 
 /// Commands from the API to one room.
 enum RoomCommand {
@@ -35,14 +37,49 @@ enum RoomCommand {
         reply: oneshot::Sender<Result<(), RoomError>>,
     },
     GoLive {
-        reply: oneshot::Sender<Result<RoomStatus, RoomError>>,
+        reply: oneshot::Sender<Result<RoomStatus, GoLiveError>>,
     },
     StopLive {
         reply: oneshot::Sender<RoomStatus>,
     },
+    SetLayout {
+        layout: LayoutSpec,
+        reply: oneshot::Sender<Result<RoomStatus, RoomError>>,
+    },
+    SetAudio {
+        participant_id: ParticipantId,
+        gain: Option<f64>,
+        muted: Option<bool>,
+        reply: oneshot::Sender<Result<RoomStatus, RoomError>>,
+    },
     Status {
         reply: oneshot::Sender<RoomStatus>,
     },
+    /// The session of a participant, to negotiate a subscription to it outside the actor.
+    Session {
+        participant_id: ParticipantId,
+        reply: oneshot::Sender<Option<PeerSession>>,
+    },
+    Subscribe {
+        subscription: Subscription,
+        events: mpsc::Receiver<SubscriptionEvent>,
+        source: ParticipantId,
+        reply: oneshot::Sender<Result<(), RoomError>>,
+    },
+    Unsubscribe {
+        subscription_id: SubscriptionId,
+        reply: oneshot::Sender<Result<(), RoomError>>,
+    },
+}
+
+/// Why a room did not go live.
+#[derive(Debug, thiserror::Error)]
+pub enum GoLiveError {
+    #[error(transparent)]
+    Room(#[from] RoomError),
+    /// Admission said no (capacity or drain).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 /// Happenings that are not part of the room's state, for the event streams.
@@ -82,8 +119,8 @@ pub struct RoomHandle {
 /// What the actor needs from the server to run a room.
 #[derive(Clone)]
 pub struct RoomRuntime {
-    /// Executable to spawn as `<binary> mixer`.
-    pub mixer_binary: PathBuf,
+    /// Where mixer processes come from, and who admits a room going live.
+    pub pool: MixerPool,
     /// How long a stopping mixer may flush before it is killed.
     pub stop_grace: Duration,
 }
@@ -103,11 +140,16 @@ impl RoomHandle {
         let (status_tx, status) =
             watch::channel(Arc::new(RoomStatus::of(&id, &state, Instant::now())));
         let (notices, _) = broadcast::channel(NOTICE_BUFFER);
+        let (subscription_tx, subscription_rx) = mpsc::channel(256);
         let actor = RoomActor {
             id: id.clone(),
             state,
             sessions: HashMap::new(),
+            subscriptions: HashMap::new(),
+            subscription_tx,
             mixer: None,
+            mixer_identity: None,
+            charged_inputs: None,
             runtime,
             session_tx,
             mixer_tx,
@@ -119,7 +161,13 @@ impl RoomHandle {
         let span = tracing::info_span!(parent: None, "room", room = %id);
         tokio::spawn(
             actor
-                .run(command_rx, session_rx, mixer_rx, cancel.clone())
+                .run(
+                    command_rx,
+                    session_rx,
+                    mixer_rx,
+                    subscription_rx,
+                    cancel.clone(),
+                )
                 .instrument(span),
         );
         Self {
@@ -193,7 +241,7 @@ impl RoomHandle {
         .await
     }
 
-    pub async fn go_live(&self) -> Result<Result<RoomStatus, RoomError>, RoomGone> {
+    pub async fn go_live(&self) -> Result<Result<RoomStatus, GoLiveError>, RoomGone> {
         self.ask(|reply| RoomCommand::GoLive { reply }).await
     }
 
@@ -201,8 +249,78 @@ impl RoomHandle {
         self.ask(|reply| RoomCommand::StopLive { reply }).await
     }
 
+    pub async fn set_audio(
+        &self,
+        participant_id: &str,
+        gain: Option<f64>,
+        muted: Option<bool>,
+    ) -> Result<Result<RoomStatus, RoomError>, RoomGone> {
+        let participant_id = participant_id.to_string();
+        self.ask(|reply| RoomCommand::SetAudio {
+            participant_id,
+            gain,
+            muted,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn set_layout(
+        &self,
+        layout: LayoutSpec,
+    ) -> Result<Result<RoomStatus, RoomError>, RoomGone> {
+        self.ask(|reply| RoomCommand::SetLayout { layout, reply })
+            .await
+    }
+
     pub async fn status(&self) -> Result<RoomStatus, RoomGone> {
         self.ask(|reply| RoomCommand::Status { reply }).await
+    }
+
+    /// The WebRTC session of a participant (None if unknown).
+    pub async fn session(&self, participant_id: &str) -> Result<Option<PeerSession>, RoomGone> {
+        let participant_id = participant_id.to_string();
+        self.ask(|reply| RoomCommand::Session {
+            participant_id,
+            reply,
+        })
+        .await
+    }
+
+    /// Registers a negotiated subscription to `source`; the room starts feeding it. On error
+    /// (e.g. the source left meanwhile) the subscription is closed.
+    pub async fn subscribe(
+        &self,
+        subscription: Subscription,
+        events: mpsc::Receiver<SubscriptionEvent>,
+        source: &str,
+    ) -> Result<Result<(), RoomError>, RoomGone> {
+        let source = source.to_string();
+        let closer = subscription.clone();
+        let result = self
+            .ask(|reply| RoomCommand::Subscribe {
+                subscription,
+                events,
+                source,
+                reply,
+            })
+            .await;
+        if !matches!(result, Ok(Ok(()))) {
+            closer.close().await;
+        }
+        result
+    }
+
+    pub async fn unsubscribe(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Result<(), RoomError>, RoomGone> {
+        let subscription_id = subscription_id.to_string();
+        self.ask(|reply| RoomCommand::Unsubscribe {
+            subscription_id,
+            reply,
+        })
+        .await
     }
 
     /// Ends the room: the mixer stops and every participant is disconnected.
@@ -221,7 +339,14 @@ struct RoomActor {
     id: String,
     state: RoomState,
     sessions: HashMap<ParticipantId, PeerSession>,
+    /// Subscriptions (SFU return path) by id; the state knows whose media each carries.
+    subscriptions: HashMap<SubscriptionId, Subscription>,
+    subscription_tx: mpsc::Sender<(SubscriptionId, SubscriptionEvent)>,
     mixer: Option<MixerProcess>,
+    /// (epoch, version, binary) the current mixer reported in `Ready`.
+    mixer_identity: Option<(u64, String, String)>,
+    /// Participants the pool charges this room for, while it holds a reservation.
+    charged_inputs: Option<u32>,
     runtime: RoomRuntime,
     session_tx: mpsc::Sender<(ParticipantId, SessionEvent)>,
     mixer_tx: mpsc::Sender<MixerReport>,
@@ -238,6 +363,7 @@ impl RoomActor {
         mut commands: mpsc::Receiver<RoomCommand>,
         mut session_events: mpsc::Receiver<(ParticipantId, SessionEvent)>,
         mut mixer_reports: mpsc::Receiver<MixerReport>,
+        mut subscription_events: mpsc::Receiver<(SubscriptionId, SubscriptionEvent)>,
         cancel: CancellationToken,
     ) {
         let mut live_status = tokio::time::interval(LIVE_STATUS_INTERVAL);
@@ -261,15 +387,25 @@ impl RoomActor {
                 }
                 _ = live_status.tick(), if live => {}
                 Some(command) = commands.recv() => {
-                    changed = !matches!(command, RoomCommand::Status { .. });
+                    changed = !matches!(
+                        command,
+                        RoomCommand::Status { .. } | RoomCommand::Session { .. }
+                    );
                     self.on_command(command);
                 }
                 Some((participant_id, event)) = session_events.recv() => {
                     self.on_session_event(participant_id, event);
                 }
                 Some(report) = mixer_reports.recv() => self.on_mixer_report(report),
+                Some((subscription_id, event)) = subscription_events.recv() => {
+                    if let SubscriptionEvent::Closed { reason } = event {
+                        info!(subscription = %subscription_id, %reason, "subscription ended");
+                        let _ = self.input(Input::Unsubscribe { subscription_id });
+                    }
+                }
             }
             self.run_effects();
+            self.sync_reservation();
             if changed {
                 self.publish_status();
             }
@@ -285,6 +421,18 @@ impl RoomActor {
         let now = Instant::now();
         let mut status = RoomStatus::of(&self.id, &self.state, now);
         status.mixer.pid = self.mixer.as_ref().and_then(MixerProcess::pid);
+        if let Some(mixer) = &self.mixer {
+            status.mixer.binary = Some(mixer.binary().display().to_string());
+            status.mixer.warm = Some(mixer.was_warm());
+            if let Some((_, version, _)) = self
+                .mixer_identity
+                .as_ref()
+                .filter(|(epoch, ..)| *epoch == mixer.epoch())
+            {
+                status.mixer.version = Some(version.clone());
+            }
+        }
+        status.cost = self.runtime.pool.cost_of(&self.id);
         self.meters.apply(&mut status.outputs, now);
         status
     }
@@ -292,6 +440,51 @@ impl RoomActor {
     fn publish_status(&mut self) {
         self.meters.observe(Instant::now(), self.state.outputs());
         self.status_tx.send_replace(Arc::new(self.status()));
+    }
+
+    fn participants_count(&self) -> u32 {
+        u32::try_from(self.state.participant_ids().len()).unwrap_or(u32::MAX)
+    }
+
+    /// Asks the pool for this room's share before going live (admission by cost).
+    fn go_live(&mut self) -> Result<RoomStatus, GoLiveError> {
+        let live = matches!(self.state.broadcast(), super::state::Broadcast::Live { .. });
+        if !live {
+            let inputs = self.participants_count();
+            let video = self.state.settings().video;
+            self.runtime.pool.admit(&self.id, &video, inputs)?;
+            self.charged_inputs = Some(inputs);
+            if let Err(e) = self.input(Input::GoLive) {
+                self.release_reservation();
+                return Err(e.into());
+            }
+        }
+        Ok(self.status())
+    }
+
+    /// Keeps the pool's reservation in step with the broadcast: re-charged when participants
+    /// come and go, released when the broadcast stops or fails.
+    fn sync_reservation(&mut self) {
+        let Some(charged) = self.charged_inputs else {
+            return;
+        };
+        let live = matches!(self.state.broadcast(), super::state::Broadcast::Live { .. });
+        if !live {
+            self.release_reservation();
+            return;
+        }
+        let inputs = self.participants_count();
+        if inputs != charged {
+            let video = self.state.settings().video;
+            self.runtime.pool.resize(&self.id, &video, inputs);
+            self.charged_inputs = Some(inputs);
+        }
+    }
+
+    fn release_reservation(&mut self) {
+        if self.charged_inputs.take().is_some() {
+            self.runtime.pool.release(&self.id);
+        }
     }
 
     fn on_command(&mut self, command: RoomCommand) {
@@ -338,15 +531,76 @@ impl RoomActor {
                 let _ = reply.send(result);
             }
             RoomCommand::GoLive { reply } => {
-                let result = self.input(Input::GoLive).map(|()| self.status());
+                let result = self.go_live();
                 let _ = reply.send(result);
             }
             RoomCommand::StopLive { reply } => {
                 let _ = self.input(Input::StopLive);
+                // Free the pool's share before answering, so the capacity is there at once.
+                self.sync_reservation();
                 let _ = reply.send(self.status());
+            }
+            RoomCommand::SetAudio {
+                participant_id,
+                gain,
+                muted,
+                reply,
+            } => {
+                let result = self
+                    .input(Input::SetAudio {
+                        participant_id,
+                        gain,
+                        muted,
+                    })
+                    .map(|()| self.status());
+                let _ = reply.send(result);
+            }
+            RoomCommand::SetLayout { layout, reply } => {
+                let result = self
+                    .input(Input::SetLayout { layout })
+                    .map(|()| self.status());
+                let _ = reply.send(result);
             }
             RoomCommand::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            RoomCommand::Session {
+                participant_id,
+                reply,
+            } => {
+                let _ = reply.send(self.sessions.get(&participant_id).cloned());
+            }
+            RoomCommand::Subscribe {
+                subscription,
+                events,
+                source,
+                reply,
+            } => {
+                let subscription_id = subscription.id().to_string();
+                let result = self.input(Input::Subscribe {
+                    subscription_id: subscription_id.clone(),
+                    source,
+                });
+                if result.is_ok() {
+                    self.subscriptions
+                        .insert(subscription_id.clone(), subscription);
+                    let room = self.subscription_tx.clone();
+                    let mut events = events;
+                    tokio::spawn(async move {
+                        while let Some(event) = events.recv().await {
+                            if room.send((subscription_id.clone(), event)).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                let _ = reply.send(result);
+            }
+            RoomCommand::Unsubscribe {
+                subscription_id,
+                reply,
+            } => {
+                let _ = reply.send(self.input(Input::Unsubscribe { subscription_id }));
             }
         }
     }
@@ -404,7 +658,12 @@ impl RoomActor {
 
     fn on_mixer_report(&mut self, report: MixerReport) {
         let input = match report {
-            MixerReport::Event { epoch, event } => Input::Mixer { epoch, event },
+            MixerReport::Event { epoch, event } => {
+                if let costream_mixer::control::Event::Ready { version, binary } = &event {
+                    self.mixer_identity = Some((epoch, version.clone(), binary.clone()));
+                }
+                Input::Mixer { epoch, event }
+            }
             MixerReport::Exited { epoch, reason } => {
                 if self.mixer.as_ref().map(MixerProcess::epoch) == Some(epoch) {
                     self.mixer = None;
@@ -427,13 +686,13 @@ impl RoomActor {
                 if let Some(old) = self.mixer.take() {
                     old.stop(self.runtime.stop_grace);
                 }
-                match MixerProcess::spawn(
-                    &self.runtime.mixer_binary,
-                    &self.id,
-                    epoch,
-                    self.mixer_tx.clone(),
-                ) {
-                    Ok(process) => self.mixer = Some(process),
+                // A warm process from the pool when there is one. A restart after a crash also
+                // comes from here, so it runs the pool's current binary (after a rolling
+                // upgrade: the new one).
+                match self.runtime.pool.take() {
+                    Ok(child) => {
+                        self.mixer = Some(child.attach(&self.id, epoch, self.mixer_tx.clone()))
+                    }
                     Err(e) => {
                         warn!("{e}");
                         let _ = self.input(Input::MixerExited {
@@ -482,6 +741,29 @@ impl RoomActor {
                     tokio::spawn(async move { session.request_keyframe(&track_id).await });
                 }
             }
+            Effect::AttachSubscription {
+                source,
+                subscription_id,
+            } => {
+                if let (Some(session), Some(subscription)) = (
+                    self.sessions.get(&source),
+                    self.subscriptions.get(&subscription_id),
+                ) {
+                    info!(subscription = %subscription_id, source = %source, "subscription started");
+                    session.add_subscription(subscription);
+                }
+            }
+            Effect::CloseSubscription {
+                source,
+                subscription_id,
+            } => {
+                if let Some(session) = self.sessions.get(&source) {
+                    session.remove_subscription(&subscription_id);
+                }
+                if let Some(subscription) = self.subscriptions.remove(&subscription_id) {
+                    tokio::spawn(async move { subscription.close().await });
+                }
+            }
             Effect::CloseSession { participant_id } => {
                 if let Some(session) = self.sessions.remove(&participant_id) {
                     info!(participant = %participant_id, "participant left");
@@ -497,6 +779,7 @@ impl RoomActor {
             let _ = self.input(Input::Leave { participant_id });
         }
         self.run_effects();
+        self.release_reservation();
         info!("room ended");
     }
 }

@@ -56,6 +56,11 @@ impl Rooms {
         Ok(room)
     }
 
+    /// The mixer pool every room of this server draws from.
+    pub fn pool(&self) -> &crate::pool::MixerPool {
+        &self.runtime.pool
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<RoomHandle>> {
         self.rooms.read().expect("rooms lock").get(id).cloned()
     }

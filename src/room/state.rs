@@ -11,13 +11,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use costream_mixer::control::{
-    Codec, Command, Event, MediaKind, OutputSpec, OutputState, VideoSpec,
+    AudioMix, Codec, Command, Event, LayoutSpec, MediaKind, OutputSpec, OutputState, VideoSpec,
 };
 
 use super::recovery::{CrashHistory, CrashPolicy, RestartDecision};
 use super::tokens::Role;
 
 pub type ParticipantId = String;
+/// A WHEP subscription to one participant's media (the SFU return path).
+pub type SubscriptionId = String;
 
 /// What a room is configured to produce.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct RoomSettings {
     pub video: VideoSpec,
     pub outputs: Vec<OutputSpec>,
     pub max_participants: usize,
+    /// How the mix is laid out; the host changes it live with `Input::SetLayout`.
+    pub layout: LayoutSpec,
 }
 
 /// A media track a participant publishes.
@@ -52,6 +56,8 @@ pub struct Participant {
     pub display_name: String,
     pub joined_at: Instant,
     pub tracks: Vec<Track>,
+    /// The host's gain/mute for this participant in the program.
+    pub audio: AudioMix,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +125,27 @@ pub enum Input {
         epoch: u64,
         reason: String,
     },
+    /// The host changed the layout (applied live, without restarting anything).
+    SetLayout {
+        layout: LayoutSpec,
+    },
+    /// The host changed a participant's gain or mute in the program (`None`: unchanged).
+    SetAudio {
+        participant_id: ParticipantId,
+        gain: Option<f64>,
+        muted: Option<bool>,
+    },
     /// Time passed: `poll_timeout()` was reached.
     Tick,
+    /// Someone subscribes to `source`'s audio and video.
+    Subscribe {
+        subscription_id: SubscriptionId,
+        source: ParticipantId,
+    },
+    /// A subscription ends (DELETE, or its connection failed).
+    Unsubscribe {
+        subscription_id: SubscriptionId,
+    },
 }
 
 /// IO the actor must carry out, in order.
@@ -153,6 +178,17 @@ pub enum Effect {
     CloseSession {
         participant_id: ParticipantId,
     },
+    /// Start feeding `source`'s media to the subscription. Separate from `Forward`: the mixer's
+    /// targets and the subscriptions never replace each other.
+    AttachSubscription {
+        source: ParticipantId,
+        subscription_id: SubscriptionId,
+    },
+    /// Stop feeding it and close its connection.
+    CloseSubscription {
+        source: ParticipantId,
+        subscription_id: SubscriptionId,
+    },
 }
 
 /// Why an input was refused; the API turns these into HTTP errors.
@@ -164,8 +200,14 @@ pub enum RoomError {
     AlreadyJoined(ParticipantId),
     #[error("no participant {0} in this room")]
     UnknownParticipant(ParticipantId),
+    #[error("no subscription {0} in this room; it may have ended with its source")]
+    UnknownSubscription(SubscriptionId),
     #[error("the room has no outputs to push to; create it with \"outputs\": [{{\"url\": \"rtmp://...\"}}]")]
     NoOutputs,
+    #[error("{0}")]
+    InvalidLayout(String),
+    #[error("{0}")]
+    InvalidAudio(String),
 }
 
 #[derive(Debug)]
@@ -183,6 +225,10 @@ pub struct RoomState {
     restart_at: Option<Instant>,
     /// Last sign of life from the current mixer (any event), for hang detection.
     last_heard: Option<Instant>,
+    /// Who the mixer hears speaking (reported by it while live).
+    active_speaker: Option<ParticipantId>,
+    /// Active subscriptions and whose media each carries.
+    subscriptions: BTreeMap<SubscriptionId, ParticipantId>,
 }
 
 impl RoomState {
@@ -209,6 +255,8 @@ impl RoomState {
             crashes: CrashHistory::default(),
             restart_at: None,
             last_heard: None,
+            active_speaker: None,
+            subscriptions: BTreeMap::new(),
         }
     }
 
@@ -285,6 +333,12 @@ impl RoomState {
             }
             Input::Leave { participant_id } => self.leave(&participant_id),
             Input::GoLive => self.go_live(now),
+            Input::SetLayout { layout } => self.set_layout(layout),
+            Input::SetAudio {
+                participant_id,
+                gain,
+                muted,
+            } => self.set_audio(&participant_id, gain, muted),
             Input::StopLive => {
                 self.stop_live();
                 Ok(())
@@ -306,7 +360,47 @@ impl RoomState {
                 self.tick(now);
                 Ok(())
             }
+            Input::Subscribe {
+                subscription_id,
+                source,
+            } => self.subscribe(subscription_id, source),
+            Input::Unsubscribe { subscription_id } => {
+                let source = self
+                    .subscriptions
+                    .remove(&subscription_id)
+                    .ok_or_else(|| RoomError::UnknownSubscription(subscription_id.clone()))?;
+                self.effects.push_back(Effect::CloseSubscription {
+                    source,
+                    subscription_id,
+                });
+                Ok(())
+            }
         }
+    }
+
+    fn subscribe(
+        &mut self,
+        subscription_id: SubscriptionId,
+        source: ParticipantId,
+    ) -> Result<(), RoomError> {
+        if !self.participants.contains_key(&source) {
+            return Err(RoomError::UnknownParticipant(source));
+        }
+        self.subscriptions
+            .insert(subscription_id.clone(), source.clone());
+        self.effects.push_back(Effect::AttachSubscription {
+            source,
+            subscription_id,
+        });
+        Ok(())
+    }
+
+    /// Number of active subscriptions to this participant's media.
+    pub fn subscriber_count(&self, participant_id: &str) -> usize {
+        self.subscriptions
+            .values()
+            .filter(|source| source.as_str() == participant_id)
+            .count()
     }
 
     fn join(
@@ -331,6 +425,7 @@ impl RoomState {
                 display_name,
                 joined_at: now,
                 tracks: Vec::new(),
+                audio: AudioMix::default(),
             },
         );
         Ok(())
@@ -407,6 +502,20 @@ impl RoomState {
                 });
             }
         }
+        // Its subscribers lose their source: close them before the source's session.
+        let orphaned: Vec<SubscriptionId> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, source)| source.as_str() == participant_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for subscription_id in orphaned {
+            self.subscriptions.remove(&subscription_id);
+            self.effects.push_back(Effect::CloseSubscription {
+                source: participant_id.to_string(),
+                subscription_id,
+            });
+        }
         self.effects.push_back(Effect::CloseSession {
             participant_id: participant_id.to_string(),
         });
@@ -438,6 +547,82 @@ impl RoomState {
         Ok(())
     }
 
+    /// Validates and stores a layout; a live mixer gets it at once. Pins and custom tiles must
+    /// name participants in the room (a typo would silently show nothing).
+    fn set_layout(&mut self, layout: LayoutSpec) -> Result<(), RoomError> {
+        layout.validate().map_err(RoomError::InvalidLayout)?;
+        let named: Vec<(&str, String)> = match &layout {
+            LayoutSpec::Custom { tiles } => tiles
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    (
+                        t.participant_id.as_str(),
+                        format!("layout.tiles[{i}].participant_id"),
+                    )
+                })
+                .collect(),
+            other => other
+                .pin()
+                .map(|p| (p, "layout.pin".to_string()))
+                .into_iter()
+                .collect(),
+        };
+        if let Some((id, field)) = named
+            .iter()
+            .find(|(id, _)| !self.participants.contains_key(*id))
+        {
+            return Err(RoomError::InvalidLayout(format!(
+                "{field}: no participant {id:?} in this room"
+            )));
+        }
+        self.settings.layout = layout;
+        if let Some(epoch) = self.live_epoch() {
+            self.effects.push_back(Effect::ToMixer {
+                epoch,
+                command: Command::SetLayout {
+                    layout: self.settings.layout.clone(),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores a participant's program gain/mute; a live mixer gets it at once, a new mixer
+    /// right after the participant's inputs.
+    fn set_audio(
+        &mut self,
+        participant_id: &str,
+        gain: Option<f64>,
+        muted: Option<bool>,
+    ) -> Result<(), RoomError> {
+        let participant = self
+            .participants
+            .get_mut(participant_id)
+            .ok_or_else(|| RoomError::UnknownParticipant(participant_id.to_string()))?;
+        let audio = AudioMix {
+            gain: gain.unwrap_or(participant.audio.gain),
+            muted: muted.unwrap_or(participant.audio.muted),
+        };
+        audio.validate().map_err(RoomError::InvalidAudio)?;
+        participant.audio = audio;
+        if let Some(epoch) = self.live_epoch() {
+            self.effects.push_back(Effect::ToMixer {
+                epoch,
+                command: Command::SetAudio {
+                    participant_id: participant_id.to_string(),
+                    audio,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// The participant the mixer currently features by voice.
+    pub fn active_speaker(&self) -> Option<&str> {
+        self.active_speaker.as_deref()
+    }
+
     fn next_epoch(&mut self) -> u64 {
         self.last_epoch += 1;
         self.last_epoch
@@ -455,14 +640,30 @@ impl RoomState {
                 outputs: self.settings.outputs.clone(),
             },
         });
+        // Before the inputs, so a replacement mixer never shows a frame in the wrong layout.
+        self.effects.push_back(Effect::ToMixer {
+            epoch,
+            command: Command::SetLayout {
+                layout: self.settings.layout.clone(),
+            },
+        });
         let add_inputs: Vec<Effect> = self
             .participants()
             .into_iter()
             .flat_map(|(participant_id, participant)| {
-                participant.tracks.iter().map(move |track| Effect::ToMixer {
+                let inputs = participant.tracks.iter().map(move |track| Effect::ToMixer {
                     epoch,
                     command: add_input_command(participant_id, participant, track),
-                })
+                });
+                // The host's gain/mute, if changed, before any of its audio is heard.
+                let audio = (participant.audio != AudioMix::default()).then(|| Effect::ToMixer {
+                    epoch,
+                    command: Command::SetAudio {
+                        participant_id: participant_id.clone(),
+                        audio: participant.audio,
+                    },
+                });
+                audio.into_iter().chain(inputs)
             })
             .collect();
         self.effects.extend(add_inputs);
@@ -547,6 +748,7 @@ impl RoomState {
         };
         self.restart_at = None;
         self.last_heard = None;
+        self.active_speaker = None;
         self.effects.push_back(Effect::StopMixer { epoch });
         self.detach_from_mixer();
         self.broadcast = Broadcast::Offline;
@@ -598,7 +800,9 @@ impl RoomState {
 
     fn mixer_event(&mut self, epoch: u64, event: Event) {
         match event {
-            Event::Ready => {
+            // Said before `Start`; the pool consumes it, nothing for the room.
+            Event::Hello { .. } => {}
+            Event::Ready { .. } => {
                 if let Broadcast::Live { mixer, .. } = &mut self.broadcast {
                     *mixer = MixerPhase::Running;
                 }
@@ -625,6 +829,7 @@ impl RoomState {
                 });
             }
             Event::InputRemoved { .. } => {}
+            Event::ActiveSpeaker { participant_id } => self.active_speaker = participant_id,
             Event::KeyframeRequest { input_id } => {
                 if let Some((participant_id, track)) = self.find_input(&input_id) {
                     let track_id = track.desc.track_id.clone();

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use costream_mixer::control::{Codec, MediaKind, OutputState, VideoSpec};
+use costream_mixer::control::{AudioMix, Codec, LayoutSpec, MediaKind, OutputState, VideoSpec};
 use costream_mixer::redact::redact_url;
 use serde::Serialize;
 
@@ -21,8 +21,16 @@ pub struct RoomStatus {
     pub live_seconds: Option<f64>,
     pub video: VideoSpec,
     pub participants: Vec<ParticipantStatus>,
+    /// The layout of the mix (`PUT /api/v1/rooms/{id}/layout`).
+    pub layout: LayoutSpec,
+    /// Who the mixer hears speaking, while live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_speaker: Option<String>,
     pub mixer: MixerStatus,
     pub outputs: Vec<OutputStatusView>,
+    /// Cores the mixer pool reserved for this room while it is live (admission by cost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +39,10 @@ pub struct ParticipantStatus {
     pub role: Role,
     pub display_name: String,
     pub tracks: Vec<TrackStatus>,
+    /// Gain and mute in the program (`PUT .../participants/{id}/audio`).
+    pub audio: AudioMix,
+    /// Active WHEP subscriptions to this participant's media.
+    pub subscribers: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +66,15 @@ pub struct MixerStatus {
     /// OS process id of the room's mixer, while one runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Executable of the room's mixer (rolling upgrades run several side by side).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    /// Version the mixer reported when it became ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Whether the mixer came warm from the pool (false: started cold for this room).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,8 +141,12 @@ impl RoomStatus {
                             in_mix: t.mixer_port.is_some(),
                         })
                         .collect(),
+                    audio: p.audio,
+                    subscribers: room.subscriber_count(id),
                 })
                 .collect(),
+            layout: room.settings().layout.clone(),
+            active_speaker: room.active_speaker().map(str::to_string),
             mixer,
             outputs: room
                 .outputs()
@@ -138,6 +163,7 @@ impl RoomStatus {
                     reconnects: 0,
                 })
                 .collect(),
+            cost: None,
         }
     }
 }
@@ -149,6 +175,9 @@ fn mixer_status(state: &'static str, reason: Option<String>, frames_out: u64) ->
         frames_out,
         restarts: 0,
         pid: None,
+        binary: None,
+        version: None,
+        warm: None,
     }
 }
 
@@ -168,6 +197,7 @@ mod tests {
                 url: "rtmp://cdn.example/live/SECRETKEY".into(),
             }],
             max_participants: 4,
+            layout: Default::default(),
         });
         let status = RoomStatus::of("r1", &room, Instant::now());
         let json = serde_json::to_string(&status).unwrap();
@@ -187,6 +217,7 @@ mod tests {
                 url: "rtmp://h/live/k".into(),
             }],
             max_participants: 4,
+            layout: Default::default(),
         });
         room.handle(t0, Input::GoLive).unwrap();
         let status = RoomStatus::of("r1", &room, t0 + std::time::Duration::from_secs(3));

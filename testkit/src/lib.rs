@@ -7,7 +7,10 @@ mod media;
 mod nginx;
 
 pub use frames::FrameReader;
-pub use media::{close_to, grab_frame_rgb, mean_rgb, probe_stream, StreamInfo};
+pub use media::{
+    close_to, grab_audio_s16, grab_frame_rgb, mean_rgb, probe_stream, rms_dbfs, video_packets,
+    StreamInfo, VideoPacket,
+};
 pub use nginx::Nginx;
 
 use std::time::{Duration, Instant};

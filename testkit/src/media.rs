@@ -119,6 +119,76 @@ pub fn grab_frame_rgb(url: &str, width: u32, height: u32) -> anyhow::Result<Vec<
     Ok(out[..want].to_vec())
 }
 
+/// Decodes `seconds` of `url`'s audio as 48 kHz mono signed 16-bit samples.
+pub fn grab_audio_s16(url: &str, seconds: u32) -> anyhow::Result<Vec<i16>> {
+    let duration = seconds.to_string();
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-v", "error", "-i", url, "-t", &duration, "-vn", "-f", "s16le", "-ac", "1", "-ar",
+            "48000", "-",
+        ]),
+        Duration::from_secs(u64::from(seconds) + 20),
+    )?;
+    Ok(out
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect())
+}
+
+/// RMS level of samples in dBFS (-inf for digital silence).
+pub fn rms_dbfs(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return f64::NEG_INFINITY;
+    }
+    let sum: f64 = samples
+        .iter()
+        .map(|&s| (f64::from(s) / 32768.0).powi(2))
+        .sum();
+    10.0 * (sum / samples.len() as f64).log10()
+}
+
+/// One video packet as ffprobe saw it on the wire.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VideoPacket {
+    /// Presentation time in seconds.
+    pub pts: f64,
+    pub keyframe: bool,
+}
+
+/// Reads `seconds` of `url`'s video packets (timestamps and keyframe flags, no decoding).
+pub fn video_packets(url: &str, seconds: u32) -> anyhow::Result<Vec<VideoPacket>> {
+    let interval = format!("%+{seconds}");
+    let out = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time,flags",
+            "-of",
+            "csv=p=0",
+            "-read_intervals",
+            &interval,
+            url,
+        ]),
+        Duration::from_secs(u64::from(seconds) + 30),
+    )?;
+    Ok(parse_packets(&String::from_utf8_lossy(&out)))
+}
+
+fn parse_packets(csv: &str) -> Vec<VideoPacket> {
+    csv.lines()
+        .filter_map(|line| {
+            let (pts, flags) = line.trim().split_once(',')?;
+            Some(VideoPacket {
+                pts: pts.parse().ok()?,
+                keyframe: flags.starts_with('K'),
+            })
+        })
+        .collect()
+}
+
 /// Mean colour of the `w`x`h` region at (`x`,`y`) of a packed RGB24 frame `width` pixels wide.
 pub fn mean_rgb(frame: &[u8], width: u32, x: u32, y: u32, w: u32, h: u32) -> [u8; 3] {
     let mut sum = [0u64; 3];
@@ -142,6 +212,17 @@ pub fn mean_rgb(frame: &[u8], width: u32, x: u32, y: u32, w: u32, h: u32) -> [u8
 /// Whether every channel of `rgb` is within `tol` of `expected`.
 pub fn close_to(rgb: [u8; 3], expected: [u8; 3], tol: u8) -> bool {
     rgb.iter().zip(expected).all(|(a, b)| a.abs_diff(b) <= tol)
+}
+
+#[cfg(test)]
+mod packet_tests {
+    #[test]
+    fn parses_ffprobe_packet_csv() {
+        let got = super::parse_packets("0.033000,K__\n0.066000,___\ngarbage\n");
+        assert_eq!(got.len(), 2);
+        assert!(got[0].keyframe && !got[1].keyframe);
+        assert!((got[1].pts - 0.066).abs() < 1e-9);
+    }
 }
 
 /// Runs a command, kills it after `timeout`, returns stdout on success.

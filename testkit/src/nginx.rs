@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-/// A running nginx with the RTMP module: `application live` accepts any stream key, and
-/// `/stat` on the HTTP port shows publishers.
+/// A running nginx with the RTMP module: `application live` accepts any stream key,
+/// `application locked` refuses every publisher through an `on_publish` callback answering 403
+/// (a CDN rejecting a stream key), and `/stat` on the HTTP port shows publishers.
 pub struct Nginx {
     child: Child,
     dir: tempfile::TempDir,
@@ -47,6 +48,32 @@ impl Nginx {
         self.stop();
         self.child = spawn(self.dir.path())?;
         self.wait_ready()
+    }
+
+    /// Freezes nginx (SIGSTOP): connections stay open but nothing is read or acknowledged, as
+    /// with a stalled CDN edge. [`Nginx::resume`] undoes it.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.kill_signal("STOP")
+    }
+
+    /// SIGCONT after [`Nginx::pause`].
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.kill_signal("CONT")
+    }
+
+    fn kill_signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{name} nginx failed");
+        }
+        Ok(())
+    }
+
+    /// `rtmp://127.0.0.1:<port>/<app>/<key>`
+    pub fn rtmp_app_url(&self, app: &str, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/{app}/{key}", self.rtmp_port)
     }
 
     /// Kills nginx (ports stop accepting) without dropping the handle.
@@ -112,6 +139,8 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // A paused nginx cannot die of SIGKILL until it runs again; harmless otherwise.
+        let _ = self.resume();
         self.stop();
     }
 }
@@ -143,10 +172,18 @@ rtmp {{
     server {{
         listen 127.0.0.1:{rtmp_port};
         chunk_size 4096;
+        # Acknowledge every 256 KB instead of nginx's 5 MB: like a CDN edge that acks often,
+        # so the stall test sees missing acknowledgements within seconds (see OutputTracker).
+        ack_window 262144;
         application live {{
             live on;
             record off;
             wait_key on;
+        }}
+        application locked {{
+            live on;
+            record off;
+            on_publish http://127.0.0.1:{http_port}/deny;
         }}
     }}
 }}
@@ -160,6 +197,7 @@ http {{
     server {{
         listen 127.0.0.1:{http_port};
         location /stat {{ rtmp_stat all; }}
+        location /deny {{ return 403; }}
     }}
 }}
 "#

@@ -36,12 +36,26 @@ pub struct Serve {
     pub base_url: String,
     /// serve's (and its mixers') log, when captured.
     log_path: Option<std::path::PathBuf>,
+    /// The `--config` file, when started with one (tests rewrite it before SIGHUP).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Serve {
     /// Logs go to the test's stderr.
     pub fn start() -> anyhow::Result<Self> {
         Self::spawn(Stdio::inherit(), None, "info")
+    }
+
+    /// With a TOML config file holding `config` (logs to the test's stderr).
+    pub fn start_with_config(config: &str) -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("costream-test-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, config)?;
+        let mut serve = Self::spawn_with(Stdio::inherit(), None, "info", Some(path.clone()))?;
+        serve.config_path = Some(path);
+        Ok(serve)
     }
 
     /// Logs (serve's and its mixers') go to a file, for tests that inspect them.
@@ -60,10 +74,24 @@ impl Serve {
         log_path: Option<std::path::PathBuf>,
         default_filter: &str,
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(BIN)
+        Self::spawn_with(stderr, log_path, default_filter, None)
+    }
+
+    fn spawn_with(
+        stderr: Stdio,
+        log_path: Option<std::path::PathBuf>,
+        default_filter: &str,
+        config: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(BIN);
+        if let Some(config) = &config {
+            command.arg("serve").arg("--config").arg(config);
+        } else {
+            command.arg("serve");
+        }
+        let mut child = command
             // Port 0 for the built-in origin too, so parallel tests never fight over 1935.
             .args([
-                "serve",
                 "--listen",
                 "127.0.0.1:0",
                 "--origin-rtmp-listen",
@@ -90,6 +118,7 @@ impl Serve {
             child,
             base_url,
             log_path,
+            config_path: None,
         })
     }
 
@@ -101,6 +130,21 @@ impl Serve {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `HUP`, ...) to serve.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        signal(self.child.id(), name)
+    }
+
+    /// The exit status, if serve has exited.
+    pub fn try_wait(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Waits (up to `timeout`) for serve to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        wait_with_deadline(&mut self.child, timeout)
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -126,6 +170,38 @@ impl Drop for Serve {
             }
             let _ = std::fs::remove_file(path);
         }
+        if let Some(path) = &self.config_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Live (non-zombie) processes whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() != Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
+        })
+        .collect()
+}
+
+/// Whether a process is gone (or a zombie nobody will run again).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -204,6 +280,17 @@ impl Publisher {
         wait_for_line(&mut child, "publishing", Duration::from_secs(30))
             .with_context(|| format!("publisher {} did not connect", opts.name))?;
         Ok(Self { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Vanishes without leaving (`kill -9`, no WHIP DELETE), like a crashed browser.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Leaves the room properly: SIGTERM makes the publisher send the WHIP DELETE.
@@ -388,6 +475,15 @@ pub fn participants_in_mix(status: &Value) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// The participant id of the participant with this display name.
+pub fn participant_id(status: &Value, display_name: &str) -> Option<String> {
+    status["participants"]
+        .as_array()?
+        .iter()
+        .find(|p| p["display_name"] == display_name)
+        .and_then(|p| p["participant_id"].as_str().map(str::to_string))
 }
 
 /// CPU seconds (user + sys) a process has used, from /proc.

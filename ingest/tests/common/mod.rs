@@ -55,6 +55,11 @@ pub struct RawPublisher {
 
 impl RawPublisher {
     pub async fn new(video_mime: &str) -> anyhow::Result<Self> {
+        Self::with_video_fmtp(video_mime, "").await
+    }
+
+    /// Like `new`, with the video track's fmtp (e.g. one H.264 profile).
+    pub async fn with_video_fmtp(video_mime: &str, fmtp: &str) -> anyhow::Result<Self> {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs()?;
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
@@ -76,6 +81,7 @@ impl RawPublisher {
             RTCRtpCodecCapability {
                 mime_type: video_mime.to_owned(),
                 clock_rate: 90_000,
+                sdp_fmtp_line: fmtp.to_owned(),
                 ..Default::default()
             },
             "cam".to_owned(),

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
-use costream_ingest::{IngestConfig, IngestEngine, PeerSession, SessionEvent};
+use costream_ingest::{IngestConfig, IngestEngine, PeerSession, SessionEvent, Subscription};
 use tokio::sync::mpsc;
 
 pub const TOKEN: &str = "s3cret-whip-token-42";
@@ -24,10 +24,14 @@ struct Whip {
     deleted: mpsc::UnboundedSender<String>,
     /// Every offer and answer exchanged, for log-hygiene checks.
     sdps: Arc<Mutex<Vec<String>>>,
+    subscriptions: Arc<Mutex<HashMap<String, Subscription>>>,
 }
 
 pub struct TestWhipServer {
     pub addr: SocketAddr,
+    /// The engine behind the endpoint (tests may create sessions directly and put them into
+    /// `sessions` to make them subscribable at `/whep/{session id}`).
+    pub engine: IngestEngine,
     pub sessions: Arc<Mutex<HashMap<String, PeerSession>>>,
     /// (session id, event) for every session.
     pub events: mpsc::UnboundedReceiver<(String, SessionEvent)>,
@@ -47,17 +51,20 @@ impl TestWhipServer {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (deleted_tx, deleted) = mpsc::unbounded_channel();
         let state = Whip {
-            engine,
+            engine: engine.clone(),
             sessions: Arc::default(),
             events: events_tx,
             deleted: deleted_tx,
             sdps: Arc::default(),
+            subscriptions: Arc::default(),
         };
         let sessions = Arc::clone(&state.sessions);
         let sdps = Arc::clone(&state.sdps);
         let app = Router::new()
             .route("/whip/{room}", post(publish))
             .route("/whip/{room}/{id}", delete(leave))
+            .route("/whep/{id}", post(subscribe))
+            .route("/whep/{id}/{sub}", delete(unsubscribe))
             .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -66,6 +73,7 @@ impl TestWhipServer {
         });
         Self {
             addr,
+            engine,
             sessions,
             events,
             deleted,
@@ -161,5 +169,63 @@ async fn leave(
             StatusCode::OK.into_response()
         }
         None => (StatusCode::NOT_FOUND, "no such session").into_response(),
+    }
+}
+
+/// WHEP, serve-like: a subscription to session `id`, fed by that session's read loops.
+async fn subscribe(
+    State(whip): State<Whip>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    }
+    let Some(source) = whip.sessions.lock().unwrap().get(&id).cloned() else {
+        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    };
+    let offer = String::from_utf8_lossy(&body).into_owned();
+    match whip.engine.accept_subscription(&offer, &source).await {
+        Ok((subscription, answer, _events)) => {
+            source.add_subscription(&subscription);
+            let sub_id = subscription.id().to_owned();
+            whip.subscriptions
+                .lock()
+                .unwrap()
+                .insert(sub_id.clone(), subscription);
+            (
+                StatusCode::CREATED,
+                [
+                    (header::CONTENT_TYPE, "application/sdp".to_owned()),
+                    (header::LOCATION, format!("{id}/{sub_id}")),
+                ],
+                answer,
+            )
+                .into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+async fn unsubscribe(
+    State(whip): State<Whip>,
+    Path((id, sub)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    }
+    let subscription = whip.subscriptions.lock().unwrap().remove(&sub);
+    let source = whip.sessions.lock().unwrap().get(&id).cloned();
+    match subscription {
+        Some(subscription) => {
+            if let Some(source) = source {
+                source.remove_subscription(&sub);
+            }
+            subscription.close().await;
+            StatusCode::OK.into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no such subscription").into_response(),
     }
 }

@@ -1,13 +1,6 @@
-//! Pure layout: where each participant's video goes on the canvas.
+//! The grid: everyone the same size, in join order.
 
-/// A tile on the canvas, in pixels. Coordinates and sizes are even (I420 chroma is 2x2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TileRect {
-    pub x: u32,
-    pub y: u32,
-    pub width: u32,
-    pub height: u32,
-}
+use super::{even_floor, fit_16x9, TileRect};
 
 /// A grid of `n` tiles in join order: `cols = ceil(sqrt(n))`, `rows = ceil(n / cols)`, each tile
 /// the largest 16:9 rectangle fitting its cell, centred in it. `n == 1` fills the canvas.
@@ -27,14 +20,7 @@ pub fn grid(canvas_w: u32, canvas_h: u32, n: usize) -> Vec<TileRect> {
     let rows = (n as u32).div_ceil(cols);
     let cell_w = canvas_w / cols;
     let cell_h = canvas_h / rows;
-    // Largest 16:9 inside the cell; computed in integers so results are exact and repeatable.
-    let (mut w, mut h) = if u64::from(cell_w) * 9 <= u64::from(cell_h) * 16 {
-        (cell_w, cell_w * 9 / 16)
-    } else {
-        (cell_h * 16 / 9, cell_h)
-    };
-    w = even_floor(w.min(cell_w));
-    h = even_floor(h.min(cell_h));
+    let (w, h) = fit_16x9(cell_w, cell_h);
     (0..n as u32)
         .map(|i| {
             let (col, row) = (i % cols, i / cols);
@@ -46,10 +32,6 @@ pub fn grid(canvas_w: u32, canvas_h: u32, n: usize) -> Vec<TileRect> {
             }
         })
         .collect()
-}
-
-fn even_floor(v: u32) -> u32 {
-    v & !1
 }
 
 #[cfg(test)]

@@ -1,0 +1,95 @@
+//! Where mixer processes are forked: one dedicated thread for serve's whole life.
+//!
+//! Every mixer is started with `PR_SET_PDEATHSIG = SIGKILL`, so the kernel kills it when serve
+//! dies, however it dies (kill -9 included); stdin EOF is the second, polite way out. Linux
+//! fires PDEATHSIG when the *thread* that forked the child exits, not the process, so children
+//! must never be forked from a short-lived thread (tokio's blocking pool retires idle threads
+//! after 10 s, which would kill the room's mixer). This thread lives as long as serve.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::mpsc;
+
+use tokio::runtime::Handle;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start mixer {binary}: {source}")]
+pub struct SpawnError {
+    pub binary: String,
+    pub source: std::io::Error,
+}
+
+struct Request {
+    binary: PathBuf,
+    reply: mpsc::Sender<Result<tokio::process::Child, SpawnError>>,
+}
+
+/// Handle to the spawner thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Spawner {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Spawner {
+    /// Starts the thread; children are registered with `runtime` (it reaps them).
+    pub fn start(runtime: Handle) -> std::io::Result<Self> {
+        let (requests, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("mixer-spawner".into())
+            .spawn(move || {
+                let _entered = runtime.enter();
+                // Ends when every Spawner handle is gone, i.e. when serve shuts down.
+                while let Ok(request) = rx.recv() {
+                    let _ = request.reply.send(spawn_mixer(&request.binary));
+                }
+            })?;
+        Ok(Self { requests })
+    }
+
+    /// Starts `<binary> mixer` with piped stdin/stdout. Blocks for the fork+exec only
+    /// (milliseconds); the child warms up on its own afterwards.
+    pub fn spawn(&self, binary: &Path) -> Result<tokio::process::Child, SpawnError> {
+        let gone = || SpawnError {
+            binary: binary.display().to_string(),
+            source: std::io::Error::other("the mixer spawner thread is gone (shutting down)"),
+        };
+        let (reply, rx) = mpsc::channel();
+        self.requests
+            .send(Request {
+                binary: binary.to_owned(),
+                reply,
+            })
+            .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
+}
+
+fn spawn_mixer(binary: &Path) -> Result<tokio::process::Child, SpawnError> {
+    let parent = std::process::id();
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .arg("mixer")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // serve died between fork and prctl: the signal was never armed, do not run.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other(
+                    "serve exited while starting the mixer",
+                ));
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|source| SpawnError {
+        binary: binary.display().to_string(),
+        source,
+    })
+}
