@@ -217,8 +217,10 @@ const browser = await chromium.launch({
   // launch() gives every run a fresh temporary profile (user-data-dir).
   args: [
     ...(process.getuid?.() === 0 ? ['--no-sandbox'] : []),
-    // Two fake cameras and microphones, so switching devices can be tested.
-    '--use-fake-device-for-media-stream=device-count=2',
+    // Three fake cameras and microphones, so switching devices can be tested. Chromium's fake
+    // cameras differ in pixel format: the second is Y16 (a depth camera), which the video
+    // encoder cannot take (it stops sending frames); the third is MJPEG, a real camera's.
+    '--use-fake-device-for-media-stream=device-count=3',
     '--use-fake-ui-for-media-stream',
     '--autoplay-policy=no-user-gesture-required',
     '--disable-background-networking',
@@ -358,8 +360,8 @@ try {
     const postsBefore = whipPosts.host;
     const options = await host.page.$$eval('#camera option', (list) => list.map((o) => o.value));
     const current = await host.page.inputValue('#camera');
-    const other = options.find((id) => id !== current);
-    if (!other) throw new Error(`only one camera: ${JSON.stringify(options)}`);
+    const other = options[2];
+    if (!other || other === current) throw new Error(`cameras: ${JSON.stringify(options)}`);
     await host.page.selectOption('#camera', other);
     await waitInPage(
       host.page,
@@ -387,6 +389,24 @@ try {
     if (muted !== false || unmuted !== true) throw new Error(`mic mute: ${muted}, unmute: ${unmuted}`);
     if (pc.connection !== 'connected' || pc.signaling !== 'stable') throw new Error(JSON.stringify(pc));
     if (whipPosts.host !== postsBefore) throw new Error('the switch posted a new WHIP offer');
+    // The new camera's frames go out on the same sender.
+    const sent = () =>
+      host.page.evaluate(async () => {
+        let out = null;
+        (await window.costream.publisher.getStats()).forEach((r) => {
+          if (r.type === 'outbound-rtp' && r.kind === 'video') {
+            out = { frames: r.framesEncoded, keyFrames: r.keyFramesEncoded, bytes: r.bytesSent, w: r.frameWidth };
+          }
+        });
+        return out;
+      });
+    const before = await sent();
+    await host.page.waitForTimeout(1000);
+    const after = await sent();
+    if (!(after?.frames > before?.frames)) {
+      throw new Error(`video not flowing after the switch: ${JSON.stringify([before, after])}`);
+    }
+    return { before, after };
   });
 
   // 4. A guest joins from the invite link in another browser context.
