@@ -2,7 +2,8 @@
 # Installs everything costream needs on a fresh Debian 12 machine. Idempotent: a machine that
 # already has every package does no apt work at all, so the README commands stay fast.
 #   scripts/setup.sh          build + runtime packages (what `costream serve` needs)
-#   scripts/setup.sh --test   also the test tools (nginx-rtmp, ffmpeg)
+#   scripts/setup.sh --test   also the test tools (nginx-rtmp, ffmpeg, Chromium + the pinned
+#                             playwright-core in tests/browser via `npm ci`)
 set -euo pipefail
 
 build_and_runtime=(
@@ -12,12 +13,33 @@ build_and_runtime=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
   libopus-dev
 )
-test_tools=(nginx libnginx-mod-rtmp ffmpeg)
+test_tools=(nginx libnginx-mod-rtmp ffmpeg chromium)
+
+testing=false
+[[ "${1:-}" == "--test" ]] && testing=true
 
 wanted=("${build_and_runtime[@]}")
-if [[ "${1:-}" == "--test" ]]; then
+if $testing; then
   wanted+=("${test_tools[@]}")
+  # The browser tests' driver runs on node; any node >= 20 already here will do.
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    wanted+=(nodejs npm)
+  fi
 fi
+
+# The browser tests drive Debian's Chromium with the npm package pinned in
+# tests/browser/package-lock.json (never `playwright install`: no browser download).
+install_browser_driver() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+  local stamp="$dir/node_modules/.costream-lock"
+  if [[ -f "$stamp" ]] && cmp -s "$dir/package-lock.json" "$stamp"; then
+    return
+  fi
+  echo "setup: npm ci in tests/browser"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$dir/package-lock.json" "$stamp"
+}
 
 missing=()
 for pkg in "${wanted[@]}"; do
@@ -28,6 +50,7 @@ done
 
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#wanted[@]} packages present"
+  if $testing; then install_browser_driver; fi
   exit 0
 fi
 
@@ -41,4 +64,5 @@ export DEBIAN_FRONTEND=noninteractive
 if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
   "${sudo_cmd[@]}" systemctl stop nginx || true
 fi
+if $testing; then install_browser_driver; fi
 echo "setup: done"

@@ -87,11 +87,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let origin_cancel = CancellationToken::new();
     let origin = start_origin(&mut config.origin, origin_cancel.clone()).await?;
     let public_url = config.public_url();
+    let http_shutdown = CancellationToken::new();
     let app = router(AppState {
         config: Arc::new(config),
         rooms: rooms.clone(),
         ingest,
         origin: origin.clone(),
+        shutdown: http_shutdown.clone(),
     });
 
     tracing::info!("costream listening on {public_url}");
@@ -103,6 +105,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let pool = pool.clone();
             async move {
                 drain(&pool, drain_timeout).await;
+                // Event streams are endless too: end them so the HTTP server can finish.
+                http_shutdown.cancel();
                 // Graceful shutdown waits for open responses; HTTP-FLV bodies are endless
                 // until their stream goes away, so end every stream (and RTMP session) first.
                 origin_cancel.cancel();

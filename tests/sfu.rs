@@ -141,6 +141,28 @@ async fn subscribers_get_one_participants_media_keyframes_on_request_and_lose_it
     println!("MEASURE keyframes_in_3s_with_pli_every_250ms={keyframes}");
     assert!(keyframes >= 4, "only {keyframes} keyframes in 3 s of PLIs");
 
+    // Guests share one token, so it alone cannot end someone's session: blue's guest token
+    // cannot remove red without red's session key (red's own leave below uses it and succeeds).
+    let red_session = format!("/whip/{}/{red_id}", room.id);
+    for path in [red_session.clone(), format!("{red_session}?key=guessed")] {
+        let (code, body) = api
+            .send(reqwest::Method::DELETE, &path, Some(&room.guest_token))
+            .await?;
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("own session"),
+            "{body}"
+        );
+    }
+    let status = api.status(&room).await?;
+    assert!(
+        participant_id(&status, "red").is_some(),
+        "red was removed: {status}"
+    );
+
     // Red leaves: its subscription is closed by the server (DELETE finds nothing), red's
     // media stops, the status forgets it; blue's subscriber is unaffected.
     red.leave()?;

@@ -4,6 +4,8 @@
 mod auth;
 mod body;
 pub mod error;
+mod events;
+mod pages;
 mod pool;
 mod rooms;
 mod sdp;
@@ -13,10 +15,10 @@ mod whip;
 use std::sync::Arc;
 
 use axum::http::{header, Method};
-use axum::response::Html;
 use axum::routing::{get, post};
 use axum::Router;
 use costream_ingest::IngestEngine;
+use tokio_util::sync::CancellationToken;
 use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 
@@ -31,6 +33,9 @@ pub struct AppState {
     pub ingest: IngestEngine,
     /// The built-in origin; `None` when disabled (`origin.enabled = false`).
     pub origin: Option<Origin>,
+    /// Cancelled when the server starts shutting down: endless responses (event streams) end
+    /// so the HTTP server can drain.
+    pub shutdown: CancellationToken,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -49,7 +54,11 @@ pub fn router(state: AppState) -> Router {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::LOCATION]);
     Router::new()
-        .route("/", get(index))
+        .route("/", get(pages::index))
+        .route("/host/{room_id}", get(pages::host))
+        .route("/join/{room_id}", get(pages::join))
+        .route("/watch/{room_id}", get(pages::watch))
+        .route("/assets/{*path}", get(pages::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(pool::readyz))
         .route("/api/v1/pool", get(pool::view))
@@ -61,6 +70,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/rooms/{room_id}/live",
             post(rooms::go_live).delete(rooms::stop_live),
+        )
+        .route("/api/v1/rooms/{room_id}/events", get(events::stream_events))
+        .route("/api/v1/rooms/{room_id}/links", get(rooms::links))
+        .route(
+            "/api/v1/rooms/{room_id}/participants/{participant_id}",
+            axum::routing::delete(rooms::remove_participant),
         )
         .route(
             "/api/v1/rooms/{room_id}/layout",
@@ -100,12 +115,17 @@ pub fn router(state: AppState) -> Router {
         .route("/live/{file}", get(live_flv))
         .fallback(not_found)
         .layer(cors)
-        .layer(TraceLayer::new_for_http())
+        // Spans name the path only: a WHIP session's Location carries its key in the query.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            }),
+        )
         .with_state(state)
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("../../web/index.html"))
 }
 
 async fn live_flv(

@@ -17,6 +17,7 @@ use crate::config::validate_video;
 use crate::origin::ORIGIN_OUTPUT_ID;
 use crate::room::state::RoomSettings;
 use crate::room::status::RoomStatus;
+use crate::room::tokens::Role;
 use crate::room::RoomHandle;
 
 /// Body of `POST /api/v1/rooms`; every field is optional.
@@ -98,18 +99,18 @@ pub async fn create(
             e.to_string(),
         )
     })?;
-    let base = app.config.public_url();
     let id = &room.id;
+    let links = room_links(&app, &room, origin.is_some());
     let created = CreatedRoom {
         room_id: id.clone(),
         host_token: room.tokens.host.expose().to_string(),
         guest_token: room.tokens.guest.expose().to_string(),
-        host_url: format!("{base}/host/{id}#token={}", room.tokens.host.expose()),
-        guest_url: format!("{base}/join/{id}#token={}", room.tokens.guest.expose()),
-        watch_url: format!("{base}/watch/{id}"),
-        whip_url: format!("{base}/whip/{id}"),
-        flv_url: origin.map(|_| format!("{base}/live/{id}.flv")),
-        rtmp_play_url: origin.map(|o| o.play_url(id)),
+        host_url: links.host_url,
+        guest_url: links.guest_url,
+        watch_url: links.watch_url,
+        whip_url: links.whip_url,
+        flv_url: links.flv_url,
+        rtmp_play_url: links.rtmp_play_url,
     };
     tracing::info!(room = %id, "room created");
     Ok((
@@ -204,7 +205,10 @@ pub fn validate_output_url(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn find_room(app: &AppState, room_id: &str) -> Result<std::sync::Arc<RoomHandle>, ApiError> {
+pub(super) async fn find_room(
+    app: &AppState,
+    room_id: &str,
+) -> Result<std::sync::Arc<RoomHandle>, ApiError> {
     app.rooms
         .get(room_id)
         .ok_or_else(|| ApiError::room_not_found(room_id))
@@ -224,15 +228,31 @@ async fn host_room(
 pub async fn get(
     State(app): State<AppState>,
     Path(room_id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let room = find_room(&app, &room_id).await?;
-    Ok(status_response(&app, room.status().await?))
+    let status = room.status().await?;
+    // Public view, but output URLs (even redacted) only for the host.
+    let is_host = auth::role(&headers, &room).is_ok_and(|r| r == Role::Host);
+    let mut json = status_json(&app, &status);
+    if !is_host {
+        for output in json["outputs"].as_array_mut().into_iter().flatten() {
+            if let Some(fields) = output.as_object_mut() {
+                fields.remove("url");
+            }
+        }
+    }
+    Ok(Json(json).into_response())
+}
+
+fn status_response(app: &AppState, status: RoomStatus) -> Response {
+    Json(status_json(app, &status)).into_response()
 }
 
 /// The room status, plus what the built-in origin knows when the room uses it: the origin
 /// output is flagged `"origin": true`, and `origin` carries the viewer links and counters.
-fn status_response(app: &AppState, status: RoomStatus) -> Response {
-    let mut json = serde_json::to_value(&status).unwrap_or_default();
+pub(super) fn status_json(app: &AppState, status: &RoomStatus) -> serde_json::Value {
+    let mut json = serde_json::to_value(status).unwrap_or_default();
     let uses_origin = status
         .outputs
         .iter()
@@ -254,7 +274,7 @@ fn status_response(app: &AppState, status: RoomStatus) -> Response {
             "dropped_tags": stats.dropped_tags,
         });
     }
-    Json(json).into_response()
+    json
 }
 
 pub async fn go_live(
@@ -277,6 +297,60 @@ pub async fn stop_live(
     let status = room.stop_live().await?;
     tracing::info!(room = %room_id, "stopped live");
     Ok(status_response(&app, status))
+}
+
+/// `DELETE /api/v1/rooms/{id}/participants/{participant_id}`: the host removes someone.
+pub async fn remove_participant(
+    State(app): State<AppState>,
+    Path((room_id, participant_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let room = host_room(&app, &room_id, &headers).await?;
+    room.remove(&participant_id).await??;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Every link of a room, for the host (the studio page shows the invite link from here, so
+/// the host token alone is enough to run the room from any browser).
+#[derive(Debug, Serialize)]
+pub struct RoomLinks {
+    pub host_url: String,
+    pub guest_url: String,
+    pub watch_url: String,
+    pub whip_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flv_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmp_play_url: Option<String>,
+}
+
+fn room_links(app: &AppState, room: &RoomHandle, uses_origin: bool) -> RoomLinks {
+    let base = app.config.public_url();
+    let id = &room.id;
+    let origin = app.origin.as_ref().filter(|_| uses_origin);
+    RoomLinks {
+        host_url: format!("{base}/host/{id}#token={}", room.tokens.host.expose()),
+        guest_url: format!("{base}/join/{id}#token={}", room.tokens.guest.expose()),
+        watch_url: format!("{base}/watch/{id}"),
+        whip_url: format!("{base}/whip/{id}"),
+        flv_url: origin.map(|_| format!("{base}/live/{id}.flv")),
+        rtmp_play_url: origin.map(|o| o.play_url(id)),
+    }
+}
+
+/// `GET /api/v1/rooms/{id}/links` (host).
+pub async fn links(
+    State(app): State<AppState>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let room = host_room(&app, &room_id, &headers).await?;
+    let status = room.status().await?;
+    let uses_origin = status
+        .outputs
+        .iter()
+        .any(|o| o.output_id == ORIGIN_OUTPUT_ID);
+    Ok(Json(room_links(&app, &room, uses_origin)).into_response())
 }
 
 /// `PUT /api/v1/rooms/{id}/layout`: switches the mix's layout, live if the room is live.

@@ -49,6 +49,7 @@ fn app() -> Router {
         rooms,
         ingest,
         origin: None,
+        shutdown: tokio_util::sync::CancellationToken::new(),
     })
 }
 
@@ -118,6 +119,19 @@ async fn create_room_answers_ids_tokens_and_links() {
     assert_eq!(room["video"]["fps"], 30);
     assert_eq!(room["broadcast"], "offline");
     assert_eq!(room["outputs"][0]["state"], "idle");
+    // Output URLs (even redacted) only for the host.
+    assert!(room["outputs"][0].get("url").is_none(), "{room}");
+    let (_, room) = call(
+        &app,
+        with_token("GET", &format!("/api/v1/rooms/{id}"), guest),
+    )
+    .await;
+    assert!(room["outputs"][0].get("url").is_none(), "{room}");
+    let (_, room) = call(
+        &app,
+        with_token("GET", &format!("/api/v1/rooms/{id}"), host),
+    )
+    .await;
     assert_eq!(room["outputs"][0]["url"], "rtmp://cdn.example/live/***");
 }
 
@@ -214,6 +228,177 @@ async fn limits_and_unknown_paths() {
     let big = "x".repeat(100_000);
     let (status, body) = call(&app, post_json("/api/v1/rooms", json!({ "name": big }))).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+}
+
+/// A room with one external output: `(id, host token, guest token)`.
+async fn room_with_output(app: &Router) -> (String, String, String) {
+    let (status, created) = call(
+        app,
+        post_json(
+            "/api/v1/rooms",
+            json!({"name": "show", "outputs": [{"url": "rtmp://cdn.example/live/SECRET"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let field = |name: &str| created[name].as_str().unwrap().to_string();
+    (field("room_id"), field("host_token"), field("guest_token"))
+}
+
+#[tokio::test]
+async fn removing_a_participant_is_host_only_and_names_unknown_ones() {
+    let app = app();
+    let (id, host, guest) = room_with_output(&app).await;
+    let path = format!("/api/v1/rooms/{id}/participants/nobody");
+    let (status, _) = call(&app, Request::delete(&path).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = call(&app, with_token("DELETE", &path, &guest)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call(&app, with_token("DELETE", &path, &host)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "participant_not_found");
+    let (status, body) = call(
+        &app,
+        with_token("DELETE", "/api/v1/rooms/nope/participants/x", &host),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "room_not_found");
+}
+
+#[tokio::test]
+async fn links_carry_tokens_in_the_fragment_and_are_host_only() {
+    let app = app();
+    let (id, host, guest) = room_with_output(&app).await;
+    let path = format!("/api/v1/rooms/{id}/links");
+    let (status, _) = call(&app, with_token("GET", &path, &guest)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, links) = call(&app, with_token("GET", &path, &host)).await;
+    assert_eq!(status, StatusCode::OK, "{links}");
+    assert_eq!(
+        links["guest_url"],
+        format!("http://127.0.0.1:8080/join/{id}#token={guest}")
+    );
+    assert_eq!(
+        links["host_url"],
+        format!("http://127.0.0.1:8080/host/{id}#token={host}")
+    );
+    assert_eq!(
+        links["watch_url"],
+        format!("http://127.0.0.1:8080/watch/{id}")
+    );
+}
+
+/// Reads a response body until `needle` shows up (or the deadline passes).
+async fn read_until(body: &mut Body, needle: &str) -> String {
+    use http_body_util::BodyExt;
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !text.contains(needle) {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} within 5 s; got {text:?}"));
+        match frame {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    text.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            _ => panic!("stream ended before {needle:?}; got {text:?}"),
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn events_stream_the_status_by_role_and_end_with_the_room() {
+    let app = app();
+    let (id, host, guest) = room_with_output(&app).await;
+    let path = format!("/api/v1/rooms/{id}/events");
+
+    let (status, _) = call(&app, Request::get(&path).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(&app, with_token("GET", "/api/v1/rooms/nope/events", &host)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let response = app
+        .clone()
+        .oneshot(with_token("GET", &path, &guest))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut guest_body = response.into_body();
+    let first = read_until(&mut guest_body, "\n\n").await;
+    assert!(first.starts_with("event: status\n"), "{first}");
+    assert!(first.contains(r#""state":"idle""#), "{first}");
+    assert!(!first.contains("cdn.example"), "{first}");
+    assert!(!first.contains(r#""url""#), "{first}");
+
+    let response = app
+        .clone()
+        .oneshot(with_token("GET", &path, &host))
+        .await
+        .unwrap();
+    let mut host_body = response.into_body();
+    let first = read_until(&mut host_body, "\n\n").await;
+    assert!(
+        first.contains(r#""url":"rtmp://cdn.example/live/***""#),
+        "{first}"
+    );
+    assert!(first.contains(r#""bitrate_kbps":0"#), "{first}");
+    assert!(!first.contains("SECRET"), "{first}");
+
+    let (status, _) = call(
+        &app,
+        with_token("DELETE", &format!("/api/v1/rooms/{id}"), &host),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    read_until(&mut guest_body, "event: ended").await;
+    read_until(&mut host_body, "event: ended").await;
+}
+
+#[tokio::test]
+async fn pages_and_assets_are_served_from_the_binary() {
+    let app = app();
+    for path in ["/", "/host/r1", "/join/r1", "/watch/r1"] {
+        let response = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+    }
+    for (path, content_type) in [
+        ("/assets/js/host.js", "text/javascript; charset=utf-8"),
+        ("/assets/app.css", "text/css; charset=utf-8"),
+        ("/assets/vendor/mpegts.js", "text/javascript; charset=utf-8"),
+    ] {
+        let response = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], content_type);
+    }
+    for path in [
+        "/assets/nope.js",
+        "/assets/host.html",
+        "/assets/../Cargo.toml",
+    ] {
+        let (status, body) = call(&app, Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
 }
 
 fn put_layout(room: &str, token: &str, body: &str) -> Request<Body> {

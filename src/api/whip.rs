@@ -11,6 +11,7 @@ use super::auth;
 use super::error::ApiError;
 use super::sdp::{created, ingest_error, read_offer, Offer};
 use super::AppState;
+use crate::room::tokens::Role;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct JoinQuery {
@@ -32,19 +33,40 @@ pub async fn publish(
     let display_name: String = query.name.unwrap_or_default().chars().take(64).collect();
     let participant_id = room.join(session, events, role, display_name).await??;
 
-    Ok(created(format!("/whip/{room_id}/{participant_id}"), answer))
+    // The key in the Location lets this session's creator (and only them, among guests sharing
+    // one token) end it; WHIP clients DELETE the Location verbatim.
+    let key = room.tokens.session_key(&participant_id);
+    Ok(created(
+        format!("/whip/{room_id}/{participant_id}?key={key}"),
+        answer,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LeaveQuery {
+    key: Option<String>,
 }
 
 pub async fn leave(
     State(app): State<AppState>,
     Path((room_id, participant_id)): Path<(String, String)>,
+    Query(query): Query<LeaveQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let room = app
         .rooms
         .get(&room_id)
         .ok_or_else(|| ApiError::room_not_found(&room_id))?;
-    auth::role(&headers, &room)?;
+    let role = auth::role(&headers, &room)?;
+    let own_session = query
+        .key
+        .as_deref()
+        .is_some_and(|key| room.tokens.session_key_matches(&participant_id, key));
+    if role == Role::Guest && !own_session {
+        return Err(ApiError::forbidden(
+            "a guest can only end its own session: DELETE the exact Location URL the WHIP answer gave",
+        ));
+    }
     room.leave(&participant_id).await??;
     Ok(StatusCode::OK.into_response())
 }

@@ -3,17 +3,19 @@
 //! track's read loop straight to its UDP targets (see `costream_ingest`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use costream_ingest::{PeerSession, SessionEvent, Subscription, SubscriptionEvent};
 use costream_mixer::control::LayoutSpec;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use super::media::track_desc;
+use super::meter::OutputMeters;
 use super::state::{
-    Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState, SubscriptionId,
+    Broadcast, Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState, SubscriptionId,
 };
 use super::status::{OutputStatusView, RoomStatus};
 use super::tokens::{Role, RoomTokens};
@@ -30,6 +32,8 @@ enum RoomCommand {
     },
     Leave {
         participant_id: ParticipantId,
+        /// The host removed them (they are told so), rather than they left.
+        removed: bool,
         reply: oneshot::Sender<Result<(), RoomError>>,
     },
     GoLive {
@@ -86,6 +90,19 @@ pub enum GoLiveError {
     Refused(#[from] Refusal),
 }
 
+/// Happenings that are not part of the room's state, for the event streams.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RoomNotice {
+    /// The host removed this participant.
+    Removed { participant_id: ParticipantId },
+}
+
+/// While live, the status is republished this often so bitrate and durations move.
+const LIVE_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Notices a slow event stream may fall behind by before it skips some.
+const NOTICE_BUFFER: usize = 16;
+
 /// The room is gone (ended while the request was in flight).
 #[derive(Debug, thiserror::Error)]
 #[error("the room has ended")]
@@ -101,6 +118,10 @@ pub struct RoomHandle {
     commands: mpsc::Sender<RoomCommand>,
     /// Ends the actor: stops the mixer and closes every session.
     cancel: CancellationToken,
+    /// The latest status, republished by the actor on every change (closed when it ends).
+    status: watch::Receiver<Arc<RoomStatus>>,
+    /// Notices for event streams; bounded, a lagging receiver skips.
+    notices: broadcast::Sender<RoomNotice>,
 }
 
 /// What the actor needs from the server to run a room.
@@ -123,10 +144,14 @@ impl RoomHandle {
         let cancel = CancellationToken::new();
         let (session_tx, session_rx) = mpsc::channel(256);
         let (mixer_tx, mixer_rx) = mpsc::channel(256);
+        let state = RoomState::new(settings);
+        let (status_tx, status) =
+            watch::channel(Arc::new(RoomStatus::of(&id, &state, Instant::now())));
+        let (notices, _) = broadcast::channel(NOTICE_BUFFER);
         let (subscription_tx, subscription_rx) = mpsc::channel(256);
         let actor = RoomActor {
             id: id.clone(),
-            state: RoomState::new(settings),
+            state,
             sessions: HashMap::new(),
             subscriptions: HashMap::new(),
             subscription_tx,
@@ -136,6 +161,9 @@ impl RoomHandle {
             runtime,
             session_tx,
             mixer_tx,
+            meters: OutputMeters::default(),
+            status_tx,
+            notices: notices.clone(),
         };
         // A root span: the actor outlives the HTTP request that created the room.
         let span = tracing::info_span!(parent: None, "room", room = %id);
@@ -155,7 +183,20 @@ impl RoomHandle {
             tokens,
             commands,
             cancel,
+            status,
+            notices,
         }
+    }
+
+    /// The room's live status (current value first, then every change) and its notices.
+    /// The status channel closes when the room ends.
+    pub fn watch(
+        &self,
+    ) -> (
+        watch::Receiver<Arc<RoomStatus>>,
+        broadcast::Receiver<RoomNotice>,
+    ) {
+        (self.status.clone(), self.notices.subscribe())
     }
 
     async fn ask<T>(
@@ -191,6 +232,18 @@ impl RoomHandle {
         let participant_id = participant_id.to_string();
         self.ask(|reply| RoomCommand::Leave {
             participant_id,
+            removed: false,
+            reply,
+        })
+        .await
+    }
+
+    /// The host removes a participant: their session is closed and they are told why.
+    pub async fn remove(&self, participant_id: &str) -> Result<Result<(), RoomError>, RoomGone> {
+        let participant_id = participant_id.to_string();
+        self.ask(|reply| RoomCommand::Leave {
+            participant_id,
+            removed: true,
             reply,
         })
         .await
@@ -321,6 +374,11 @@ struct RoomActor {
     runtime: RoomRuntime,
     session_tx: mpsc::Sender<(ParticipantId, SessionEvent)>,
     mixer_tx: mpsc::Sender<MixerReport>,
+    /// Bitrate, time live and reconnects per output, for the status view.
+    meters: OutputMeters,
+    /// Publishes the status; `send` never waits, slow readers just see the latest value.
+    status_tx: watch::Sender<Arc<RoomStatus>>,
+    notices: broadcast::Sender<RoomNotice>,
 }
 
 impl RoomActor {
@@ -332,9 +390,14 @@ impl RoomActor {
         mut subscription_events: mpsc::Receiver<(SubscriptionId, SubscriptionEvent)>,
         cancel: CancellationToken,
     ) {
+        let mut live_status = tokio::time::interval(LIVE_STATUS_INTERVAL);
+        live_status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // The state machine's own deadlines: a pending mixer restart, a heartbeat.
             let timeout = self.state.poll_timeout();
+            let live = matches!(self.state.broadcast(), Broadcast::Live { .. });
+            // A status query changes nothing: no need to republish after it.
+            let mut changed = true;
             let tick = async move {
                 match timeout {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -346,7 +409,14 @@ impl RoomActor {
                 _ = tick => {
                     let _ = self.input(Input::Tick);
                 }
-                Some(command) = commands.recv() => self.on_command(command),
+                _ = live_status.tick(), if live => {}
+                Some(command) = commands.recv() => {
+                    changed = !matches!(
+                        command,
+                        RoomCommand::Status { .. } | RoomCommand::Session { .. }
+                    );
+                    self.on_command(command);
+                }
                 Some((participant_id, event)) = session_events.recv() => {
                     self.on_session_event(participant_id, event);
                 }
@@ -360,6 +430,9 @@ impl RoomActor {
             }
             self.run_effects();
             self.sync_reservation();
+            if changed {
+                self.publish_status();
+            }
         }
         self.shut_down();
     }
@@ -369,7 +442,8 @@ impl RoomActor {
     }
 
     fn status(&self) -> RoomStatus {
-        let mut status = RoomStatus::of(&self.id, &self.state, Instant::now());
+        let now = Instant::now();
+        let mut status = RoomStatus::of(&self.id, &self.state, now);
         status.mixer.pid = self.mixer.as_ref().and_then(MixerProcess::pid);
         if let Some(mixer) = &self.mixer {
             status.mixer.binary = Some(mixer.binary().display().to_string());
@@ -383,7 +457,13 @@ impl RoomActor {
             }
         }
         status.cost = self.runtime.pool.cost_of(&self.id);
+        self.meters.apply(&mut status.outputs, now);
         status
+    }
+
+    fn publish_status(&mut self) {
+        self.meters.observe(Instant::now(), self.state.outputs());
+        self.status_tx.send_replace(Arc::new(self.status()));
     }
 
     fn participants_count(&self) -> u32 {
@@ -461,9 +541,17 @@ impl RoomActor {
             }
             RoomCommand::Leave {
                 participant_id,
+                removed,
                 reply,
             } => {
-                let result = self.input(Input::Leave { participant_id });
+                let result = self.input(Input::Leave {
+                    participant_id: participant_id.clone(),
+                });
+                if removed && result.is_ok() {
+                    info!(participant = %participant_id, "participant removed by the host");
+                    // No receivers (no open event stream) is fine.
+                    let _ = self.notices.send(RoomNotice::Removed { participant_id });
+                }
                 let _ = reply.send(result);
             }
             RoomCommand::GoLive { reply } => {

@@ -3,6 +3,7 @@
 
 pub mod actor;
 mod media;
+pub mod meter;
 pub mod recovery;
 pub mod registry;
 pub mod state;

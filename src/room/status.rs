@@ -86,6 +86,13 @@ pub struct OutputStatusView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub bytes_sent: u64,
+    /// Recent send rate, kbit/s (see `room::meter`).
+    pub bitrate_kbps: u64,
+    /// How long the output has been `live` without interruption (absent unless live).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_seconds: Option<f64>,
+    /// Times the output dropped into `reconnecting` during this broadcast.
+    pub reconnects: u32,
 }
 
 impl OutputStatusView {
@@ -96,6 +103,10 @@ impl OutputStatusView {
             state: o.state,
             reason: o.reason.clone(),
             bytes_sent: o.bytes_sent,
+            // Filled by the room actor from its `OutputMeters`.
+            bitrate_kbps: 0,
+            live_seconds: None,
+            reconnects: 0,
         }
     }
 }

@@ -1,8 +1,15 @@
 //! Room ids and bearer tokens. Tokens are 128+ bits from the OS RNG, compared in constant time,
 //! and never printed: `Debug` shows only a prefix-free placeholder.
+//!
+//! Every guest shares the room's guest token, so the token alone cannot say *which* guest is
+//! asking. Ending a WHIP session therefore also takes a per-session key, an HMAC of the
+//! participant id under a room secret: only the creator of the session got it (in the WHIP
+//! `Location`), and the server keeps no per-session state for it.
 
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use rand::RngCore;
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 /// Who a token makes you in a room.
@@ -39,11 +46,12 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// The two tokens of one room.
+/// The two tokens of one room, and the secret its session keys derive from.
 #[derive(Debug, Clone)]
 pub struct RoomTokens {
     pub host: Token,
     pub guest: Token,
+    session_secret: Token,
 }
 
 impl RoomTokens {
@@ -51,7 +59,26 @@ impl RoomTokens {
         Self {
             host: Token::generate(),
             guest: Token::generate(),
+            session_secret: Token::generate(),
         }
+    }
+
+    /// The key that proves a request comes from whoever created `participant_id`'s session.
+    pub fn session_key(&self, participant_id: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.session_secret.expose().as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(participant_id.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        // 128 bits are as strong as the tokens themselves.
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+    }
+
+    /// Constant-time check of a presented session key.
+    pub fn session_key_matches(&self, participant_id: &str, candidate: &str) -> bool {
+        self.session_key(participant_id)
+            .as_bytes()
+            .ct_eq(candidate.as_bytes())
+            .into()
     }
 
     /// The role a presented token grants, if any. Both are always compared so a guest token
@@ -109,6 +136,26 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert!(!format!("{a:?}").contains(a.expose()));
+    }
+
+    #[test]
+    fn session_keys_belong_to_one_participant_of_one_room() {
+        let room = RoomTokens::generate();
+        let key = room.session_key("p1");
+        assert_eq!(key, room.session_key("p1"), "stable for the session");
+        assert!(room.session_key_matches("p1", &key));
+        assert!(
+            !room.session_key_matches("p2", &key),
+            "another participant's key"
+        );
+        assert!(!room.session_key_matches("p1", &key[..10]));
+        assert!(!room.session_key_matches("p1", ""));
+        let other_room = RoomTokens::generate();
+        assert!(
+            !other_room.session_key_matches("p1", &key),
+            "another room's key"
+        );
+        assert!(key.len() >= 22);
     }
 
     #[test]

@@ -1,0 +1,380 @@
+// `/host/{room}`: the studio. Publishes the host's camera and microphone over WHIP, shows and
+// plays every guest (one WHEP subscription each), runs the broadcast, shows its health.
+
+import {
+  $, api, copyText, el, followRoom, formatBitrate, formatDuration, roomIdFromPath, sleep,
+  takeToken, toast,
+} from './common.js';
+import { LocalMedia } from './devices.js';
+import { playFlv } from './player.js';
+import { ProgramControls } from './program.js';
+import { publish, Subscriptions } from './rtc.js';
+import { displayName, RemoteTiles } from './tiles.js';
+
+const roomId = roomIdFromPath();
+const token = takeToken(roomId, 'host');
+const state = {
+  publisher: null,
+  status: null,
+  ended: false,
+  program: null,
+};
+
+const media = new LocalMedia({
+  preview: $('preview'),
+  cameraSelect: $('camera'),
+  micSelect: $('mic'),
+  video: { width: 1280, height: 720, frameRate: 30 },
+});
+const tiles = new RemoteTiles($('tiles'), $('unmute-remote'));
+const program = new ProgramControls({
+  roomId,
+  token,
+  render: (status) => render(status),
+  layoutSelect: $('layout'),
+  addOutputForm: $('add-output'),
+});
+const subscriptions = new Subscriptions({
+  roomId,
+  token,
+  selfId: () => state.publisher?.participantId,
+  added: (participant, subscription) => {
+    tiles.add(participant, subscription.stream);
+    renderPeople();
+  },
+  removed: (participantId) => {
+    tiles.remove(participantId);
+    renderPeople();
+  },
+  failed: (participant, error) => {
+    console.warn(`cannot receive ${participant.participant_id}: ${error.message}`);
+  },
+});
+
+// For diagnostics (and the browser tests): the live connections of this page.
+window.costream = {
+  role: 'host',
+  get participantId() {
+    return state.publisher?.participantId ?? null;
+  },
+  get publisher() {
+    return state.publisher?.pc ?? null;
+  },
+  subscriptions: () => subscriptions.connections(),
+  get status() {
+    return state.status;
+  },
+};
+
+function fatal(message) {
+  const banner = $('fatal');
+  banner.textContent = message;
+  banner.hidden = false;
+  for (const id of ['go-live', 'stop-live', 'end-room']) $(id).disabled = true;
+}
+
+function setPublishState(text, kind = '') {
+  const pill = $('publish-state');
+  pill.textContent = text;
+  pill.className = `pill ${kind}`;
+}
+
+async function startPublishing() {
+  let delay = 1000;
+  while (!state.ended) {
+    setPublishState('connecting…');
+    try {
+      const publisher = await publish(roomId, token, media.stream, 'Host');
+      state.publisher = publisher;
+      media.attach(publisher.senders);
+      setPublishState('connected', 'ok');
+      subscriptions.enable();
+      const lost = await connectionLost(publisher.pc);
+      if (state.ended) return;
+      media.detach();
+      publisher.leave();
+      state.publisher = null;
+      setPublishState(`reconnecting (${lost})…`, 'warn');
+      delay = 1000;
+    } catch (e) {
+      if (e.status === 404 || e.status === 410) {
+        roomEnded();
+        return;
+      }
+      setPublishState(`cannot publish: ${e.message}`, 'error');
+    }
+    await sleep(delay);
+    delay = Math.min(delay * 2, 10000);
+  }
+}
+
+/** Resolves when a published connection is lost for good. */
+function connectionLost(pc) {
+  return new Promise((resolve) => {
+    let timer = null;
+    pc.addEventListener('connectionstatechange', () => {
+      const s = pc.connectionState;
+      if (s === 'failed' || s === 'closed') resolve(s);
+      // "disconnected" often heals by itself within seconds; give it a chance.
+      if (s === 'disconnected' && !timer) timer = setTimeout(() => resolve('disconnected'), 8000);
+      if (s === 'connected' && timer) {
+        clearTimeout(timer);
+        timer = null;
+      }
+    });
+  });
+}
+
+function outputName(output) {
+  if (output.origin) return 'Viewer page (built-in)';
+  return output.url ?? output.output_id;
+}
+
+function render(status) {
+  state.status = status;
+  document.title = `costream · ${status.name || 'studio'}`;
+  $('room-name').textContent = status.name || 'Studio';
+  const badge = $('broadcast');
+  badge.textContent = status.broadcast;
+  badge.className = `badge badge-${status.broadcast}`;
+  const live = status.broadcast === 'live';
+  $('go-live').hidden = live;
+  $('go-live').disabled = state.ended;
+  $('stop-live').hidden = !live;
+  $('end-room').disabled = state.ended;
+  $('live-clock').hidden = !live;
+  $('live-clock').textContent = formatDuration(status.live_seconds);
+  $('duration').textContent = live ? formatDuration(status.live_seconds) : '–';
+  const mixer = status.mixer;
+  $('mixer-state').textContent =
+    mixer.state +
+    (mixer.restarts ? ` · ${mixer.restarts} restart${mixer.restarts > 1 ? 's' : ''}` : '') +
+    (mixer.reason ? ` · ${mixer.reason}` : '');
+
+  $('outputs').replaceChildren(
+    ...status.outputs.map((o) =>
+      el(
+        'li',
+        { 'data-output-id': o.output_id },
+        el(
+          'div',
+          { class: 'output-head' },
+          el('span', { class: 'output-name', text: outputName(o), title: o.url ?? '' }),
+          el('span', { class: `state state-${o.state}`, text: o.state }),
+        ),
+        el(
+          'div',
+          { class: 'output-stats' },
+          el('span', { class: 'bitrate', text: live ? formatBitrate(o.bitrate_kbps) : '–' }),
+          el('span', { text: ' · live for ' }),
+          el('span', { class: 'output-duration', text: formatDuration(o.live_seconds) }),
+          el('span', { text: ' · ' }),
+          el('span', { class: 'reconnects', text: String(o.reconnects ?? 0) }),
+          el('span', { text: o.reconnects === 1 ? ' reconnect' : ' reconnects' }),
+        ),
+        o.reason ? el('div', { class: 'output-reason small', text: o.reason }) : null,
+        program.removeOutputButton(o),
+      ),
+    ),
+  );
+  program.update(status);
+  subscriptions.sync(status.participants);
+  tiles.update(status.participants);
+  renderPeople();
+  renderProgram(status);
+}
+
+function renderPeople() {
+  const status = state.status;
+  if (!status) return;
+  // The status arrives every second while live; rebuild the list (and its controls, which may be
+  // in use) only when something it shows changed.
+  const shown = JSON.stringify([
+    status.participants.map((p) => [p.participant_id, p.display_name, p.role, p.tracks.length, p.subscribers, p.audio]),
+    [...tiles.tiles.keys()],
+    state.publisher?.participantId,
+    status.layout,
+  ]);
+  if (shown === state.peopleShown) return;
+  state.peopleShown = shown;
+  const guests = status.participants.filter((p) => p.role === 'guest');
+  $('no-guests').hidden = guests.length > 0;
+  $('people').replaceChildren(
+    ...status.participants.map((p) => {
+      const self = p.participant_id === state.publisher?.participantId;
+      const receiving = tiles.tiles.has(p.participant_id);
+      let detail = self
+        ? 'you'
+        : p.tracks.length === 0
+          ? 'connecting…'
+          : receiving
+            ? 'in the room'
+            : 'connecting media…';
+      // How many others receive this participant (the SFU's subscriptions), when known.
+      if (typeof p.subscribers === 'number' && p.tracks.length > 0) {
+        detail += ` · seen by ${p.subscribers}`;
+      }
+      return el(
+        'li',
+        { 'data-participant-id': p.participant_id, 'data-role': p.role },
+        el('span', { class: 'person-name', text: displayName(p) }),
+        el('span', { class: 'muted small', text: ` ${detail}` }),
+        program.participantControls(p),
+        p.role === 'guest'
+          ? el('button', {
+              class: 'btn btn-ghost btn-small remove-guest',
+              text: 'Remove',
+              onclick: () => removeGuest(p),
+            })
+          : null,
+      );
+    }),
+  );
+}
+
+async function removeGuest(participant) {
+  try {
+    await api(
+      `/api/v1/rooms/${encodeURIComponent(roomId)}/participants/${encodeURIComponent(participant.participant_id)}`,
+      { method: 'DELETE', token },
+    );
+    toast(`${displayName(participant)} was removed`);
+  } catch (e) {
+    toast(e.message, 'error');
+  }
+}
+
+function renderProgram(status) {
+  const card = $('program-card');
+  const usesOrigin = Boolean(status.origin);
+  const live = status.broadcast === 'live';
+  $('program').hidden = !usesOrigin;
+  if (!usesOrigin) {
+    $('program-state').textContent = 'preview only for rooms on the built-in viewer page';
+    return;
+  }
+  card.dataset.viewers = status.origin.viewers;
+  if (live && !state.program) {
+    state.program = playFlv($('program'), `/live/${encodeURIComponent(roomId)}.flv`, (s) => {
+      const label = { connecting: 'connecting…', live: 'live', offline: 'waiting for the mix…', unsupported: 'this browser cannot play the preview' }[s];
+      $('program-state').textContent = label ?? s;
+      $('program-state').dataset.state = s;
+    });
+  } else if (!live && state.program) {
+    state.program.stop();
+    state.program = null;
+    $('program-state').textContent = 'offline';
+    $('program-state').dataset.state = 'offline';
+  }
+}
+
+function roomEnded() {
+  if (state.ended) return;
+  state.ended = true;
+  fatal('This room has ended. Start a new one from the home page.');
+  subscriptions.closeAll();
+  tiles.clear();
+  media.detach();
+  state.publisher?.pc.close();
+  state.program?.stop();
+  state.program = null;
+  setPublishState('room ended');
+}
+
+async function runCommand(button, method, path) {
+  button.disabled = true;
+  try {
+    const status = await api(path, { method, token });
+    if (status) render(status);
+  } catch (e) {
+    toast(e.message, 'error');
+  } finally {
+    button.disabled = state.ended;
+  }
+}
+
+function wireControls() {
+  const base = `/api/v1/rooms/${encodeURIComponent(roomId)}`;
+  $('go-live').addEventListener('click', () => runCommand($('go-live'), 'POST', `${base}/live`));
+  $('stop-live').addEventListener('click', () =>
+    runCommand($('stop-live'), 'DELETE', `${base}/live`),
+  );
+  $('end-room').addEventListener('click', async () => {
+    if (!confirm('End the room for everyone? Guests are disconnected and the broadcast stops.')) return;
+    try {
+      await api(base, { method: 'DELETE', token });
+      roomEnded();
+    } catch (e) {
+      toast(e.message, 'error');
+    }
+  });
+  $('toggle-camera').addEventListener('click', (event) => {
+    const off = event.currentTarget.getAttribute('aria-pressed') !== 'true';
+    media.setCamera(!off);
+    event.currentTarget.setAttribute('aria-pressed', String(off));
+    event.currentTarget.textContent = off ? 'Turn camera on' : 'Turn camera off';
+  });
+  $('toggle-mic').addEventListener('click', (event) => {
+    const off = event.currentTarget.getAttribute('aria-pressed') !== 'true';
+    media.setMic(!off);
+    event.currentTarget.setAttribute('aria-pressed', String(off));
+    event.currentTarget.textContent = off ? 'Unmute mic' : 'Mute mic';
+  });
+  // Leaving the page leaves the room at once instead of after a connection timeout.
+  window.addEventListener('pagehide', () => {
+    if (state.publisher && !state.ended) {
+      fetch(state.publisher.location, {
+        method: 'DELETE',
+        headers: { Authorization: `Bearer ${token}` },
+        keepalive: true,
+      });
+    }
+  });
+  $('copy-invite').addEventListener('click', async () => {
+    if (await copyText($('invite-link').value, $('invite-link'))) toast('Invite link copied');
+  });
+  $('copy-watch').addEventListener('click', async () => {
+    if (await copyText($('watch-link').value, $('watch-link'))) toast('Viewer link copied');
+  });
+}
+
+async function main() {
+  if (!roomId || !token) {
+    fatal('This studio link has no host token. Open the link you got when you created the room.');
+    return;
+  }
+  wireControls();
+  let links;
+  try {
+    links = await api(`/api/v1/rooms/${encodeURIComponent(roomId)}/links`, { token });
+  } catch (e) {
+    if (e.status === 404) fatal('This room does not exist or has ended. Start a new one from the home page.');
+    else if (e.status === 401 || e.status === 403) fatal('This link is not the host link of this room.');
+    else fatal(e.message);
+    return;
+  }
+  // The server's public URL may differ from how this page was reached (proxies); links made
+  // from this page's origin always work for people reaching it the same way.
+  $('invite-link').value = new URL(new URL(links.guest_url).pathname + new URL(links.guest_url).hash, location.origin).href;
+  $('watch-link').value = new URL(new URL(links.watch_url).pathname, location.origin).href;
+
+  followRoom(roomId, token, {
+    status: render,
+    ended: roomEnded,
+    fatal: (e) => (e.status === 404 ? roomEnded() : fatal(e.message)),
+    reconnecting: () => setPublishState('reconnecting to the server…', 'warn'),
+    connected: () => {
+      if (state.publisher) setPublishState('connected', 'ok');
+    },
+  });
+
+  try {
+    await media.start();
+  } catch (e) {
+    setPublishState(e.message, 'error');
+    return;
+  }
+  startPublishing();
+}
+
+main();
