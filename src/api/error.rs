@@ -50,6 +50,14 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    pub fn participant_not_found(participant_id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "participant_not_found",
+            format!("no participant {participant_id:?} in this room; it may have left (see the room status for who is publishing)"),
+        )
+    }
+
     pub fn room_not_found(room_id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

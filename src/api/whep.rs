@@ -24,7 +24,7 @@ pub async fn subscribe(
     let source = room
         .session(&participant_id)
         .await?
-        .ok_or_else(|| participant_not_found(&participant_id))?;
+        .ok_or_else(|| ApiError::participant_not_found(&participant_id))?;
     let (subscription, answer, events) = app
         .ingest
         .accept_subscription(&sdp, &source)
@@ -49,12 +49,4 @@ pub async fn unsubscribe(
     auth::role(&headers, &room)?;
     room.unsubscribe(&subscription_id).await??;
     Ok(StatusCode::OK.into_response())
-}
-
-fn participant_not_found(participant_id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "participant_not_found",
-        format!("no participant {participant_id:?} in this room; it may have left (see the room status for who is publishing)"),
-    )
 }

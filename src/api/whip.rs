@@ -63,6 +63,10 @@ pub async fn leave(
         .as_deref()
         .is_some_and(|key| room.tokens.session_key_matches(&participant_id, key));
     if role == Role::Guest && !own_session {
+        // Participant ids are public, so saying which ones exist reveals nothing.
+        if room.session(&participant_id).await?.is_none() {
+            return Err(ApiError::participant_not_found(&participant_id));
+        }
         return Err(ApiError::forbidden(
             "a guest can only end its own session: DELETE the exact Location URL the WHIP answer gave",
         ));
