@@ -3,7 +3,9 @@
 
 use axum::body::{to_bytes, Body, Bytes};
 use axum::http::{header, HeaderMap, StatusCode};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 use super::error::ApiError;
 
@@ -24,6 +26,7 @@ pub async fn read_limited(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
+        discard(body).await;
         return Err(too_large());
     }
     to_bytes(body, limit).await.map_err(|e| {
@@ -36,6 +39,27 @@ pub async fn read_limited(
             ApiError::bad_request("unreadable_body", format!("cannot read request body: {e}"))
         }
     })
+}
+
+/// How much of a refused body is still read (and thrown away) before answering.
+const DISCARD_CAP: usize = 4 << 20;
+/// How long a refused body may take to arrive before the answer goes out anyway.
+const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and throws away a refused body (bounded in size and time), so a client that is still
+/// sending it reads our 413 instead of a connection reset halfway through its upload.
+async fn discard(body: Body) {
+    let mut chunks = body.into_data_stream();
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(DISCARD_TIME, async {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            seen += chunk.len();
+            if seen > DISCARD_CAP {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Parses an optional JSON body: empty means `T::default()`.
