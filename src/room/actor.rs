@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use costream_ingest::{PeerSession, SessionEvent, Subscription, SubscriptionEvent};
-use costream_mixer::control::LayoutSpec;
+use costream_mixer::control::{LayoutSpec, Look};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
@@ -40,6 +40,10 @@ enum RoomCommand {
     },
     SetLayout {
         layout: LayoutSpec,
+        reply: oneshot::Sender<Result<RoomStatus, RoomError>>,
+    },
+    SetLook {
+        look: Look,
         reply: oneshot::Sender<Result<RoomStatus, RoomError>>,
     },
     SetAudio {
@@ -218,6 +222,10 @@ impl RoomHandle {
     ) -> Result<Result<RoomStatus, RoomError>, RoomGone> {
         self.ask(|reply| RoomCommand::SetLayout { layout, reply })
             .await
+    }
+
+    pub async fn set_look(&self, look: Look) -> Result<Result<RoomStatus, RoomError>, RoomGone> {
+        self.ask(|reply| RoomCommand::SetLook { look, reply }).await
     }
 
     pub async fn status(&self) -> Result<RoomStatus, RoomGone> {
@@ -471,6 +479,10 @@ impl RoomActor {
                 let result = self
                     .input(Input::SetLayout { layout })
                     .map(|()| self.status());
+                let _ = reply.send(result);
+            }
+            RoomCommand::SetLook { look, reply } => {
+                let result = self.input(Input::SetLook { look }).map(|()| self.status());
                 let _ = reply.send(result);
             }
             RoomCommand::Status { reply } => {
