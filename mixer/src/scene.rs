@@ -117,7 +117,7 @@ impl Scene {
                 .iter()
                 .any(|s| s.participant_id == id && slate_text(s.display_name) == name)
         });
-        for seat in &seats[..] {
+        for seat in seats {
             let tile = seat.tile.map(|p| Placement {
                 rect: p.rect,
                 z: tile_z(p.z),
@@ -169,11 +169,15 @@ impl Scene {
     pub fn drop_serial(&mut self, serial: u64) -> bool {
         let pipeline = self.pipeline.clone();
         if self.logo.as_ref().is_some_and(|s| s.serial == serial) {
-            self.logo.take().map(|s| s.remove(&pipeline));
+            if let Some(still) = self.logo.take() {
+                still.remove(&pipeline);
+            }
             return true;
         }
         if self.idle.as_ref().is_some_and(|s| s.serial == serial) {
-            self.idle.take().map(|s| s.remove(&pipeline));
+            if let Some(still) = self.idle.take() {
+                still.remove(&pipeline);
+            }
             return true;
         }
         for map in [&mut self.slates, &mut self.labels] {
