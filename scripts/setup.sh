@@ -11,6 +11,7 @@ build_and_runtime=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
+  gstreamer1.0-x fonts-dejavu-core
   libopus-dev
 )
 test_tools=(nginx libnginx-mod-rtmp ffmpeg chromium)

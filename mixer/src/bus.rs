@@ -10,6 +10,8 @@
 pub enum Owner {
     Output(usize),
     Input(u64),
+    /// A still picture (slate, label, logo) of the room's look.
+    Look(u64),
     Core,
 }
 
@@ -20,6 +22,8 @@ pub enum ErrorAction {
     Output(usize),
     /// Remove that input; the rest keeps running.
     DropInput(u64),
+    /// Remove that still picture; the rest keeps running.
+    DropLook(u64),
     /// Report Fatal and exit.
     Fatal,
 }
@@ -32,6 +36,11 @@ pub fn output_element(n: usize, part: &str) -> String {
 /// Element name for part `part` of input `n`.
 pub fn input_element(n: u64, part: &str) -> String {
     format!("in{n}-{part}")
+}
+
+/// Element name for part `part` of still picture `n` (see `stills`).
+pub fn look_element(n: u64, part: &str) -> String {
+    format!("look{n}-{part}")
 }
 
 /// Parses the owner out of one element name.
@@ -47,6 +56,9 @@ pub fn owner_of(name: &str) -> Owner {
     if let Some(n) = parse("in") {
         return Owner::Input(n);
     }
+    if let Some(n) = parse("look") {
+        return Owner::Look(n);
+    }
     Owner::Core
 }
 
@@ -57,6 +69,7 @@ pub fn classify_error(path: &[&str]) -> ErrorAction {
         match owner_of(name) {
             Owner::Output(n) => return ErrorAction::Output(n),
             Owner::Input(n) => return ErrorAction::DropInput(n),
+            Owner::Look(n) => return ErrorAction::DropLook(n),
             Owner::Core => {}
         }
     }
@@ -71,6 +84,7 @@ mod tests {
     fn names_round_trip() {
         assert_eq!(owner_of(&output_element(3, "sink")), Owner::Output(3));
         assert_eq!(owner_of(&input_element(17, "depay")), Owner::Input(17));
+        assert_eq!(owner_of(&look_element(5, "dec")), Owner::Look(5));
         assert_eq!(owner_of("compositor"), Owner::Core);
         assert_eq!(owner_of("outX-sink"), Owner::Core);
         assert_eq!(owner_of("input"), Owner::Core);
@@ -85,6 +99,10 @@ mod tests {
         assert_eq!(
             classify_error(&["in4-dec", "mixer"]),
             ErrorAction::DropInput(4)
+        );
+        assert_eq!(
+            classify_error(&["look3-dec", "mixer"]),
+            ErrorAction::DropLook(3)
         );
         assert_eq!(classify_error(&["x264", "mixer"]), ErrorAction::Fatal);
         assert_eq!(

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::layout::{CustomTile, LayoutSpec};
+pub use crate::looks::Look;
 
 /// Output video settings of one room's mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +107,9 @@ pub enum Command {
     /// Switch the layout while live: applied between two output frames, no reconnect, no
     /// keyframe. Sent after `Start` (also to a replacement mixer) and whenever the host changes it.
     SetLayout { layout: LayoutSpec },
+    /// The room's look (background, name labels, logo, idle slate title), applied live. Sent
+    /// after `Start` (also to a replacement mixer) and whenever the host changes it.
+    SetLook { look: Look },
     /// A participant's level in the mix (the host's controls): kept for inputs added later.
     SetAudio {
         participant_id: String,

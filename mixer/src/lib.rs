@@ -12,6 +12,7 @@ mod gst_util;
 pub mod inputs;
 pub mod keyframe;
 pub mod layout;
+pub mod looks;
 pub mod mixer;
 pub mod output_state;
 mod outputs;
@@ -19,6 +20,8 @@ mod pipeline;
 pub mod process;
 pub mod redact;
 pub mod retry;
+mod scene;
+mod stills;
 pub mod synth;
 
 pub use error::MixerError;

@@ -21,10 +21,12 @@ use crate::error::MixerError;
 use crate::gst_util::{force_key_unit_event, object_path, set_state_bounded};
 use crate::inputs::{apply_placement, InputBranch, InputSpec};
 use crate::keyframe::KeyframeThrottle;
-use crate::layout::{place, LayoutSpec, Placement};
+use crate::layout::{place, LayoutSpec};
+use crate::looks::Look;
 use crate::output_state::OutputEffect;
 use crate::outputs::OutputBranch;
 use crate::pipeline::{build_core, pin_base_time, Core};
+use crate::scene::{PadPlacement, Scene, Seat};
 
 /// How often output statistics are polled (Live detection, stall detection, byte counts).
 const STATS_INTERVAL: Duration = Duration::from_millis(500);
@@ -40,7 +42,7 @@ pub struct Mixer {
 
 /// Tile placements waiting for the compositor's next frame, so a layout change never shows
 /// half-moved tiles (every pad changes between the same two frames).
-type PendingLayout = Arc<Mutex<Option<Vec<(gst::Pad, Option<Placement>)>>>>;
+type PendingLayout = Arc<Mutex<Option<Vec<PadPlacement>>>>;
 
 struct Shared {
     core: Core,
@@ -63,6 +65,8 @@ struct State {
     /// Serial of the next output branch (element names), never reused.
     next_output_serial: usize,
     throttle: KeyframeThrottle,
+    /// Background, slates, labels, logo.
+    scene: Scene,
 }
 
 impl Mixer {
@@ -98,6 +102,7 @@ impl Mixer {
         let (events, events_rx) = mpsc::channel();
         let (keyframes_tx, keyframes_rx) = mpsc::channel();
         let pending_layout = apply_layouts_between_frames(&core.compositor);
+        let scene = Scene::new(&core.pipeline.0, &core.compositor, video)?;
         pin_base_time(&core.pipeline.0);
         set_state_bounded(
             core.pipeline.0.upcast_ref(),
@@ -129,8 +134,11 @@ impl Mixer {
                 outputs: branches,
                 next_output_serial: first_outputs,
                 throttle: KeyframeThrottle::new(KEYFRAME_INTERVAL),
+                scene,
             }),
         });
+        // Places the "starting soon" slate: the room starts empty.
+        shared.relayout(&mut shared.lock());
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = {
             let shared = shared.clone();
@@ -188,7 +196,7 @@ impl Mixer {
         let port = branch.port;
         let kind = branch.kind();
         st.inputs.push(branch);
-        sh.relayout(&st);
+        sh.relayout(&mut st);
         tracing::info!(input = %input_id, port, "input added");
         sh.emit(Event::InputReady {
             input_id: input_id.clone(),
@@ -221,8 +229,19 @@ impl Mixer {
         let mut st = self.shared.lock();
         tracing::info!(?layout, "layout");
         st.layout = layout;
-        self.shared.relayout(&st);
+        self.shared.relayout(&mut st);
         Ok(())
+    }
+
+    /// Switches the room's look (background, labels, logo, slate title) while live.
+    pub fn set_look(&self, look: Look) -> Result<(), MixerError> {
+        look.validate().map_err(MixerError::Invalid)?;
+        let mut st = self.shared.lock();
+        tracing::info!(labels = look.labels, background = %look.background,
+            logo = look.logo.is_some(), "look");
+        let result = st.scene.set_look(look);
+        self.shared.relayout(&mut st);
+        result
     }
 
     /// Sets a participant's gain/mute in the program, now and for its inputs added later.
@@ -330,6 +349,7 @@ impl Mixer {
     /// Sends EOS so RTMP servers see a clean unpublish, waits (bounded) for it, then stops.
     pub fn shutdown(mut self) {
         self.stop_watcher();
+        self.shared.lock().scene.clear();
         let pipeline = &self.shared.core.pipeline.0;
         pipeline.send_event(gst::event::Eos::new());
         if let Some(bus) = pipeline.bus() {
@@ -370,9 +390,12 @@ impl Shared {
     /// Computes every video pad's tile for the current layout, participants and speaker, and
     /// hands the batch to the compositor thread (applied before its next frame). A participant
     /// with several video inputs shows the first one.
-    fn relayout(&self, st: &State) {
+    ///
+    /// Every participant gets a tile, with or without video (then the scene puts a slate there),
+    /// so the layout counts people, not cameras.
+    fn relayout(&self, st: &mut State) {
         let mut participants: Vec<&str> = Vec::new();
-        for input in st.inputs.iter().filter(|i| i.kind() == MediaKind::Video) {
+        for input in &st.inputs {
             let id = input.spec.participant_id.as_str();
             if !participants.contains(&id) {
                 participants.push(id);
@@ -385,23 +408,26 @@ impl Shared {
             &st.layout,
             st.speaker.current(),
         );
-        let mut shown: Vec<&str> = Vec::new();
-        let batch = st
-            .inputs
-            .iter()
-            .filter_map(|input| {
-                let pad = input.video_pad()?.clone();
-                let id = input.spec.participant_id.as_str();
-                let placement = if shown.contains(&id) {
-                    None
-                } else {
-                    shown.push(id);
-                    let idx = participants.iter().position(|p| *p == id)?;
-                    placements[idx]
-                };
-                Some((pad, placement))
-            })
-            .collect();
+        let mut batch = Vec::new();
+        let mut seats = Vec::new();
+        for (id, tile) in participants.iter().zip(placements) {
+            let mine = || st.inputs.iter().filter(|i| i.spec.participant_id == *id);
+            let mut videos = mine().filter_map(InputBranch::video_pad);
+            let video = videos.next().cloned();
+            // Further cameras of the same participant stay hidden.
+            batch.extend(videos.map(|pad| (pad.clone(), None)));
+            let display_name = mine()
+                .map(|i| i.spec.display_name.as_str())
+                .find(|n| !n.trim().is_empty())
+                .unwrap_or("");
+            seats.push(Seat {
+                participant_id: id,
+                display_name,
+                video,
+                tile,
+            });
+        }
+        batch.extend(st.scene.arrange(&seats));
         *self
             .pending_layout
             .lock()
@@ -421,7 +447,7 @@ impl Shared {
         };
         if let Some(speaker) = st.speaker.update(now, &pid, rms_db) {
             tracing::debug!(participant = %speaker, "active speaker");
-            self.relayout(&st);
+            self.relayout(&mut st);
             self.emit(Event::ActiveSpeaker {
                 participant_id: Some(speaker),
             });
@@ -491,6 +517,12 @@ impl Shared {
                 tracing::warn!(output = %st.outputs[idx].spec.output_id, %reason, "output error");
                 let fx = st.outputs[idx].tracker.on_error(Instant::now(), reason);
                 self.apply_output_effects(&mut st, idx, fx);
+            }
+            ErrorAction::DropLook(serial) => {
+                tracing::warn!(still = serial, error = %text, "look element failed, removing it");
+                if st.scene.drop_serial(serial) {
+                    self.relayout(&mut st);
+                }
             }
             ErrorAction::DropInput(serial) => {
                 if let Some(pos) = st.inputs.iter().position(|i| i.serial == serial) {

@@ -99,7 +99,9 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
     // Video: a live black background keeps the compositor ticking with zero inputs.
     let bg = make("videotestsrc", "bg-video")?;
     bg.set_property("is-live", true);
-    bg.set_property_from_str("pattern", "black");
+    // A solid colour the room's look can change live (black until then).
+    bg.set_property_from_str("pattern", "solid-color");
+    bg.set_property("foreground-color", 0xFF00_0000u32);
     let bg_caps = capsfilter("bg-video-caps", video_caps(video))?;
     let compositor = make("compositor", "compositor")?;
     compositor.set_property_from_str("background", "black");

@@ -222,6 +222,14 @@ fn run_loop(rx: &mpsc::Receiver<Msg>, tx: &mpsc::Sender<Msg>, out: &mut impl Wri
                 }
                 None => tracing::warn!("SetLayout before Start, ignored"),
             },
+            Msg::Cmd(Command::SetLook { look }) => match &mixer {
+                Some(m) => {
+                    if let Err(e) = m.set_look(look) {
+                        tracing::warn!(error = %e, "set look refused");
+                    }
+                }
+                None => tracing::warn!("SetLook before Start, ignored"),
+            },
             Msg::Cmd(Command::SetAudio {
                 participant_id,
                 audio,

@@ -81,6 +81,19 @@ pub fn parse_json_or_default<T: DeserializeOwned + Default>(
             format!("send JSON with Content-Type: application/json (got {content_type:?})"),
         ));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+    // serde_json alone says "expected a boolean at line 1 column 15"; the path says which
+    // field, which is what a person fixing the request needs.
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let message = if path == "." || path.is_empty() {
+            format!("invalid JSON body: {}", e.inner())
+        } else {
+            format!("invalid JSON body at `{path}`: {}", e.inner())
+        };
+        ApiError::bad_request("invalid_json", message)
+    })?;
+    json.end()
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))?;
+    Ok(value)
 }

@@ -139,6 +139,7 @@ impl From<crate::room::state::RoomError> for ApiError {
             RoomError::UnknownParticipant(_) => (StatusCode::NOT_FOUND, "participant_not_found"),
             RoomError::NoOutputs => (StatusCode::CONFLICT, "no_outputs"),
             RoomError::InvalidLayout(_) => (StatusCode::BAD_REQUEST, "invalid_layout"),
+            RoomError::InvalidLook(_) => (StatusCode::BAD_REQUEST, "invalid_look"),
             RoomError::InvalidAudio(_) => (StatusCode::BAD_REQUEST, "invalid_audio"),
             RoomError::UnknownSubscription(_) => (StatusCode::NOT_FOUND, "subscription_not_found"),
             RoomError::TooManyOutputs { .. } => (StatusCode::CONFLICT, "too_many_outputs"),

@@ -82,6 +82,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(rooms::set_layout),
         )
         .route(
+            "/api/v1/rooms/{room_id}/look",
+            axum::routing::put(rooms::set_look),
+        )
+        .route(
             "/api/v1/rooms/{room_id}/participants/{participant_id}/audio",
             axum::routing::put(rooms::set_audio),
         )

@@ -5,8 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use costream_mixer::control::{LayoutSpec, OutputSpec, VideoSpec};
 use costream_mixer::encoding::Preset;
+use costream_mixer::control::{LayoutSpec, Look, OutputSpec, VideoSpec};
 use serde::{Deserialize, Serialize};
 
 use super::auth;
@@ -34,6 +34,12 @@ pub struct CreateRoom {
     pub preset: Option<String>,
     #[serde(default)]
     pub video: Option<VideoRequest>,
+    /// The room's look (as `PUT .../look`).
+    #[serde(default)]
+    pub look: Option<Look>,
+    /// Shorthand for `look.labels`: name labels on the tiles.
+    #[serde(default)]
+    pub labels: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +169,12 @@ fn room_settings(app: &AppState, request: CreateRoom) -> Result<RoomSettings, Ap
             "name must be at most 200 characters",
         ));
     }
+    let mut look = request.look.unwrap_or_default();
+    if let Some(labels) = request.labels {
+        look.labels = labels;
+    }
+    look.validate()
+        .map_err(|e| ApiError::bad_request("invalid_look", e))?;
     Ok(RoomSettings {
         name,
         video,
@@ -170,6 +182,7 @@ fn room_settings(app: &AppState, request: CreateRoom) -> Result<RoomSettings, Ap
         max_participants: limits.max_participants_per_room,
         max_outputs: limits.max_outputs_per_room,
         layout: LayoutSpec::default(),
+        look,
     })
 }
 
@@ -372,6 +385,30 @@ pub async fn set_layout(
         parse_json_or_default::<Option<LayoutSpec>>(&headers, &bytes)?.unwrap_or_default();
     let status = room.set_layout(layout).await??;
     tracing::info!(room = %room_id, layout = ?status.layout, "layout changed");
+    Ok(status_response(&app, status))
+}
+
+/// `PUT /api/v1/rooms/{id}/look`: background colour, name labels, logo, slate title; live if
+/// the room is live. Fields left out take their defaults (the body is the whole look).
+pub async fn set_look(
+    State(app): State<AppState>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let room = host_room(&app, &room_id, &headers).await?;
+    // Room for the largest logo the look accepts, whatever the general body limit, and then
+    // some: a logo a few times too big gets a 400 naming `look.logo` and the limit (something
+    // to act on), not a bare 413. Far past that it is not a logo, and 413 it is.
+    let limit = app
+        .config
+        .limits
+        .max_body_bytes
+        .max(4 * costream_mixer::looks::MAX_LOGO_URI_LEN);
+    let bytes = read_limited(&headers, body, limit).await?;
+    let look: Look = parse_json_or_default::<Option<Look>>(&headers, &bytes)?.unwrap_or_default();
+    let status = room.set_look(look).await??;
+    tracing::info!(room = %room_id, look = ?status.look, "look changed");
     Ok(status_response(&app, status))
 }
 

@@ -723,3 +723,145 @@ async fn the_output_limit_counts_outputs_from_create_and_added_ones() {
         "{body}"
     );
 }
+
+fn put_look(room: &str, token: Option<&str>, body: String) -> Request<Body> {
+    let mut request = Request::put(format!("/api/v1/rooms/{room}/look"))
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    request.body(Body::from(body)).unwrap()
+}
+
+/// A 1x1 PNG as a data URI.
+const PNG_1X1: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+
+#[tokio::test]
+async fn look_is_host_only_validated_and_shown_in_status() {
+    let app = app();
+    let (_, created) = call(&app, post_json("/api/v1/rooms", json!({"name": "Demo"}))).await;
+    let id = created["room_id"].as_str().unwrap();
+    let host = created["host_token"].as_str().unwrap();
+    let guest = created["guest_token"].as_str().unwrap();
+    let branded = json!({"labels": true, "background": "#808000", "logo": PNG_1X1}).to_string();
+
+    // The default look, before anyone set one.
+    let (_, body) = call(
+        &app,
+        Request::get(format!("/api/v1/rooms/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        body["look"],
+        json!({"labels": false, "background": "#000000", "title": "", "has_logo": false})
+    );
+
+    let (status, body) = call(&app, put_look(id, None, branded.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = call(&app, put_look(id, Some(guest), branded.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "forbidden");
+    let (status, body) = call(&app, put_look("nosuchroom", Some(host), branded.clone())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // Each refusal is a 400 whose message names what to fix.
+    let huge_logo = format!("{PNG_1X1}{}", "A".repeat(300 * 1024));
+    let refusals = [
+        (
+            json!({"background": "olive"}),
+            "invalid_look",
+            "look.background",
+        ),
+        (
+            json!({"background": "#80800"}),
+            "invalid_look",
+            "look.background",
+        ),
+        (
+            json!({"logo": "https://example.com/logo.png"}),
+            "invalid_look",
+            "inline PNG",
+        ),
+        (
+            json!({"logo": "data:image/png;base64,R0lGODlhAQABAAAAACw="}),
+            "invalid_look",
+            "not a PNG",
+        ),
+        (json!({"logo": huge_logo}), "invalid_look", "at most"),
+        (json!({"lables": true}), "invalid_json", "lables"),
+        (json!({"labels": "yes"}), "invalid_json", "`labels`"),
+    ];
+    for (request, error, hint) in refusals {
+        let (status, body) = call(&app, put_look(id, Some(host), request.to_string())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], error, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(hint), "{message:?} lacks {hint:?}");
+    }
+    // Far past any logo: refused before it is read.
+    let giant = json!({"logo": format!("{PNG_1X1}{}", "A".repeat(2 << 20))}).to_string();
+    let (status, body) = call(&app, put_look(id, Some(host), giant)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"], "body_too_large");
+
+    // Nothing refused changed the look; the good one shows (the logo as has_logo, not bytes).
+    let (status, body) = call(&app, put_look(id, Some(host), branded)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let want = json!({"labels": true, "background": "#808000", "title": "", "has_logo": true});
+    assert_eq!(body["look"], want);
+    let (_, body) = call(
+        &app,
+        Request::get(format!("/api/v1/rooms/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body["look"], want);
+    assert!(!body.to_string().contains("iVBOR"), "logo bytes in {body}");
+
+    // The body is the whole look: `{}` is back to the defaults.
+    let (status, body) = call(&app, put_look(id, Some(host), "{}".into())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["look"]["has_logo"], false);
+    assert_eq!(body["look"]["background"], "#000000");
+}
+
+#[tokio::test]
+async fn a_room_can_be_created_with_its_look() {
+    let app = app();
+    let (status, body) = call(
+        &app,
+        post_json("/api/v1/rooms", json!({"look": {"background": "#12345"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_look");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("look.background"));
+
+    let (status, created) = call(
+        &app,
+        post_json(
+            "/api/v1/rooms",
+            json!({"labels": true, "look": {"background": "#1e2a38", "title": "Show"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["room_id"].as_str().unwrap();
+    let (_, body) = call(
+        &app,
+        Request::get(format!("/api/v1/rooms/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        body["look"],
+        json!({"labels": true, "background": "#1e2a38", "title": "Show", "has_logo": false})
+    );
+}

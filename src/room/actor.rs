@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use costream_ingest::{PeerSession, SessionEvent, Subscription, SubscriptionEvent};
-use costream_mixer::control::LayoutSpec;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use costream_mixer::control::{LayoutSpec, Look};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
@@ -44,6 +44,10 @@ enum RoomCommand {
     },
     SetLayout {
         layout: LayoutSpec,
+        reply: oneshot::Sender<Result<RoomStatus, RoomError>>,
+    },
+    SetLook {
+        look: Look,
         reply: oneshot::Sender<Result<RoomStatus, RoomError>>,
     },
     SetAudio {
@@ -295,6 +299,10 @@ impl RoomHandle {
         let output_id = output_id.to_string();
         self.ask(|reply| RoomCommand::RemoveOutput { output_id, reply })
             .await
+    }
+
+    pub async fn set_look(&self, look: Look) -> Result<Result<RoomStatus, RoomError>, RoomGone> {
+        self.ask(|reply| RoomCommand::SetLook { look, reply }).await
     }
 
     pub async fn status(&self) -> Result<RoomStatus, RoomGone> {
@@ -583,6 +591,10 @@ impl RoomActor {
                 let result = self
                     .input(Input::SetLayout { layout })
                     .map(|()| self.status());
+                let _ = reply.send(result);
+            }
+            RoomCommand::SetLook { look, reply } => {
+                let result = self.input(Input::SetLook { look }).map(|()| self.status());
                 let _ = reply.send(result);
             }
             RoomCommand::Status { reply } => {

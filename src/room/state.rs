@@ -11,7 +11,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use costream_mixer::control::{
-    AudioMix, Codec, Command, Event, LayoutSpec, MediaKind, OutputSpec, OutputState, VideoSpec,
+    AudioMix, Codec, Command, Event, LayoutSpec, Look, MediaKind, OutputSpec, OutputState,
+    VideoSpec,
 };
 
 use super::recovery::{CrashHistory, CrashPolicy, RestartDecision};
@@ -32,6 +33,9 @@ pub struct RoomSettings {
     pub max_outputs: usize,
     /// How the mix is laid out; the host changes it live with `Input::SetLayout`.
     pub layout: LayoutSpec,
+    /// Background, name labels, logo, slate title; the host changes it live with
+    /// `Input::SetLook`. An empty title means the room name.
+    pub look: Look,
 }
 
 /// A media track a participant publishes.
@@ -131,6 +135,10 @@ pub enum Input {
     SetLayout {
         layout: LayoutSpec,
     },
+    /// The host changed the room's look (applied live).
+    SetLook {
+        look: Look,
+    },
     /// The host changed a participant's gain or mute in the program (`None`: unchanged).
     SetAudio {
         participant_id: ParticipantId,
@@ -227,6 +235,8 @@ pub enum RoomError {
     DuplicateOutput(String),
     #[error("no output {0} in this room")]
     UnknownOutput(String),
+    #[error("{0}")]
+    InvalidLook(String),
 }
 
 #[derive(Debug)]
@@ -356,6 +366,7 @@ impl RoomState {
             Input::Leave { participant_id } => self.leave(&participant_id),
             Input::GoLive => self.go_live(now),
             Input::SetLayout { layout } => self.set_layout(layout),
+            Input::SetLook { look } => self.set_look(look),
             Input::SetAudio {
                 participant_id,
                 gain,
@@ -612,6 +623,30 @@ impl RoomState {
         Ok(())
     }
 
+    /// Validates and stores the look; a live mixer gets it at once.
+    fn set_look(&mut self, look: Look) -> Result<(), RoomError> {
+        look.validate().map_err(RoomError::InvalidLook)?;
+        self.settings.look = look;
+        if let Some(epoch) = self.live_epoch() {
+            self.effects.push_back(Effect::ToMixer {
+                epoch,
+                command: Command::SetLook {
+                    look: self.mixer_look(),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// The look as the mixer gets it: the slate title defaults to the room name.
+    fn mixer_look(&self) -> Look {
+        let mut look = self.settings.look.clone();
+        if look.title.trim().is_empty() {
+            look.title = self.settings.name.clone();
+        }
+        look
+    }
+
     /// Stores a participant's program gain/mute; a live mixer gets it at once, a new mixer
     /// right after the participant's inputs.
     fn set_audio(
@@ -728,6 +763,12 @@ impl RoomState {
             epoch,
             command: Command::SetLayout {
                 layout: self.settings.layout.clone(),
+            },
+        });
+        self.effects.push_back(Effect::ToMixer {
+            epoch,
+            command: Command::SetLook {
+                look: self.mixer_look(),
             },
         });
         let add_inputs: Vec<Effect> = self

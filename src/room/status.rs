@@ -23,6 +23,8 @@ pub struct RoomStatus {
     pub participants: Vec<ParticipantStatus>,
     /// The layout of the mix (`PUT /api/v1/rooms/{id}/layout`).
     pub layout: LayoutSpec,
+    /// The room's look (`PUT /api/v1/rooms/{id}/look`); the logo is shown as `has_logo`.
+    pub look: LookStatus,
     /// Who the mixer hears speaking, while live.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active_speaker: Option<String>,
@@ -31,6 +33,26 @@ pub struct RoomStatus {
     /// Cores the mixer pool reserved for this room while it is live (admission by cost).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
+}
+
+/// A room's look without the logo's bytes (up to 256 KiB: not for every status poll).
+#[derive(Debug, Clone, Serialize)]
+pub struct LookStatus {
+    pub labels: bool,
+    pub background: String,
+    pub title: String,
+    pub has_logo: bool,
+}
+
+impl LookStatus {
+    pub fn of(look: &costream_mixer::control::Look) -> Self {
+        Self {
+            labels: look.labels,
+            background: look.background.clone(),
+            title: look.title.clone(),
+            has_logo: look.logo.is_some(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,6 +184,7 @@ impl RoomStatus {
                 })
                 .collect(),
             layout: room.settings().layout.clone(),
+            look: LookStatus::of(&room.settings().look),
             active_speaker: room.active_speaker().map(str::to_string),
             mixer,
             outputs: room.outputs().iter().map(OutputStatusView::of).collect(),
@@ -201,6 +224,7 @@ mod tests {
             max_participants: 4,
             max_outputs: 8,
             layout: Default::default(),
+            look: Default::default(),
         });
         let status = RoomStatus::of("r1", &room, Instant::now());
         let json = serde_json::to_string(&status).unwrap();
@@ -222,6 +246,7 @@ mod tests {
             max_participants: 4,
             max_outputs: 8,
             layout: Default::default(),
+            look: Default::default(),
         });
         room.handle(t0, Input::GoLive).unwrap();
         let status = RoomStatus::of("r1", &room, t0 + std::time::Duration::from_secs(3));

@@ -205,7 +205,7 @@ pub fn process_gone(pid: u32) -> bool {
     }
 }
 
-fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")
         .args([format!("-{name}"), pid.to_string()])
         .status()?;
@@ -258,6 +258,16 @@ impl PublisherOptions<'static> {
 
 impl Publisher {
     pub fn start(whip_url: &str, token: &str, opts: PublisherOptions<'_>) -> anyhow::Result<Self> {
+        Self::start_with_args(whip_url, token, opts, &[])
+    }
+
+    /// As `start`, with more `costream publish` flags (e.g. `--no-video`).
+    pub fn start_with_args(
+        whip_url: &str,
+        token: &str,
+        opts: PublisherOptions<'_>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(BIN)
             .args([
                 "publish",
@@ -272,6 +282,7 @@ impl Publisher {
                 "--name",
                 opts.name,
             ])
+            .args(extra)
             .env("COSTREAM_TOKEN", token)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,151 @@
+//! Still pictures on the compositor: participant slates, the "starting soon" slate, name labels
+//! and the logo. Each is rendered ONCE (one buffer from videotestsrc + textoverlay, or one
+//! decoded PNG) and repeated by a live imagefreeze, so text costs nothing per frame; the
+//! compositor only blends (and scales) it like any tile.
+//!
+//! Element names are `look{n}-…` (see `bus`): an error in a still (say, a PNG that does not
+//! decode) removes that still, never the room.
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use crate::bus::look_element;
+use crate::error::MixerError;
+use crate::gst_util::{capsfilter, link_chain, link_to_pad, make, request_pad};
+
+/// What a still shows.
+pub enum StillKind<'a> {
+    /// Centered text on a flat colour (slates). `text` is plain; it is escaped here.
+    Text {
+        text: &'a str,
+        argb: u32,
+        width: u32,
+        height: u32,
+        /// Font size in pixels.
+        font_px: u32,
+        /// Left-aligned (labels) or centered (slates).
+        left: bool,
+    },
+    /// A `data:image/png;base64,…` URI, already validated (`looks::Look::validate`).
+    Png { uri: &'a str },
+}
+
+/// One still branch feeding a compositor pad.
+pub struct Still {
+    pub serial: u64,
+    elements: Vec<gst::Element>,
+    pad: gst::Pad,
+    compositor: gst::Element,
+}
+
+impl Still {
+    /// Builds the branch into the (possibly PLAYING) pipeline, hidden until placed.
+    pub fn start(
+        pipeline: &gst::Pipeline,
+        compositor: &gst::Element,
+        serial: u64,
+        fps: u32,
+        kind: StillKind<'_>,
+    ) -> Result<Still, MixerError> {
+        let name = |part: &str| look_element(serial, part);
+        let mut elements = Vec::new();
+        match kind {
+            StillKind::Text {
+                text,
+                argb,
+                width,
+                height,
+                font_px,
+                left,
+            } => {
+                let src = make("videotestsrc", &name("src"))?;
+                src.set_property("num-buffers", 1i32);
+                src.set_property_from_str("pattern", "solid-color");
+                src.set_property("foreground-color", argb);
+                let caps = capsfilter(
+                    &name("caps"),
+                    gst::Caps::builder("video/x-raw")
+                        // No alpha: compositor 1.22 refuses alpha formats on its sink pads
+                        // when its output (I420) has none.
+                        .field("format", "BGRx")
+                        .field("width", width as i32)
+                        .field("height", height as i32)
+                        .field("framerate", gst::Fraction::new(fps as i32, 1))
+                        .build(),
+                )?;
+                let text_el = make("textoverlay", &name("text"))?;
+                text_el.set_property("text", crate::looks::escape_markup(text));
+                text_el.set_property("font-desc", format!("Sans {font_px}px"));
+                text_el.set_property("shaded-background", false);
+                text_el.set_property_from_str("valignment", "center");
+                text_el.set_property_from_str("halignment", if left { "left" } else { "center" });
+                text_el
+                    .set_property_from_str("line-alignment", if left { "left" } else { "center" });
+                text_el.set_property("xpad", (height / 4) as i32);
+                elements.extend([src, caps, text_el]);
+            }
+            StillKind::Png { uri } => {
+                let src = make("dataurisrc", &name("src"))?;
+                src.set_property("uri", uri);
+                let dec = make("pngdec", &name("dec"))?;
+                let conv = make("videoconvert", &name("convert"))?;
+                elements.extend([src, dec, conv]);
+            }
+        }
+        let freeze = make("imagefreeze", &name("freeze"))?;
+        freeze.set_property("is-live", true);
+        elements.push(freeze);
+        pipeline.add_many(&elements)?;
+        let refs: Vec<&gst::Element> = elements.iter().collect();
+        let pad = match link_chain(&refs).and_then(|_| request_pad(compositor, "sink_%u")) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = pipeline.remove_many(&elements);
+                return Err(e);
+            }
+        };
+        pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
+        pad.set_property("alpha", 0.0f64);
+        pad.set_property("width", 2i32);
+        pad.set_property("height", 2i32);
+        let still = Still {
+            serial,
+            elements,
+            pad,
+            compositor: compositor.clone(),
+        };
+        let last = still.elements.last().expect("non-empty chain").clone();
+        if let Err(e) = link_to_pad(&last, &still.pad) {
+            still.remove(pipeline);
+            return Err(e);
+        }
+        // Downstream first so no element pushes into one that is not running yet.
+        for el in still.elements.iter().rev() {
+            if el.sync_state_with_parent().is_err() {
+                still.remove(pipeline);
+                return Err(MixerError::Gst(format!(
+                    "{}: could not start",
+                    look_element(serial, "branch")
+                )));
+            }
+        }
+        Ok(still)
+    }
+
+    /// The compositor pad (placed by the mixer with the layout).
+    pub fn pad(&self) -> &gst::Pad {
+        &self.pad
+    }
+
+    /// Stops the branch and takes it out of the pipeline; the compositor keeps running.
+    pub fn remove(self, pipeline: &gst::Pipeline) {
+        for el in &self.elements {
+            let _ = el.set_state(gst::State::Null);
+        }
+        if let Some(src) = self.elements.last().and_then(|e| e.static_pad("src")) {
+            let _ = src.unlink(&self.pad);
+        }
+        self.compositor.release_request_pad(&self.pad);
+        let _ = pipeline.remove_many(&self.elements);
+    }
+}
