@@ -465,7 +465,7 @@ try {
 
   // 5b. The host's program controls act on the live mix (layout, spotlight, level in the mix).
   if (guestId) {
-    await check('host switches layout, spotlights and mutes the guest from the studio', async () => {
+    await check('host switches layout, spotlights, mutes the guest and changes the look from the studio', async () => {
       await host.page.selectOption('#layout', 'pip');
       await waitInPage(host.page, 'pip layout', () => window.costream.status?.layout?.type === 'pip');
       await host.page.click(`#people li[data-participant-id="${guestId}"] .spotlight`);
@@ -485,6 +485,16 @@ try {
       await host.page.click(`#people li[data-participant-id="${guestId}"] .mute-in-program`);
       await host.page.selectOption('#layout', 'grid');
       await waitInPage(host.page, 'grid layout', () => window.costream.status?.layout?.type === 'grid');
+      await host.page.check('#look-labels');
+      await host.page.locator('#look-background').evaluate((input) => {
+        input.value = '#203040';
+        input.dispatchEvent(new Event('change'));
+      });
+      await waitInPage(
+        host.page,
+        'labels and background in the look',
+        () => window.costream.status?.look?.labels === true && window.costream.status?.look?.background === '#203040',
+      );
     });
   }
 

@@ -33,6 +33,12 @@ const program = new ProgramControls({
   render: (status) => render(status),
   layoutSelect: $('layout'),
   addOutputForm: $('add-output'),
+  look: {
+    labels: $('look-labels'),
+    background: $('look-background'),
+    logo: $('look-logo'),
+    clearLogo: $('look-clear-logo'),
+  },
 });
 const subscriptions = new Subscriptions({
   roomId,

@@ -23,8 +23,10 @@ export class ProgramControls {
    * @param {(status: object) => void} opts.render re-renders the page from an answered status
    * @param {HTMLElement} opts.layoutSelect
    * @param {HTMLFormElement} opts.addOutputForm with an `input[type=url]`
+   * @param {{labels: HTMLInputElement, background: HTMLInputElement, logo: HTMLInputElement,
+   *   clearLogo: HTMLButtonElement}} opts.look
    */
-  constructor({ roomId, token, render, layoutSelect, addOutputForm }) {
+  constructor({ roomId, token, render, layoutSelect, addOutputForm, look }) {
     this.base = `/api/v1/rooms/${encodeURIComponent(roomId)}`;
     this.token = token;
     this.render = render;
@@ -38,6 +40,18 @@ export class ProgramControls {
     layoutSelect.addEventListener('change', () =>
       this.setLayout({ type: layoutSelect.value, pin: this.layout.pin }),
     );
+    this.lookInputs = look;
+    this.lookState = null;
+    // The status only says whether there is a logo (never its bytes), and PUT …/look replaces
+    // the whole look, so the page keeps the logo it uploaded to send it again with each change.
+    this.logoKey = `costream.logo.${roomId}`;
+    look.labels.addEventListener('change', () => this.setLook({ labels: look.labels.checked }));
+    look.background.addEventListener('change', () => this.setLook({ background: look.background.value }));
+    look.logo.addEventListener('change', () => this.uploadLogo(look.logo.files[0]));
+    look.clearLogo.addEventListener('click', () => {
+      sessionStorage.removeItem(this.logoKey);
+      this.setLook({});
+    });
     addOutputForm.addEventListener('submit', (event) => {
       event.preventDefault();
       const input = addOutputForm.querySelector('input');
@@ -47,10 +61,43 @@ export class ProgramControls {
     });
   }
 
-  /** Follows the room status (layout select, spotlight state). */
+  /** Follows the room status (layout select, spotlight state, look). */
   update(status) {
     this.layout = status.layout ?? { type: 'grid' };
     if (document.activeElement !== this.layoutSelect) this.layoutSelect.value = this.layout.type;
+    if (status.look) {
+      this.lookState = status.look;
+      const inputs = this.lookInputs;
+      inputs.labels.checked = status.look.labels;
+      if (document.activeElement !== inputs.background) inputs.background.value = status.look.background;
+      inputs.clearLogo.hidden = !status.look.has_logo;
+    }
+  }
+
+  /** Sends the whole look with `change` applied (the API replaces it as a whole). */
+  setLook(change) {
+    const current = this.lookState ?? { labels: false, background: '#000000', title: '' };
+    const look = { labels: current.labels, background: current.background, title: current.title, ...change };
+    const logo = sessionStorage.getItem(this.logoKey);
+    if (logo) look.logo = logo;
+    return this.call('PUT', '/look', look);
+  }
+
+  async uploadLogo(file) {
+    if (!file) return;
+    if (file.type !== 'image/png') {
+      toast('The logo must be a PNG image', 'error');
+      return;
+    }
+    const dataUri = await new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(file);
+    });
+    sessionStorage.setItem(this.logoKey, dataUri);
+    if (!(await this.setLook({}))) sessionStorage.removeItem(this.logoKey);
+    this.lookInputs.logo.value = '';
   }
 
   async call(method, path, body) {
