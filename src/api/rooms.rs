@@ -5,8 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use costream_mixer::encoding::Preset;
 use costream_mixer::control::{LayoutSpec, Look, OutputSpec, VideoSpec};
+use costream_mixer::encoding::Preset;
 use serde::{Deserialize, Serialize};
 
 use super::auth;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use costream_ingest::{PeerSession, SessionEvent, Subscription, SubscriptionEvent};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use costream_mixer::control::{LayoutSpec, Look};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
