@@ -19,6 +19,7 @@ pub mod process;
 pub mod redact;
 pub mod retry;
 pub mod synth;
+pub mod timecode;
 
 pub use error::MixerError;
 pub use inputs::InputSpec;
