@@ -587,6 +587,7 @@ def measure_pipeline(name, start, nginx, key, warmup, window, rtp=True):
         time.sleep(window)
         cores = win.cores()[proc.pid]
         verdict = counter.verdict(t0, time.time())
+        verdict["rss_mb"] = round(rss_peak_mb(proc.pid), 1)
         reader.stop()
         counter.stop()
         log(f"{name}: {cores:.3f} cores, output {verdict}")
