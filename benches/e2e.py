@@ -56,8 +56,14 @@ SCROLL = 4  # px per frame of motion
 
 
 def checksum(v):
-    b2, b1, b0 = (v >> 16) & 255, (v >> 8) & 255, v & 255
-    return (b0 + 3 * b1 + 7 * b2) & ((1 << CHECK_BITS) - 1)
+    """CRC-6 (x^6 + x + 1) of the 24-bit value, as mixer/src/timecode.rs."""
+    crc = 0
+    for i in range(DATA_BITS - 1, -1, -1):
+        top = ((crc >> 5) & 1) ^ ((v >> i) & 1)
+        crc = (crc << 1) & 0x3F
+        if top:
+            crc ^= 0x03
+    return crc
 
 
 def decode_strip(frame, x0, y0, w, h):
@@ -94,7 +100,7 @@ def age_ms(value, at_ms):
 
 
 def plausible(value, at_ms):
-    """A decoded timecode only counts if it is at most 10 s old: a 6-bit checksum alone lets
+    """A decoded timecode only counts if it is at most 10 s old: a 6-bit CRC alone lets
     about 1 in 64 random pictures (SMPTE bars under a tile) through."""
     if value is None or age_ms(value, at_ms) > 10_000:
         return None

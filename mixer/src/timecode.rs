@@ -5,7 +5,7 @@
 //! Layout: a strip across the top of the frame, `STRIP_DIVISOR`th of its height, cut into
 //! [`BLOCKS`] equal blocks: block 0 white and block 1 black (references, so the reader needs no
 //! fixed threshold), then [`DATA_BITS`] bits of the capture time in ms modulo 2^24 (MSB first,
-//! white = 1), then a [`CHECK_BITS`]-bit checksum so a half-scaled or smeared strip is rejected
+//! white = 1), then a [`CHECK_BITS`]-bit CRC so a half-scaled or smeared strip is rejected
 //! rather than misread. Blocks are wide (1/32 of the width) so they survive downscaling into a
 //! small picture-in-picture tile and a 2.5 Mbit/s H.264 encode.
 
@@ -23,10 +23,18 @@ const _: () = assert!(2 + DATA_BITS + CHECK_BITS == BLOCKS);
 /// The time modulus (2^24 ms).
 pub const MODULUS: u64 = 1 << DATA_BITS;
 
-/// Checksum of a 24-bit value: weighted byte sum, 6 bits.
+/// Checksum of a 24-bit value: CRC-6 (x^6 + x + 1, MSB first, init 0), which catches every
+/// single flipped block.
 pub fn checksum(value: u32) -> u32 {
-    let [_, b2, b1, b0] = value.to_be_bytes();
-    (u32::from(b0) + 3 * u32::from(b1) + 7 * u32::from(b2)) & ((1 << CHECK_BITS) - 1)
+    let mut crc = 0u32;
+    for i in (0..DATA_BITS).rev() {
+        let top = (crc >> 5 & 1) ^ (value >> i & 1);
+        crc = (crc << 1) & 0x3F;
+        if top == 1 {
+            crc ^= 0x03;
+        }
+    }
+    crc
 }
 
 /// The [`BLOCKS`] block values (true = white) for `ms`.
@@ -103,10 +111,14 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_bit_is_rejected() {
-        let mut l = lumas(1_234_567);
-        l[10] = if l[10] > 100.0 { 40.0 } else { 200.0 };
-        assert_eq!(decode(&l), None);
+    fn any_single_flipped_block_is_rejected() {
+        for ms in [1_234_567u64, 0, MODULUS - 1] {
+            for b in 2..BLOCKS {
+                let mut l = lumas(ms);
+                l[b] = if l[b] > 100.0 { 40.0 } else { 200.0 };
+                assert_eq!(decode(&l), None, "ms {ms}, block {b}");
+            }
+        }
     }
 
     #[test]
