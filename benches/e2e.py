@@ -644,6 +644,8 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
         pid = room.mixer_pid()
         reader = Reader(nginx.url("r4"))
         wait_until("decoded host frames", lambda: len(reader.latencies_since(0)) > 10, 30)
+        # The reader's probe (3 s of stream) comes out in a burst first: let it drain.
+        time.sleep(4)
 
         def window(seconds):
             t = now_ms()
