@@ -6,15 +6,24 @@
 # from pre-encoded files and run non-live (as fast as it can), x264 on one thread so the count
 # is repeatable. It is run for two lengths and the difference divided by the extra frames, so
 # process start and GStreamer init (plugin registry) cancel out.
-# Writes instructions_per_frame into benches/results.json (or results-quick.json with --quick).
+# Usage: benches/callgrind.sh [--quick | --smoke] [--out DIR]
+# Writes DIR/callgrind.json (callgrind-quick.json / callgrind-smoke.json; DIR defaults to
+# benches/); report.py copies its instructions_per_frame into results.json.
 # Note: it replicates the mixer's graph in gst-launch rather than running the `costream mixer`
 # process, whose inputs are live RTP (a live pipeline under valgrind runs ~50x slower than the
 # clock and drops frames, so its count would not be repeatable).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-QUICK=""; [ "${2:-}" = "--quick" ] && QUICK="-quick"
-SHORT=10; LONG=30
-[ -n "$QUICK" ] && { SHORT=5; LONG=10; }
+OUT="$HERE"; SUFFIX=""; SHORT=10; LONG=30
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) SUFFIX="-quick"; SHORT=5; LONG=10 ;;
+    --smoke) SUFFIX="-smoke"; SHORT=2; LONG=4 ;;
+    --out) OUT="$2"; shift ;;
+    *) ;; # other flags (e.g. e2e.py's) are not ours
+  esac
+  shift
+done
 TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
 FRAMES=$((LONG + 15))
 
@@ -59,13 +68,7 @@ count() { # frames -> total Ir
 a=$(count $SHORT); b=$(count $LONG)
 per=$(( (b - a) / (LONG - SHORT) ))
 echo "callgrind: $SHORT frames $a Ir, $LONG frames $b Ir -> $per instructions per output frame"
-python3 - "$HERE/results$QUICK.json" "$per" <<'PY'
-import json, sys
-path, per = sys.argv[1], int(sys.argv[2])
-try:
-    res = json.load(open(path))
-except (OSError, ValueError):
-    res = {}
-res["instructions_per_frame"] = per
-json.dump(res, open(path, "w"), indent=2, sort_keys=True)
-PY
+mkdir -p "$OUT"
+cat > "$OUT/callgrind$SUFFIX.json" <<JSON
+{"instructions_per_frame": $per, "frames_short": $SHORT, "frames_long": $LONG, "ir_short": $a, "ir_long": $b}
+JSON

@@ -23,12 +23,17 @@ Phases (each prints what it does; numbers go to benches/results.json, see benche
   capacity 1..N concurrent R4 rooms, output frames counted at nginx; the largest N with
            < 0.1 % frames missing or late
 
-Usage: benches/e2e.py --bin target/release/costream [--quick] [--out benches]
-Run it through `bash benches/run.sh [--quick]`, which builds release first.
+Usage: benches/e2e.py --bin target/release/costream [--quick | --smoke] [--out benches]
+Run it through `bash benches/run.sh [--quick | --smoke]`, which builds release first.
+  (full)   windows of 30 s, 5 go-live samples, 10 join samples, capacity up to --max-rooms
+  --quick  windows of 5 s, 1-2 rooms (~3 min): results-quick.json
+  --smoke  windows of 1-2 s, 1 room (well under a minute): results-smoke.json; proves the
+           harness runs end to end (tests/bench_harness.rs); its numbers mean little
 """
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -223,7 +228,7 @@ http {{ access_log off; client_body_temp_path {self.dir}/b; proxy_temp_path {sel
 
 # --- costream serve + API ---------------------------------------------------------------------
 class Serve:
-    def __init__(self, binary, tmp, warm, capacity_cores):
+    def __init__(self, binary, tmp, warm, capacity_cores, timecode_dir=None):
         self.binary = binary
         cfg = f"{tmp}/serve-warm{warm}.toml"
         with open(cfg, "w") as f:
@@ -237,7 +242,10 @@ class Serve:
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"),
+                 # Mixers inherit it: they log each decoded input frame's timecode there
+                 # (mixer/src/timecode_probe.rs), which separates the mixer's own latency.
+                 **({"COSTREAM_TIMECODE_LOG": timecode_dir} if timecode_dir else {})},
         )
         deadline = time.time() + 30
         self.base = None
@@ -379,7 +387,7 @@ class Reader:
              "-i", url, "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
         self.lock = threading.Lock()
-        self.host = []  # (arrival_ms, latency_ms)
+        self.host = []  # (arrival_ms, latency_ms, timecode)
         self.tiles_seen = [None, None, None]  # first arrival with a valid guest barcode
         self.tiles_now = [False, False, False]
         self.frames = 0
@@ -402,7 +410,7 @@ class Reader:
             with self.lock:
                 self.frames += 1
                 if v is not None:
-                    self.host.append((t, age_ms(v, t)))
+                    self.host.append((t, age_ms(v, t), v))
                 for i, ok in enumerate(tiles):
                     self.tiles_now[i] = ok
                     if ok and self.tiles_seen[i] is None:
@@ -414,7 +422,12 @@ class Reader:
 
     def latencies_since(self, t_ms):
         with self.lock:
-            return [l for (t, l) in self.host if t >= t_ms]
+            return [l for (t, l, _) in self.host if t >= t_ms]
+
+    def host_frames_since(self, t_ms):
+        """(arrival_ms, timecode) of the host frames decoded since `t_ms`."""
+        with self.lock:
+            return [(t, v) for (t, _, v) in self.host if t >= t_ms]
 
     def stop(self):
         self.proc.kill()
@@ -469,6 +482,35 @@ class FrameCounter:
     def stop(self):
         self.proc.kill()
         self.proc.wait()
+
+
+# --- the mixer's own share of the latency --------------------------------------------------
+def mixer_input_times(tc_dir, name="host"):
+    """timecode -> wall ms at which a mixer decoded that frame of participant `name` (from the
+    logs mixer/src/timecode_probe.rs writes when COSTREAM_TIMECODE_LOG is set)."""
+    out = {}
+    for path in glob.glob(os.path.join(tc_dir, "mixer-*.tc")):
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and parts[2] == name:
+                    try:
+                        out.setdefault(int(parts[1]), float(parts[0]))
+                    except ValueError:
+                        pass
+    return out
+
+
+def mixer_latencies(frames, inputs):
+    """For host frames seen at the reader [(arrival_ms, timecode)]: (mixer-added ms = arrival
+    minus the mixer's decode of the same frame, input leg ms = that decode minus capture)."""
+    added, leg = [], []
+    for (t, v) in frames:
+        m = inputs.get(v)
+        if m is not None and 0 <= t - m < 10_000:
+            added.append(t - m)
+            leg.append(age_ms(v, m))
+    return added, leg
 
 
 # --- bare pipelines (generator + gst-launch / ffmpeg) -----------------------------------------
@@ -634,7 +676,8 @@ def phase_golive(binary, tmp, nginx, reps):
 
 
 def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
-    serve = Serve(binary, tmp, 1, 64)
+    tc_dir = tempfile.mkdtemp(prefix="timecodes-", dir=tmp)
+    serve = Serve(binary, tmp, 1, 64, timecode_dir=tc_dir)
     res = {"per_guests": [], "join_ms": []}
     try:
         room = Room(serve, nginx, "r4")
@@ -652,7 +695,12 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
             win = CpuWindow([pid, serve.proc.pid])
             time.sleep(seconds)
             c = win.cores()
-            return c[pid], c[serve.proc.pid], reader.latencies_since(t)
+            # Frames still in flight at the end are matched once the reader has them.
+            time.sleep(0.5)
+            frames = [f for f in reader.host_frames_since(t) if f[0] < t + seconds * 1000]
+            added, leg = mixer_latencies(frames, mixer_input_times(tc_dir))
+            lat = [age_ms(v, at) for (at, v) in frames]
+            return c[pid], c[serve.proc.pid], lat, added, leg
 
         for guests in range(0, 4):
             if guests > 0:
@@ -661,24 +709,29 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
                            lambda: reader.visible_guests() >= guests, 30, 0.005)
                 res["join_ms"].append(now_ms() - pub.post_ms)
                 time.sleep(1.0)
-            mixer_c, serve_c, lat = window(step_window)
+            mixer_c, serve_c, lat, added, _ = window(step_window)
             res["per_guests"].append({
                 "guests": guests, "mixer_cores": round(mixer_c, 4),
                 "serve_cores": round(serve_c, 4), "latency_p50_ms": pct(lat, 50),
-                "latency_p95_ms": pct(lat, 95), "latency_samples": len(lat)})
+                "latency_p95_ms": pct(lat, 95), "latency_samples": len(lat),
+                "mixer_latency_p50_ms": pct(added, 50), "mixer_latency_p95_ms": pct(added, 95),
+                "mixer_latency_samples": len(added)})
             log(f"{guests} guests: mixer {mixer_c:.3f} cores, serve {serve_c:.3f}, "
-                f"latency p50 {pct(lat, 50)} p95 {pct(lat, 95)} ms")
+                f"glass-to-glass p50 {pct(lat, 50)} p95 {pct(lat, 95)} ms, mixer-added "
+                f"p50 {pct(added, 50)} p95 {pct(added, 95)} ms ({len(added)} frames)")
 
         counter = FrameCounter(nginx.url("r4"))
         wait_until("counter", lambda: counter.rate(2.0) > 0, 30, 0.2)
         t0 = time.time()
-        mixer_c, serve_c, lat = window(steady_window)
+        mixer_c, serve_c, lat, added, leg = window(steady_window)
         res["steady"] = {"mixer_cores": mixer_c, "serve_cores": serve_c, "latency": lat,
-                         "output": counter.verdict(t0, time.time())}
+                         "mixer_latency": added, "input_leg": leg,
+                         "output": counter.verdict(t0, t0 + steady_window)}
         counter.stop()
-        log(f"R4 steady: mixer {mixer_c:.3f} cores, serve {serve_c:.3f}, "
-            f"p50 {pct(lat, 50)} p95 {pct(lat, 95)} ms ({len(lat)} frames), "
-            f"output {res['steady']['output']}")
+        log(f"R4 steady: mixer {mixer_c:.3f} cores, serve {serve_c:.3f}, glass-to-glass "
+            f"p50 {pct(lat, 50)} p95 {pct(lat, 95)} ms ({len(lat)} frames), mixer-added p50 "
+            f"{pct(added, 50)} p95 {pct(added, 95)} ms ({len(added)} frames), input leg p50 "
+            f"{pct(leg, 50)} ms, output {res['steady']['output']}")
 
         # More join samples: the last guest leaves and joins again.
         for _ in range(rejoins):
@@ -763,6 +816,7 @@ def main():
     ap.add_argument("--bin")
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--quick", action="store_true", help="short windows, 1-2 rooms")
+    ap.add_argument("--smoke", action="store_true", help="tiny windows, 1 room (CI)")
     ap.add_argument("--phases", default="golive,room,bare,ffmpeg,capacity")
     ap.add_argument("--max-rooms", type=int, default=4)
     ap.add_argument("--decode-file", help="decode one raw gray 1280x720 frame and exit "
@@ -777,52 +831,66 @@ def main():
         return 0
     if not a.bin:
         ap.error("--bin is required")
-    q = a.quick
+    mode = "smoke" if a.smoke else "quick" if a.quick else "full"
+    # Per mode: go-live samples, room step / steady window and rejoins, baseline warm-up and
+    # window, ffmpeg media seconds, capacity rooms / warm-up / window.
+    m = {
+        "full": dict(golive=5, step=10, steady=30, rejoins=7, warm=6, win=30, media=20,
+                     rooms=a.max_rooms, cap_warm=8, cap_win=30),
+        "quick": dict(golive=1, step=3, steady=5, rejoins=0, warm=3, win=5, media=20,
+                      rooms=2, cap_warm=3, cap_win=5),
+        "smoke": dict(golive=1, step=1, steady=2, rejoins=0, warm=1, win=2, media=4,
+                      rooms=1, cap_warm=2, cap_win=2),
+    }[mode]
+    p95 = 95 if mode == "full" else 50  # one sample: its value
     phases = a.phases.split(",")
     tmp = tempfile.mkdtemp(prefix="costream-bench-")
     nginx = Nginx(tmp)
     load_before = os.getloadavg()
-    raw = {"quick": q}
+    raw = {"mode": mode}
     res = {}
     try:
         if "golive" in phases:
-            g = phase_golive(a.bin, tmp, nginx, 1 if q else 5)
+            g = phase_golive(a.bin, tmp, nginx, m["golive"])
             raw["golive"] = g
-            res["golive_first_byte_cold_ms"] = pct(g["cold"], 50 if q else 95)
-            res["golive_first_byte_warm_ms"] = pct(g["warm"], 50 if q else 95)
+            res["golive_first_byte_cold_ms"] = pct(g["cold"], p95)
+            res["golive_first_byte_warm_ms"] = pct(g["warm"], p95)
         if "room" in phases:
-            r = phase_room(a.bin, tmp, nginx, 3 if q else 10, 5 if q else 30, 0 if q else 7)
-            lat = r["steady"]["latency"]
-            res["mixer_cpu_core_fraction"] = round(r["steady"]["mixer_cores"], 4)
-            res["serve_cpu_per_participant"] = round(r["steady"]["serve_cores"] / 4, 4)
-            res["glass_to_glass_p50_ms"] = pct(lat, 50)
-            res["glass_to_glass_p95_ms"] = pct(lat, 95)
+            r = phase_room(a.bin, tmp, nginx, m["step"], m["steady"], m["rejoins"])
+            st = r["steady"]
+            res["mixer_cpu_core_fraction"] = round(st["mixer_cores"], 4)
+            res["serve_cpu_per_participant"] = round(st["serve_cores"] / 4, 4)
+            res["glass_to_glass_p50_ms"] = pct(st["latency"], 50)
+            res["glass_to_glass_p95_ms"] = pct(st["latency"], 95)
+            res["mixer_latency_p50_ms"] = pct(st["mixer_latency"], 50)
+            res["mixer_latency_p95_ms"] = pct(st["mixer_latency"], 95)
+            res["input_leg_p50_ms"] = pct(st["input_leg"], 50)
+            res["input_leg_p95_ms"] = pct(st["input_leg"], 95)
             res["join_to_visible_p50_ms"] = pct(r["join_ms"], 50)
-            res["join_to_visible_p95_ms"] = pct(r["join_ms"], 95)
+            res["join_to_visible_p95_ms"] = pct(r["join_ms"], p95)
             res["mixer_rss_mb"] = round(r["rss_mb"], 1) if r["rss_mb"] else None
             raw["per_guests"] = r["per_guests"]
-            raw["r4_output"] = r["steady"]["output"]
+            raw["r4_output"] = st["output"]
             raw["join_ms"] = [round(j, 1) for j in r["join_ms"]]
-        warm, win = (3, 5) if q else (6, 30)
         if "bare" in phases:
             c, v = measure_pipeline("bare gst-launch", lambda p: bare_gst(p, nginx.url("bare")),
-                                    nginx, "bare", warm, win)
+                                    nginx, "bare", m["warm"], m["win"])
             res["bare_cpu_core_fraction"] = round(c, 4)
             raw["bare_output"] = v
         if "ffmpeg" in phases:
-            files = media_files(tmp)
+            files = media_files(tmp, m["media"])
             c, v = measure_pipeline("ffmpeg", lambda _: bare_ffmpeg(files, nginx.url("ff")),
-                                    nginx, "ff", warm, win, rtp=False)
+                                    nginx, "ff", m["warm"], m["win"], rtp=False)
             res["ffmpeg_cpu_core_fraction"] = round(c, 4)
             raw["ffmpeg_output"] = v
-        m = res.get("mixer_cpu_core_fraction")
-        if m and res.get("bare_cpu_core_fraction"):
-            res["cpu_ratio_vs_bare"] = round(m / res["bare_cpu_core_fraction"], 3)
-        if m and res.get("ffmpeg_cpu_core_fraction"):
-            res["cpu_ratio_vs_ffmpeg"] = round(m / res["ffmpeg_cpu_core_fraction"], 3)
+        mix = res.get("mixer_cpu_core_fraction")
+        if mix and res.get("bare_cpu_core_fraction"):
+            res["cpu_ratio_vs_bare"] = round(mix / res["bare_cpu_core_fraction"], 3)
+        if mix and res.get("ffmpeg_cpu_core_fraction"):
+            res["cpu_ratio_vs_ffmpeg"] = round(mix / res["ffmpeg_cpu_core_fraction"], 3)
         if "capacity" in phases:
-            best, cap = phase_capacity(a.bin, tmp, nginx, 2 if q else a.max_rooms,
-                                       3 if q else 8, 5 if q else 30)
+            best, cap = phase_capacity(a.bin, tmp, nginx, m["rooms"], m["cap_warm"],
+                                       m["cap_win"])
             res["rooms_realtime"] = best
             raw["capacity"] = cap
     finally:
@@ -836,9 +904,10 @@ def main():
     res["machine"] = machine()
     res["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     res["load_average_at_start"] = [round(x, 2) for x in load_before]
-    res["quick"] = q
+    res["mode"] = mode
     os.makedirs(a.out, exist_ok=True)
-    name = "results-quick.json" if q else "results.json"
+    name = {"full": "results.json", "quick": "results-quick.json",
+            "smoke": "results-smoke.json"}[mode]
     with open(os.path.join(a.out, name), "w") as f:
         json.dump(res, f, indent=2, sort_keys=True)
     with open(os.path.join(a.out, name.replace(".json", "-raw.json")), "w") as f:

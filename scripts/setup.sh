@@ -2,7 +2,7 @@
 # Installs everything costream needs on a fresh Debian 12 machine. Idempotent: a machine that
 # already has every package does no apt work at all, so the README commands stay fast.
 #   scripts/setup.sh          build + runtime packages (what `costream serve` needs)
-#   scripts/setup.sh --test   also the test tools (nginx-rtmp, ffmpeg)
+#   scripts/setup.sh --test   also the test tools (nginx-rtmp, ffmpeg, valgrind, python3)
 set -euo pipefail
 
 build_and_runtime=(
@@ -12,7 +12,9 @@ build_and_runtime=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
   libopus-dev
 )
-test_tools=(nginx libnginx-mod-rtmp ffmpeg)
+# valgrind + python3: the benchmark (tests/bench_harness.rs runs its smoke mode); the chart
+# needs python3-matplotlib, which benches/run.sh installs itself for a full run.
+test_tools=(nginx libnginx-mod-rtmp ffmpeg valgrind python3)
 
 wanted=("${build_and_runtime[@]}")
 if [[ "${1:-}" == "--test" ]]; then

@@ -20,6 +20,7 @@ pub mod redact;
 pub mod retry;
 pub mod synth;
 pub mod timecode;
+pub mod timecode_probe;
 
 pub use error::MixerError;
 pub use inputs::InputSpec;

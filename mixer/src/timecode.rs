@@ -66,6 +66,26 @@ pub fn decode(luma: &[f64; BLOCKS]) -> Option<u32> {
     (check == checksum(value)).then_some(value)
 }
 
+/// Reads the strip of a `width` x `height` luma plane (row stride `stride`): the mean of three
+/// pixels at the centre of each block, mid-strip (as `benches/e2e.py` reads the output).
+pub fn read_luma(y: &[u8], stride: usize, width: usize, height: usize) -> Option<u32> {
+    let block_w = width / BLOCKS;
+    if block_w < 3 {
+        return None;
+    }
+    let row = (height / STRIP_DIVISOR).max(2) / 2;
+    let line = y.get(row * stride..row * stride + width)?;
+    let luma: [f64; BLOCKS] = std::array::from_fn(|b| {
+        let x = b * block_w + block_w / 2;
+        line[x - 1..=x + 1]
+            .iter()
+            .map(|&p| f64::from(p))
+            .sum::<f64>()
+            / 3.0
+    });
+    decode(&luma)
+}
+
 /// Burns the strip for `ms` into an I420 frame's planes (luma 235/16, chroma neutral).
 pub fn burn_i420(
     planes: [&mut [u8]; 3],
@@ -139,9 +159,29 @@ mod tests {
             h,
             987_654_321,
         );
-        let bw = w / BLOCKS;
-        let row = h / STRIP_DIVISOR / 2;
-        let l: [f64; BLOCKS] = std::array::from_fn(|b| f64::from(y[row * w + b * bw + bw / 2]));
-        assert_eq!(decode(&l), Some((987_654_321 % MODULUS) as u32));
+        assert_eq!(read_luma(&y, w, w, h), Some((987_654_321 % MODULUS) as u32));
+        // An unburnt picture reads as nothing.
+        assert_eq!(read_luma(&vec![90u8; w * h], w, w, h), None);
+    }
+
+    #[test]
+    fn padded_stride_reads_the_same() {
+        let (w, h, stride) = (1280usize, 720usize, 1344usize);
+        let mut y = vec![90u8; stride * h];
+        let mut u = vec![50u8; stride * h / 4];
+        let mut v = vec![50u8; stride * h / 4];
+        burn_i420(
+            [&mut y, &mut u, &mut v],
+            [stride, stride / 2, stride / 2],
+            w,
+            h,
+            42,
+        );
+        assert_eq!(read_luma(&y, stride, w, h), Some(42));
+        assert_eq!(
+            read_luma(&y, w, w, h),
+            None,
+            "wrong stride must not read a value"
+        );
     }
 }
