@@ -770,7 +770,8 @@ def phase_capacity(binary, tmp, nginx, max_rooms, warmup, window):
                 counters.append(FrameCounter(nginx.url(room.key)))
             time.sleep(warmup)
             pids = [room.mixer_pid() for room in rooms]
-            win = CpuWindow(pids)
+            pub_pids = [p.proc.pid for room in rooms for p in room.pubs]
+            win = CpuWindow(pids + pub_pids + [serve.proc.pid])
             t0 = time.time()
             time.sleep(window)
             t1 = time.time()
@@ -782,6 +783,9 @@ def phase_capacity(binary, tmp, nginx, max_rooms, warmup, window):
             results.append({"rooms": n, "ok": ok, "bad_frames": bad, "expected_frames": exp,
                             "verdicts": verdicts,
                             "mixer_cores": [round(cores[p], 3) for p in pids],
+                            # What the same cores also ran: 4 publishers per room, and serve.
+                            "publisher_cores": round(sum(cores[p] for p in pub_pids), 3),
+                            "serve_cores": round(cores[serve.proc.pid], 3),
                             "rss_mb": [rss_peak_mb(p) for p in pids]})
             log(f"{n} rooms: {'real time' if ok else 'NOT real time'} "
                 f"({bad}/{exp} frames missing or late) {verdicts}")

@@ -84,7 +84,12 @@ ROWS = [
      "encoders + WebRTC) and serve share the same 2 cores, so this is a lower bound for a "
      "server whose participants are remote. Admission was lifted (capacity_cores = 64) so it "
      "does not cap the measurement."),
-    ("mixer_rss_mb", "<= 150", lambda v: v <= 150, "VmHWM of the mixer process after the R4 run."),
+    ("mixer_rss_mb", "<= 150", lambda v: v <= 150,
+     "VmHWM of the R4 room's mixer process after its steady window and the join/leave "
+     "cycles: GStreamer + plugins (x264, libav AAC, vpx) mapped, decoded-frame pools of 4 "
+     "inputs, the 1280x720 compositor/encoder buffers and the 2 s leaky output queue. The "
+     "capacity phase's mixers (another serve, same room) are listed below with their own "
+     "peaks."),
     ("instructions_per_frame", "", None,
      "callgrind (benches/callgrind.sh): the mixer's element graph, file-fed, non-live."),
 ]
@@ -150,6 +155,20 @@ def main():
         met = "" if check is None or v is None else ("yes" if check(v) else "**no**")
         out.append(f"| `{key}` | {fmt(v)} | {goal} | {met} | {why} |")
     out.append("")
+    load = res.get("load_average_at_start")
+    noise = (f"Noise: this machine's 2 cores were shared with other work during the run (load "
+             f"average {load} at the start). Each ratio compares pipelines measured in the "
+             f"same invocation, a minute or two apart, each over its own window.")
+    cap1 = [c for c in raw.get("capacity") or [] if c["rooms"] == 1]
+    mix = res.get("mixer_cpu_core_fraction")
+    if cap1 and mix:
+        again = cap1[0]["mixer_cores"][0]
+        noise += (f" The same R4 mixer measured twice in this run: {mix:.3f} cores (steady "
+                  f"window) and {again:.3f} cores (capacity phase, 1 room), "
+                  f"{abs(again - mix) / mix * 100:.0f} % apart.")
+    noise += " Instruction counts do not depend on load."
+    out.append(noise)
+    out.append("")
     if png:
         out.append(f"![CPU and latency against number of guests]({png})")
         out.append("")
@@ -185,7 +204,25 @@ def main():
     for c in raw.get("capacity") or []:
         out.append(f"- {c['rooms']} room(s): {'real time' if c['ok'] else 'NOT real time'}, "
                    f"{c['bad_frames']}/{c['expected_frames']} frames missing or late, mixer "
-                   f"cores {c['mixer_cores']}, RSS MB {[round(r or 0) for r in c['rss_mb']]}")
+                   f"cores {c['mixer_cores']}, all publishers {c.get('publisher_cores')} cores, "
+                   f"serve {c.get('serve_cores')} cores, "
+                   f"RSS MB {[round(r or 0) for r in c['rss_mb']]}")
+    caps = [c for c in raw.get("capacity") or [] if c.get("publisher_cores") is not None]
+    if caps:
+        c1 = caps[0]
+        per_room = sum(c1["mixer_cores"]) / c1["rooms"]
+        pubs = c1["publisher_cores"] / c1["rooms"]
+        out.append("")
+        out.append(
+            f"Capacity budget: one R4 room's mixer used {per_room:.2f} cores, its 4 local "
+            f"publishers (VP8 encode of 1280x720 + 3x640x360, webrtc-rs) {pubs:.2f} cores and "
+            f"serve {c1['serve_cores'] / c1['rooms']:.2f} cores, i.e. "
+            f"{per_room + pubs + c1['serve_cores'] / c1['rooms']:.2f} of this machine's "
+            f"{os.cpu_count()} cores per room before the frame counters and other work. With "
+            f"the publishers on other machines the mixers alone would fit "
+            f"{int(os.cpu_count() / per_room) if per_room else 0} rooms at 100 % of the cores "
+            f"(no headroom); the >= 3 rooms goal needs the mixer at <= "
+            f"{os.cpu_count() / 3:.2f} cores with nothing else running.")
     extra = os.path.join(HERE, "NOTES.md")
     if os.path.exists(extra):
         out.append("")
