@@ -2,8 +2,8 @@
 # Installs everything costream needs on a fresh Debian 12 machine. Idempotent: a machine that
 # already has every package does no apt work at all, so the README commands stay fast.
 #   scripts/setup.sh          build + runtime packages (what `costream serve` needs)
-#   scripts/setup.sh --test   also the test tools (nginx-rtmp, ffmpeg, Chromium + the pinned
-#                             playwright-core in tests/browser via `npm ci`)
+#   scripts/setup.sh --test   also the test tools (nginx-rtmp, ffmpeg, valgrind, python3, Chromium
+#                             + the pinned playwright-core in tests/browser via `npm ci`)
 set -euo pipefail
 
 build_and_runtime=(
@@ -14,7 +14,9 @@ build_and_runtime=(
   gstreamer1.0-x fonts-dejavu-core
   libopus-dev
 )
-test_tools=(nginx libnginx-mod-rtmp ffmpeg chromium)
+# valgrind + python3: the benchmark (tests/bench_harness.rs runs its smoke mode); the chart
+# needs python3-matplotlib, which benches/run.sh installs itself for a full run.
+test_tools=(nginx libnginx-mod-rtmp ffmpeg chromium valgrind python3)
 
 testing=false
 [[ "${1:-}" == "--test" ]] && testing=true

@@ -77,4 +77,14 @@ pub struct PublishArgs {
     /// Publish audio only.
     #[arg(long)]
     pub no_video: bool,
+    /// Picture: solid (the --color), smpte, ball or snow.
+    #[arg(long, default_value = "solid")]
+    pub pattern: String,
+    /// Scroll the picture this many pixels per frame (motion for benchmarks).
+    #[arg(long, default_value_t = 0)]
+    pub scroll: i32,
+    /// Burn the wall-clock capture time into the top of every frame (a block barcode the
+    /// latency benchmark reads back at the RTMP server; see mixer/src/timecode.rs).
+    #[arg(long)]
+    pub timecode: bool,
 }

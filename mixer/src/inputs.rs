@@ -81,6 +81,7 @@ impl InputBranch {
                 let dec = make(dec_f, &name("dec"))?;
                 // Corrupt input must not turn into a flow error that kills the branch.
                 dec.set_property("max-errors", -1i32);
+                crate::timecode_probe::attach(&dec, &spec.display_name);
                 let conv = make("videoconvert", &name("convert"))?;
                 elements.extend([depay, dec, conv]);
             }

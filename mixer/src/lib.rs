@@ -23,6 +23,8 @@ pub mod retry;
 mod scene;
 mod stills;
 pub mod synth;
+pub mod timecode;
+pub mod timecode_probe;
 
 pub use error::MixerError;
 pub use inputs::InputSpec;

@@ -1,7 +1,9 @@
-//! A synthetic encoded video source (a solid colour) for `costream publish`, the test
+//! A synthetic encoded video source (a solid colour or a moving test pattern, optionally with
+//! the capture time burnt in, see [`crate::timecode`]) for `costream publish`, the test
 //! publisher: raw VP8 frames or H.264 byte-stream access units, ready to packetize.
 
-use std::time::Duration;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -22,6 +24,51 @@ pub struct SynthVideoSpec {
     pub rgb: u32,
     /// `Vp8` or `H264` (`Opus` is rejected).
     pub codec: Codec,
+    /// What the picture shows.
+    pub pattern: Pattern,
+    /// Pixels per frame the pattern scrolls left (motion, so encoders have real work).
+    pub scroll: i32,
+    /// Burn the wall-clock capture time into the top of every frame ([`crate::timecode`]).
+    pub timecode: bool,
+}
+
+/// The picture of a synthetic source (`videotestsrc` patterns). Solid colour is nearly free to
+/// encode; benchmarks use a pattern with motion so the numbers mean something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pattern {
+    /// The spec's `rgb` colour.
+    #[default]
+    Solid,
+    /// SMPTE colour bars.
+    Smpte,
+    /// A moving ball.
+    Ball,
+    /// Random noise (worst case for an encoder).
+    Snow,
+}
+
+impl FromStr for Pattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Pattern, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "solid" => Ok(Pattern::Solid),
+            "smpte" => Ok(Pattern::Smpte),
+            "ball" => Ok(Pattern::Ball),
+            "snow" => Ok(Pattern::Snow),
+            other => Err(format!("pattern {other:?}: use solid, smpte, ball or snow")),
+        }
+    }
+}
+
+impl Pattern {
+    fn videotestsrc_name(self) -> &'static str {
+        match self {
+            Pattern::Solid => "solid-color",
+            Pattern::Smpte => "smpte",
+            Pattern::Ball => "ball",
+            Pattern::Snow => "snow",
+        }
+    }
 }
 
 /// One encoded frame.
@@ -53,8 +100,9 @@ impl SynthVideo {
         let pipeline = gst::Pipeline::with_name("synth");
         let src = make("videotestsrc", "synth-src")?;
         src.set_property("is-live", true);
-        src.set_property_from_str("pattern", "solid-color");
+        src.set_property_from_str("pattern", spec.pattern.videotestsrc_name());
         src.set_property("foreground-color", 0xFF00_0000 | (spec.rgb & 0x00FF_FFFF));
+        src.set_property("horizontal-speed", spec.scroll);
         let raw = capsfilter(
             "synth-raw-caps",
             gst::Caps::builder("video/x-raw")
@@ -64,6 +112,9 @@ impl SynthVideo {
                 .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
                 .build(),
         )?;
+        if spec.timecode {
+            burn_timecode(&raw, spec.width as usize, spec.height as usize)?;
+        }
         let mut chain = vec![src, raw];
         let encoder = match spec.codec {
             Codec::Vp8 => {
@@ -149,6 +200,39 @@ impl SynthVideo {
     }
 }
 
+/// Writes the capture time into every raw frame leaving `raw`, just before the encoder.
+fn burn_timecode(raw: &gst::Element, width: usize, height: usize) -> Result<(), MixerError> {
+    // Plain I420 as videotestsrc lays it out (GStreamer's default strides: rows rounded up to
+    // 4 bytes); other sizes would need the VideoMeta, which the bench never asks for.
+    if width % 8 != 0 || height % 2 != 0 {
+        return Err(MixerError::Invalid(format!(
+            "timecode needs a width divisible by 8 and an even height, got {width}x{height}"
+        )));
+    }
+    let (ys, cs) = (width, width / 2);
+    let pad = raw
+        .static_pad("src")
+        .ok_or_else(|| MixerError::Gst("capsfilter without src pad".into()))?;
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+            let ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            if let Ok(mut map) = buffer.make_mut().map_writable() {
+                let data = map.as_mut_slice();
+                if data.len() >= ys * height + 2 * cs * height / 2 {
+                    let (y, rest) = data.split_at_mut(ys * height);
+                    let (u, v) = rest.split_at_mut(cs * height / 2);
+                    crate::timecode::burn_i420([y, u, v], [ys, cs, cs], width, height, ms);
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +245,9 @@ mod tests {
             fps: 30,
             rgb: 0xFF0000,
             codec,
+            pattern: Pattern::Solid,
+            scroll: 0,
+            timecode: false,
         })
         .unwrap();
         let first = synth.next_frame(Duration::from_secs(5)).expect("a frame");

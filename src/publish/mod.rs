@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use costream_ingest::{CodecName, PublishMedia, WhipPublisher};
 use costream_mixer::control::Codec;
-use costream_mixer::synth::{SynthVideo, SynthVideoSpec};
+use costream_mixer::synth::{Pattern, SynthVideo, SynthVideoSpec};
 use tokio::sync::mpsc;
 
 use crate::cli::PublishArgs;
@@ -27,11 +27,14 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         "h264" => (CodecName::H264, Codec::H264),
         other => bail!("--codec {other:?}: use vp8 or h264"),
     };
+    let pattern: Pattern = args.pattern.parse().map_err(anyhow::Error::msg)?;
     let whip_url = with_name(&args.whip, &args.name)?;
     let media = PublishMedia {
         video: (!args.no_video).then_some(ingest_codec),
         audio: true,
     };
+    // The join-latency benchmark measures from this instant (the WHIP POST) to first sight.
+    println!("whip_post_unix_ms {}", unix_ms());
     let mut publisher = WhipPublisher::connect(&whip_url, &args.token, media)
         .await
         .context("WHIP publish failed")?;
@@ -47,6 +50,9 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
                 fps: args.fps,
                 rgb,
                 codec: synth_codec,
+                pattern,
+                scroll: args.scroll,
+                timecode: args.timecode,
             })
             .context("cannot start the synthetic video source")?,
         );
@@ -79,6 +85,13 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     publisher.leave().await.context("WHIP DELETE failed")?;
     tracing::info!("left");
     Ok(())
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 fn with_name(whip: &str, name: &str) -> anyhow::Result<String> {
