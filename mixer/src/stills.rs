@@ -139,13 +139,16 @@ impl Still {
 
     /// Stops the branch and takes it out of the pipeline; the compositor keeps running.
     pub fn remove(self, pipeline: &gst::Pipeline) {
-        for el in &self.elements {
-            let _ = el.set_state(gst::State::Null);
-        }
+        // Release the compositor pad first: that flushes it, which wakes a push of ours blocked
+        // in the aggregator (it waits while the mix is not consuming, e.g. at shutdown).
+        // Stopping imagefreeze first would wait for that push forever (its task's lock).
         if let Some(src) = self.elements.last().and_then(|e| e.static_pad("src")) {
             let _ = src.unlink(&self.pad);
         }
         self.compositor.release_request_pad(&self.pad);
+        for el in &self.elements {
+            let _ = el.set_state(gst::State::Null);
+        }
         let _ = pipeline.remove_many(&self.elements);
     }
 }
