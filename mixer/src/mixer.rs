@@ -656,6 +656,66 @@ fn is_core_error(e: &gst::message::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+
+    use super::Mixer;
+    use crate::control::{Codec, VideoSpec};
+    use crate::inputs::InputSpec;
+    use crate::pipeline::INPUT_LATENCY;
+
+    /// The stills (here the "starting soon" slate) must leave the compositor a valid live
+    /// latency next to an input whose minimum latency is above one frame (its jitterbuffer).
+    /// An impossible one (max < min) made the compositor wait for data on every pad, so a
+    /// camera that had not sent anything yet held back the room's first frame for seconds.
+    #[test]
+    fn stills_keep_the_compositor_latency_valid_next_to_a_silent_input() {
+        let video = VideoSpec {
+            width: 320,
+            height: 180,
+            fps: 15,
+            bitrate_kbps: 300,
+        };
+        let (mixer, _events) = Mixer::start(video, vec![]).expect("mixer starts");
+        mixer
+            .add_input(InputSpec {
+                input_id: "v1".into(),
+                participant_id: "p1".into(),
+                display_name: String::new(),
+                codec: Codec::Vp8,
+                payload_type: 96,
+                clock_rate: 90_000,
+            })
+            .expect("input added");
+        let slate = mixer
+            .shared
+            .lock()
+            .scene
+            .idle_pad()
+            .cloned()
+            .expect("the idle slate exists");
+        // Once the slate has caps, its imagefreeze reports a frame-based latency.
+        costream_testkit::wait_for(Instant::now() + Duration::from_secs(5), || {
+            slate.current_caps()
+        })
+        .expect("the slate negotiated");
+        let mut query = gst::query::Latency::new();
+        let answered = mixer
+            .shared
+            .core
+            .compositor
+            .static_pad("src")
+            .expect("compositor src pad")
+            .query(&mut query);
+        assert!(answered, "the compositor's latency is impossible");
+        let (live, min, _max) = query.result();
+        assert!(live);
+        assert!(min.nseconds() >= INPUT_LATENCY.as_nanos() as u64, "{min}");
+        mixer.shutdown();
+    }
+
     /// serve-side code may move a Mixer into a thread or share it behind an Arc.
     #[test]
     fn mixer_is_send_and_sync() {

@@ -82,6 +82,11 @@ const WARM_ELEMENTS: &[&str] = &[
     "capsfilter",
     "h264parse",
     "aacparse",
+    // The room's look (`stills`): the idle slate is drawn at every `Start`.
+    "textoverlay",
+    "imagefreeze",
+    "dataurisrc",
+    "pngdec",
 ];
 
 /// Initializes GStreamer and loads every plugin a room needs. A missing one is not an error

@@ -165,6 +165,12 @@ impl Scene {
         batch
     }
 
+    /// The compositor pad of the "starting soon" slate.
+    #[cfg(test)]
+    pub fn idle_pad(&self) -> Option<&gst::Pad> {
+        self.idle.as_ref().map(Still::pad)
+    }
+
     /// A still's branch failed (bus error): take it out; the rest of the picture goes on.
     pub fn drop_serial(&mut self, serial: u64) -> bool {
         let pipeline = self.pipeline.clone();

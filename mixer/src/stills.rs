@@ -6,12 +6,18 @@
 //! Element names are `look{n}-…` (see `bus`): an error in a still (say, a PNG that does not
 //! decode) removes that still, never the room.
 
+use std::time::Duration;
+
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use crate::bus::look_element;
 use crate::error::MixerError;
 use crate::gst_util::{capsfilter, link_chain, link_to_pad, make, request_pad};
+
+/// Buffering after each still's imagefreeze; it only widens the latency range the still
+/// reports (see `Still::start`). Frames are pushed in real time, so it never fills.
+const STILL_QUEUE: Duration = Duration::from_secs(1);
 
 /// What a still shows.
 pub enum StillKind<'a> {
@@ -94,7 +100,24 @@ impl Still {
         }
         let freeze = make("imagefreeze", &name("freeze"))?;
         freeze.set_property("is-live", true);
-        elements.push(freeze);
+        // The canvas rate, not imagefreeze's default 25 fps: no frames the compositor drops.
+        let rate = capsfilter(
+            &name("rate"),
+            gst::Caps::builder("video/x-raw")
+                .field("framerate", gst::Fraction::new(fps as i32, 1))
+                .build(),
+        )?;
+        // Why a queue: a live imagefreeze answers the latency query with max = one frame
+        // (66 ms at 15 fps), less than other inputs' minimum (bg 1 frame, an RTP input's
+        // jitterbuffer 80 ms). The compositor then finds its latency impossible (max < min, a
+        // CORE/CLOCK bus warning), stops timing out on pads without data and waits for every
+        // pad: the first frame only came once a silent camera sent something or left (seconds).
+        // A queue's latency adds its max-size-time to max, so the range is valid again.
+        let queue = make("queue", &name("queue"))?;
+        queue.set_property("max-size-buffers", 0u32);
+        queue.set_property("max-size-bytes", 0u32);
+        queue.set_property("max-size-time", STILL_QUEUE.as_nanos() as u64);
+        elements.extend([freeze, rate, queue]);
         pipeline.add_many(&elements)?;
         let refs: Vec<&gst::Element> = elements.iter().collect();
         let pad = match link_chain(&refs).and_then(|_| request_pad(compositor, "sink_%u")) {
