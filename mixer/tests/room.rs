@@ -22,8 +22,10 @@ fn two_inputs_are_composited_and_a_removed_input_disappears() {
     let blue_port = mixer
         .add_input(video_input("blue", Codec::H264, 102))
         .unwrap();
+    // Blue's microphone: a participant's audio shares its tile (an audio-only participant
+    // would get a slate tile of its own).
     let audio_port = mixer
-        .add_input(video_input("mic", Codec::Opus, 111))
+        .add_input(input_of("mic", "blue", Codec::Opus, 111))
         .unwrap();
     events.pump();
     for (id, port) in [("red", red_port), ("blue", blue_port), ("mic", audio_port)] {
