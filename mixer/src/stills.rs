@@ -100,15 +100,8 @@ impl Still {
         }
         let freeze = make("imagefreeze", &name("freeze"))?;
         freeze.set_property("is-live", true);
-        // The canvas rate, not imagefreeze's default 25 fps: no frames the compositor drops.
-        let rate = capsfilter(
-            &name("rate"),
-            gst::Caps::builder("video/x-raw")
-                .field("framerate", gst::Fraction::new(fps as i32, 1))
-                .build(),
-        )?;
         // Why a queue: a live imagefreeze answers the latency query with max = one frame
-        // (66 ms at 15 fps), less than other inputs' minimum (bg 1 frame, an RTP input's
+        // (40 ms at its 25 fps), less than other inputs' minimum (bg 1 frame, an RTP input's
         // jitterbuffer 80 ms). The compositor then finds its latency impossible (max < min, a
         // CORE/CLOCK bus warning), stops timing out on pads without data and waits for every
         // pad: the first frame only came once a silent camera sent something or left (seconds).
@@ -117,7 +110,10 @@ impl Still {
         queue.set_property("max-size-buffers", 0u32);
         queue.set_property("max-size-bytes", 0u32);
         queue.set_property("max-size-time", STILL_QUEUE.as_nanos() as u64);
-        elements.extend([freeze, rate, queue]);
+        // No framerate capsfilter after imagefreeze (it runs at 25 fps, the compositor picks its
+        // frames): with one, a replacement mixer crashed in the compositor (SIGSEGV in
+        // gst_video_frame_map on bg-video:src) in about half the mixer_faults runs.
+        elements.extend([freeze, queue]);
         pipeline.add_many(&elements)?;
         let refs: Vec<&gst::Element> = elements.iter().collect();
         let pad = match link_chain(&refs).and_then(|_| request_pad(compositor, "sink_%u")) {
