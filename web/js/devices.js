@@ -146,3 +146,20 @@ function describeMediaError(e) {
       return `cannot open the camera or microphone (${e?.message ?? e})`;
   }
 }
+
+/**
+ * Wires a page's camera and mic toggle buttons to `media`: `aria-pressed` says "off", the label
+ * says what a click does. Only `track.enabled` changes, so nothing is renegotiated.
+ */
+export function wireMediaToggles(media, cameraButton, micButton) {
+  const toggle = (button, set, labels) => {
+    button.addEventListener('click', () => {
+      const off = button.getAttribute('aria-pressed') !== 'true';
+      set(!off);
+      button.setAttribute('aria-pressed', String(off));
+      button.textContent = off ? labels.on : labels.off;
+    });
+  };
+  toggle(cameraButton, (on) => media.setCamera(on), { on: 'Turn camera on', off: 'Turn camera off' });
+  toggle(micButton, (on) => media.setMic(on), { on: 'Unmute mic', off: 'Mute mic' });
+}

@@ -5,7 +5,7 @@ import {
   $, api, copyText, el, followRoom, formatBitrate, formatDuration, roomIdFromPath, sleep,
   takeToken, toast,
 } from './common.js';
-import { LocalMedia } from './devices.js';
+import { LocalMedia, wireMediaToggles } from './devices.js';
 import { playFlv } from './player.js';
 import { ProgramControls } from './program.js';
 import { publish, Subscriptions } from './rtc.js';
@@ -314,18 +314,7 @@ function wireControls() {
       toast(e.message, 'error');
     }
   });
-  $('toggle-camera').addEventListener('click', (event) => {
-    const off = event.currentTarget.getAttribute('aria-pressed') !== 'true';
-    media.setCamera(!off);
-    event.currentTarget.setAttribute('aria-pressed', String(off));
-    event.currentTarget.textContent = off ? 'Turn camera on' : 'Turn camera off';
-  });
-  $('toggle-mic').addEventListener('click', (event) => {
-    const off = event.currentTarget.getAttribute('aria-pressed') !== 'true';
-    media.setMic(!off);
-    event.currentTarget.setAttribute('aria-pressed', String(off));
-    event.currentTarget.textContent = off ? 'Unmute mic' : 'Mute mic';
-  });
+  wireMediaToggles(media, $('toggle-camera'), $('toggle-mic'));
   // Leaving the page leaves the room at once instead of after a connection timeout.
   window.addEventListener('pagehide', () => {
     if (state.publisher && !state.ended) {

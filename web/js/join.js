@@ -2,7 +2,7 @@
 // hears the host and the other guests in real time (one WHEP subscription per participant).
 
 import { $, followRoom, roomIdFromPath, sleep, takeToken } from './common.js';
-import { LocalMedia } from './devices.js';
+import { LocalMedia, wireMediaToggles } from './devices.js';
 import { publish, Subscriptions } from './rtc.js';
 import { RemoteTiles } from './tiles.js';
 
@@ -196,18 +196,7 @@ function enterFinal(phase) {
 function wireControls() {
   $('join').addEventListener('click', join);
   $('leave').addEventListener('click', leave);
-  $('toggle-camera').addEventListener('click', (event) => {
-    const off = event.currentTarget.getAttribute('aria-pressed') !== 'true';
-    media.setCamera(!off);
-    event.currentTarget.setAttribute('aria-pressed', String(off));
-    event.currentTarget.textContent = off ? 'Turn camera on' : 'Turn camera off';
-  });
-  $('toggle-mic').addEventListener('click', (event) => {
-    const off = event.currentTarget.getAttribute('aria-pressed') !== 'true';
-    media.setMic(!off);
-    event.currentTarget.setAttribute('aria-pressed', String(off));
-    event.currentTarget.textContent = off ? 'Unmute mic' : 'Mute mic';
-  });
+  wireMediaToggles(media, $('toggle-camera'), $('toggle-mic'));
   // Leaving the page leaves the room at once instead of after a connection timeout.
   window.addEventListener('pagehide', () => {
     if (state.publisher) {
