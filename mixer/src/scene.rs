@@ -124,7 +124,7 @@ impl Scene {
             });
             let pad = match &seat.video {
                 Some(pad) => Some(pad.clone()),
-                None => self.slate_pad(seat),
+                None => self.still_pad(Kind::Slate, seat),
             };
             if let Some(pad) = pad {
                 batch.push((pad, tile));
@@ -143,7 +143,7 @@ impl Scene {
         });
         for seat in seats.iter().filter(labelled) {
             let place = seat.tile.and_then(|t| label_placement(&t, cw, ch));
-            if let Some(pad) = self.label_pad(seat) {
+            if let Some(pad) = self.still_pad(Kind::Label, seat) {
                 batch.push((pad, place));
             }
         }
@@ -217,49 +217,46 @@ impl Scene {
         }
     }
 
-    fn slate_pad(&mut self, seat: &Seat<'_>) -> Option<gst::Pad> {
-        if !self.slates.contains_key(seat.participant_id) {
-            let text = slate_text(seat.display_name);
-            match self.text_still(&text, false) {
-                Ok(still) => {
-                    self.slates
-                        .insert(seat.participant_id.to_string(), (still, text));
+    /// The participant's slate or label pad, made on first use (None if it cannot be made: the
+    /// tile just goes without it).
+    fn still_pad(&mut self, kind: Kind, seat: &Seat<'_>) -> Option<gst::Pad> {
+        if !self.stills(kind).contains_key(seat.participant_id) {
+            let made = match kind {
+                Kind::Slate => {
+                    let text = slate_text(seat.display_name);
+                    self.text_still(&text, false).map(|still| (still, text))
+                }
+                Kind::Label => {
+                    let text = label_text(seat.display_name);
+                    self.label_still(&text).map(|still| (still, text))
+                }
+            };
+            match made {
+                Ok(entry) => {
+                    self.stills(kind)
+                        .insert(seat.participant_id.to_string(), entry);
                 }
                 Err(e) => {
-                    tracing::warn!(participant = %seat.participant_id, error = %e, "no slate");
+                    tracing::warn!(participant = %seat.participant_id, error = %e, still = ?kind, "no still");
                     return None;
                 }
             }
         }
-        self.slates
+        self.stills(kind)
             .get(seat.participant_id)
             .map(|(s, _)| s.pad().clone())
     }
 
-    fn label_pad(&mut self, seat: &Seat<'_>) -> Option<gst::Pad> {
-        if !self.labels.contains_key(seat.participant_id) {
-            let text = label_text(seat.display_name);
-            match self.label_still(&text) {
-                Ok(still) => {
-                    self.labels
-                        .insert(seat.participant_id.to_string(), (still, text));
-                }
-                Err(e) => {
-                    tracing::warn!(participant = %seat.participant_id, error = %e, "no label");
-                    return None;
-                }
-            }
+    fn stills(&mut self, kind: Kind) -> &mut HashMap<String, (Still, String)> {
+        match kind {
+            Kind::Slate => &mut self.slates,
+            Kind::Label => &mut self.labels,
         }
-        self.labels
-            .get(seat.participant_id)
-            .map(|(s, _)| s.pad().clone())
     }
 
     fn retain(&mut self, kind: Kind, keep: impl Fn(&str, &str) -> bool) {
-        let map = match kind {
-            Kind::Slate => &mut self.slates,
-            Kind::Label => &mut self.labels,
-        };
+        let pipeline = self.pipeline.clone();
+        let map = self.stills(kind);
         let gone: Vec<String> = map
             .iter()
             .filter(|(id, (_, text))| !keep(id, text))
@@ -267,7 +264,7 @@ impl Scene {
             .collect();
         for id in gone {
             if let Some((still, _)) = map.remove(&id) {
-                still.remove(&self.pipeline);
+                still.remove(&pipeline);
             }
         }
     }
@@ -316,6 +313,7 @@ impl Scene {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 enum Kind {
     Slate,
     Label,
