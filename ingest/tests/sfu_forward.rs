@@ -117,11 +117,20 @@ async fn rtp_reaches_a_subscriber_through_track_local_static_rtp() {
         .unwrap();
     assert_eq!(payload_type, 96, "VP8 as negotiated with the viewer");
     assert_ne!(ssrc, video.ssrc, "webrtc-rs rewrites the SSRC per binding");
-    assert!(session
-        .stats()
-        .tracks
-        .iter()
-        .any(|t| t.track_id == video.track_id && t.packets_forwarded > 0));
+    // The counter moves after the write returns, which can be after the viewer already read
+    // the packet: wait for it (bounded) rather than race it.
+    let counted = tokio::time::timeout(WAIT, async {
+        while !session
+            .stats()
+            .tracks
+            .iter()
+            .any(|t| t.track_id == video.track_id && t.packets_forwarded > 0)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "forwarded packets never counted");
 
     media.abort();
     session.close().await;
