@@ -58,6 +58,7 @@ GUEST_W, GUEST_H = 640, 360
 # pip tiles for 3 guests on 1280x720 (mixer/src/layout/pip.rs: 320x180, margin 24, right to left)
 TILES = [(936, 516, 320, 180), (592, 516, 320, 180), (248, 516, 320, 180)]
 SCROLL = 4  # px per frame of motion
+REPLAY_SECS = 4  # capacity publishers: seconds encoded once, then looped
 
 
 def checksum(v):
@@ -288,13 +289,16 @@ class Serve:
 class Publisher:
     """A `costream publish` process; records the instant of its WHIP POST."""
 
-    def __init__(self, binary, room, token, name, width, height, tone):
+    def __init__(self, binary, room, token, name, width, height, tone, replay=False):
+        # Replay: 4 s encoded once, then looped: no encoder on this machine, like a remote
+        # browser (no timecode then: it would repeat).
+        timing = ["--replay-secs", str(REPLAY_SECS)] if replay else ["--timecode"]
         self.proc = subprocess.Popen(
             [
                 binary, "publish", "--whip", room["whip_url"], "--name", name,
                 "--width", str(width), "--height", str(height), "--pattern", "smpte",
-                "--scroll", str(SCROLL), "--timecode", "--tone", str(tone),
-            ],
+                "--scroll", str(SCROLL), "--tone", str(tone),
+            ] + timing,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -335,12 +339,13 @@ class Room:
     def status(self):
         return self.serve.api("GET", f"/api/v1/rooms/{self.id}")
 
-    def join(self, name, host):
+    def join(self, name, host, replay=False):
         w, h = (W, H) if host else (GUEST_W, GUEST_H)
         token = self.info["host_token" if host else "guest_token"]
         # Only the host's tone is audible: the active speaker must not move the pip around
         # (it is pinned anyway).
-        pub = Publisher(self.serve.binary, self.info, token, name, w, h, 440 if host else 0)
+        pub = Publisher(self.serve.binary, self.info, token, name, w, h, 440 if host else 0,
+                        replay)
         self.pubs.append(pub)
         want = len(self.pubs)
         wait_until(f"{name} tracks", lambda: sum(
@@ -377,14 +382,20 @@ class Room:
 
 # --- readers at nginx -------------------------------------------------------------------------
 class Reader:
-    """Decodes the RTMP output at nginx (ffmpeg, one decode thread, no input buffering) and
-    reads the barcodes of the host (full frame) and of the three pip tiles."""
+    """Decodes the RTMP output at nginx and reads the barcodes of the host (full frame) and of
+    the three pip tiles. The decoder is GStreamer's (rtmp2src, flvdemux, avdec_h264 on one
+    thread, no clock sync): the ffmpeg 5.1 CLI, even with -fflags nobuffer -flags low_delay,
+    handed frames out 45-70 ms later (measured against the mixer's mux probe: 69 ms p50
+    with ffmpeg, 46 ms with -fps_mode passthrough, 5.5 ms with this pipeline), which would
+    have been counted as mixer latency."""
 
     def __init__(self, url):
         self.proc = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-loglevel", "error", "-fflags", "nobuffer", "-flags",
-             "low_delay", "-threads", "1", "-probesize", "5000000", "-analyzeduration", "3000000",
-             "-i", url, "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+            ["gst-launch-1.0", "-q", "rtmp2src", f"location={url}", "!", "flvdemux", "name=d",
+             "d.audio", "!", "queue", "!", "fakesink", "sync=false", "async=false",
+             "d.video", "!", "queue", "!", "h264parse", "!", "avdec_h264", "max-threads=1",
+             "!", "videoconvert", "!", "video/x-raw,format=GRAY8", "!",
+             "fdsink", "fd=1", "sync=false", "async=false"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
         self.lock = threading.Lock()
         self.host = []  # (arrival_ms, latency_ms, timecode)
@@ -498,6 +509,25 @@ def mixer_input_times(tc_dir, name="host"):
                         out.setdefault(int(parts[1]), float(parts[0]))
                     except ValueError:
                         pass
+    return out
+
+
+STAGES = ["host", "program", "encoded", "muxed"]
+
+
+def mixer_stages(frames, tc_dir):
+    """Where the mixer's share goes, per host frame seen at the reader: decode -> compositor
+    out ("composite"), -> x264 out ("encode"), -> flvmux out ("mux"), -> reader ("deliver":
+    tee, queue, RTMP, nginx, the reader's decode). {segment: [ms]}, only complete frames."""
+    times = {s: mixer_input_times(tc_dir, s) for s in STAGES}
+    names = ["composite", "encode", "mux", "deliver"]
+    out = {n: [] for n in names}
+    for (t, v) in frames:
+        points = [times[s].get(v) for s in STAGES] + [t]
+        if any(p is None for p in points):
+            continue
+        for n, a, b in zip(names, points, points[1:]):
+            out[n].append(round(b - a, 1))
     return out
 
 
@@ -700,6 +730,10 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
             frames = [f for f in reader.host_frames_since(t) if f[0] < t + seconds * 1000]
             added, leg = mixer_latencies(frames, mixer_input_times(tc_dir))
             lat = [age_ms(v, at) for (at, v) in frames]
+            stages = mixer_stages(frames, tc_dir)
+            log("mixer stages p50/p95 ms: " + ", ".join(
+                f"{k} {pct(v, 50)}/{pct(v, 95)}" for k, v in stages.items()))
+            window.stages = stages
             return c[pid], c[serve.proc.pid], lat, added, leg
 
         for guests in range(0, 4):
@@ -726,6 +760,7 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
         mixer_c, serve_c, lat, added, leg = window(steady_window)
         res["steady"] = {"mixer_cores": mixer_c, "serve_cores": serve_c, "latency": lat,
                          "mixer_latency": added, "input_leg": leg,
+                         "mixer_stages": window.stages,
                          "output": counter.verdict(t0, t0 + steady_window)}
         counter.stop()
         log(f"R4 steady: mixer {mixer_c:.3f} cores, serve {serve_c:.3f}, glass-to-glass "
@@ -751,8 +786,10 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
     return res
 
 
-def phase_capacity(binary, tmp, nginx, max_rooms, warmup, window):
-    """N concurrent R4 rooms; frames counted at nginx. Publishers run on this machine too."""
+def phase_capacity(binary, tmp, nginx, max_rooms, warmup, window, replay=True):
+    """N concurrent R4 rooms; frames counted at nginx. Publishers run on this machine too:
+    with `replay` they loop 4 s encoded once (the encoders of remote browsers do not run on a
+    mixing server), else each encodes live (~0.1 core each)."""
     results = []
     best = 0
     for n in range(1, max_rooms + 1):
@@ -761,9 +798,9 @@ def phase_capacity(binary, tmp, nginx, max_rooms, warmup, window):
         try:
             for r in range(n):
                 room = Room(serve, nginx, f"cap{n}x{r}")
-                room.join("host", True)
+                room.join("host", True, replay)
                 for g in (1, 2, 3):
-                    room.join(f"guest{g}", False)
+                    room.join(f"guest{g}", False, replay)
                 room.pin_host()
                 room.go_live()
                 rooms.append(room)
@@ -823,6 +860,8 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="tiny windows, 1 room (CI)")
     ap.add_argument("--phases", default="golive,room,bare,ffmpeg,capacity")
     ap.add_argument("--max-rooms", type=int, default=4)
+    ap.add_argument("--live-publishers", action="store_true",
+                    help="capacity publishers encode live instead of replaying 4 s")
     ap.add_argument("--decode-file", help="decode one raw gray 1280x720 frame and exit "
                     "(tests: the reader agrees with mixer/src/timecode.rs)")
     a = ap.parse_args()
@@ -870,6 +909,9 @@ def main():
             res["mixer_latency_p95_ms"] = pct(st["mixer_latency"], 95)
             res["input_leg_p50_ms"] = pct(st["input_leg"], 50)
             res["input_leg_p95_ms"] = pct(st["input_leg"], 95)
+            for stage, ms in st["mixer_stages"].items():
+                res[f"mixer_stage_{stage}_p50_ms"] = pct(ms, 50)
+                res[f"mixer_stage_{stage}_p95_ms"] = pct(ms, 95)
             res["join_to_visible_p50_ms"] = pct(r["join_ms"], 50)
             res["join_to_visible_p95_ms"] = pct(r["join_ms"], p95)
             res["mixer_rss_mb"] = round(r["rss_mb"], 1) if r["rss_mb"] else None
@@ -894,8 +936,9 @@ def main():
             res["cpu_ratio_vs_ffmpeg"] = round(mix / res["ffmpeg_cpu_core_fraction"], 3)
         if "capacity" in phases:
             best, cap = phase_capacity(a.bin, tmp, nginx, m["rooms"], m["cap_warm"],
-                                       m["cap_win"])
+                                       m["cap_win"], replay=not a.live_publishers)
             res["rooms_realtime"] = best
+            res["capacity_publishers"] = "live" if a.live_publishers else "replay"
             raw["capacity"] = cap
     finally:
         nginx.stop()

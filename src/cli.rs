@@ -87,4 +87,9 @@ pub struct PublishArgs {
     /// latency benchmark reads back at the RTMP server; see mixer/src/timecode.rs).
     #[arg(long)]
     pub timecode: bool,
+    /// Encode only the first N seconds, then send them again and again without encoding: a
+    /// stand-in for a remote sender that costs this machine almost no CPU (benchmarks of
+    /// many rooms). A keyframe request restarts the loop at its first (key) frame.
+    #[arg(long, conflicts_with = "timecode")]
+    pub replay_secs: Option<f64>,
 }

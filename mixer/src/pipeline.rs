@@ -228,6 +228,8 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
             gst::PadProbeReturn::Ok
         });
 
+    crate::timecode_probe::attach_stages(&compositor, &encoder, &flvmux, AAC_PRIMING_NS as u64);
+
     Ok(Core {
         pipeline: PipelineGuard(pipeline),
         compositor,

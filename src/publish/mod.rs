@@ -3,6 +3,7 @@
 //! it to check a deployment end to end.
 
 mod color;
+mod replay;
 mod tone;
 
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use costream_ingest::{CodecName, PublishMedia, WhipPublisher};
 use costream_mixer::control::Codec;
 use costream_mixer::synth::{Pattern, SynthVideo, SynthVideoSpec};
 use tokio::sync::mpsc;
+
+use replay::ReplayLoop;
 
 use crate::cli::PublishArgs;
 pub use color::parse_color;
@@ -56,7 +59,20 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             })
             .context("cannot start the synthetic video source")?,
         );
-        tasks.spawn(send_video(publisher.clone(), synth, keyframe_requests));
+        match args.replay_secs {
+            Some(secs) => {
+                let frames = (secs * f64::from(args.fps)).ceil().max(1.0) as usize;
+                tasks.spawn(replay_video(
+                    publisher.clone(),
+                    synth,
+                    frames,
+                    keyframe_requests,
+                ));
+            }
+            None => {
+                tasks.spawn(send_video(publisher.clone(), synth, keyframe_requests));
+            }
+        }
     }
     tasks.spawn(send_tone(publisher.clone(), args.tone));
     tracing::info!("publishing to {}", args.whip);
@@ -125,6 +141,43 @@ async fn send_video(
                 publisher.write_video(&frame.data, frame.duration).await?;
             }
             Some(()) = keyframe_requests.recv() => synth.force_keyframe(),
+        }
+    }
+}
+
+/// Records `count` frames from the encoder, stops it, then sends the recording in a loop at
+/// its own frame rate.
+async fn replay_video(
+    publisher: Arc<WhipPublisher>,
+    synth: Arc<SynthVideo>,
+    count: usize,
+    mut keyframe_requests: mpsc::Receiver<()>,
+) -> anyhow::Result<()> {
+    let frames = tokio::task::spawn_blocking(move || {
+        // The recording must start with a keyframe: ask for one now.
+        synth.force_keyframe();
+        let mut frames = Vec::with_capacity(count);
+        while frames.len() < count {
+            match synth.next_frame(Duration::from_secs(5)) {
+                Some(frame) => frames.push(frame),
+                None => break,
+            }
+        }
+        frames
+    })
+    .await?;
+    let frame_duration = frames.first().map(|f| f.duration);
+    let mut replay = ReplayLoop::new(frames).context("the synthetic encoder gave no keyframe")?;
+    tracing::info!(frames = replay.len(), "replaying the recorded video");
+    let mut ticker = tokio::time::interval(frame_duration.unwrap_or(Duration::from_millis(33)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let frame = replay.next_frame();
+                publisher.write_video(&frame.data, frame.duration).await?;
+            }
+            Some(()) = keyframe_requests.recv() => replay.restart(),
         }
     }
 }
