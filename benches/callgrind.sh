@@ -50,10 +50,10 @@ graph() { # frames
       option-string=scenecut=0 vbv-buf-capacity=1000 threads=1 ! video/x-h264,profile=high \
     ! h264parse ! flvmux name=mux streamable=true ! fakesink sync=false \
     videotestsrc num-buffers=$n pattern=black ! video/x-raw,format=I420,width=1280,height=720,framerate=30/1 ! comp.sink_0 \
-    filesrc location=$TMP/host.webm ! matroskademux ! vp8dec threads=1 ! videoconvert ! identity eos-after=$n ! comp.sink_4 \
-    filesrc location=$TMP/g1.webm ! matroskademux ! vp8dec threads=1 ! videoconvert ! identity eos-after=$n ! comp.sink_1 \
-    filesrc location=$TMP/g2.webm ! matroskademux ! vp8dec threads=1 ! videoconvert ! identity eos-after=$n ! comp.sink_2 \
-    filesrc location=$TMP/g3.webm ! matroskademux ! vp8dec threads=1 ! videoconvert ! identity eos-after=$n ! comp.sink_3 \
+    filesrc location=$TMP/host.webm ! matroskademux ! avdec_vp8 max-threads=1 output-corrupt=false ! videoconvert ! identity eos-after=$n ! comp.sink_4 \
+    filesrc location=$TMP/g1.webm ! matroskademux ! avdec_vp8 max-threads=1 output-corrupt=false ! videoconvert ! identity eos-after=$n ! comp.sink_1 \
+    filesrc location=$TMP/g2.webm ! matroskademux ! avdec_vp8 max-threads=1 output-corrupt=false ! videoconvert ! identity eos-after=$n ! comp.sink_2 \
+    filesrc location=$TMP/g3.webm ! matroskademux ! avdec_vp8 max-threads=1 output-corrupt=false ! videoconvert ! identity eos-after=$n ! comp.sink_3 \
     audiomixer name=amix ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 \
       ! avenc_aac bitrate=128000 ! aacparse ! mux. \
     filesrc location=$TMP/tone.ogg ! oggdemux ! opusdec ! identity eos-after=$((n * 1000 / 30 / 20)) ! audioconvert ! audioresample ! level ! amix."

@@ -576,15 +576,16 @@ def bare_gst(ports, url):
          f"video/x-raw,format=I420,width={W},height={H},framerate={FPS}/1 ! "
          "queue max-size-buffers=3 max-size-bytes=0 max-size-time=0 ! "
          "x264enc tune=zerolatency speed-preset=veryfast pass=cbr bitrate=2500 key-int-max=60 "
-         "option-string=scenecut=0 vbv-buf-capacity=1000 ! video/x-h264,profile=high ! "
-         "h264parse ! flvmux name=mux streamable=true ! "
+         "option-string=scenecut=0 vbv-buf-capacity=1000 threads=1 ! "
+         "video/x-h264,profile=high ! h264parse ! flvmux name=mux streamable=true ! "
          f"rtmp2sink location={url} async-connect=false sync=false "
          "audiomixer name=amix ! audioconvert ! audioresample ! "
          "audio/x-raw,rate=48000,channels=2 ! avenc_aac bitrate=128000 ! aacparse ! mux. ")
     for i, (vp, ap) in enumerate(ports):
         p += (f"udpsrc address=127.0.0.1 port={vp} caps=\"application/x-rtp,media=video,"
               "encoding-name=VP8,clock-rate=90000,payload=96\" ! rtpjitterbuffer latency=80 ! "
-              f"rtpvp8depay ! vp8dec ! videoconvert ! comp.sink_{i} "
+              "rtpvp8depay ! avdec_vp8 max-threads=1 output-corrupt=false ! videoconvert ! "
+              f"comp.sink_{i} "
               f"udpsrc address=127.0.0.1 port={ap} caps=\"application/x-rtp,media=audio,"
               "encoding-name=OPUS,clock-rate=48000,payload=111\" ! rtpjitterbuffer latency=80 ! "
               "rtpopusdepay ! opusdec ! audioconvert ! audioresample ! amix. ")

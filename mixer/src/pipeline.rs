@@ -9,7 +9,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use crate::control::VideoSpec;
-use crate::encoding::{h264_level, H264_PROFILE};
+use crate::encoding::{h264_level, x264_threads, H264_PROFILE};
 use crate::error::MixerError;
 use crate::gst_util::{capsfilter, link_chain, link_to_pad, make, request_pad};
 
@@ -122,6 +122,7 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
     // x264) must not add one.
     encoder.set_property("option-string", "scenecut=0");
     encoder.set_property("vbv-buf-capacity", 1000u32);
+    encoder.set_property("threads", x264_threads(video));
     // Profile and level a CDN accepts; x264enc takes both from these downstream caps.
     let h264caps = capsfilter(
         "h264-caps",

@@ -70,7 +70,7 @@ const WARM_ELEMENTS: &[&str] = &[
     "rtpvp8depay",
     "rtph264depay",
     "rtpopusdepay",
-    "vp8dec",
+    "avdec_vp8",
     "avdec_h264",
     "opusdec",
     "videoconvert",
