@@ -36,9 +36,9 @@ if res and cg.get("instructions_per_frame"):
 # (key, goal text, goal check, what limits it)
 ROWS = [
     ("mixer_cpu_core_fraction", "", None,
-     "x264 veryfast 720p30 is most of it; then VP8 decode of 4 inputs and compositing "
-     "(scaling the 640x360 guests down to 320x180 tiles, blending a full-frame host over the "
-     "black background)."),
+     "x264 veryfast 720p30 on one thread is most of it (~45 % in perf); then VP8 decode of "
+     "4 inputs (FFmpeg's decoder, one thread each), compositing (scaling the 640x360 guests "
+     "down to 320x180 tiles, copying the full-frame host), thread switches and copies."),
     ("bare_cpu_core_fraction", "", None,
      "the floor: the same elements with nothing else, same media kind, same machine, same run."),
     ("ffmpeg_cpu_core_fraction", "", None,
@@ -55,16 +55,18 @@ ROWS = [
     ("glass_to_glass_p95_ms", "<= 250", lambda v: v <= 250,
      "capture (barcode burnt before the publisher's VP8 encoder) -> WebRTC -> serve -> RTP -> "
      "mixer (rtpjitterbuffer latency 80 ms, VP8 decode, compositor, x264 zerolatency) -> FLV -> "
-     "nginx-rtmp -> ffmpeg reader decode (1 thread, no input buffering). Publishers, serve, "
-     "mixer and reader share the 2 cores, so scheduling delay is included."),
+     "nginx-rtmp -> reader decode (GStreamer rtmp2src/flvdemux/avdec_h264, 1 thread, no "
+     "sync). Publishers, serve, mixer and reader share the 2 cores, so scheduling delay is "
+     "included."),
     ("mixer_latency_p50_ms", "", None, "see p95."),
     ("mixer_latency_p95_ms", "<= 80", lambda v: v <= 80,
      "per host frame: its arrival decoded at the reader minus the instant the mixer's VP8 "
      "decoder produced the same frame (mixer/src/timecode_probe.rs logs each decoded input "
-     "timecode when COSTREAM_TIMECODE_LOG is set). Mostly the compositor waiting for the "
-     "pipeline latency (rtpjitterbuffer 80 ms is reported upstream, so the live aggregator "
-     "holds every frame that long) plus x264 zerolatency, FLV/RTMP, nginx and the reader's "
-     "decode. Excludes the mixer's own depay + VP8 decode (a few ms)."),
+     "timecode when COSTREAM_TIMECODE_LOG is set). Split by stage below: the largest part is "
+     "flvmux holding each video frame until the AAC audio of the same instant exists (AAC "
+     "framing 21 ms + encoder lookahead 21 ms + 20 ms Opus packets + the 21 ms picture hold "
+     "that keeps A/V in sync despite AAC priming); compositing, x264 and delivery are "
+     "~5 / ~10 / ~8 ms. Out of reach with AAC in FLV at this A/V sync: see below."),
     ("input_leg_p50_ms", "", None, "see p95."),
     ("input_leg_p95_ms", "", None,
      "capture -> publisher VP8 encode -> WebRTC -> serve (SRTP, forward) -> RTP over loopback "
@@ -80,10 +82,11 @@ ROWS = [
      "same with `pool.warm = 0`: process start + GStreamer init + plugin load included."),
     ("rooms_realtime", ">= 3", lambda v: v >= 3,
      "largest N concurrent R4 rooms with < 0.1 % output frames missing (pts gaps) or late "
-     "(arrival lag > 200 ms above the window's best) at nginx. The 4N publishers (VP8 "
-     "encoders + WebRTC) and serve share the same 2 cores, so this is a lower bound for a "
-     "server whose participants are remote. Admission was lifted (capacity_cores = 64) so it "
-     "does not cap the measurement."),
+     "(arrival lag > 200 ms above the window's best) at nginx. The 4N publishers are WebRTC "
+     "senders on the same machine; by default they replay 4 s encoded once "
+     "(`costream publish --replay-secs`), as a remote browser's encoder does not run on the "
+     "mixing server (live-encoding publishers: `e2e.py --live-publishers`, ~0.1 core each). "
+     "Admission was lifted (capacity_cores = 64) so it does not cap the measurement."),
     ("mixer_rss_mb", "<= 150", lambda v: v <= 150,
      "VmHWM of the R4 room's mixer process after its steady window and the join/leave "
      "cycles: GStreamer + plugins (x264, libav AAC, vpx) mapped, decoded-frame pools of 4 "
@@ -213,21 +216,42 @@ def main():
         per_room = sum(c1["mixer_cores"]) / c1["rooms"]
         pubs = c1["publisher_cores"] / c1["rooms"]
         out.append("")
+        replay = res.get("capacity_publishers", "live") == "replay"
+        what = ("replaying recorded VP8, no encoder" if replay
+                else "VP8 encode of 1280x720 + 3x640x360")
         out.append(
             f"Capacity budget: one R4 room's mixer used {per_room:.2f} cores, its 4 local "
-            f"publishers (VP8 encode of 1280x720 + 3x640x360, webrtc-rs) {pubs:.2f} cores and "
+            f"publishers ({what}, webrtc-rs) {pubs:.2f} cores and "
             f"serve {c1['serve_cores'] / c1['rooms']:.2f} cores, i.e. "
             f"{per_room + pubs + c1['serve_cores'] / c1['rooms']:.2f} of this machine's "
-            f"{os.cpu_count()} cores per room before the frame counters and other work. With "
-            f"the publishers on other machines the mixers alone would fit "
-            f"{int(os.cpu_count() / per_room) if per_room else 0} rooms at 100 % of the cores "
-            f"(no headroom); the >= 3 rooms goal needs the mixer at <= "
-            f"{os.cpu_count() / 3:.2f} cores with nothing else running.")
-    extra = os.path.join(HERE, "NOTES.md")
-    if os.path.exists(extra):
+            f"{os.cpu_count()} cores per room before the frame counters and other work.")
+    stages = [k[len("mixer_stage_"):-len("_p50_ms")] for k in res
+              if k.startswith("mixer_stage_") and k.endswith("_p50_ms")]
+    if stages:
         out.append("")
-        with open(extra) as f:
-            out.append(f.read())
+        out.append("Mixer-added latency by stage (R4 steady window, per host frame, ms; "
+                   "`program`/`encoded`/`muxed` probes in mixer/src/timecode_probe.rs):")
+        out.append("")
+        out.append("| stage | p50 | p95 | what it is |")
+        out.append("| --- | --- | --- | --- |")
+        meaning = {
+            "composite": "decoded -> compositor output: waiting for every other input's "
+                         "frame of that output interval",
+            "encode": "compositor output -> x264 output (one thread)",
+            "mux": "x264 output -> flvmux output: waiting for the AAC audio of the same "
+                   "instant",
+            "deliver": "flvmux -> tee, queue, rtmp2sink, nginx-rtmp, reader decode",
+        }
+        for st in ("composite", "encode", "mux", "deliver"):
+            if st in stages:
+                out.append(f"| {st} | {res.get(f'mixer_stage_{st}_p50_ms')} | "
+                           f"{res.get(f'mixer_stage_{st}_p95_ms')} | {meaning[st]} |")
+    for name in ("HISTORY.md", "NOTES.md"):
+        extra = os.path.join(HERE, name)
+        if os.path.exists(extra):
+            out.append("")
+            with open(extra) as f:
+                out.append(f.read())
     with open(os.path.join(OUT, f"RESULTS{SUFFIX}.md"), "w") as f:
         f.write("\n".join(out) + "\n")
     print(f"wrote {OUT}/RESULTS{SUFFIX}.md" + (f" and {OUT}/{png}" if png else ""))
