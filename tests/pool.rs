@@ -11,7 +11,7 @@ use costream_testkit::Nginx;
 use serde_json::{json, Value};
 
 /// A cheap room (the tests share 2 cores): 640x360 at 15 fps, 800 kbit/s. With 4 reserved
-/// inputs the cost model charges it 0.18 cores.
+/// inputs the cost model charges it 0.15 cores.
 fn small_room(nginx: &Nginx, key: &str) -> Value {
     json!({
         "outputs": [{"url": nginx.rtmp_url(key)}],
@@ -92,9 +92,9 @@ fn exe_of(pid: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_pool_admission_by_cost_and_pool_view() -> anyhow::Result<()> {
     let nginx = Nginx::start()?;
-    // 0.3 cores: one small room (0.18) fits, a second does not.
+    // 0.25 cores: one small room (0.15) fits, a second does not.
     let serve = Serve::start_with_config(
-        "[pool]\nwarm = 1\ncapacity_cores = 0.3\nmax_utilization = 1.0\nretry_after_secs = 7\n",
+        "[pool]\nwarm = 1\ncapacity_cores = 0.25\nmax_utilization = 1.0\nretry_after_secs = 7\n",
     )?;
     let api = Api::new(&serve.base_url);
 
@@ -169,7 +169,7 @@ async fn warm_pool_admission_by_cost_and_pool_view() -> anyhow::Result<()> {
 
     let view = pool(&api).await?;
     println!("MEASURE pool_view={view}");
-    assert_eq!(view["capacity"], 0.3, "{view}");
+    assert_eq!(view["capacity"], 0.25, "{view}");
     assert_eq!(view["used"].as_f64(), Some(cost), "{view}");
     assert_eq!(view["warm_mixers"], 1, "{view}");
     assert_eq!(view["rooms"][0]["room_id"], a.id.as_str(), "{view}");

@@ -4,12 +4,14 @@
 //!
 //! Units are millicores (1000 = one fully busy core) in integers, so reserve/release are exact.
 //!
-//! Calibration (2-core development machine, x264 `veryfast` `tune=zerolatency`): the reference
-//! room R4 (720p30 at 2.5 Mbit/s, one 720p host + three 360p guests, VP8 + Opus) costs ≈ 570
-//! millicores as a bare GStreamer pipeline: encode ≈ 55–65 %, compositing (mostly scaling) ≈ 18 %,
-//! decode ≈ 12 %, audio ≈ 4 %. The constants below split that into a fixed part, an encoder
-//! part that grows with output pixels per second (and a little with bitrate), and a per-input
-//! part (decode + scale to its tile + audio). [`room_cost`] of R4 is 563.
+//! Calibration (2-core development machine, x264 `veryfast` `tune=zerolatency`, benches/):
+//! the reference room R4 (720p30 at 2.5 Mbit/s, one 720p host + three 360p guests, VP8 + Opus)
+//! measured 0.42–0.47 core per mixer (one x264 thread, FFmpeg's VP8 decoder on one thread;
+//! `perf`: x264 ≈ 45 %, VP8 decode ≈ 12 %, compositing and scaling ≈ 15 %, the rest threads,
+//! copies and audio); 3 rooms ran in real time on the 2 cores, 4 did not. The constants below
+//! split that into a fixed part, an encoder part that grows with output pixels per second (and
+//! a little with bitrate), and a per-input part (decode + scale to its tile + audio).
+//! [`room_cost`] of R4 is 470, so 2 cores at 0.9 admit 3 R4 rooms and refuse the fourth.
 
 use std::collections::BTreeMap;
 
@@ -18,13 +20,13 @@ use serde::Serialize;
 
 /// Process, muxing, RTMP and the audio encoder: paid once per room.
 const BASE_MILLICORES: u64 = 30;
-/// x264 veryfast zerolatency per million output pixels per second (720p30 = 27.6 Mpx/s → 332).
-const ENCODE_PER_MPX_S: f64 = 12.0;
+/// x264 veryfast zerolatency per million output pixels per second (720p30 = 27.6 Mpx/s → 263).
+const ENCODE_PER_MPX_S: f64 = 9.5;
 /// x264's entropy coding grows with bitrate: per Mbit/s (2.5 Mbit/s → 10).
 const ENCODE_PER_MBIT: f64 = 4.0;
-/// Per input: decoding (≈ 17 for the R4 mix of one 720p and three 360p VP8) and Opus decode +
+/// Per input: decoding (≈ 11 for the R4 mix of one 720p and three 360p VP8) and Opus decode +
 /// mix (≈ 6), independent of the output.
-const INPUT_FIXED: f64 = 23.0;
+const INPUT_FIXED: f64 = 17.0;
 /// Per input: scaling to its tile and blending, per million output pixels per second (≈ 25 at
 /// 720p30). Scaling is most of compositing's cost and is paid at the output rate.
 const INPUT_PER_MPX_S: f64 = 0.9;
@@ -179,8 +181,8 @@ mod tests {
     #[test]
     fn r4_costs_what_the_reference_measurement_says() {
         let cost = room_cost(&r4());
-        assert!((540..=600).contains(&cost), "R4 cost {cost}");
-        assert_eq!(cost, 563);
+        assert!((420..=500).contains(&cost), "R4 cost {cost}");
+        assert_eq!(cost, 470);
     }
 
     #[test]
@@ -195,7 +197,7 @@ mod tests {
         }
         let refused = ledger.admit("d", r4());
         assert!(!refused.admitted);
-        assert_eq!(refused.used_before, 3 * 563);
+        assert_eq!(refused.used_before, 3 * 470);
         assert_eq!(ledger.cost_of("d"), None, "a refusal reserves nothing");
         ledger.release("b");
         assert!(ledger.admit("d", r4()).admitted);
@@ -206,15 +208,15 @@ mod tests {
         let mut ledger = Ledger::new(600);
         assert!(ledger.admit("a", r4()).admitted);
         assert!(ledger.admit("a", r4()).admitted);
-        assert_eq!(ledger.used(), 563);
+        assert_eq!(ledger.used(), 470);
     }
 
     #[test]
     fn a_growing_live_room_is_never_refused_but_newcomers_see_it() {
-        let mut ledger = Ledger::new(1000);
+        let mut ledger = Ledger::new(900);
         assert!(ledger.admit("a", r4()).admitted);
         let big = RoomLoad { inputs: 16, ..r4() };
-        assert!(ledger.resize("a", big).unwrap() > 1000 - 563);
+        assert!(ledger.resize("a", big).unwrap() > 900 - 470);
         assert_eq!(ledger.free(), 0);
         assert!(
             !ledger
