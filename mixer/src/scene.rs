@@ -71,9 +71,10 @@ impl Scene {
     /// Switches to `look` (already validated). The caller relayouts afterwards so labels and the
     /// logo get placed on the next frame.
     pub fn set_look(&mut self, look: Look) -> Result<(), MixerError> {
-        if let Some(bg) = self.pipeline.by_name("bg-video") {
-            // videotestsrc reads the colour for every frame: a live, glitch-free change.
-            bg.set_property("foreground-color", look.background_argb());
+        if look.background_argb() != self.look.background_argb() {
+            if let Some(bg) = self.pipeline.by_name("bg-video") {
+                set_background_colour(&bg, look.background_argb());
+            }
         }
         if look.idle_text() != self.look.idle_text() {
             let fresh = self.text_still(&look.idle_text(), false)?;
@@ -330,4 +331,23 @@ fn slate_text(display_name: &str) -> String {
 
 fn label_text(display_name: &str) -> String {
     truncate(display_name.trim(), MAX_TEXT_CHARS)
+}
+
+/// Changes the live background's colour from inside its own streaming thread. videotestsrc
+/// (1.22) drops its cached solid-colour frame in `set_property` without a lock while its
+/// streaming thread may be copying from it; that race crashed mixers at start (GST_IS_BUFFER
+/// criticals on `bg-video`, then a segfault or an "internal data stream error"). Taking the src
+/// pad's stream lock instead starved: the source's task re-takes it at once after every frame.
+/// A one-shot probe sets the colour between two frames, so the next frame has it.
+fn set_background_colour(bg: &gst::Element, argb: u32) {
+    let Some(pad) = bg.static_pad("src") else {
+        return;
+    };
+    let source = bg.downgrade();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        if let Some(bg) = source.upgrade() {
+            bg.set_property("foreground-color", argb);
+        }
+        gst::PadProbeReturn::Remove
+    });
 }

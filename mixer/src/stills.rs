@@ -112,7 +112,9 @@ impl Still {
         queue.set_property("max-size-time", STILL_QUEUE.as_nanos() as u64);
         // No framerate capsfilter after imagefreeze (it runs at 25 fps, the compositor picks its
         // frames): with one, a replacement mixer crashed in the compositor (SIGSEGV in
-        // gst_video_frame_map on bg-video:src) in about half the mixer_faults runs.
+        // gst_video_frame_map on bg-video:src) in about half the mixer_faults runs. The cause
+        // was later found in videotestsrc's colour change (see `scene::set_background_colour`);
+        // the capsfilter only changed the timing, and is still not needed.
         elements.extend([freeze, queue]);
         pipeline.add_many(&elements)?;
         let refs: Vec<&gst::Element> = elements.iter().collect();
