@@ -578,7 +578,7 @@ def bare_gst(ports, url):
          "x264enc tune=zerolatency speed-preset=veryfast pass=cbr bitrate=2500 key-int-max=60 "
          "option-string=scenecut=0 vbv-buf-capacity=1000 threads=1 ! "
          "video/x-h264,profile=high ! h264parse ! flvmux name=mux streamable=true ! "
-         f"rtmp2sink location={url} async-connect=false sync=false "
+         f"rtmp2sink location={url} async-connect=true sync=false "
          "audiomixer name=amix ! audioconvert ! audioresample ! "
          "audio/x-raw,rate=48000,channels=2 ! avenc_aac bitrate=128000 ! aacparse ! mux. ")
     for i, (vp, ap) in enumerate(ports):

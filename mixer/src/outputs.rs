@@ -64,15 +64,18 @@ impl OutputBranch {
         let ignore = make("errorignore", &name("ignore"))?;
         let sink = make("rtmp2sink", &name("sink"))?;
         sink.set_property("location", &spec.url);
-        sink.set_property("async-connect", false);
+        // Connect as soon as the branch starts, while the encoder makes its first frame: the
+        // RTMP handshake (~135 ms to a loopback nginx-rtmp, whose unflushed small writes wait
+        // out delayed ACKs) then overlaps pipeline start instead of following the first buffer.
+        sink.set_property("async-connect", true);
         sink.set_property("async", false);
         sink.set_property("sync", false);
         let elements = vec![queue.clone(), ignore, sink.clone()];
         pipeline.add_many(&elements)?;
         let attached = (|| {
             link_chain(&elements.iter().collect::<Vec<_>>())?;
-            // rtmp2sink connects on its first buffer (async-connect=false), on the queue's
-            // thread, so this never waits for the network.
+            // rtmp2sink connects on its own thread (async-connect), so this never waits for
+            // the network; buffers wait in the leaky queue until the server accepts.
             for el in elements.iter().rev() {
                 el.sync_state_with_parent()
                     .map_err(|e| MixerError::Gst(format!("output {serial} to PLAYING: {e}")))?;
