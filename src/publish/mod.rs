@@ -163,13 +163,13 @@ async fn replay_video(
                 None => break,
             }
         }
+        // `synth` drops here, which stops the encoder.
         frames
     })
     .await?;
-    let frame_duration = frames.first().map(|f| f.duration);
     let mut replay = ReplayLoop::new(frames).context("the synthetic encoder gave no keyframe")?;
     tracing::info!(frames = replay.len(), "replaying the recorded video");
-    let mut ticker = tokio::time::interval(frame_duration.unwrap_or(Duration::from_millis(33)));
+    let mut ticker = tokio::time::interval(replay.frame_duration());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {

@@ -1,6 +1,8 @@
 //! `--replay-secs`: a short recording of the synthetic encoder's output sent in a loop, so
 //! benchmark publishers stand in for remote browsers without running an encoder here.
 
+use std::time::Duration;
+
 use costream_mixer::synth::EncodedFrame;
 
 /// The recorded frames and where the loop is.
@@ -30,6 +32,11 @@ impl ReplayLoop {
         self.next = 0;
     }
 
+    /// The recording's frame period (the keyframe's duration; the encoder's is constant).
+    pub fn frame_duration(&self) -> Duration {
+        self.frames[0].duration
+    }
+
     pub fn len(&self) -> usize {
         self.frames.len()
     }
@@ -38,7 +45,6 @@ impl ReplayLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn frame(id: u8, keyframe: bool) -> EncodedFrame {
         EncodedFrame {
@@ -53,6 +59,7 @@ mod tests {
         let mut replay =
             ReplayLoop::new(vec![frame(0, false), frame(1, true), frame(2, false)]).unwrap();
         assert_eq!(replay.len(), 2);
+        assert_eq!(replay.frame_duration(), Duration::from_millis(33));
         let sent: Vec<u8> = (0..5).map(|_| replay.next_frame().data[0]).collect();
         assert_eq!(sent, [1, 2, 1, 2, 1]);
         replay.restart();
