@@ -734,8 +734,7 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
             stages = mixer_stages(frames, tc_dir)
             log("mixer stages p50/p95 ms: " + ", ".join(
                 f"{k} {pct(v, 50)}/{pct(v, 95)}" for k, v in stages.items()))
-            window.stages = stages
-            return c[pid], c[serve.proc.pid], lat, added, leg
+            return c[pid], c[serve.proc.pid], lat, added, leg, stages
 
         for guests in range(0, 4):
             if guests > 0:
@@ -744,7 +743,7 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
                            lambda: reader.visible_guests() >= guests, 30, 0.005)
                 res["join_ms"].append(now_ms() - pub.post_ms)
                 time.sleep(1.0)
-            mixer_c, serve_c, lat, added, _ = window(step_window)
+            mixer_c, serve_c, lat, added, _, _ = window(step_window)
             res["per_guests"].append({
                 "guests": guests, "mixer_cores": round(mixer_c, 4),
                 "serve_cores": round(serve_c, 4), "latency_p50_ms": pct(lat, 50),
@@ -758,10 +757,10 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
         counter = FrameCounter(nginx.url("r4"))
         wait_until("counter", lambda: counter.rate(2.0) > 0, 30, 0.2)
         t0 = time.time()
-        mixer_c, serve_c, lat, added, leg = window(steady_window)
+        mixer_c, serve_c, lat, added, leg, stages = window(steady_window)
         res["steady"] = {"mixer_cores": mixer_c, "serve_cores": serve_c, "latency": lat,
                          "mixer_latency": added, "input_leg": leg,
-                         "mixer_stages": window.stages,
+                         "mixer_stages": stages,
                          "output": counter.verdict(t0, t0 + steady_window)}
         counter.stop()
         log(f"R4 steady: mixer {mixer_c:.3f} cores, serve {serve_c:.3f}, glass-to-glass "
