@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_video::VideoColorimetry;
 
 use crate::bus::input_element;
 use crate::control::{AudioMix, Codec, MediaKind};
@@ -89,6 +90,7 @@ impl InputBranch {
                 dec.set_property("max-threads", 1i32);
                 // After loss the depayloader waits for a keyframe; never show smeared frames.
                 dec.set_property("output-corrupt", false);
+                label_colorimetry(&dec, spec.codec);
                 crate::timecode_probe::attach(&dec, &spec.display_name);
                 let conv = make("videoconvert", &name("convert"))?;
                 elements.extend([depay, dec, conv]);
@@ -215,6 +217,37 @@ pub fn apply_placement(pad: &gst::Pad, placement: Option<Placement>) {
         }
         None => pad.set_property("alpha", 0.0f64),
     }
+}
+
+/// Rewrites the colorimetry in the caps `dec` sends downstream to what its pictures really are
+/// (`colour::input_colorimetry`), so the compositor converts them into the program's encoding
+/// correctly. Every caps event passes here, so a resolution change keeps the label.
+fn label_colorimetry(dec: &gst::Element, codec: Codec) {
+    let Some(pad) = dec.static_pad("src") else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(caps_event) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let mut caps = caps_event.caps_owned();
+        let reported = caps
+            .structure(0)
+            .and_then(|s| s.get::<&str>("colorimetry").ok())
+            .and_then(|c| c.parse::<VideoColorimetry>().ok());
+        let wanted = crate::colour::input_colorimetry(codec, reported);
+        if reported != Some(wanted) {
+            tracing::debug!(?codec, ?reported, %wanted, "input colorimetry set");
+            if let Some(s) = caps.make_mut().structure_mut(0) {
+                s.set("colorimetry", wanted.to_string());
+            }
+            info.data = Some(gst::PadProbeData::Event(gst::event::Caps::new(&caps)));
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 fn rtp_caps(spec: &InputSpec) -> gst::Caps {

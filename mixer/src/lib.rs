@@ -5,6 +5,7 @@
 
 pub mod active_speaker;
 pub mod bus;
+pub mod colour;
 pub mod control;
 pub mod encoding;
 pub mod error;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+use crate::colour::program_colour;
 use crate::control::VideoSpec;
 use crate::encoding::{h264_level, x264_threads, H264_PROFILE};
 use crate::error::MixerError;
@@ -67,12 +68,18 @@ pub struct Core {
     pub frames_out: Arc<AtomicU64>,
 }
 
+/// The program's raw video, colorimetry included: the compositor converts every input into it
+/// and x264enc signals it in the VUI (see `colour` for why it must never be left open).
 fn video_caps(v: &VideoSpec) -> gst::Caps {
     gst::Caps::builder("video/x-raw")
         .field("format", "I420")
         .field("width", v.width as i32)
         .field("height", v.height as i32)
         .field("framerate", gst::Fraction::new(v.fps as i32, 1))
+        .field(
+            "colorimetry",
+            program_colour(v.height).colorimetry().to_string(),
+        )
         .build()
 }
 
