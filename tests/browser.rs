@@ -104,6 +104,7 @@ fn host_guest_and_viewer_pages_in_chromium() -> anyhow::Result<()> {
         "host creates a room from /",
         "host publishes over WHIP",
         "viewer page plays the mix from the built-in origin",
+        "the mix shows the camera in its own colours (within 6 per channel)",
         "studio shows the output live with bitrate and duration",
         "host switches camera and mutes the mic while live, without renegotiation",
         "guest joins from the invite link",

@@ -19,9 +19,9 @@ const RED: [u8; 3] = [255, 0, 0];
 const OLIVE: [u8; 3] = [0x80, 0x80, 0x00];
 /// `costream_mixer::looks::SLATE_ARGB` as RGB.
 const SLATE: [u8; 3] = [0x1E, 0x2A, 0x38];
-const TOL: u8 = 40;
+const TOL: u8 = 12;
 /// Slate and black differ by only 56 in blue.
-const SLATE_TOL: u8 = 20;
+const SLATE_TOL: u8 = 12;
 
 /// A check on one frame; regions in canvas (1280x720) pixels.
 enum Want {

@@ -68,7 +68,7 @@ async fn red_on_air(url: &str) -> anyhow::Result<Duration> {
     eventually("red in the output", Duration::from_secs(10), || async {
         let frame = tokio::task::block_in_place(|| reader.next_frame(Duration::from_secs(5)));
         Ok(frame
-            .filter(|f| close_to(mean_rgb(f, 160, 60, 30, 40, 30), RED, 60))
+            .filter(|f| close_to(mean_rgb(f, 160, 60, 30, 40, 30), RED, 12))
             .map(|_| started.elapsed()))
     })
     .await

@@ -208,7 +208,7 @@ async fn a_room_without_outputs_is_served_as_http_flv_and_rtmp_by_the_builtin_or
             let frame =
                 tokio::task::spawn_blocking(move || grab_frame_rgb(&url, 320, 180)).await??;
             let center = costream_testkit::mean_rgb(&frame, 320, 140, 80, 40, 20);
-            Ok(costream_testkit::close_to(center, [255, 0, 0], 60).then_some(()))
+            Ok(costream_testkit::close_to(center, [255, 0, 0], 12).then_some(()))
         },
     )
     .await?;

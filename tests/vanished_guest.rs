@@ -19,7 +19,7 @@ const BLUE: [u8; 3] = [0, 0, 255];
 
 fn contains_color(frame: &[u8], color: [u8; 3]) -> bool {
     (0..H / 10).any(|by| {
-        (0..W / 10).any(|bx| close_to(mean_rgb(frame, W, bx * 10, by * 10, 10, 10), color, 60))
+        (0..W / 10).any(|bx| close_to(mean_rgb(frame, W, bx * 10, by * 10, 10, 10), color, 16))
     })
 }
 

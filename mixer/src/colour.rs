@@ -13,8 +13,7 @@
 //! every input is converted into it.
 
 use gstreamer_video::{
-    VideoColorMatrix, VideoColorPrimaries, VideoColorRange, VideoColorimetry,
-    VideoTransferFunction,
+    VideoColorMatrix, VideoColorPrimaries, VideoColorRange, VideoColorimetry, VideoTransferFunction,
 };
 
 use crate::control::Codec;

@@ -244,7 +244,10 @@ fn label_colorimetry(dec: &gst::Element, codec: Codec) {
             if let Some(s) = caps.make_mut().structure_mut(0) {
                 s.set("colorimetry", wanted.to_string());
             }
-            info.data = Some(gst::PadProbeData::Event(gst::event::Caps::new(&caps)));
+            let relabelled = gst::event::Caps::builder(&caps)
+                .seqnum(event.seqnum())
+                .build();
+            info.data = Some(gst::PadProbeData::Event(relabelled));
         }
         gst::PadProbeReturn::Ok
     });

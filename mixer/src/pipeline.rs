@@ -80,6 +80,9 @@ fn video_caps(v: &VideoSpec) -> gst::Caps {
             "colorimetry",
             program_colour(v.height).colorimetry().to_string(),
         )
+        // Chroma samples left of the luma pair (H.264's default siting), fixed for the same
+        // reason: x264 writes the siting of its first caps.
+        .field("chroma-site", "mpeg2")
         .build()
 }
 

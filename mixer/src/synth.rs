@@ -103,6 +103,8 @@ impl SynthVideo {
         src.set_property_from_str("pattern", spec.pattern.videotestsrc_name());
         src.set_property("foreground-color", 0xFF00_0000 | (spec.rgb & 0x00FF_FFFF));
         src.set_property("horizontal-speed", spec.scroll);
+        // BT.601 at every size, as a browser's camera sends: VP8 cannot say otherwise, and
+        // videotestsrc would paint an HD size in BT.709 (x264 signals it, vp8enc cannot).
         let raw = capsfilter(
             "synth-raw-caps",
             gst::Caps::builder("video/x-raw")
@@ -110,6 +112,7 @@ impl SynthVideo {
                 .field("width", spec.width as i32)
                 .field("height", spec.height as i32)
                 .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
+                .field("colorimetry", "bt601")
                 .build(),
         )?;
         if spec.timecode {

@@ -20,7 +20,7 @@ const SLATE: [u8; 3] = [0x1E, 0x2A, 0x38];
 const OLIVE: [u8; 3] = [0x80, 0x80, 0x00];
 const MAGENTA: [u8; 3] = [255, 0, 255];
 /// Tighter than the layouts' tolerance: slate and black differ by only 56 in blue.
-const SLATE_TOL: u8 = 20;
+const SLATE_TOL: u8 = 12;
 
 /// A check on one pulled-back 320x180 frame (regions in 1280x720 canvas coordinates).
 enum Want {

@@ -20,8 +20,10 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Decodes `url` at `fps` frames per second, scaled to `width`x`height` RGB24 by the
+    /// stream's own colour description (`crate::rgb_filter`).
     pub fn start(url: &str, width: u32, height: u32, fps: u32) -> anyhow::Result<FrameReader> {
-        let vf = format!("fps={fps},scale={width}:{height}");
+        let vf = format!("fps={fps},{}", crate::rgb_filter(width, height));
         let mut child = Command::new("ffmpeg")
             .args([
                 "-v", "error", "-fflags", "nobuffer", "-i", url, "-an", "-vf", &vf,

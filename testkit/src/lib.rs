@@ -9,8 +9,8 @@ mod sync;
 
 pub use frames::FrameReader;
 pub use media::{
-    close_to, grab_audio_s16, grab_frame_rgb, mean_rgb, packets, probe_stream, rms_dbfs,
-    video_packets, Packet, StreamInfo,
+    close_to, grab_audio_s16, grab_frame_rgb, mean_rgb, packets, probe_stream, rgb_filter,
+    rms_dbfs, video_packets, ColourTags, Packet, StreamInfo,
 };
 pub use nginx::Nginx;
 pub use sync::{av_onsets, Onsets};

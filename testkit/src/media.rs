@@ -20,6 +20,31 @@ pub struct StreamInfo {
     pub audio_codec: String,
     /// Audio sample rate in Hz, 0 without audio.
     pub audio_rate: u32,
+    /// The video's colour description (from the H.264 VUI).
+    pub colour: ColourTags,
+}
+
+/// A stream's colour description as ffprobe names it; empty where the stream says nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ColourTags {
+    /// `tv` (limited) or `pc` (full).
+    pub range: String,
+    /// Matrix coefficients (ffprobe's `color_space`), e.g. `bt709`, `smpte170m`.
+    pub matrix: String,
+    pub transfer: String,
+    pub primaries: String,
+}
+
+impl ColourTags {
+    /// Limited range with the same name for matrix, transfer and primaries, e.g. `bt709`.
+    pub fn limited(name: &str) -> ColourTags {
+        ColourTags {
+            range: "tv".into(),
+            matrix: name.into(),
+            transfer: name.into(),
+            primaries: name.into(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -43,6 +68,14 @@ struct ProbeStream {
     r_frame_rate: String,
     #[serde(default)]
     sample_rate: String,
+    #[serde(default)]
+    color_range: String,
+    #[serde(default)]
+    color_space: String,
+    #[serde(default)]
+    color_transfer: String,
+    #[serde(default)]
+    color_primaries: String,
 }
 
 /// Runs ffprobe on `url` (30 s at most) and returns its first video and audio stream.
@@ -82,6 +115,12 @@ fn parse_probe(json: &[u8]) -> anyhow::Result<StreamInfo> {
         fps,
         audio_codec: audio.map(|a| a.codec_name.clone()).unwrap_or_default(),
         audio_rate: audio.and_then(|a| a.sample_rate.parse().ok()).unwrap_or(0),
+        colour: ColourTags {
+            range: video.color_range.clone(),
+            matrix: video.color_space.clone(),
+            transfer: video.color_transfer.clone(),
+            primaries: video.color_primaries.clone(),
+        },
     })
 }
 
@@ -91,9 +130,21 @@ fn parse_rate(r: &str) -> Option<f64> {
     (d != 0.0).then_some(n / d)
 }
 
-/// Decodes one frame of `url` as packed RGB24 scaled to `width`x`height` (20 s at most).
+/// The ffmpeg filter that turns a decoded stream into `width`x`height` RGB as a player would:
+/// by the colour description the stream signals (its VUI), not by ffmpeg's guess. Why: ffmpeg
+/// 5.1's swscale converts YUV to RGB with BT.601 unless it happens to take a path that reads the
+/// frame's tags (it does when scaling to 320x180, not to 4x4), so a BT.709 program would read
+/// as shifted by up to 25 per channel, or a mis-signalled one as right. `colorspace` converts the
+/// matrix the stream declares to BT.601 (gamma and primaries left alone, as players do), which
+/// the RGB conversion then applies. A stream without a colour description fails here.
+pub fn rgb_filter(width: u32, height: u32) -> String {
+    format!("colorspace=all=bt470bg:fast=1:format=yuv420p,scale={width}:{height}")
+}
+
+/// Decodes one frame of `url` as packed RGB24 scaled to `width`x`height` (20 s at most),
+/// converted by the stream's own colour description (see [`rgb_filter`]).
 pub fn grab_frame_rgb(url: &str, width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
-    let scale = format!("scale={width}:{height}");
+    let scale = rgb_filter(width, height);
     let out = run_with_timeout(
         Command::new("ffmpeg").args([
             "-v",

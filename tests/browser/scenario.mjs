@@ -112,6 +112,34 @@ async function inbound(participantId) {
   return out;
 }
 
+/**
+ * Mean colour of a region (fractions of the picture) of a <video>'s current frame, drawn at its
+ * own size into a canvas: what the page shows, after the browser's YUV-to-RGB conversion by the
+ * stream's colour description.
+ */
+function videoRegionColour({ id, region }) {
+  const video = document.getElementById(id);
+  if (!video || !video.videoWidth) return null;
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(video, 0, 0);
+  const x = Math.round(region.x * canvas.width);
+  const y = Math.round(region.y * canvas.height);
+  const w = Math.max(1, Math.round(region.w * canvas.width));
+  const h = Math.max(1, Math.round(region.h * canvas.height));
+  const data = ctx.getImageData(x, y, w, h).data;
+  const sum = [0, 0, 0];
+  for (let i = 0; i < data.length; i += 4) {
+    sum[0] += data[i];
+    sum[1] += data[i + 1];
+    sum[2] += data[i + 2];
+  }
+  const n = data.length / 4;
+  return sum.map((v) => Math.round(v / n));
+}
+
 // --- helpers run from node ---
 
 async function framesAdvance(page, participantId) {
@@ -409,6 +437,32 @@ try {
     return { before, after };
   });
 
+  // 3b. Colour: with the host alone in the room the program is the host's camera full-frame;
+  // a flat patch of the fake camera (top right, away from the moving pac-man and the clock)
+  // must look the same in the studio's self view and in the viewer's player (H.264 from the
+  // origin, decoded by its VUI). A BT.601/BT.709 mix-up moves it by 20-60. The camera is the
+  // MJPEG one the host switched to: Chromium's default fake camera paints its background as
+  // Y = U = V = 0, a colour no camera can produce (out of gamut), which shows as (0, 135, 0)
+  // only after clamping; converted into a BT.709 program it lands 11 away. The MJPEG camera's
+  // background is a real colour.
+  await check('the mix shows the camera in its own colours (within 6 per channel)', async () => {
+    const region = { x: 0.8, y: 0.08, w: 0.12, h: 0.12 };
+    const tolerance = 6;
+    let own = null;
+    let mixed = null;
+    const deadline = Date.now() + 15000;
+    while (Date.now() < deadline) {
+      own = await host.page.evaluate(videoRegionColour, { id: 'preview', region });
+      mixed = await viewer.page.evaluate(videoRegionColour, { id: 'player', region });
+      if (own && mixed && own.every((c, i) => Math.abs(c - mixed[i]) <= tolerance)) {
+        metrics.camera_colour = own;
+        metrics.program_colour = mixed;
+        return { camera: own, program: mixed };
+      }
+      await host.page.waitForTimeout(300);
+    }
+    throw new Error(`camera ${JSON.stringify(own)} but program ${JSON.stringify(mixed)}`);
+  });
   // 4. A guest joins from the invite link in another browser context.
   const guestId =
     inviteLink &&

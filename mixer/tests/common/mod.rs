@@ -17,7 +17,7 @@ pub static HEAVY: Mutex<()> = Mutex::new(());
 
 pub const RED: [u8; 3] = [255, 0, 0];
 pub const BLUE: [u8; 3] = [0, 0, 255];
-pub const TOL: u8 = 60;
+pub const TOL: u8 = 12;
 
 /// Collects events from the mixer and answers questions about what has been seen so far.
 pub struct Events {
