@@ -1,4 +1,4 @@
-//! Command line: `costream serve | mixer | publish`.
+//! Command line: `costream serve | mixer | publish | token | room`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +24,10 @@ pub enum CliCommand {
     Mixer,
     /// Publish a synthetic test stream (solid color + tone) to a WHIP endpoint.
     Publish(PublishArgs),
+    /// Access tokens.
+    Token(TokenArgs),
+    /// Rooms, from the command line.
+    Room(RoomArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -43,6 +47,92 @@ pub struct ServeArgs {
     /// RTMP listen address of the built-in origin, e.g. 0.0.0.0:1935 (`:0` picks a free port).
     #[arg(long, env = "COSTREAM_ORIGIN_RTMP_LISTEN")]
     pub origin_rtmp_listen: Option<SocketAddr>,
+    /// Run without API keys on a non-loopback address: anyone who reaches it may create rooms
+    /// (`[auth] open`).
+    #[arg(long, env = "COSTREAM_OPEN")]
+    pub open: bool,
+    #[command(flatten)]
+    pub key: ApiKeyArgs,
+}
+
+/// An API key and its secret, from flags or the environment.
+#[derive(Debug, Clone, Args)]
+pub struct ApiKeyArgs {
+    /// API key (`iss` of the tokens it signs).
+    #[arg(long, env = "COSTREAM_API_KEY", requires = "api_secret")]
+    pub api_key: Option<String>,
+    /// Its secret (at least 32 characters).
+    #[arg(long, env = "COSTREAM_API_SECRET", hide_env_values = true)]
+    pub api_secret: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint an access token (JWT, HS256) with the API key and secret; prints it.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub key: ApiKeyArgs,
+    /// The room the token joins (omit with --room-create).
+    #[arg(long, required_unless_present = "room_create")]
+    pub room: Option<String>,
+    /// The participant's identity (`sub`).
+    #[arg(long, default_value = "")]
+    pub identity: String,
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Host powers (`roomAdmin`): go live, remove guests, change the program.
+    #[arg(long)]
+    pub host: bool,
+    /// A room creation token (`roomCreate`) instead: for `POST /api/v1/rooms`, or a start-page
+    /// link `https://SERVER/#token=TOKEN`.
+    #[arg(long, conflicts_with_all = ["room", "host"])]
+    pub room_create: bool,
+    /// Lifetime, e.g. 6h, 30m, 2d.
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RoomArgs {
+    #[command(subcommand)]
+    pub command: RoomCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoomCommand {
+    /// Create a room on a server (with a roomCreate token minted from the API key); prints the
+    /// answer (room id, tokens, links) as JSON.
+    Create(RoomCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RoomCreateArgs {
+    #[command(flatten)]
+    pub key: ApiKeyArgs,
+    /// The server's base URL.
+    #[arg(long, env = "COSTREAM_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Room name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Output quality preset, e.g. 720p30.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Push the mix here (rtmp:// or rtmps://; repeat for several); default: the built-in
+    /// origin.
+    #[arg(long = "output")]
+    pub outputs: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! `COSTREAM_*` environment variables and CLI flags (see `cli.rs`) override it. `validate`
 //! runs at startup and names the offending key, so a typo fails loudly instead of being ignored.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,57 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub origin: OriginConfig,
     pub pool: PoolConfig,
+    pub auth: AuthConfig,
+}
+
+/// API keys and access tokens (see `access`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// API key -> secret. With any key the server is *keyed*: creating rooms and the pool view
+    /// need an operator token signed by one of them. `COSTREAM_API_KEY` + `COSTREAM_API_SECRET`
+    /// add one.
+    pub keys: BTreeMap<String, ApiSecret>,
+    /// Run without keys on a non-loopback address anyway (anyone reaching it may create
+    /// rooms). Without keys and without this, serve only listens on loopback.
+    pub open: bool,
+    /// Lifetime of the host and guest tokens the API hands out.
+    pub token_ttl_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            keys: BTreeMap::new(),
+            open: false,
+            token_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// Shortest API secret accepted: HS256 wants at least as many bytes of key as its output (32),
+/// as LiveKit requires too.
+pub const MIN_SECRET_CHARS: usize = 32;
+
+/// An API secret: never shown by `Debug` (configs get logged).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApiSecret(String);
+
+impl ApiSecret {
+    pub fn new(secret: &str) -> Self {
+        Self(secret.to_string())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// The mixer pool: warm processes and admission by cost (see `pool::admission`).
@@ -310,6 +362,7 @@ impl Config {
         }
         self.validate_origin()?;
         self.validate_pool()?;
+        self.validate_auth()?;
         if self.limits.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 key: "limits.max_body_bytes",
@@ -321,6 +374,50 @@ impl Config {
 }
 
 impl Config {
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        for (key, secret) in &auth.keys {
+            if key.trim().is_empty() || key.len() > 128 {
+                return Err(ConfigError::Invalid {
+                    key: "auth.keys",
+                    message: "an API key must be 1 to 128 characters".into(),
+                });
+            }
+            let chars = secret.expose().chars().count();
+            if chars < MIN_SECRET_CHARS {
+                return Err(ConfigError::Invalid {
+                    key: "auth.keys",
+                    message: format!(
+                        "the secret of API key {key:?} has {chars} characters; use at least \
+                         {MIN_SECRET_CHARS} (e.g. `openssl rand -base64 32`)"
+                    ),
+                });
+            }
+        }
+        if !(60..=30 * 24 * 3600).contains(&auth.token_ttl_secs) {
+            return Err(ConfigError::Invalid {
+                key: "auth.token_ttl_secs",
+                message: format!(
+                    "{} must be 60 (a minute) to 2592000 (30 days)",
+                    auth.token_ttl_secs
+                ),
+            });
+        }
+        let listen = self.server.listen;
+        if auth.keys.is_empty() && !auth.open && !listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                key: "auth.keys",
+                message: format!(
+                    "serve would listen on {listen}, reachable from other machines, without API \
+                     keys: anyone could create rooms and push them anywhere. Set an API key and \
+                     secret ([auth] keys = {{ KEY = \"SECRET\" }}, or COSTREAM_API_KEY and \
+                     COSTREAM_API_SECRET), or run open on purpose with --open ([auth] open = true)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn validate_pool(&self) -> Result<(), ConfigError> {
         let pool = &self.pool;
         if let Some(cores) = pool.capacity_cores {
@@ -515,5 +612,45 @@ mod tests {
         assert!(err.contains("origin.viewer_queue"), "{err}");
         let err = Config::from_toml_str("[origin]\nlisten = \"x\"\n").unwrap_err();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn auth_refuses_running_open_on_a_public_address_and_checks_secrets() {
+        let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let mut config = Config::default();
+        config.server.listen = public;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("auth.keys") && err.contains("--open") && err.contains("0.0.0.0:8080"),
+            "{err}"
+        );
+        config.auth.open = true;
+        config.validate().expect("open on purpose");
+        config.auth.open = false;
+        config
+            .auth
+            .keys
+            .insert("k".into(), ApiSecret::new(&"s".repeat(MIN_SECRET_CHARS)));
+        config.validate().expect("keyed");
+        config
+            .auth
+            .keys
+            .insert("short".into(), ApiSecret::new("tooshort"));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("\"short\"") && err.contains("32"), "{err}");
+        assert!(!err.contains("tooshort"), "the secret is not echoed: {err}");
+        assert!(!format!("{config:?}").contains(&"s".repeat(MIN_SECRET_CHARS)));
+        let ttl = Config::from_toml_str("[auth]\ntoken_ttl_secs = 5\n").unwrap();
+        assert!(ttl
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("auth.token_ttl_secs"));
+        let keys = Config::from_toml_str(&format!(
+            "[auth]\nkeys = {{ APIk = \"{}\" }}\n",
+            "x".repeat(40)
+        ))
+        .unwrap();
+        assert_eq!(keys.auth.keys["APIk"].expose().len(), 40);
     }
 }

@@ -4,6 +4,7 @@
 //! room gets a `costream mixer` child process (via `costream-mixer`) that composites everyone
 //! and pushes RTMP. This crate is the only place that knows both libraries.
 
+pub mod access;
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use costream::cli::{Cli, CliCommand};
+use costream::cli::{Cli, CliCommand, RoomCommand, TokenCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -11,6 +11,22 @@ fn main() -> ExitCode {
         CliCommand::Mixer => costream_mixer::process::run_stdio(),
         CliCommand::Serve(args) => run_async(costream::serve::run(args)),
         CliCommand::Publish(args) => run_async(costream::publish::run(args)),
+        CliCommand::Token(token) => match token.command {
+            TokenCommand::Create(args) => report(costream::access::cli::token_create(args)),
+        },
+        CliCommand::Room(room) => match room.command {
+            RoomCommand::Create(args) => run_async(costream::access::cli::room_create(args)),
+        },
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

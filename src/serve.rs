@@ -34,6 +34,15 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(listen) = args.origin_rtmp_listen {
         config.origin.rtmp_listen = listen;
     }
+    if args.open {
+        config.auth.open = true;
+    }
+    if let (Some(key), Some(secret)) = (&args.key.api_key, &args.key.api_secret) {
+        config
+            .auth
+            .keys
+            .insert(key.clone(), crate::config::ApiSecret::new(secret));
+    }
     config.validate()?;
     Ok(config)
 }
@@ -82,7 +91,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             stop_grace: Duration::from_millis(config.mixer.stop_grace_ms),
         },
         config.limits.max_rooms,
+        Arc::new(crate::access::Access::from_config(&config.auth)),
     ));
+    if config.auth.keys.is_empty() {
+        tracing::warn!(
+            listen = %config.server.listen,
+            "no API keys: running open (anyone who reaches this address may create rooms)"
+        );
+    }
     let drain_timeout = Duration::from_secs(config.server.drain_timeout_secs);
     let origin_cancel = CancellationToken::new();
     let origin = start_origin(&mut config.origin, origin_cancel.clone()).await?;

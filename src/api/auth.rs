@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderMap};
 
 use super::error::ApiError;
+use crate::access::{Access, Claims, Denied, OperatorDenied};
 use crate::room::tokens::{bearer_token, Role};
 use crate::room::RoomHandle;
 
@@ -21,7 +22,33 @@ pub fn role(headers: &HeaderMap, room: &RoomHandle) -> Result<Role, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("Authorization must be \"Bearer <token>\""))?;
     room.tokens
         .role_of(token)
-        .ok_or_else(|| ApiError::unauthorized("the token is not valid for this room"))
+        .map_err(|denied| ApiError::unauthorized(denied.to_string()))
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()
+        .and_then(bearer_token)
+}
+
+/// An operator request (creating rooms, server-wide views) on a keyed server: `401` without a
+/// valid token, `403` without the grant `need` checks. Anyone may on an open server.
+pub fn require_operator(
+    headers: &HeaderMap,
+    access: &Access,
+    need: fn(&Claims) -> Result<(), Denied>,
+) -> Result<(), ApiError> {
+    access.operator(bearer(headers), need).map_err(|e| match e {
+        OperatorDenied::Missing => ApiError::unauthorized(
+            "this server has API keys: send \"Authorization: Bearer <token>\" with a token \
+             signed by one of them that grants roomCreate (`costream token create --room-create`)",
+        ),
+        OperatorDenied::Token(denied) => ApiError::unauthorized(denied.to_string()),
+        OperatorDenied::Grant(denied) => ApiError::forbidden(denied.to_string()),
+    })
 }
 
 pub fn require_host(headers: &HeaderMap, room: &RoomHandle) -> Result<(), ApiError> {

@@ -156,3 +156,5 @@ async fn not_found() -> error::ApiError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_auth;

@@ -1,12 +1,13 @@
 //! Readiness and the mixer pool's view: `GET /readyz`, `GET /api/v1/pool`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::access::Claims;
 use crate::pool::Refusal;
 
 /// 200 while this server admits new rooms; 503 once it drains (after SIGTERM), so a load
@@ -19,7 +20,12 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
-/// Capacity, what live rooms reserved, and the warm mixers.
-pub async fn view(State(app): State<AppState>) -> Json<crate::pool::PoolView> {
-    Json(app.rooms.pool().view())
+/// Capacity, what live rooms reserved, and the warm mixers (an operator view on a keyed
+/// server: `roomList` or `roomCreate`).
+pub async fn view(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<crate::pool::PoolView>, ApiError> {
+    super::auth::require_operator(&headers, app.rooms.access(), Claims::require_list)?;
+    Ok(Json(app.rooms.pool().view()))
 }

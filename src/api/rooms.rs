@@ -13,6 +13,7 @@ use super::auth;
 use super::body::{parse_json_or_default, read_limited};
 use super::error::ApiError;
 use super::AppState;
+use crate::access::Claims;
 use crate::config::validate_video;
 use crate::origin::ORIGIN_OUTPUT_ID;
 use crate::room::state::RoomSettings;
@@ -81,6 +82,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    auth::require_operator(&headers, app.rooms.access(), Claims::require_create)?;
     if app.rooms.pool().is_draining() {
         return Err(ApiError::refused(&crate::pool::Refusal::Draining));
     }

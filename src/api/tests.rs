@@ -15,7 +15,11 @@ use crate::config::Config;
 use crate::room::{RoomRuntime, Rooms};
 
 fn app() -> Router {
-    let config = Config::default();
+    app_with(Config::default())
+}
+
+/// The router over `config` (e.g. with API keys).
+pub(super) fn app_with(config: Config) -> Router {
     let rooms = Arc::new(Rooms::new(
         RoomRuntime {
             // Never spawned in these tests: no test here goes live with outputs.
@@ -36,6 +40,7 @@ fn app() -> Router {
             stop_grace: Duration::from_millis(100),
         },
         3,
+        Arc::new(crate::access::Access::from_config(&config.auth)),
     ));
     let ingest = IngestEngine::new(IngestConfig {
         udp_ports: None,
@@ -53,7 +58,7 @@ fn app() -> Router {
     })
 }
 
-async fn call(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+pub(super) async fn call(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
     let response = app.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
@@ -62,14 +67,14 @@ async fn call(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
     (status, body)
 }
 
-fn post_json(path: &str, body: Value) -> Request<Body> {
+pub(super) fn post_json(path: &str, body: Value) -> Request<Body> {
     Request::post(path)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()
 }
 
-fn with_token(method: &str, path: &str, token: &str) -> Request<Body> {
+pub(super) fn with_token(method: &str, path: &str, token: &str) -> Request<Body> {
     Request::builder()
         .method(method)
         .uri(path)

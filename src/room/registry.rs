@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use super::actor::{RoomHandle, RoomRuntime};
 use super::state::RoomSettings;
 use super::tokens::{random_id, RoomTokens};
+use crate::access::Access;
 
 #[derive(Debug, thiserror::Error)]
 #[error("this server already has {max} rooms; end one or raise limits.max_rooms")]
@@ -17,15 +18,23 @@ pub struct Rooms {
     rooms: RwLock<HashMap<String, Arc<RoomHandle>>>,
     runtime: RoomRuntime,
     max_rooms: usize,
+    /// Mints each room's tokens and checks the ones presented to it.
+    access: Arc<Access>,
 }
 
 impl Rooms {
-    pub fn new(runtime: RoomRuntime, max_rooms: usize) -> Self {
+    pub fn new(runtime: RoomRuntime, max_rooms: usize, access: Arc<Access>) -> Self {
         Self {
             rooms: RwLock::new(HashMap::new()),
             runtime,
             max_rooms,
+            access,
         }
+    }
+
+    /// The server's API keys (operator checks).
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     pub fn create(&self, settings: RoomSettings) -> Result<Arc<RoomHandle>, TooManyRooms> {
@@ -48,7 +57,7 @@ impl Rooms {
         let settings = settings(&id);
         let room = Arc::new(RoomHandle::spawn(
             id.clone(),
-            RoomTokens::generate(),
+            RoomTokens::new(&id, self.access.clone()),
             settings,
             self.runtime.clone(),
         ));

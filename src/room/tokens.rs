@@ -1,16 +1,22 @@
-//! Room ids and bearer tokens. Tokens are 128+ bits from the OS RNG, compared in constant time,
-//! and never printed: `Debug` shows only a prefix-free placeholder.
+//! Room ids and a room's bearer tokens. The tokens are access tokens (JWT, see `access`): the
+//! API hands out a host token (`roomAdmin`) and a shared guest token (`roomJoin`) per room, and
+//! any token signed by one of the server's API keys for this room is accepted as well. Never
+//! printed: `Debug` shows only a placeholder.
 //!
-//! Every guest shares the room's guest token, so the token alone cannot say *which* guest is
-//! asking. Ending a WHIP session therefore also takes a per-session key, an HMAC of the
-//! participant id under a room secret: only the creator of the session got it (in the WHIP
-//! `Location`), and the server keeps no per-session state for it.
+//! Every guest holding the shared guest token looks the same, so the token alone cannot say
+//! *which* guest is asking. Ending a WHIP session therefore also takes a per-session key, an
+//! HMAC of the participant id under a room secret: only the creator of the session got it (in
+//! the WHIP `Location`), and the server keeps no per-session state for it.
+
+use std::sync::Arc;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+
+use crate::access::{Access, Denied};
 
 /// Who a token makes you in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -46,20 +52,27 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// The two tokens of one room, and the secret its session keys derive from.
+/// The two tokens the API hands out for one room, the keys that check any token presented to
+/// it, and the secret its session keys derive from.
 #[derive(Debug, Clone)]
 pub struct RoomTokens {
+    room_id: String,
     pub host: Token,
     pub guest: Token,
     session_secret: Token,
+    access: Arc<Access>,
 }
 
 impl RoomTokens {
-    pub fn generate() -> Self {
+    /// Mints the host and guest tokens of room `room_id`.
+    pub fn new(room_id: &str, access: Arc<Access>) -> Self {
+        let (host, guest) = access.room_tokens(room_id);
         Self {
-            host: Token::generate(),
-            guest: Token::generate(),
+            room_id: room_id.to_string(),
+            host: Token(host),
+            guest: Token(guest),
             session_secret: Token::generate(),
+            access,
         }
     }
 
@@ -81,18 +94,10 @@ impl RoomTokens {
             .into()
     }
 
-    /// The role a presented token grants, if any. Both are always compared so a guest token
-    /// costs the same time as a host token.
-    pub fn role_of(&self, candidate: &str) -> Option<Role> {
-        let is_host = self.host.matches(candidate);
-        let is_guest = self.guest.matches(candidate);
-        if is_host {
-            Some(Role::Host)
-        } else if is_guest {
-            Some(Role::Guest)
-        } else {
-            None
-        }
+    /// The role a presented token grants in this room: verified (signature, expiry), then
+    /// `roomAdmin` = host, `roomJoin` = guest, for this room only.
+    pub fn role_of(&self, candidate: &str) -> Result<Role, Denied> {
+        self.access.verify(candidate)?.role_in(&self.room_id)
     }
 }
 
@@ -114,15 +119,27 @@ pub fn bearer_token(header_value: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
+    fn open_access() -> Arc<Access> {
+        Arc::new(Access::from_config(&crate::config::AuthConfig::default()))
+    }
+
     #[test]
     fn tokens_grant_their_role_and_nothing_else() {
-        let tokens = RoomTokens::generate();
-        assert_eq!(tokens.role_of(tokens.host.expose()), Some(Role::Host));
-        assert_eq!(tokens.role_of(tokens.guest.expose()), Some(Role::Guest));
-        assert_eq!(tokens.role_of("guess"), None);
-        assert_eq!(tokens.role_of(""), None);
+        let access = open_access();
+        let tokens = RoomTokens::new("r1", access.clone());
+        assert_eq!(tokens.role_of(tokens.host.expose()), Ok(Role::Host));
+        assert_eq!(tokens.role_of(tokens.guest.expose()), Ok(Role::Guest));
+        assert!(tokens.role_of("guess").is_err());
+        assert!(tokens.role_of("").is_err());
         let prefix = &tokens.host.expose()[..10];
-        assert_eq!(tokens.role_of(prefix), None);
+        assert!(tokens.role_of(prefix).is_err());
+        let other = RoomTokens::new("r2", access);
+        assert_eq!(
+            tokens.role_of(other.host.expose()),
+            Err(Denied::OtherRoom),
+            "another room's host token"
+        );
+        assert!(!format!("{tokens:?}").contains(tokens.host.expose()));
     }
 
     #[test]
@@ -140,7 +157,7 @@ mod tests {
 
     #[test]
     fn session_keys_belong_to_one_participant_of_one_room() {
-        let room = RoomTokens::generate();
+        let room = RoomTokens::new("r1", open_access());
         let key = room.session_key("p1");
         assert_eq!(key, room.session_key("p1"), "stable for the session");
         assert!(room.session_key_matches("p1", &key));
@@ -150,7 +167,7 @@ mod tests {
         );
         assert!(!room.session_key_matches("p1", &key[..10]));
         assert!(!room.session_key_matches("p1", ""));
-        let other_room = RoomTokens::generate();
+        let other_room = RoomTokens::new("r2", open_access());
         assert!(
             !other_room.session_key_matches("p1", &key),
             "another room's key"

@@ -1,8 +1,11 @@
 // `/`: create a room and open its studio.
 
-import { $, api, el, rememberToken } from './common.js';
+import { $, api, el, rememberToken, takeToken } from './common.js';
 
 const rows = $('output-rows');
+// A room creation link (`/#token=…`, a token with roomCreate) lets a host start rooms on a
+// server with API keys; the token leaves the address bar at once (see takeToken).
+const creationToken = takeToken('', 'creator');
 
 function addOutputRow() {
   const row = el(
@@ -81,7 +84,8 @@ $('create').addEventListener('submit', async (event) => {
   button.disabled = true;
   button.textContent = 'Creating…';
   try {
-    const room = await api('/api/v1/rooms', { method: 'POST', body });
+    // On a server with API keys, creating a room takes a room creation link's token.
+    const room = await api('/api/v1/rooms', { method: 'POST', body, token: creationToken });
     rememberToken(room.room_id, 'host', room.host_token);
     // The token rides in the fragment: it never reaches the server in a URL.
     location.assign(`/host/${encodeURIComponent(room.room_id)}#token=${encodeURIComponent(room.host_token)}`);

@@ -1,0 +1,208 @@
+//! Operator credentials with real processes: serve refuses to run open on a non-loopback
+//! address, a keyed serve only creates rooms for a roomCreate token, and the command line
+//! (`costream token create`, `costream room create`) mints tokens that work against it.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use common::{Api, Serve, BIN};
+use serde_json::{json, Value};
+
+const KEY: &str = "APIcli";
+const SECRET: &str = "cli-test-secret-0123456789abcdefghijkl";
+
+fn costream(args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Command::new(BIN)
+        .args(args)
+        .env("COSTREAM_API_KEY", KEY)
+        .env("COSTREAM_API_SECRET", SECRET)
+        .stdin(Stdio::null())
+        .output()
+        .context("run costream")
+}
+
+fn stdout(output: &std::process::Output) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        output.status.success(),
+        "exit {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout.clone())?.trim().to_string())
+}
+
+#[test]
+fn serve_without_keys_refuses_a_public_address_unless_told_to_run_open() -> anyhow::Result<()> {
+    let refused = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--origin-rtmp-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("COSTREAM_API_KEY")
+        .env_remove("COSTREAM_API_SECRET")
+        .env_remove("COSTREAM_OPEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()?;
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    for hint in ["auth.keys", "COSTREAM_API_KEY", "--open", "0.0.0.0"] {
+        assert!(message.contains(hint), "{hint:?} missing from: {message}");
+    }
+    // Told to run open, or given a key, it starts.
+    for env in [("COSTREAM_OPEN", "true"), ("COSTREAM_API_KEY", KEY)] {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "0.0.0.0:0",
+                "--origin-rtmp-listen",
+                "127.0.0.1:0",
+            ])
+            .env(env.0, env.1)
+            .env("COSTREAM_API_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut out = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if text.contains("costream listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let started = rx.recv_timeout(Duration::from_secs(30)).is_ok();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(started, "serve with {env:?} did not start");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_server_works_with_tokens_from_the_command_line() -> anyhow::Result<()> {
+    let serve = Serve::start_with_config(&format!("[auth]\nkeys = {{ {KEY} = \"{SECRET}\" }}\n"))?;
+    let api = Api::new(&serve.base_url);
+    // No token: 401, naming what to send.
+    let response = api
+        .http()
+        .post(api.url("/api/v1/rooms"))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 401);
+
+    // `costream room create` mints a roomCreate token and creates the room.
+    let created = tokio::task::block_in_place(|| {
+        stdout(&costream(&[
+            "room",
+            "create",
+            "--url",
+            &serve.base_url,
+            "--name",
+            "cli show",
+        ])?)
+    })?;
+    let created: Value = serde_json::from_str(&created)?;
+    let room_id = created["room_id"].as_str().context("room_id")?.to_string();
+    assert!(created["host_token"]
+        .as_str()
+        .is_some_and(|t| t.split('.').count() == 3));
+
+    // `costream token create --host` for that room: the studio's powers.
+    let host = tokio::task::block_in_place(|| {
+        stdout(&costream(&[
+            "token",
+            "create",
+            "--room",
+            &room_id,
+            "--identity",
+            "producer",
+            "--host",
+            "--ttl",
+            "10m",
+        ])?)
+    })?;
+    let links = api.url(&format!("/api/v1/rooms/{room_id}/links"));
+    let status = api
+        .http()
+        .get(&links)
+        .bearer_auth(&host)
+        .send()
+        .await?
+        .status();
+    assert_eq!(status, 200);
+    // A guest token for the same room cannot do the host's part.
+    let guest = tokio::task::block_in_place(|| {
+        stdout(&costream(&[
+            "token",
+            "create",
+            "--room",
+            &room_id,
+            "--identity",
+            "ann",
+            "--name",
+            "Ann",
+        ])?)
+    })?;
+    let status = api
+        .http()
+        .get(&links)
+        .bearer_auth(&guest)
+        .send()
+        .await?
+        .status();
+    assert_eq!(status, 403);
+
+    // A room creation link's token creates rooms over the API (what the start page sends).
+    let creator = tokio::task::block_in_place(|| {
+        stdout(&costream(&[
+            "token",
+            "create",
+            "--room-create",
+            "--ttl",
+            "5m",
+        ])?)
+    })?;
+    let response = api
+        .http()
+        .post(api.url("/api/v1/rooms"))
+        .bearer_auth(&creator)
+        .json(&json!({"name": "from a link"}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 201);
+    let pool = api
+        .http()
+        .get(api.url("/api/v1/pool"))
+        .bearer_auth(&creator)
+        .send()
+        .await?;
+    assert_eq!(pool.status(), 200);
+
+    // A short secret is refused before anything is minted.
+    let short = Command::new(BIN)
+        .args(["token", "create", "--room", "r", "--identity", "x"])
+        .env("COSTREAM_API_KEY", KEY)
+        .env("COSTREAM_API_SECRET", "short")
+        .output()?;
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("32"));
+    Ok(())
+}
