@@ -29,8 +29,13 @@ fn artifact_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts/browser")
 }
 
-/// Runs the node scenario; returns its RESULT json. Its progress lines go to the test output.
-fn run_scenario(base_url: &str, artifacts: &Path) -> anyhow::Result<Value> {
+/// Runs the node scenario (with a room creation token on a keyed server); returns its RESULT
+/// json. Its progress lines go to the test output.
+fn run_scenario(
+    base_url: &str,
+    artifacts: &Path,
+    creation_token: Option<&str>,
+) -> anyhow::Result<Value> {
     let dir = browser_dir();
     if !dir.join("node_modules/playwright-core").exists() {
         bail!(
@@ -42,6 +47,7 @@ fn run_scenario(base_url: &str, artifacts: &Path) -> anyhow::Result<Value> {
         .arg("scenario.mjs")
         .arg(base_url)
         .arg(artifacts)
+        .args(creation_token)
         .current_dir(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -75,12 +81,41 @@ fn run_scenario(base_url: &str, artifacts: &Path) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(&json)?)
 }
 
+/// Two Chromiums with a live room each would not fit two cores: one scenario at a time.
+static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn host_guest_and_viewer_pages_in_chromium() -> anyhow::Result<()> {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let serve = Serve::start()?;
-    let artifacts = artifact_dir();
+    check_scenario(&serve, &artifact_dir(), None)
+}
+
+/// The same on a server with API keys, where the host starts from a room creation link.
+#[test]
+fn on_a_keyed_server_the_host_starts_from_a_room_creation_link() -> anyhow::Result<()> {
+    const KEY: &str = "APIbrowser";
+    const SECRET: &str = "browser-test-secret-0123456789abcdefgh";
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let serve = Serve::start_with_config(&format!("[auth]\nkeys = {{ {KEY} = \"{SECRET}\" }}\n"))?;
+    let minted = Command::new(common::BIN)
+        .args(["token", "create", "--room-create", "--ttl", "10m"])
+        .env("COSTREAM_API_KEY", KEY)
+        .env("COSTREAM_API_SECRET", SECRET)
+        .output()?;
+    anyhow::ensure!(minted.status.success(), "token create failed");
+    let token = String::from_utf8(minted.stdout)?.trim().to_string();
+    check_scenario(&serve, &artifact_dir().join("keyed"), Some(&token))
+}
+
+fn check_scenario(
+    serve: &Serve,
+    artifacts: &Path,
+    creation_token: Option<&str>,
+) -> anyhow::Result<()> {
+    let artifacts = artifacts.to_path_buf();
     std::fs::create_dir_all(&artifacts)?;
-    let result = run_scenario(&serve.base_url, &artifacts)?;
+    let result = run_scenario(&serve.base_url, &artifacts, creation_token)?;
     std::fs::write(
         artifacts.join("result.json"),
         serde_json::to_string_pretty(&result)?,

@@ -106,7 +106,34 @@ fn validate_logo(uri: &str) -> Result<(), String> {
     if !data.starts_with(PNG_MAGIC_B64) {
         return Err("look.logo: the data is not a PNG image".into());
     }
+    let (width, height) =
+        png_size(data).ok_or("look.logo: the PNG has no image header (IHDR) where PNG puts it")?;
+    if width == 0 || height == 0 || width > MAX_LOGO_SIDE || height > MAX_LOGO_SIDE {
+        return Err(format!(
+            "look.logo is {width}x{height} pixels; at most {MAX_LOGO_SIDE}x{MAX_LOGO_SIDE}"
+        ));
+    }
     Ok(())
+}
+
+/// Largest logo width or height in pixels: a small PNG can declare a picture of billions of
+/// pixels, which the decoder would try to allocate; the header is checked before anything
+/// decodes it.
+pub const MAX_LOGO_SIDE: u32 = 4096;
+
+/// Width and height from a base64 PNG's IHDR chunk, which PNG requires first: signature (8
+/// bytes), chunk length (4), "IHDR" (4), width (4), height (4), big-endian.
+fn png_size(base64_data: &str) -> Option<(u32, u32)> {
+    use base64::Engine;
+    // 32 base64 characters are exactly the first 24 bytes.
+    let head = base64::engine::general_purpose::STANDARD
+        .decode(base64_data.get(..32)?)
+        .ok()?;
+    if head.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let be = |at: usize| Some(u32::from_be_bytes(head.get(at..at + 4)?.try_into().ok()?));
+    Some((be(16)?, be(20)?))
 }
 
 /// `#RRGGBB` → 0xRRGGBB.
@@ -254,6 +281,48 @@ mod tests {
             "A".repeat(MAX_LOGO_URI_LEN)
         );
         assert!(err(huge).contains("at most"));
+    }
+
+    /// A PNG signature and IHDR declaring `width` x `height` (no image data follows).
+    fn png_header(width: u32, height: u32) -> String {
+        use base64::Engine;
+        let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        bytes.extend(width.to_be_bytes());
+        bytes.extend(height.to_be_bytes());
+        bytes.extend([8, 6, 0, 0, 0, 0, 0, 0, 0]);
+        format!(
+            "{LOGO_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    }
+
+    #[test]
+    fn logo_size_is_checked_from_the_png_header_before_decoding() {
+        let check = |w, h| {
+            Look {
+                logo: Some(png_header(w, h)),
+                ..Look::default()
+            }
+            .validate()
+        };
+        assert!(check(4096, 4096).is_ok());
+        assert!(check(200, 80).is_ok());
+        let err = check(100_000, 100_000).unwrap_err();
+        assert!(
+            err.contains("100000x100000") && err.contains("4096"),
+            "{err}"
+        );
+        assert!(check(4097, 10).is_err());
+        assert!(check(0, 10).is_err());
+        // The signature alone, no IHDR.
+        let bare = format!("{LOGO_PREFIX}{PNG_MAGIC_B64}AAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        assert!(Look {
+            logo: Some(bare),
+            ..Look::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("IHDR"));
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     // WHIP clients and pages on other origins authenticate with bearer tokens, not cookies,
-    // so allowing any origin exposes nothing; Location must be readable for DELETE.
+    // so allowing any origin exposes nothing; Location must be readable for DELETE. PATCH is
+    // not offered: trickle ICE is not supported, and clients that see it allowed try it.
     let cors = CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
         .allow_methods([
@@ -48,7 +49,6 @@ pub fn router(state: AppState) -> Router {
             Method::POST,
             Method::DELETE,
             Method::PUT,
-            Method::PATCH,
             Method::OPTIONS,
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
@@ -158,3 +158,5 @@ async fn not_found() -> error::ApiError {
 mod tests;
 #[cfg(test)]
 mod tests_auth;
+#[cfg(test)]
+mod tests_bounds;

@@ -40,7 +40,43 @@ pub async fn read_offer(
     let bytes = read_limited(headers, body, app.config.limits.max_body_bytes).await?;
     let sdp = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::bad_request("invalid_sdp", "the SDP offer is not UTF-8 text"))?;
+    check_offer_bounds(&sdp).map_err(|message| ApiError::bad_request("invalid_sdp", message))?;
     Ok(Offer { room, role, sdp })
+}
+
+/// Most ICE candidates an offer may carry (libnice's cap): each is an address this server
+/// sends STUN checks to, so an offer must not make it probe hundreds of addresses.
+pub const MAX_OFFER_CANDIDATES: usize = 25;
+/// Most audio and video m-sections: a WHIP publisher sends one camera and one microphone, a
+/// WHEP subscriber receives one of each.
+pub const MAX_AUDIO_SECTIONS: usize = 1;
+pub const MAX_VIDEO_SECTIONS: usize = 1;
+
+/// Bounds checked before the offer reaches WebRTC: candidates and media sections.
+pub fn check_offer_bounds(sdp: &str) -> Result<(), String> {
+    let (mut candidates, mut audio, mut video) = (0, 0, 0);
+    for line in sdp.lines() {
+        let line = line.trim_start();
+        if line.starts_with("a=candidate:") {
+            candidates += 1;
+        } else if line.starts_with("m=audio") {
+            audio += 1;
+        } else if line.starts_with("m=video") {
+            video += 1;
+        }
+    }
+    if candidates > MAX_OFFER_CANDIDATES {
+        return Err(format!(
+            "the offer has {candidates} ICE candidates; at most {MAX_OFFER_CANDIDATES}"
+        ));
+    }
+    if audio > MAX_AUDIO_SECTIONS || video > MAX_VIDEO_SECTIONS {
+        return Err(format!(
+            "the offer has {audio} audio and {video} video sections; at most \
+             {MAX_AUDIO_SECTIONS} audio and {MAX_VIDEO_SECTIONS} video (one microphone, one camera)"
+        ));
+    }
+    Ok(())
 }
 
 /// `201 Created` with the SDP answer and the session's Location.
@@ -80,5 +116,51 @@ pub fn ingest_error(e: IngestError) -> ApiError {
             ApiError::bad_request("unsupported_media", message)
         }
         _ => ApiError::internal(format!("cannot set up the WebRTC session: {message}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=candidate:1 1 udp 1 192.0.2.1 5000 typ host\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+
+    #[test]
+    fn one_audio_one_video_and_few_candidates_pass() {
+        assert_eq!(check_offer_bounds(OFFER), Ok(()));
+        assert_eq!(
+            check_offer_bounds(""),
+            Ok(()),
+            "the WebRTC parser judges the rest"
+        );
+    }
+
+    #[test]
+    fn a_candidate_flood_is_refused() {
+        let mut offer = OFFER.to_string();
+        for i in 0..MAX_OFFER_CANDIDATES {
+            offer.push_str(&format!(
+                "a=candidate:{i} 1 udp 1 10.0.{i}.1 5000 typ host\r\n"
+            ));
+        }
+        let err = check_offer_bounds(&offer).unwrap_err();
+        assert!(err.contains("26 ICE candidates"), "{err}");
+    }
+
+    #[test]
+    fn extra_media_sections_are_refused() {
+        let two_cameras = format!("{OFFER}m=video 9 UDP/TLS/RTP/SAVPF 96\r\n");
+        assert!(check_offer_bounds(&two_cameras)
+            .unwrap_err()
+            .contains("2 video"));
+        let two_mics = format!("{OFFER}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n");
+        assert!(check_offer_bounds(&two_mics)
+            .unwrap_err()
+            .contains("2 audio"));
+        // A data channel is not media.
+        let data = format!("{OFFER}m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n");
+        assert_eq!(check_offer_bounds(&data), Ok(()));
     }
 }

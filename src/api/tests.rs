@@ -14,7 +14,7 @@ use super::{router, AppState};
 use crate::config::Config;
 use crate::room::{RoomRuntime, Rooms};
 
-fn app() -> Router {
+pub(super) fn app() -> Router {
     app_with(Config::default())
 }
 

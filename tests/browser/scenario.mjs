@@ -2,7 +2,10 @@
 // fake camera and microphone, driven by playwright-core. Run by tests/browser.rs against a real
 // `costream serve`:
 //
-//   node scenario.mjs <server base URL> <artifact dir>
+//   node scenario.mjs <server base URL> <artifact dir> [room creation token]
+//
+// With a room creation token (a server with API keys) the host starts from the room creation
+// link `/#token=…`, as an operator would hand it out.
 //
 // Each step is a named check; a failed check is recorded and the scenario goes on with what
 // does not depend on it, so one run reports everything. The last stdout line is
@@ -12,7 +15,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const [base, artifacts] = process.argv.slice(2);
+const [base, artifacts, creationToken] = process.argv.slice(2);
 if (!base || !artifacts) {
   console.error('usage: node scenario.mjs <base url> <artifact dir>');
   process.exit(2);
@@ -286,7 +289,10 @@ try {
 
   // 1. Start a room from the home page; the studio opens with the camera publishing.
   const room = await check('host creates a room from /', async () => {
-    await host.page.goto(`${base}/`);
+    await host.page.goto(creationToken ? `${base}/#token=${creationToken}` : `${base}/`);
+    if (creationToken) {
+      await waitInPage(host.page, 'creation token out of the address bar', () => location.hash === '');
+    }
     await host.page.fill('#name', 'Browser test show');
     await host.page.selectOption('#preset', '720p30');
     await shoot(host.page, 'index');
@@ -604,7 +610,10 @@ try {
 
   await check('no token in any URL the pages requested', async () => {
     const leaked = requestedUrls.filter(
-      (url) => url.includes(hostToken) || (guestToken && url.includes(guestToken)),
+      (url) =>
+        url.includes(hostToken) ||
+        (guestToken && url.includes(guestToken)) ||
+        (creationToken && url.includes(creationToken)),
     );
     if (leaked.length) throw new Error(`${leaked.length} request URLs carry a token`);
     return { requests: requestedUrls.length };
