@@ -337,7 +337,8 @@ class Room:
         self.pubs = []
 
     def status(self):
-        return self.serve.api("GET", f"/api/v1/rooms/{self.id}")
+        # The host's view: the mixer's pid and the outputs' details are not public.
+        return self.serve.api("GET", f"/api/v1/rooms/{self.id}", None, self.info["host_token"])
 
     def join(self, name, host, replay=False):
         w, h = (W, H) if host else (GUEST_W, GUEST_H)

@@ -19,6 +19,50 @@ pub struct Config {
     pub origin: OriginConfig,
     pub pool: PoolConfig,
     pub auth: AuthConfig,
+    pub outputs: OutputsConfig,
+    pub rooms: RoomsConfig,
+}
+
+/// When unused rooms close (LiveKit's `empty_timeout` and `departure_timeout`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// A room nobody joined closes this long after it was created.
+    pub empty_timeout_secs: u64,
+    /// A room everyone left (and not live) closes this long after the last one left.
+    pub departure_timeout_secs: u64,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        let lifetime = crate::room::registry::DEFAULT_LIFETIME;
+        Self {
+            empty_timeout_secs: lifetime.empty_timeout.as_secs(),
+            departure_timeout_secs: lifetime.departure_timeout.as_secs(),
+        }
+    }
+}
+
+impl RoomsConfig {
+    pub fn lifetime(&self) -> crate::room::lifetime::Lifetime {
+        crate::room::lifetime::Lifetime {
+            empty_timeout: std::time::Duration::from_secs(self.empty_timeout_secs),
+            departure_timeout: std::time::Duration::from_secs(self.departure_timeout_secs),
+        }
+    }
+}
+
+/// Where rooms may push (see `access::destinations`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputsConfig {
+    /// Hosts allowed whatever they resolve to: `live.example.com`, `*.example.com`, or an
+    /// address.
+    pub allow: Vec<String>,
+    /// Allow destinations on loopback, private and link-local addresses. Unset: allowed only on
+    /// an open server listening on loopback (the one-command demo, where only the local user
+    /// reaches the API), refused otherwise.
+    pub allow_private: Option<bool>,
 }
 
 /// API keys and access tokens (see `access`).
@@ -319,6 +363,15 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
+    /// The destination rules for outputs (`[outputs]`, with the default explained there).
+    pub fn destination_policy(&self) -> crate::access::destinations::DestinationPolicy {
+        let demo = self.auth.keys.is_empty() && self.server.listen.ip().is_loopback();
+        crate::access::destinations::DestinationPolicy {
+            allow_private: self.outputs.allow_private.unwrap_or(demo),
+            allow_hosts: self.outputs.allow.clone(),
+        }
+    }
+
     /// The base URL for links handed to users.
     pub fn public_url(&self) -> String {
         if self.server.public_url.is_empty() {
@@ -363,6 +416,20 @@ impl Config {
         self.validate_origin()?;
         self.validate_pool()?;
         self.validate_auth()?;
+        for (key, value) in [
+            ("rooms.empty_timeout_secs", self.rooms.empty_timeout_secs),
+            (
+                "rooms.departure_timeout_secs",
+                self.rooms.departure_timeout_secs,
+            ),
+        ] {
+            if !(1..=7 * 24 * 3600).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{value} must be 1 to 604800 seconds (a week)"),
+                });
+            }
+        }
         if self.limits.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 key: "limits.max_body_bytes",

@@ -85,14 +85,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "mixer pool ready"
     );
     tokio::spawn(reload_on_sighup(args.clone(), pool.clone()));
-    let rooms = Arc::new(Rooms::new(
-        RoomRuntime {
-            pool: pool.clone(),
-            stop_grace: Duration::from_millis(config.mixer.stop_grace_ms),
-        },
-        config.limits.max_rooms,
-        Arc::new(crate::access::Access::from_config(&config.auth)),
-    ));
+    let rooms = Arc::new(
+        Rooms::new(
+            RoomRuntime {
+                pool: pool.clone(),
+                stop_grace: Duration::from_millis(config.mixer.stop_grace_ms),
+            },
+            config.limits.max_rooms,
+            Arc::new(crate::access::Access::from_config(&config.auth)),
+        )
+        .with_lifetime(config.rooms.lifetime()),
+    );
+    tokio::spawn(close_unused_rooms(rooms.clone()));
     if config.auth.keys.is_empty() {
         tracing::warn!(
             listen = %config.server.listen,
@@ -259,4 +263,16 @@ async fn start_origin(
         origin.rtmp_addr()
     );
     Ok(Some(origin))
+}
+
+/// Ends rooms nobody uses any more (`[rooms]` timeouts), checking about once a second.
+async fn close_unused_rooms(rooms: Arc<Rooms>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for room in rooms.sweep(std::time::Instant::now()) {
+            tracing::info!(%room, "room closed: unused (rooms.empty_timeout_secs / departure_timeout_secs)");
+        }
+    }
 }

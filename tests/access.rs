@@ -24,6 +24,11 @@ fn costream(args: &[&str]) -> anyhow::Result<std::process::Output> {
         .context("run costream")
 }
 
+/// `costream ARGS` with the test's key, its stdout trimmed (off the async runtime's thread).
+fn minted(args: &[&str]) -> anyhow::Result<String> {
+    tokio::task::block_in_place(|| stdout(&costream(args)?))
+}
+
 fn stdout(output: &std::process::Output) -> anyhow::Result<String> {
     anyhow::ensure!(
         output.status.success(),
@@ -109,16 +114,14 @@ async fn a_keyed_server_works_with_tokens_from_the_command_line() -> anyhow::Res
     assert_eq!(response.status(), 401);
 
     // `costream room create` mints a roomCreate token and creates the room.
-    let created = tokio::task::block_in_place(|| {
-        stdout(&costream(&[
-            "room",
-            "create",
-            "--url",
-            &serve.base_url,
-            "--name",
-            "cli show",
-        ])?)
-    })?;
+    let created = minted(&[
+        "room",
+        "create",
+        "--url",
+        &serve.base_url,
+        "--name",
+        "cli show",
+    ])?;
     let created: Value = serde_json::from_str(&created)?;
     let room_id = created["room_id"].as_str().context("room_id")?.to_string();
     assert!(created["host_token"]
@@ -126,60 +129,38 @@ async fn a_keyed_server_works_with_tokens_from_the_command_line() -> anyhow::Res
         .is_some_and(|t| t.split('.').count() == 3));
 
     // `costream token create --host` for that room: the studio's powers.
-    let host = tokio::task::block_in_place(|| {
-        stdout(&costream(&[
-            "token",
-            "create",
-            "--room",
-            &room_id,
-            "--identity",
-            "producer",
-            "--host",
-            "--ttl",
-            "10m",
-        ])?)
-    })?;
+    let host = minted(&[
+        "token",
+        "create",
+        "--room",
+        &room_id,
+        "--identity",
+        "producer",
+        "--host",
+        "--ttl",
+        "10m",
+    ])?;
     let links = api.url(&format!("/api/v1/rooms/{room_id}/links"));
-    let status = api
-        .http()
-        .get(&links)
-        .bearer_auth(&host)
-        .send()
-        .await?
-        .status();
-    assert_eq!(status, 200);
+    let links_with = |token: String| {
+        let request = api.http().get(&links).bearer_auth(token);
+        async move { anyhow::Ok(request.send().await?.status()) }
+    };
+    assert_eq!(links_with(host).await?, 200);
     // A guest token for the same room cannot do the host's part.
-    let guest = tokio::task::block_in_place(|| {
-        stdout(&costream(&[
-            "token",
-            "create",
-            "--room",
-            &room_id,
-            "--identity",
-            "ann",
-            "--name",
-            "Ann",
-        ])?)
-    })?;
-    let status = api
-        .http()
-        .get(&links)
-        .bearer_auth(&guest)
-        .send()
-        .await?
-        .status();
-    assert_eq!(status, 403);
+    let guest = minted(&[
+        "token",
+        "create",
+        "--room",
+        &room_id,
+        "--identity",
+        "ann",
+        "--name",
+        "Ann",
+    ])?;
+    assert_eq!(links_with(guest).await?, 403);
 
     // A room creation link's token creates rooms over the API (what the start page sends).
-    let creator = tokio::task::block_in_place(|| {
-        stdout(&costream(&[
-            "token",
-            "create",
-            "--room-create",
-            "--ttl",
-            "5m",
-        ])?)
-    })?;
+    let creator = minted(&["token", "create", "--room-create", "--ttl", "5m"])?;
     let response = api
         .http()
         .post(api.url("/api/v1/rooms"))

@@ -14,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use costream_mixer::control::{Codec, OutputSpec, OutputState, VideoSpec};
+use costream_mixer::control::{Codec, OutputState, VideoSpec};
 use costream_mixer::encoding::Preset;
 use costream_mixer::layout::{CustomTile, LayoutSpec};
 use costream_mixer::looks::{Look, SLATE_ARGB};
@@ -163,13 +163,7 @@ enum Order {
 }
 
 fn start_room(nginx: &Nginx, key: &str, video: VideoSpec, order: Order) -> Room {
-    let url = nginx.rtmp_url(key);
-    let output = OutputSpec {
-        output_id: "out0".into(),
-        url: url.clone(),
-    };
-    let (mixer, rx) = Mixer::start(video, vec![output]).expect("mixer starts");
-    let mut events = Events::new(rx);
+    let (mixer, mut events, url) = mixer_to(nginx, key, video);
     mixer
         .set_look(Look {
             background: "#3060c0".into(),

@@ -9,6 +9,7 @@
 
 pub mod claims;
 pub mod cli;
+pub mod destinations;
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};

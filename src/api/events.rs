@@ -151,6 +151,10 @@ pub fn for_role(mut json: Value, role: Role) -> Value {
             *output = keep;
         }
     }
+    // The mixer's state only: its pid, binary, version and failure reasons are the operator's.
+    if let Some(mixer) = json.get_mut("mixer") {
+        *mixer = serde_json::json!({ "state": mixer["state"] });
+    }
     if let Some(fields) = json.as_object_mut() {
         fields.remove("origin");
     }

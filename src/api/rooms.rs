@@ -89,6 +89,11 @@ pub async fn create(
     let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
     let request: CreateRoom = parse_json_or_default(&headers, &bytes)?;
     let mut settings = room_settings(&app, request)?;
+    for (i, output) in settings.outputs.iter().enumerate() {
+        check_destination(&app, &output.url).await.map_err(|msg| {
+            ApiError::bad_request("invalid_output", format!("outputs[{i}].url: {msg}"))
+        })?;
+    }
     // A room that names no outputs pushes to the built-in origin, under its own id.
     let origin = app.origin.as_ref().filter(|_| settings.outputs.is_empty());
     let room = app.rooms.create_with(|id| {
@@ -197,6 +202,35 @@ fn merge_video(defaults: VideoSpec, request: VideoRequest) -> VideoSpec {
     }
 }
 
+/// How long resolving an output's host may take before the request goes on without it.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Resolves an (already validated) output URL's host and applies the server's destination
+/// policy (`access::destinations`). A host that does not resolve now passes: there is nothing
+/// to connect to, and the mixer's connection attempt reports it to the host.
+async fn check_destination(app: &AppState, raw: &str) -> Result<(), String> {
+    use std::net::IpAddr;
+    let url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+    let default_port = if url.scheme() == "rtmps" { 443 } else { 1935 };
+    let port = url.port().unwrap_or(default_port);
+    let (name, addresses): (String, Vec<IpAddr>) = match url.host() {
+        Some(url::Host::Ipv4(ip)) => (ip.to_string(), vec![ip.into()]),
+        Some(url::Host::Ipv6(ip)) => (ip.to_string(), vec![ip.into()]),
+        Some(url::Host::Domain(domain)) => {
+            let resolved =
+                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((domain, port)))
+                    .await;
+            let addresses = match resolved {
+                Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+                _ => Vec::new(),
+            };
+            (domain.to_string(), addresses)
+        }
+        None => return Err("the URL has no host".into()),
+    };
+    app.config.destination_policy().check(&name, &addresses)
+}
+
 /// An RTMP push URL: `rtmp(s)://host[:port]/app/stream-key`. The message never repeats the URL,
 /// since it holds the stream key.
 pub fn validate_output_url(raw: &str) -> Result<(), String> {
@@ -247,15 +281,18 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let room = find_room(&app, &room_id).await?;
     let status = room.status().await?;
-    // Public view, but output URLs (even redacted) only for the host.
-    let is_host = auth::role(&headers, &room).is_ok_and(|r| r == Role::Host);
-    let mut json = status_json(&app, &status);
-    if !is_host {
-        for output in json["outputs"].as_array_mut().into_iter().flatten() {
-            if let Some(fields) = output.as_object_mut() {
-                fields.remove("url");
-            }
-        }
+    // Public view: outputs' URLs and connection errors and the mixer's details only for the
+    // host (an output's error would otherwise tell anyone what answers at an address).
+    let role = match auth::role(&headers, &room) {
+        Ok(Role::Host) => Role::Host,
+        _ => Role::Guest,
+    };
+    let full = status_json(&app, &status);
+    let public_origin = full.get("origin").cloned();
+    let mut json = super::events::for_role(full, role);
+    // The watch page and viewers may know where the built-in origin plays the room.
+    if let (Some(origin), Some(fields)) = (public_origin, json.as_object_mut()) {
+        fields.insert("origin".into(), origin);
     }
     Ok(Json(json).into_response())
 }
@@ -268,6 +305,17 @@ fn status_response(app: &AppState, status: RoomStatus) -> Response {
 /// output is flagged `"origin": true`, and `origin` carries the viewer links and counters.
 pub(super) fn status_json(app: &AppState, status: &RoomStatus) -> serde_json::Value {
     let mut json = serde_json::to_value(status).unwrap_or_default();
+    // When the room closes if nobody comes (back): `[rooms]` timeouts and the countdown.
+    let lifetime = app.rooms.lifetime();
+    let closes_in = app.rooms.closes_at(&status.room_id).map(|at| {
+        let left = at.saturating_duration_since(std::time::Instant::now());
+        (left.as_secs_f64() * 10.0).round() / 10.0
+    });
+    json["lifetime"] = serde_json::json!({
+        "empty_timeout_secs": lifetime.empty_timeout.as_secs(),
+        "departure_timeout_secs": lifetime.departure_timeout.as_secs(),
+        "closes_in_secs": closes_in,
+    });
     let uses_origin = status
         .outputs
         .iter()
@@ -457,6 +505,9 @@ pub async fn add_output(
         ));
     };
     validate_output_url(&request.url)
+        .map_err(|msg| ApiError::bad_request("invalid_output", format!("url: {msg}")))?;
+    check_destination(&app, &request.url)
+        .await
         .map_err(|msg| ApiError::bad_request("invalid_output", format!("url: {msg}")))?;
     let output = room.add_output(request.url).await??;
     tracing::info!(room = %room_id, output = %output.output_id, url = %output.url, "output added");

@@ -20,28 +20,41 @@ pub(super) fn app() -> Router {
 
 /// The router over `config` (e.g. with API keys).
 pub(super) fn app_with(config: Config) -> Router {
-    let rooms = Arc::new(Rooms::new(
-        RoomRuntime {
-            // Never spawned in these tests: no test here goes live with outputs.
-            pool: crate::pool::MixerPool::new(
-                crate::pool::PoolSettings {
-                    binary: "/nonexistent/costream".into(),
-                    warm: 0,
-                    capacity: crate::pool::Capacity {
-                        cores: 2.0,
-                        max_utilization: 0.9,
+    let rooms = test_rooms(&config);
+    app_over(config, rooms)
+}
+
+/// The rooms of a test server over `config`: a mixer pool that never spawns (no test here goes
+/// live with outputs), three rooms at most.
+pub(super) fn test_rooms(config: &Config) -> Arc<Rooms> {
+    Arc::new(
+        Rooms::new(
+            RoomRuntime {
+                pool: crate::pool::MixerPool::new(
+                    crate::pool::PoolSettings {
+                        binary: "/nonexistent/costream".into(),
+                        warm: 0,
+                        capacity: crate::pool::Capacity {
+                            cores: 2.0,
+                            max_utilization: 0.9,
+                        },
+                        reserve_inputs: 4,
+                        retry_after_secs: 30,
                     },
-                    reserve_inputs: 4,
-                    retry_after_secs: 30,
-                },
-                crate::pool::Spawner::start(tokio::runtime::Handle::current())
-                    .expect("spawner thread"),
-            ),
-            stop_grace: Duration::from_millis(100),
-        },
-        3,
-        Arc::new(crate::access::Access::from_config(&config.auth)),
-    ));
+                    crate::pool::Spawner::start(tokio::runtime::Handle::current())
+                        .expect("spawner thread"),
+                ),
+                stop_grace: Duration::from_millis(100),
+            },
+            3,
+            Arc::new(crate::access::Access::from_config(&config.auth)),
+        )
+        .with_lifetime(config.rooms.lifetime()),
+    )
+}
+
+/// The router over `config` and these `rooms`.
+pub(super) fn app_over(config: Config, rooms: Arc<Rooms>) -> Router {
     let ingest = IngestEngine::new(IngestConfig {
         udp_ports: None,
         public_ips: vec![],

@@ -79,3 +79,191 @@ async fn cors_preflight_allows_whip_but_never_advertises_patch() {
     );
     assert!(!methods.contains("PATCH"), "{methods}");
 }
+
+mod destinations {
+    use std::collections::BTreeMap;
+
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use axum::Router;
+    use serde_json::{json, Value};
+
+    use super::super::tests::{app, app_with, call, post_json};
+    use crate::access::{unix_now, Access, Claims};
+    use crate::config::{ApiSecret, AuthConfig, Config, OutputsConfig};
+
+    const KEY: &str = "APIout";
+    const SECRET: &str = "outputs-test-secret-0123456789abcdefgh";
+
+    fn keyed(outputs: OutputsConfig) -> (Router, String) {
+        let auth = AuthConfig {
+            keys: BTreeMap::from([(KEY.to_string(), ApiSecret::new(SECRET))]),
+            ..AuthConfig::default()
+        };
+        let creator = Access::from_config(&auth)
+            .mint(&Claims::room_creator(KEY, "ops", unix_now(), 600))
+            .unwrap();
+        let app = app_with(Config {
+            auth,
+            outputs,
+            ..Config::default()
+        });
+        (app, creator)
+    }
+
+    async fn create(app: &Router, token: Option<&str>, url: &str) -> (StatusCode, Value) {
+        let mut request = post_json("/api/v1/rooms", json!({"outputs": [{"url": url}]}));
+        if let Some(token) = token {
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
+        call(app, request).await
+    }
+
+    #[tokio::test]
+    async fn a_keyed_server_refuses_internal_destinations_by_address_and_by_name() {
+        let (app, creator) = keyed(OutputsConfig::default());
+        for (url, class) in [
+            ("rtmp://127.0.0.1:6379/live/k", "loopback"),
+            ("rtmp://169.254.169.254/live/k", "link-local"),
+            ("rtmp://10.0.0.1/live/k", "private"),
+            ("rtmp://[::1]/live/k", "loopback"),
+            // A name that resolves to loopback.
+            ("rtmp://localhost/live/k", "loopback"),
+        ] {
+            let (status, body) = create(&app, Some(&creator), url).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+            assert_eq!(body["error"], "invalid_output", "{url}");
+            let message = body["message"].as_str().unwrap();
+            assert!(
+                message.contains("outputs[0].url") && message.contains(class),
+                "{url}: {message}"
+            );
+            assert!(
+                !message.contains("/live/k"),
+                "the stream key is never repeated: {message}"
+            );
+        }
+        // Public destinations (documentation range: not routed, never connected here) pass.
+        let (status, body) = create(&app, Some(&creator), "rtmp://203.0.113.9/live/k").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        // Adding an output later is checked the same way.
+        let host = body["host_token"].as_str().unwrap();
+        let id = body["room_id"].as_str().unwrap();
+        let add = Request::post(format!("/api/v1/rooms/{id}/outputs"))
+            .header(header::AUTHORIZATION, format!("Bearer {host}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"url": "rtmp://192.168.1.10/app/key"}).to_string(),
+            ))
+            .unwrap();
+        let (status, body) = call(&app, add).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("private"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn private_destinations_by_configuration_or_on_the_loopback_demo() {
+        let (allowed, creator) = keyed(OutputsConfig {
+            allow_private: Some(true),
+            ..OutputsConfig::default()
+        });
+        let (status, body) = create(&allowed, Some(&creator), "rtmp://127.0.0.1/live/k").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (listed, creator) = keyed(OutputsConfig {
+            allow: vec!["localhost".into()],
+            allow_private: None,
+        });
+        let (status, body) = create(&listed, Some(&creator), "rtmp://localhost/live/k").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, _) = create(&listed, Some(&creator), "rtmp://127.0.0.1/live/k").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "only the listed name");
+        // The one-command demo: open, on loopback.
+        let (status, body) = create(&app(), None, "rtmp://127.0.0.1:1936/live/k").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_public_status_shows_no_output_or_mixer_details() {
+        let app = app();
+        let (_, created) = create(&app, None, "rtmp://127.0.0.1:1936/live/k").await;
+        let id = created["room_id"].as_str().unwrap();
+        let get = |token: Option<&str>| {
+            let mut request = Request::get(format!("/api/v1/rooms/{id}"));
+            if let Some(token) = token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            request.body(Body::empty()).unwrap()
+        };
+        let (_, public) = call(&app, get(None)).await;
+        assert_eq!(
+            public["outputs"][0],
+            json!({"output_id": "out0", "state": "idle"})
+        );
+        assert_eq!(public["mixer"], json!({"state": "none"}), "{public}");
+        let (_, host) = call(&app, get(created["host_token"].as_str())).await;
+        assert!(host["outputs"][0].get("url").is_some(), "{host}");
+        assert!(host["mixer"].get("restarts").is_some(), "{host}");
+    }
+}
+
+mod lifetime {
+    use std::time::{Duration, Instant};
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use serde_json::json;
+
+    use super::super::tests::{app_over, call, post_json, test_rooms};
+    use crate::config::{Config, RoomsConfig};
+
+    #[tokio::test]
+    async fn unused_rooms_close_and_the_status_shows_when() {
+        let config = Config {
+            rooms: RoomsConfig {
+                empty_timeout_secs: 60,
+                departure_timeout_secs: 30,
+            },
+            ..Config::default()
+        };
+        let rooms = test_rooms(&config);
+        let app = app_over(config, rooms.clone());
+        // max_rooms is 3 here: a flood fills it...
+        for _ in 0..3 {
+            let (status, body) = call(&app, post_json("/api/v1/rooms", json!({}))).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        let (status, _) = call(&app, post_json("/api/v1/rooms", json!({}))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let id = rooms.sweep(Instant::now());
+        assert!(id.is_empty(), "nothing expired yet: {id:?}");
+        let (_, created) = call(&app, post_json("/api/v1/rooms", json!({}))).await;
+        assert!(created.get("room_id").is_none(), "still full");
+
+        // ...the status counts down...
+        let any = rooms.sweep(Instant::now() + Duration::from_secs(30));
+        assert!(any.is_empty());
+        // ...and a minute later nobody joined: all three are closed and there is room again.
+        let closed = rooms.sweep(Instant::now() + Duration::from_secs(61));
+        assert_eq!(closed.len(), 3, "{closed:?}");
+        let (status, created) = call(&app, post_json("/api/v1/rooms", json!({}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id = created["room_id"].as_str().unwrap();
+        let (_, room) = call(
+            &app,
+            Request::get(format!("/api/v1/rooms/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(room["lifetime"]["empty_timeout_secs"], 60, "{room}");
+        assert_eq!(room["lifetime"]["departure_timeout_secs"], 30, "{room}");
+        let left = room["lifetime"]["closes_in_secs"].as_f64().unwrap();
+        assert!(left > 50.0 && left <= 60.0, "{room}");
+    }
+}

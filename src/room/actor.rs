@@ -305,6 +305,16 @@ impl RoomHandle {
         self.ask(|reply| RoomCommand::SetLook { look, reply }).await
     }
 
+    /// Participants and whether it is live, from the latest published status (no round trip
+    /// to the actor).
+    pub fn occupancy(&self) -> super::lifetime::Occupancy {
+        let status = self.status.borrow();
+        super::lifetime::Occupancy {
+            participants: status.participants.len(),
+            live: status.broadcast == "live",
+        }
+    }
+
     pub async fn status(&self) -> Result<RoomStatus, RoomGone> {
         self.ask(|reply| RoomCommand::Status { reply }).await
     }

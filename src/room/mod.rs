@@ -2,6 +2,7 @@
 //! the IO for one room.
 
 pub mod actor;
+pub mod lifetime;
 mod media;
 pub mod meter;
 pub mod recovery;

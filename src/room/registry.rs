@@ -1,9 +1,11 @@
 //! All rooms of this server, by id.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use super::actor::{RoomHandle, RoomRuntime};
+use super::lifetime::{Lifetime, RoomClock};
 use super::state::RoomSettings;
 use super::tokens::{random_id, RoomTokens};
 use crate::access::Access;
@@ -20,7 +22,17 @@ pub struct Rooms {
     max_rooms: usize,
     /// Mints each room's tokens and checks the ones presented to it.
     access: Arc<Access>,
+    /// When unused rooms close.
+    lifetime: Lifetime,
+    /// Each room's countdown, fed by [`Rooms::sweep`].
+    clocks: Mutex<HashMap<String, RoomClock>>,
 }
+
+/// Defaults of `[rooms]` (LiveKit's `empty_timeout` and `departure_timeout`).
+pub const DEFAULT_LIFETIME: Lifetime = Lifetime {
+    empty_timeout: Duration::from_secs(600),
+    departure_timeout: Duration::from_secs(300),
+};
 
 impl Rooms {
     pub fn new(runtime: RoomRuntime, max_rooms: usize, access: Arc<Access>) -> Self {
@@ -29,7 +41,60 @@ impl Rooms {
             runtime,
             max_rooms,
             access,
+            lifetime: DEFAULT_LIFETIME,
+            clocks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// With other room timeouts than [`DEFAULT_LIFETIME`].
+    pub fn with_lifetime(mut self, lifetime: Lifetime) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    pub fn lifetime(&self) -> Lifetime {
+        self.lifetime
+    }
+
+    /// Looks at every room and ends those whose timeout has run out (nobody joined within
+    /// `empty_timeout`, or everyone left more than `departure_timeout` ago and it is not
+    /// live). Returns their ids. Called about once a second by serve.
+    pub fn sweep(&self, now: Instant) -> Vec<String> {
+        let rooms: Vec<(String, Arc<RoomHandle>)> = self
+            .rooms
+            .read()
+            .expect("rooms lock")
+            .iter()
+            .map(|(id, room)| (id.clone(), room.clone()))
+            .collect();
+        let mut expired = Vec::new();
+        {
+            let mut clocks = self.clocks.lock().expect("clocks lock");
+            for (id, room) in &rooms {
+                let clock = clocks
+                    .entry(id.clone())
+                    .or_insert_with(|| RoomClock::new(now));
+                if clock
+                    .observe(now, room.occupancy(), self.lifetime)
+                    .is_some_and(|at| at <= now)
+                {
+                    expired.push(id.clone());
+                }
+            }
+        }
+        for id in &expired {
+            self.end(id);
+        }
+        expired
+    }
+
+    /// When room `id` closes if nothing changes (as of the last sweep).
+    pub fn closes_at(&self, id: &str) -> Option<Instant> {
+        self.clocks
+            .lock()
+            .expect("clocks lock")
+            .get(id)
+            .and_then(|clock| clock.closes_at(self.lifetime))
     }
 
     /// The server's API keys (operator checks).
@@ -61,6 +126,10 @@ impl Rooms {
             settings,
             self.runtime.clone(),
         ));
+        self.clocks
+            .lock()
+            .expect("clocks lock")
+            .insert(id.clone(), RoomClock::new(Instant::now()));
         rooms.insert(id, room.clone());
         Ok(room)
     }
@@ -77,6 +146,7 @@ impl Rooms {
     /// Removes and ends a room.
     pub fn end(&self, id: &str) -> bool {
         let removed = self.rooms.write().expect("rooms lock").remove(id);
+        self.clocks.lock().expect("clocks lock").remove(id);
         match removed {
             Some(room) => {
                 room.end();

@@ -378,10 +378,12 @@ impl Api {
         })
     }
 
+    /// The room status as its host sees it (outputs' URLs and reasons, mixer details).
     pub async fn status(&self, room: &Room) -> anyhow::Result<Value> {
         let response = self
             .http
             .get(self.url(&format!("/api/v1/rooms/{}", room.id)))
+            .bearer_auth(&room.host_token)
             .send()
             .await?;
         if !response.status().is_success() {

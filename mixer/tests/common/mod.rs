@@ -79,15 +79,21 @@ pub const SMALL: VideoSpec = VideoSpec {
 /// A mixer pushing `video` to `nginx` under `key` as output `out0`, once that output is live.
 /// Returns the mixer, its events and the stream's URL.
 pub fn live_mixer(nginx: &Nginx, key: &str, video: VideoSpec) -> (Mixer, Events, String) {
+    let (mixer, mut events, url) = mixer_to(nginx, key, video);
+    events.wait_output("out0", OutputState::Live, Duration::from_secs(15));
+    (mixer, events, url)
+}
+
+/// A mixer pushing `video` to `nginx` under `key` as output `out0`, just started (not yet
+/// live). Returns the mixer, its events and the stream's URL.
+pub fn mixer_to(nginx: &Nginx, key: &str, video: VideoSpec) -> (Mixer, Events, String) {
     let url = nginx.rtmp_url(key);
     let output = OutputSpec {
         output_id: "out0".into(),
         url: url.clone(),
     };
     let (mixer, rx) = Mixer::start(video, vec![output]).expect("mixer starts");
-    let mut events = Events::new(rx);
-    events.wait_output("out0", OutputState::Live, Duration::from_secs(15));
-    (mixer, events, url)
+    (mixer, Events::new(rx), url)
 }
 
 pub fn video_input(id: &str, codec: Codec, pt: u8) -> InputSpec {

@@ -1,0 +1,175 @@
+//! Where a room may push its program. Pure: the addresses come resolved from the caller.
+//!
+//! Why: an output URL makes the mixer open a TCP connection wherever it says, and the room
+//! status reports how that went, so an unchecked URL turns the server into a port scanner of
+//! its own network (`127.0.0.1:6379`, the cloud metadata service at `169.254.169.254`, `10.x`).
+//! Destinations on loopback, link-local, private, shared (CGNAT), multicast, broadcast or
+//! unspecified addresses are refused unless the operator allows private destinations or names
+//! the host in an allow-list (as Jibri's RTMP allow-list does).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// What the operator allows beyond public addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationPolicy {
+    /// Any address, private ones included (a deployment pushing inside its own network).
+    pub allow_private: bool,
+    /// Hosts allowed whatever they resolve to: `live.example.com`, `*.example.com`, or an
+    /// address literal.
+    pub allow_hosts: Vec<String>,
+}
+
+impl DestinationPolicy {
+    /// Whether `host` (as written in the URL) is on the allow-list. `*.example.com` matches
+    /// subdomains only.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.allow_hosts.iter().any(|pattern| {
+            let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+            match pattern.strip_prefix("*.") {
+                Some(suffix) => host
+                    .strip_suffix(suffix)
+                    .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
+                None => host == pattern,
+            }
+        })
+    }
+
+    /// Checks `host` and the addresses it resolved to; the message names the first refused
+    /// address and what it is.
+    pub fn check(&self, host: &str, addresses: &[IpAddr]) -> Result<(), String> {
+        if self.allow_private || self.host_allowed(host) {
+            return Ok(());
+        }
+        for ip in addresses {
+            if let Some(class) = non_public(*ip) {
+                return Err(format!(
+                    "the host resolves to {ip} ({class}); pushing to private networks is refused \
+                     unless the server allows it ([outputs] allow_private = true, or the host in \
+                     [outputs] allow)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What kind of non-public address `ip` is, if it is one.
+pub fn non_public(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => non_public_v4(v4),
+        IpAddr::V6(v6) => {
+            // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible addresses reach IPv4 hosts.
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return non_public_v4(v4);
+            }
+            non_public_v6(v6)
+        }
+    }
+}
+
+fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, ..] = ip.octets();
+    if ip.is_loopback() {
+        Some("loopback")
+    } else if ip.is_unspecified() || a == 0 {
+        Some("unspecified / this network")
+    } else if ip.is_private() {
+        Some("private")
+    } else if ip.is_link_local() {
+        Some("link-local")
+    } else if a == 100 && (64..128).contains(&b) {
+        Some("shared address space (CGNAT)")
+    } else if ip.is_multicast() {
+        Some("multicast")
+    } else if ip.is_broadcast() || a >= 240 {
+        Some("reserved / broadcast")
+    } else {
+        None
+    }
+}
+
+fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let first = ip.segments()[0];
+    if ip.is_loopback() {
+        Some("loopback")
+    } else if ip.is_unspecified() {
+        Some("unspecified")
+    } else if ip.is_multicast() {
+        Some("multicast")
+    } else if first & 0xfe00 == 0xfc00 {
+        Some("unique local (private)")
+    } else if first & 0xffc0 == 0xfe80 {
+        Some("link-local")
+    } else if first & 0xffc0 == 0xfec0 {
+        Some("site-local (private)")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn internal_addresses_are_named_and_public_ones_pass() {
+        for (addr, class) in [
+            ("127.0.0.1", "loopback"),
+            ("127.8.9.10", "loopback"),
+            ("10.0.0.1", "private"),
+            ("172.16.5.4", "private"),
+            ("192.168.1.1", "private"),
+            ("169.254.169.254", "link-local"),
+            ("100.64.0.1", "shared address space (CGNAT)"),
+            ("0.0.0.0", "unspecified / this network"),
+            ("224.0.0.1", "multicast"),
+            ("255.255.255.255", "reserved / broadcast"),
+            ("::1", "loopback"),
+            ("::", "unspecified"),
+            ("fd00::1", "unique local (private)"),
+            ("fe80::1", "link-local"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:10.1.2.3", "private"),
+            ("ff02::1", "multicast"),
+        ] {
+            assert_eq!(non_public(ip(addr)), Some(class), "{addr}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "100.128.0.1", "2001:4860:4860::8888"] {
+            assert_eq!(non_public(ip(public)), None, "{public}");
+        }
+    }
+
+    #[test]
+    fn the_policy_refuses_internal_destinations_unless_allowed() {
+        let strict = DestinationPolicy::default();
+        let err = strict
+            .check("redis.internal", &[ip("8.8.8.8"), ip("127.0.0.1")])
+            .unwrap_err();
+        assert!(
+            err.contains("127.0.0.1 (loopback)") && err.contains("allow_private"),
+            "{err}"
+        );
+        assert_eq!(strict.check("cdn.example", &[ip("203.0.113.9")]), Ok(()));
+        let open = DestinationPolicy {
+            allow_private: true,
+            ..DestinationPolicy::default()
+        };
+        assert_eq!(open.check("localhost", &[ip("127.0.0.1")]), Ok(()));
+        let listed = DestinationPolicy {
+            allow_private: false,
+            allow_hosts: vec!["*.ingest.example".into(), "10.0.0.7".into()],
+        };
+        assert_eq!(listed.check("eu.ingest.example", &[ip("10.1.1.1")]), Ok(()));
+        assert_eq!(listed.check("10.0.0.7", &[ip("10.0.0.7")]), Ok(()));
+        assert!(listed.check("ingest.example", &[ip("10.1.1.1")]).is_err());
+        assert!(listed
+            .check("evil-ingest.example", &[ip("10.1.1.1")])
+            .is_err());
+        assert!(listed.check("10.0.0.8", &[ip("10.0.0.8")]).is_err());
+    }
+}
