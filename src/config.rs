@@ -365,7 +365,12 @@ impl Config {
 
     /// The destination rules for outputs (`[outputs]`, with the default explained there).
     pub fn destination_policy(&self) -> crate::access::destinations::DestinationPolicy {
-        let demo = self.auth.keys.is_empty() && self.server.listen.ip().is_loopback();
+        // A loopback listener behind a reverse proxy (public_url elsewhere) is not the demo.
+        let public_url_local = self.server.public_url.is_empty()
+            || url::Url::parse(&self.server.public_url)
+                .is_ok_and(|u| matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")));
+        let demo =
+            self.auth.keys.is_empty() && self.server.listen.ip().is_loopback() && public_url_local;
         crate::access::destinations::DestinationPolicy {
             allow_private: self.outputs.allow_private.unwrap_or(demo),
             allow_hosts: self.outputs.allow.clone(),

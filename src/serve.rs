@@ -37,11 +37,18 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if args.open {
         config.auth.open = true;
     }
-    if let (Some(key), Some(secret)) = (&args.key.api_key, &args.key.api_secret) {
-        config
-            .auth
-            .keys
-            .insert(key.clone(), crate::config::ApiSecret::new(secret));
+    match (&args.key.api_key, &args.key.api_secret) {
+        (Some(key), Some(secret)) => {
+            config
+                .auth
+                .keys
+                .insert(key.clone(), crate::config::ApiSecret::new(secret));
+        }
+        (None, Some(_)) => anyhow::bail!(
+            "COSTREAM_API_SECRET (--api-secret) is set without COSTREAM_API_KEY (--api-key): \
+             give both, or neither"
+        ),
+        _ => {}
     }
     config.validate()?;
     Ok(config)

@@ -60,8 +60,26 @@ fn serve_without_keys_refuses_a_public_address_unless_told_to_run_open() -> anyh
     for hint in ["auth.keys", "COSTREAM_API_KEY", "--open", "0.0.0.0"] {
         assert!(message.contains(hint), "{hint:?} missing from: {message}");
     }
+    // A secret without its key is a mistake, not an open server.
+    let half = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--origin-rtmp-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("COSTREAM_API_KEY")
+        .env("COSTREAM_API_SECRET", SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()?;
+    assert!(!half.status.success());
+    assert!(String::from_utf8_lossy(&half.stderr).contains("without COSTREAM_API_KEY"));
     // Told to run open, or given a key, it starts.
-    for env in [("COSTREAM_OPEN", "true"), ("COSTREAM_API_KEY", KEY)] {
+    let open: &[(&str, &str)] = &[("COSTREAM_OPEN", "true")];
+    let keyed: &[(&str, &str)] = &[("COSTREAM_API_KEY", KEY), ("COSTREAM_API_SECRET", SECRET)];
+    for env in [open, keyed] {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -70,8 +88,9 @@ fn serve_without_keys_refuses_a_public_address_unless_told_to_run_open() -> anyh
                 "--origin-rtmp-listen",
                 "127.0.0.1:0",
             ])
-            .env(env.0, env.1)
-            .env("COSTREAM_API_SECRET", SECRET)
+            .env_remove("COSTREAM_API_KEY")
+            .env_remove("COSTREAM_API_SECRET")
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -51,6 +51,15 @@ pub struct VideoGrant {
     pub can_subscribe: Option<bool>,
 }
 
+/// What a participant token must allow for a request beyond being in the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// WHIP: send media (`canPublish`).
+    Publish,
+    /// WHEP: receive another participant's media (`canSubscribe`).
+    Subscribe,
+}
+
 /// Why a token was not accepted; the message tells the caller what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
@@ -81,6 +90,20 @@ impl Claims {
             Ok(Role::Guest)
         } else {
             Err(Denied::NoRoomGrant)
+        }
+    }
+
+    /// Whether it allows `capability`: LiveKit grants publish and subscribe unless the token
+    /// says `false`.
+    pub fn allows(&self, capability: Capability) -> Result<(), Denied> {
+        let (granted, name) = match capability {
+            Capability::Publish => (self.video.can_publish, "canPublish"),
+            Capability::Subscribe => (self.video.can_subscribe, "canSubscribe"),
+        };
+        if granted == Some(false) {
+            Err(Denied::MissingGrant(name))
+        } else {
+            Ok(())
         }
     }
 
@@ -162,6 +185,24 @@ mod tests {
         assert_eq!(
             guest.require_create(),
             Err(Denied::MissingGrant("roomCreate"))
+        );
+    }
+
+    #[test]
+    fn publish_and_subscribe_are_granted_unless_the_token_says_false() {
+        let mut viewer = Claims::participant("k", "r1", "v", None, false, 0, 60);
+        viewer.video.can_publish = None;
+        assert_eq!(viewer.allows(Capability::Publish), Ok(()));
+        viewer.video.can_publish = Some(false);
+        assert_eq!(
+            viewer.allows(Capability::Publish),
+            Err(Denied::MissingGrant("canPublish"))
+        );
+        assert_eq!(viewer.allows(Capability::Subscribe), Ok(()));
+        viewer.video.can_subscribe = Some(false);
+        assert_eq!(
+            viewer.allows(Capability::Subscribe),
+            Err(Denied::MissingGrant("canSubscribe"))
         );
     }
 

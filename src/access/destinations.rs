@@ -59,9 +59,16 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => non_public_v4(v4),
         IpAddr::V6(v6) => {
-            // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible addresses reach IPv4 hosts.
+            // IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) addresses reach IPv4
+            // hosts: judge the IPv4 address inside.
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return non_public_v4(v4);
+            }
+            let s = v6.segments();
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = s[6].to_be_bytes();
+                let [c, d] = s[7].to_be_bytes();
+                return non_public_v4(Ipv4Addr::new(a, b, c, d));
             }
             non_public_v6(v6)
         }
@@ -80,6 +87,10 @@ fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("link-local")
     } else if a == 100 && (64..128).contains(&b) {
         Some("shared address space (CGNAT)")
+    } else if a == 198 && (18..20).contains(&b) {
+        Some("benchmarking (private)")
+    } else if a == 192 && b == 0 && ip.octets()[2] == 0 {
+        Some("IETF protocol assignments")
     } else if ip.is_multicast() {
         Some("multicast")
     } else if ip.is_broadcast() || a >= 240 {
@@ -136,6 +147,9 @@ mod tests {
             ("::ffff:127.0.0.1", "loopback"),
             ("::ffff:10.1.2.3", "private"),
             ("ff02::1", "multicast"),
+            ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("198.18.0.1", "benchmarking (private)"),
+            ("192.0.0.8", "IETF protocol assignments"),
         ] {
             assert_eq!(non_public(ip(addr)), Some(class), "{addr}");
         }

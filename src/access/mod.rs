@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
-pub use claims::{Claims, Denied, VideoGrant};
+pub use claims::{Capability, Claims, Denied, VideoGrant};
 
 use crate::config::AuthConfig;
 use crate::room::tokens::random_id;

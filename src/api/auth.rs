@@ -4,9 +4,23 @@
 use axum::http::{header, HeaderMap};
 
 use super::error::ApiError;
-use crate::access::{Access, Claims, Denied, OperatorDenied};
+use crate::access::{Access, Capability, Claims, Denied, OperatorDenied};
 use crate::room::tokens::{bearer_token, Role};
 use crate::room::RoomHandle;
+
+/// The role of a request that must also be allowed `capability` (WHIP publishes, WHEP
+/// subscribes): `403` when the token says `canPublish` / `canSubscribe` false.
+pub fn role_allowing(
+    headers: &HeaderMap,
+    room: &RoomHandle,
+    capability: Capability,
+) -> Result<Role, ApiError> {
+    role(headers, room)?;
+    let token = bearer(headers).unwrap_or_default();
+    room.tokens
+        .role_allowing(token, capability)
+        .map_err(|denied| ApiError::forbidden(denied.to_string()))
+}
 
 pub fn role(headers: &HeaderMap, room: &RoomHandle) -> Result<Role, ApiError> {
     let value = headers

@@ -206,10 +206,14 @@ fn merge_video(defaults: VideoSpec, request: VideoRequest) -> VideoSpec {
 const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Resolves an (already validated) output URL's host and applies the server's destination
-/// policy (`access::destinations`). A host that does not resolve now passes: there is nothing
-/// to connect to, and the mixer's connection attempt reports it to the host.
+/// policy (`access::destinations`). Where private destinations are refused, a host that does
+/// not resolve is refused too: it could resolve to anything by the time the mixer connects.
 async fn check_destination(app: &AppState, raw: &str) -> Result<(), String> {
     use std::net::IpAddr;
+    let policy = app.config.destination_policy();
+    if policy.allow_private {
+        return Ok(());
+    }
     let url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
     let default_port = if url.scheme() == "rtmps" { 443 } else { 1935 };
     let port = url.port().unwrap_or(default_port);
@@ -220,15 +224,21 @@ async fn check_destination(app: &AppState, raw: &str) -> Result<(), String> {
             let resolved =
                 tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((domain, port)))
                     .await;
-            let addresses = match resolved {
+            let addresses: Vec<IpAddr> = match resolved {
                 Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
                 _ => Vec::new(),
             };
+            if addresses.is_empty() && !policy.host_allowed(domain) {
+                return Err(format!(
+                    "the host does not resolve (within {} s); give a name that resolves or an address",
+                    RESOLVE_TIMEOUT.as_secs()
+                ));
+            }
             (domain.to_string(), addresses)
         }
         None => return Err("the URL has no host".into()),
     };
-    app.config.destination_policy().check(&name, &addresses)
+    policy.check(&name, &addresses)
 }
 
 /// An RTMP push URL: `rtmp(s)://host[:port]/app/stream-key`. The message never repeats the URL,
@@ -243,6 +253,17 @@ pub fn validate_output_url(raw: &str) -> Result<(), String> {
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());
+    }
+    // Plain names only: the URL parser keeps `%2E` and non-ASCII in a host as written, while
+    // GStreamer's decodes them, so `127%2E0%2E0%2E1` would pass the destination check as a
+    // name and connect to 127.0.0.1.
+    if let Some(url::Host::Domain(name)) = url.host() {
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+        if !name.chars().all(plain) {
+            return Err(
+                "the host must be a plain name (letters, digits, '-', '.') or an IP address".into(),
+            );
+        }
     }
     let segments: Vec<_> = url
         .path_segments()
@@ -391,9 +412,12 @@ fn room_links(app: &AppState, room: &RoomHandle, uses_origin: bool) -> RoomLinks
     let base = app.config.public_url();
     let id = &room.id;
     let origin = app.origin.as_ref().filter(|_| uses_origin);
+    // Freshly minted: the tokens handed out at creation expire (auth.token_ttl_secs), links
+    // asked for later must not.
+    let (host, guest) = room.tokens.fresh();
     RoomLinks {
-        host_url: format!("{base}/host/{id}#token={}", room.tokens.host.expose()),
-        guest_url: format!("{base}/join/{id}#token={}", room.tokens.guest.expose()),
+        host_url: format!("{base}/host/{id}#token={host}"),
+        guest_url: format!("{base}/join/{id}#token={guest}"),
         watch_url: format!("{base}/watch/{id}"),
         whip_url: format!("{base}/whip/{id}"),
         flv_url: origin.map(|_| format!("{base}/live/{id}.flv")),

@@ -12,6 +12,7 @@ use super::auth;
 use super::body::read_limited;
 use super::error::ApiError;
 use super::AppState;
+use crate::access::Capability;
 use crate::room::tokens::Role;
 use crate::room::RoomHandle;
 
@@ -30,12 +31,13 @@ pub async fn read_offer(
     headers: &HeaderMap,
     body: Body,
     what: &str,
+    capability: Capability,
 ) -> Result<Offer, ApiError> {
     let room = app
         .rooms
         .get(room_id)
         .ok_or_else(|| ApiError::room_not_found(room_id))?;
-    let role = auth::role(headers, &room)?;
+    let role = auth::role_allowing(headers, &room, capability)?;
     require_sdp(headers, what)?;
     let bytes = read_limited(headers, body, app.config.limits.max_body_bytes).await?;
     let sdp = String::from_utf8(bytes.to_vec())
@@ -44,8 +46,9 @@ pub async fn read_offer(
     Ok(Offer { room, role, sdp })
 }
 
-/// Most ICE candidates an offer may carry (libnice's cap): each is an address this server
-/// sends STUN checks to, so an offer must not make it probe hundreds of addresses.
+/// Most ICE candidates one media section of an offer may carry (libnice's cap per component):
+/// each is an address this server sends STUN checks to, so an offer must not make it probe
+/// hundreds of addresses. Counted per section, as browsers gather per section.
 pub const MAX_OFFER_CANDIDATES: usize = 25;
 /// Most audio and video m-sections: a WHIP publisher sends one camera and one microphone, a
 /// WHEP subscriber receives one of each.
@@ -54,21 +57,25 @@ pub const MAX_VIDEO_SECTIONS: usize = 1;
 
 /// Bounds checked before the offer reaches WebRTC: candidates and media sections.
 pub fn check_offer_bounds(sdp: &str) -> Result<(), String> {
-    let (mut candidates, mut audio, mut video) = (0, 0, 0);
+    let (mut section_candidates, mut audio, mut video) = (0, 0, 0);
     for line in sdp.lines() {
         let line = line.trim_start();
         if line.starts_with("a=candidate:") {
-            candidates += 1;
-        } else if line.starts_with("m=audio") {
-            audio += 1;
-        } else if line.starts_with("m=video") {
-            video += 1;
+            section_candidates += 1;
+            if section_candidates > MAX_OFFER_CANDIDATES {
+                return Err(format!(
+                    "a media section of the offer has more than {MAX_OFFER_CANDIDATES} ICE \
+                     candidates"
+                ));
+            }
+        } else if line.starts_with("m=") {
+            section_candidates = 0;
+            if line.starts_with("m=audio") {
+                audio += 1;
+            } else if line.starts_with("m=video") {
+                video += 1;
+            }
         }
-    }
-    if candidates > MAX_OFFER_CANDIDATES {
-        return Err(format!(
-            "the offer has {candidates} ICE candidates; at most {MAX_OFFER_CANDIDATES}"
-        ));
     }
     if audio > MAX_AUDIO_SECTIONS || video > MAX_VIDEO_SECTIONS {
         return Err(format!(
@@ -140,13 +147,24 @@ mod tests {
     #[test]
     fn a_candidate_flood_is_refused() {
         let mut offer = OFFER.to_string();
-        for i in 0..MAX_OFFER_CANDIDATES {
+        for i in 0..=MAX_OFFER_CANDIDATES {
             offer.push_str(&format!(
                 "a=candidate:{i} 1 udp 1 10.0.{i}.1 5000 typ host\r\n"
             ));
         }
         let err = check_offer_bounds(&offer).unwrap_err();
-        assert!(err.contains("26 ICE candidates"), "{err}");
+        assert!(err.contains("more than 25 ICE candidates"), "{err}");
+        // 25 in each of two sections is what a browser with many interfaces may send.
+        let mut two = String::from("v=0\r\n");
+        for kind in ["audio", "video"] {
+            two.push_str(&format!("m={kind} 9 UDP/TLS/RTP/SAVPF 96\r\n"));
+            for i in 0..MAX_OFFER_CANDIDATES {
+                two.push_str(&format!(
+                    "a=candidate:{i} 1 udp 1 10.0.{i}.1 5000 typ host\r\n"
+                ));
+            }
+        }
+        assert_eq!(check_offer_bounds(&two), Ok(()));
     }
 
     #[test]

@@ -182,3 +182,43 @@ async fn room_tokens_are_jwts_and_tokens_minted_elsewhere_work_in_their_room_onl
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn a_token_without_can_publish_cannot_publish_and_links_are_freshly_minted() {
+    let app = keyed_app();
+    let (_, created) = call(&app, create_with(Some(&creator()))).await;
+    let id = created["room_id"].as_str().unwrap();
+    // A LiveKit-style viewer token: in the room, but canPublish false.
+    let mut viewer = Claims::participant(KEY, id, "viewer", None, false, unix_now(), 600);
+    viewer.video.can_publish = Some(false);
+    let offer = Request::post(format!("/whip/{id}"))
+        .header(header::AUTHORIZATION, format!("Bearer {}", mint(&viewer)))
+        .header(header::CONTENT_TYPE, "application/sdp")
+        .body(Body::from("v=0\r\n"))
+        .unwrap();
+    let (status, body) = call(&app, offer).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("canPublish"),
+        "{body}"
+    );
+
+    // The links endpoint mints new tokens (the ones from creation expire).
+    let host = created["host_token"].as_str().unwrap();
+    let (status, links) = call(
+        &app,
+        with_token("GET", &format!("/api/v1/rooms/{id}/links"), host),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{links}");
+    let fresh = links["host_url"]
+        .as_str()
+        .unwrap()
+        .split("#token=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let claims = Access::from_config(&auth()).verify(&fresh).unwrap();
+    assert_eq!(claims.video.room.as_deref(), Some(id));
+    assert_eq!(claims.video.room_admin, Some(true));
+}

@@ -12,6 +12,7 @@ use super::auth;
 use super::error::ApiError;
 use super::sdp::{created, ingest_error, read_offer, Offer};
 use super::AppState;
+use crate::access::Capability;
 
 pub async fn subscribe(
     State(app): State<AppState>,
@@ -19,8 +20,15 @@ pub async fn subscribe(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Offer { room, sdp, .. } =
-        read_offer(&app, &room_id, &headers, body, "a WHEP offer").await?;
+    let Offer { room, sdp, .. } = read_offer(
+        &app,
+        &room_id,
+        &headers,
+        body,
+        "a WHEP offer",
+        Capability::Subscribe,
+    )
+    .await?;
     let source = room
         .session(&participant_id)
         .await?

@@ -11,6 +11,7 @@ use super::auth;
 use super::error::ApiError;
 use super::sdp::{created, ingest_error, read_offer, Offer};
 use super::AppState;
+use crate::access::Capability;
 use crate::room::tokens::Role;
 
 #[derive(Debug, Default, Deserialize)]
@@ -27,8 +28,15 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Offer { room, role, sdp } =
-        read_offer(&app, &room_id, &headers, body, "a WHIP offer").await?;
+    let Offer { room, role, sdp } = read_offer(
+        &app,
+        &room_id,
+        &headers,
+        body,
+        "a WHIP offer",
+        Capability::Publish,
+    )
+    .await?;
     let (session, answer, events) = app.ingest.accept_offer(&sdp).await.map_err(ingest_error)?;
     let display_name: String = query.name.unwrap_or_default().chars().take(64).collect();
     let participant_id = room.join(session, events, role, display_name).await??;

@@ -71,9 +71,10 @@ impl Rooms {
         {
             let mut clocks = self.clocks.lock().expect("clocks lock");
             for (id, room) in &rooms {
-                let clock = clocks
-                    .entry(id.clone())
-                    .or_insert_with(|| RoomClock::new(now));
+                // A room ended meanwhile has no clock any more (and gets none back).
+                let Some(clock) = clocks.get_mut(id) else {
+                    continue;
+                };
                 if clock
                     .observe(now, room.occupancy(), self.lifetime)
                     .is_some_and(|at| at <= now)

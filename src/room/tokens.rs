@@ -16,7 +16,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::access::{Access, Denied};
+use crate::access::{Access, Capability, Denied};
 
 /// Who a token makes you in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -98,6 +98,19 @@ impl RoomTokens {
     /// `roomAdmin` = host, `roomJoin` = guest, for this room only.
     pub fn role_of(&self, candidate: &str) -> Result<Role, Denied> {
         self.access.verify(candidate)?.role_in(&self.room_id)
+    }
+
+    /// The role, if the token also allows `capability` (`canPublish` / `canSubscribe`).
+    pub fn role_allowing(&self, candidate: &str, capability: Capability) -> Result<Role, Denied> {
+        let claims = self.access.verify(candidate)?;
+        let role = claims.role_in(&self.room_id)?;
+        claims.allows(capability)?;
+        Ok(role)
+    }
+
+    /// Fresh host and guest tokens for this room (the links handed out later).
+    pub fn fresh(&self) -> (String, String) {
+        self.access.room_tokens(&self.room_id)
     }
 }
 
