@@ -39,39 +39,35 @@ fn stdout(output: &std::process::Output) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout.clone())?.trim().to_string())
 }
 
-#[test]
-fn serve_without_keys_refuses_a_public_address_unless_told_to_run_open() -> anyhow::Result<()> {
-    let refused = Command::new(BIN)
+/// `costream serve` on `listen` with only the credentials in `env` (none inherited).
+fn serve_on(listen: &str, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .args([
             "serve",
             "--listen",
-            "0.0.0.0:0",
+            listen,
             "--origin-rtmp-listen",
             "127.0.0.1:0",
         ])
         .env_remove("COSTREAM_API_KEY")
         .env_remove("COSTREAM_API_SECRET")
         .env_remove("COSTREAM_OPEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .output()?;
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    command
+}
+
+#[test]
+fn serve_without_keys_refuses_a_public_address_unless_told_to_run_open() -> anyhow::Result<()> {
+    let refused = serve_on("0.0.0.0:0", &[]).stdout(Stdio::null()).output()?;
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
     for hint in ["auth.keys", "COSTREAM_API_KEY", "--open", "0.0.0.0"] {
         assert!(message.contains(hint), "{hint:?} missing from: {message}");
     }
     // A secret without its key is a mistake, not an open server.
-    let half = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--origin-rtmp-listen",
-            "127.0.0.1:0",
-        ])
-        .env_remove("COSTREAM_API_KEY")
-        .env("COSTREAM_API_SECRET", SECRET)
-        .stdin(Stdio::null())
+    let half = serve_on("127.0.0.1:0", &[("COSTREAM_API_SECRET", SECRET)])
         .stdout(Stdio::null())
         .output()?;
     assert!(!half.status.success());
@@ -80,19 +76,8 @@ fn serve_without_keys_refuses_a_public_address_unless_told_to_run_open() -> anyh
     let open: &[(&str, &str)] = &[("COSTREAM_OPEN", "true")];
     let keyed: &[(&str, &str)] = &[("COSTREAM_API_KEY", KEY), ("COSTREAM_API_SECRET", SECRET)];
     for env in [open, keyed] {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "0.0.0.0:0",
-                "--origin-rtmp-listen",
-                "127.0.0.1:0",
-            ])
-            .env_remove("COSTREAM_API_KEY")
-            .env_remove("COSTREAM_API_SECRET")
-            .envs(env.iter().copied())
+        let mut child = serve_on("0.0.0.0:0", env)
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;

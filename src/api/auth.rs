@@ -15,14 +15,24 @@ pub fn role_allowing(
     room: &RoomHandle,
     capability: Capability,
 ) -> Result<Role, ApiError> {
-    role(headers, room)?;
-    let token = bearer(headers).unwrap_or_default();
-    room.tokens
-        .role_allowing(token, capability)
-        .map_err(|denied| ApiError::forbidden(denied.to_string()))
+    let (role, claims) = room
+        .tokens
+        .claims_in_room(presented_token(headers)?)
+        .map_err(|denied| ApiError::unauthorized(denied.to_string()))?;
+    claims
+        .allows(capability)
+        .map_err(|denied| ApiError::forbidden(denied.to_string()))?;
+    Ok(role)
 }
 
 pub fn role(headers: &HeaderMap, room: &RoomHandle) -> Result<Role, ApiError> {
+    room.tokens
+        .role_of(presented_token(headers)?)
+        .map_err(|denied| ApiError::unauthorized(denied.to_string()))
+}
+
+/// The request's bearer token; `401` saying what is wrong with the header otherwise.
+fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| {
@@ -32,11 +42,8 @@ pub fn role(headers: &HeaderMap, room: &RoomHandle) -> Result<Role, ApiError> {
         })?
         .to_str()
         .map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
-    let token = bearer_token(value)
-        .ok_or_else(|| ApiError::unauthorized("Authorization must be \"Bearer <token>\""))?;
-    room.tokens
-        .role_of(token)
-        .map_err(|denied| ApiError::unauthorized(denied.to_string()))
+    bearer_token(value)
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be \"Bearer <token>\""))
 }
 
 /// The bearer token of a request, if it has one.

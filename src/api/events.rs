@@ -138,10 +138,21 @@ fn notice_name(notice: &RoomNotice) -> &'static str {
 
 /// Guests see each output's id and state only: no URLs (not even redacted), no reasons (which
 /// may name the CDN), no origin play links beyond what the watch page shows anyone.
-pub fn for_role(mut json: Value, role: Role) -> Value {
+pub fn for_role(json: Value, role: Role) -> Value {
     if role == Role::Host {
         return json;
     }
+    let mut json = without_operator_details(json);
+    if let Some(fields) = json.as_object_mut() {
+        fields.remove("origin");
+    }
+    json
+}
+
+/// The status without what only the host may see: outputs as `{output_id, state}` (no URLs,
+/// connection errors or byte counts) and the mixer as `{state}` (its pid, binary, version and
+/// failure reasons are the operator's). What anyone may know, such as `origin`, stays.
+pub fn without_operator_details(mut json: Value) -> Value {
     if let Some(outputs) = json["outputs"].as_array_mut() {
         for output in outputs {
             let keep = serde_json::json!({
@@ -151,12 +162,8 @@ pub fn for_role(mut json: Value, role: Role) -> Value {
             *output = keep;
         }
     }
-    // The mixer's state only: its pid, binary, version and failure reasons are the operator's.
     if let Some(mixer) = json.get_mut("mixer") {
         *mixer = serde_json::json!({ "state": mixer["state"] });
-    }
-    if let Some(fields) = json.as_object_mut() {
-        fields.remove("origin");
     }
     json
 }

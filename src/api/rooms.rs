@@ -304,17 +304,14 @@ pub async fn get(
     let status = room.status().await?;
     // Public view: outputs' URLs and connection errors and the mixer's details only for the
     // host (an output's error would otherwise tell anyone what answers at an address).
-    let role = match auth::role(&headers, &room) {
-        Ok(Role::Host) => Role::Host,
-        _ => Role::Guest,
+    // The built-in origin's play links stay: viewers may know where to watch.
+    let is_host = auth::role(&headers, &room).is_ok_and(|r| r == Role::Host);
+    let json = status_json(&app, &status);
+    let json = if is_host {
+        json
+    } else {
+        super::events::without_operator_details(json)
     };
-    let full = status_json(&app, &status);
-    let public_origin = full.get("origin").cloned();
-    let mut json = super::events::for_role(full, role);
-    // The watch page and viewers may know where the built-in origin plays the room.
-    if let (Some(origin), Some(fields)) = (public_origin, json.as_object_mut()) {
-        fields.insert("origin".into(), origin);
-    }
     Ok(Json(json).into_response())
 }
 

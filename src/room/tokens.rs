@@ -16,7 +16,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::access::{Access, Capability, Denied};
+use crate::access::{Access, Claims, Denied};
 
 /// Who a token makes you in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -97,15 +97,15 @@ impl RoomTokens {
     /// The role a presented token grants in this room: verified (signature, expiry), then
     /// `roomAdmin` = host, `roomJoin` = guest, for this room only.
     pub fn role_of(&self, candidate: &str) -> Result<Role, Denied> {
-        self.access.verify(candidate)?.role_in(&self.room_id)
+        self.claims_in_room(candidate).map(|(role, _)| role)
     }
 
-    /// The role, if the token also allows `capability` (`canPublish` / `canSubscribe`).
-    pub fn role_allowing(&self, candidate: &str, capability: Capability) -> Result<Role, Denied> {
+    /// The role a token grants here and its claims (for checks beyond the role, such as
+    /// `canPublish`).
+    pub fn claims_in_room(&self, candidate: &str) -> Result<(Role, Claims), Denied> {
         let claims = self.access.verify(candidate)?;
         let role = claims.role_in(&self.room_id)?;
-        claims.allows(capability)?;
-        Ok(role)
+        Ok((role, claims))
     }
 
     /// Fresh host and guest tokens for this room (the links handed out later).
