@@ -14,9 +14,10 @@ build_and_runtime=(
   gstreamer1.0-x fonts-dejavu-core
   libopus-dev
 )
+# redis-server: the fleet tests (each runs its own throwaway server; the fleet is opt-in).
 # valgrind + python3: the benchmark (tests/bench_harness.rs runs its smoke mode); the chart
 # needs python3-matplotlib, which benches/run.sh installs itself for a full run.
-test_tools=(nginx libnginx-mod-rtmp ffmpeg chromium valgrind python3)
+test_tools=(nginx libnginx-mod-rtmp ffmpeg chromium valgrind python3 redis-server)
 
 testing=false
 [[ "${1:-}" == "--test" ]] && testing=true
@@ -66,6 +67,10 @@ export DEBIAN_FRONTEND=noninteractive
 # nginx's Debian package starts a system service on port 80; tests run their own nginx.
 if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
   "${sudo_cmd[@]}" systemctl stop nginx || true
+fi
+# So does redis-server's, on 6379; the fleet tests and scripts/fleet.sh start their own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+  "${sudo_cmd[@]}" systemctl stop redis-server || true
 fi
 if $testing; then install_browser_driver; fi
 echo "setup: done"

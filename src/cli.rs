@@ -1,4 +1,4 @@
-//! Command line: `costream serve | mixer | publish | token | room`.
+//! Command line: `costream serve | worker | mixer | publish | token | room`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum CliCommand {
     /// Run the server: API, WHIP ingest, pages; spawns one mixer process per live room.
     Serve(ServeArgs),
+    /// Run mixers for rooms that serve nodes place on this machine (a fleet, through Redis).
+    Worker(WorkerArgs),
     /// Run one room's mixer (started by `serve`; speaks JSON lines on stdin/stdout).
     Mixer,
     /// Publish a synthetic test stream (solid color + tone) to a WHIP endpoint.
@@ -51,8 +53,62 @@ pub struct ServeArgs {
     /// (`[auth] open`).
     #[arg(long, env = "COSTREAM_OPEN")]
     pub open: bool,
+    /// Run mixers on a fleet of `costream worker`s coordinated by this Redis, e.g.
+    /// redis://10.0.0.5:6379 (`[cluster] redis_url`); serve then runs no mixers itself.
+    #[arg(long, env = "COSTREAM_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Signs placements to the fleet's workers (`[cluster] secret`, at least 32 characters).
+    #[arg(
+        long = "cluster-secret",
+        env = "COSTREAM_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
     #[command(flatten)]
     pub key: ApiKeyArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// The fleet's Redis, e.g. redis://10.0.0.5:6379.
+    #[arg(long, env = "COSTREAM_REDIS_URL")]
+    pub redis: String,
+    /// This machine's address as serve reaches it: mixers receive RTP here and serve connects
+    /// here to run rooms.
+    #[arg(long, env = "COSTREAM_ADVERTISE_IP")]
+    pub advertise_ip: std::net::IpAddr,
+    /// Control port serve connects to (0: any free port; the registry says which).
+    #[arg(long, env = "COSTREAM_WORKER_PORT", default_value_t = 0)]
+    pub port: u16,
+    /// Cores mixers may use (default: the cores available to this process).
+    #[arg(long, env = "COSTREAM_CAPACITY_CORES")]
+    pub capacity_cores: Option<f64>,
+    /// Share of the cores admission hands out.
+    #[arg(long, default_value_t = 0.9)]
+    pub max_utilization: f64,
+    /// Mixer processes kept warm.
+    #[arg(long, env = "COSTREAM_WARM", default_value_t = 1)]
+    pub warm: usize,
+    /// Name in the registry (default: host name and process id).
+    #[arg(long, env = "COSTREAM_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Mixer executable (default: this binary).
+    #[arg(long, env = "COSTREAM_MIXER_BINARY")]
+    pub mixer_binary: Option<PathBuf>,
+    /// After SIGTERM, live rooms stream on this long before the worker stops and they move.
+    #[arg(long, default_value_t = 3600)]
+    pub drain_timeout_secs: u64,
+    /// A room going live is charged for at least this many participants.
+    #[arg(long, default_value_t = 4)]
+    pub reserve_inputs: u32,
+    /// Shared by serve and every worker: signs placements (at least 32 characters). Required
+    /// unless the worker listens on loopback.
+    #[arg(
+        long = "cluster-secret",
+        env = "COSTREAM_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
 }
 
 /// An API key and its secret, from flags or the environment.

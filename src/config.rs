@@ -21,6 +21,18 @@ pub struct Config {
     pub auth: AuthConfig,
     pub outputs: OutputsConfig,
     pub rooms: RoomsConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// The fleet (opt-in): mixers on `costream worker`s coordinated by Redis.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// e.g. `redis://10.0.0.5:6379`; unset: one box, mixers are children of serve.
+    pub redis_url: Option<String>,
+    /// Signs placements to workers (`COSTREAM_CLUSTER_SECRET`); required unless every worker
+    /// listens on loopback.
+    pub secret: Option<ApiSecret>,
 }
 
 /// When unused rooms close (LiveKit's `empty_timeout` and `departure_timeout`).
@@ -255,6 +267,8 @@ pub struct MixerConfig {
     pub video: VideoSpec,
     /// How long a stopping mixer may take to flush before it is killed.
     pub stop_grace_ms: u64,
+    /// Where mixers started by serve receive RTP (serve forwards there).
+    pub rtp_bind: std::net::IpAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,6 +332,7 @@ impl Default for MixerConfig {
             binary: String::new(),
             video: VideoSpec::default(),
             stop_grace_ms: 3000,
+            rtp_bind: costream_mixer::control::DEFAULT_RTP_BIND,
         }
     }
 }
@@ -421,6 +436,7 @@ impl Config {
         self.validate_origin()?;
         self.validate_pool()?;
         self.validate_auth()?;
+        self.validate_cluster()?;
         for (key, value) in [
             ("rooms.empty_timeout_secs", self.rooms.empty_timeout_secs),
             (
@@ -446,6 +462,29 @@ impl Config {
 }
 
 impl Config {
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.cluster.redis_url {
+            let ok = url::Url::parse(url)
+                .map(|u| matches!(u.scheme(), "redis" | "rediss"))
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "cluster.redis_url",
+                    message: "must be a redis:// URL such as redis://10.0.0.5:6379".into(),
+                });
+            }
+        }
+        if let Some(secret) = &self.cluster.secret {
+            if secret.expose().chars().count() < MIN_SECRET_CHARS {
+                return Err(ConfigError::Invalid {
+                    key: "cluster.secret",
+                    message: format!("must be at least {MIN_SECRET_CHARS} characters"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn validate_auth(&self) -> Result<(), ConfigError> {
         let auth = &self.auth;
         for (key, secret) in &auth.keys {

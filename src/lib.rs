@@ -2,12 +2,14 @@
 //!
 //! `serve` terminates WebRTC (via `costream-ingest`), runs the API and owns rooms; each live
 //! room gets a `costream mixer` child process (via `costream-mixer`) that composites everyone
-//! and pushes RTMP. This crate is the only place that knows both libraries.
+//! and pushes RTMP. This crate is the only place that knows both libraries. With a fleet
+//! (`serve --redis`), the mixers run on `costream worker`s instead, placed through Redis.
 
 pub mod access;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod origin;
 pub mod pool;
 pub mod publish;

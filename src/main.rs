@@ -10,6 +10,7 @@ fn main() -> ExitCode {
         // The mixer runs GStreamer's own threads; it needs no async runtime.
         CliCommand::Mixer => costream_mixer::process::run_stdio(),
         CliCommand::Serve(args) => run_async(costream::serve::run(args)),
+        CliCommand::Worker(args) => run_async(costream::fleet::worker::run_cli(args)),
         CliCommand::Publish(args) => run_async(costream::publish::run(args)),
         CliCommand::Token(token) => match token.command {
             TokenCommand::Create(args) => report(costream::access::cli::token_create(args)),

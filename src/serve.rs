@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{router, AppState};
 use crate::cli::ServeArgs;
 use crate::config::{Config, OriginConfig};
+use crate::fleet::{FleetBackend, FleetSettings, FleetStore};
 use crate::origin::gop::CacheLimits;
 use crate::origin::hub::HubLimits;
 use crate::origin::{Origin, OriginSettings};
-use crate::pool::{Capacity, MixerPool, PoolSettings, Spawner};
+use crate::pool::{Capacity, MixerBackend, MixerEnv, MixerPool, PoolSettings, Spawner};
 use crate::room::{RoomRuntime, Rooms};
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -36,6 +37,12 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if args.open {
         config.auth.open = true;
+    }
+    if let Some(url) = &args.redis {
+        config.cluster.redis_url = Some(url.clone());
+    }
+    if let Some(secret) = &args.cluster_secret {
+        config.cluster.secret = Some(crate::config::ApiSecret::new(secret));
     }
     match (&args.key.api_key, &args.key.api_secret) {
         (Some(key), Some(secret)) => {
@@ -69,29 +76,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ice: config.media.ice_timeouts(),
     })
     .context("cannot set up WebRTC")?;
-    let spawner = Spawner::start(tokio::runtime::Handle::current())
-        .context("cannot start the mixer spawner thread")?;
-    let pool = MixerPool::new(
-        PoolSettings {
-            binary: mixer_binary(&config)?,
-            warm: config.pool.warm,
-            capacity: Capacity {
-                cores: config.pool.cores(),
-                max_utilization: config.pool.max_utilization,
-            },
-            reserve_inputs: config.pool.reserve_inputs,
-            retry_after_secs: config.pool.retry_after_secs,
-        },
-        spawner,
-    );
-    pool.refill();
-    tracing::info!(
-        capacity_cores = config.pool.cores(),
-        max_utilization = config.pool.max_utilization,
-        warm = config.pool.warm,
-        "mixer pool ready"
-    );
-    tokio::spawn(reload_on_sighup(args.clone(), pool.clone()));
+    let pool = mixer_backend(&config, &args).await?;
     let rooms = Arc::new(
         Rooms::new(
             RoomRuntime {
@@ -131,7 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let (origin, origin_cancel) = (origin.clone(), origin_cancel.clone());
             let pool = pool.clone();
             async move {
-                drain(&pool, drain_timeout).await;
+                drain(pool.as_ref(), drain_timeout).await;
                 // Event streams are endless too: end them so the HTTP server can finish.
                 http_shutdown.cancel();
                 // Graceful shutdown waits for open responses; HTTP-FLV bodies are endless
@@ -153,6 +138,60 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // no mixer outlives serve even if serve is killed.
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
+}
+
+/// Where rooms get their mixers: this machine's pool (the default), or the fleet of workers
+/// behind `[cluster] redis_url`.
+async fn mixer_backend(config: &Config, args: &ServeArgs) -> anyhow::Result<Arc<dyn MixerBackend>> {
+    if let Some(url) = &config.cluster.redis_url {
+        let store = FleetStore::connect(url)?;
+        let fleet = FleetBackend::start(
+            store,
+            FleetSettings {
+                secret: config
+                    .cluster
+                    .secret
+                    .as_ref()
+                    .map(|s| Arc::from(s.expose().as_bytes())),
+                reserve_inputs: config.pool.reserve_inputs,
+                retry_after_secs: config.pool.retry_after_secs,
+            },
+        );
+        let redis = crate::fleet::store::redact_url(url);
+        if fleet.wait_for_view(Duration::from_secs(3)).await {
+            tracing::info!(%redis, "mixers run on the fleet's workers (no local mixers)");
+        } else {
+            tracing::warn!(%redis, "cannot read the fleet registry yet; rooms can go live once Redis answers");
+        }
+        return Ok(Arc::new(fleet));
+    }
+    let spawner = Spawner::start(
+        tokio::runtime::Handle::current(),
+        MixerEnv::local(config.mixer.rtp_bind),
+    )
+    .context("cannot start the mixer spawner thread")?;
+    let pool = MixerPool::new(
+        PoolSettings {
+            binary: mixer_binary(config)?,
+            warm: config.pool.warm,
+            capacity: Capacity {
+                cores: config.pool.cores(),
+                max_utilization: config.pool.max_utilization,
+            },
+            reserve_inputs: config.pool.reserve_inputs,
+            retry_after_secs: config.pool.retry_after_secs,
+        },
+        spawner,
+    );
+    pool.refill();
+    tracing::info!(
+        capacity_cores = config.pool.cores(),
+        max_utilization = config.pool.max_utilization,
+        warm = config.pool.warm,
+        "mixer pool ready"
+    );
+    tokio::spawn(reload_on_sighup(args.clone(), pool.clone()));
+    Ok(Arc::new(pool))
 }
 
 /// `[mixer] binary`, or this very executable.
@@ -186,7 +225,7 @@ async fn reload_on_sighup(args: ServeArgs, pool: MixerPool) {
 /// Graceful drain: the first SIGTERM/SIGINT stops admitting (`/readyz` 503, no new rooms or
 /// broadcasts); live rooms stream on until none is left, `drain_timeout` passes, or a second
 /// signal says "now". Returns when serve should stop.
-async fn drain(pool: &MixerPool, drain_timeout: Duration) {
+async fn drain(pool: &dyn MixerBackend, drain_timeout: Duration) {
     let mut signals = Signals::new();
     signals.next().await;
     pool.start_draining();
@@ -195,7 +234,10 @@ async fn drain(pool: &MixerPool, drain_timeout: Duration) {
         "draining: admitting nothing new; waiting for live rooms to end (signal again to stop now)"
     );
     tokio::select! {
-        _ = pool.wait_idle() => tracing::info!("drained: no room is live"),
+        _ = async {
+            let mut live = pool.live_rooms();
+            let _ = live.wait_for(|&n| n == 0).await;
+        } => tracing::info!("drained: no room is live"),
         _ = tokio::time::sleep(drain_timeout) => {
             tracing::warn!("drain deadline reached; stopping the rooms still live");
         }
@@ -204,13 +246,13 @@ async fn drain(pool: &MixerPool, drain_timeout: Duration) {
 }
 
 /// SIGTERM and SIGINT, any number of times.
-struct Signals {
+pub(crate) struct Signals {
     term: Option<tokio::signal::unix::Signal>,
     int: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         use tokio::signal::unix::{signal, SignalKind};
         Self {
             term: signal(SignalKind::terminate()).ok(),
@@ -218,7 +260,7 @@ impl Signals {
         }
     }
 
-    async fn next(&mut self) {
+    pub(crate) async fn next(&mut self) {
         async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
             match s {
                 Some(s) => {

@@ -5,10 +5,28 @@
 //! Media never crosses this channel: it arrives as RTP over UDP on the ports the mixer reports
 //! in [`Event::InputReady`].
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::layout::{CustomTile, LayoutSpec};
 pub use crate::looks::Look;
+
+/// Version of this protocol, said in [`Event::Hello`]. Bumped when a message changes meaning;
+/// adding optional fields is compatible and does not bump it. Serve and workers refuse a peer of
+/// another version with a log line saying which.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Where a mixer binds its RTP sockets: the environment variable its parent sets, and the
+/// default (serve and mixer on one machine).
+pub const RTP_BIND_ENV: &str = "COSTREAM_MIXER_RTP_BIND";
+pub const DEFAULT_RTP_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Set by a fleet worker: a running mixer that hears no command (a [`Command::Keepalive`] at
+/// least) for this many milliseconds stops pushing and exits. A worker that is frozen
+/// (`SIGSTOP`) or cut off cannot stop its mixers itself, and the room has moved to another worker
+/// by then: the CDN must not keep an orphan publisher on the room's stream key.
+pub const WATCHDOG_ENV: &str = "COSTREAM_MIXER_WATCHDOG_MS";
 
 /// Output video settings of one room's mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +142,8 @@ pub enum Command {
     RemoveOutput { output_id: String },
     /// Send EOS, stop every output, exit 0.
     Shutdown,
+    /// Nothing to do: the parent is alive (see [`WATCHDOG_ENV`]).
+    Keepalive,
 }
 
 /// How loud one participant is in the program.
@@ -177,7 +197,13 @@ pub enum Event {
     /// First line of every mixer, before any `Start`: GStreamer is initialized and the plugins a
     /// room needs are loaded, so this process is warm and a `Start` costs only the pipeline.
     /// serve keeps such processes in its warm pool.
-    Hello { version: String, binary: String },
+    Hello {
+        version: String,
+        binary: String,
+        /// [`PROTOCOL_VERSION`] of the mixer (0: a build older than the field).
+        #[serde(default)]
+        protocol: u32,
+    },
     /// The pipeline is PLAYING (answer to `Start`). `version` and `binary` say which mixer build
     /// runs this room (rolling upgrades run several side by side).
     Ready {
@@ -186,8 +212,14 @@ pub enum Event {
         #[serde(default)]
         binary: String,
     },
-    /// The mixer listens for this input's RTP on `127.0.0.1:rtp_port` (UDP).
-    InputReady { input_id: String, rtp_port: u16 },
+    /// The mixer listens for this input's RTP on `rtp_addr` (UDP; its port is `rtp_port`).
+    /// Mixers older than `rtp_addr` listened on loopback only.
+    InputReady {
+        input_id: String,
+        rtp_port: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rtp_addr: Option<SocketAddr>,
+    },
     /// The input's element chain is gone (answer to `RemoveInput`).
     InputRemoved { input_id: String },
     /// A decoder needs a keyframe from this input (new input, loss, decode error). Throttled by

@@ -1,4 +1,4 @@
-//! One RTP input branch: udpsrc on 127.0.0.1 → jitterbuffer → depay → decode → convert → a pad
+//! One RTP input branch: udpsrc on the mixer's RTP address → jitterbuffer → depay → decode → convert → a pad
 //! of the compositor (video) or audio mixer (audio). Added and removed while PLAYING.
 
 use std::sync::mpsc::Sender;
@@ -35,7 +35,7 @@ pub struct InputBranch {
     /// Serial used in element names (see `bus`).
     pub serial: u64,
     pub spec: InputSpec,
-    /// UDP port on 127.0.0.1 the branch receives RTP on.
+    /// UDP port (on the mixer's RTP bind address) the branch receives RTP on.
     pub port: u16,
     /// Upstream first.
     elements: Vec<gst::Element>,
@@ -57,11 +57,12 @@ impl InputBranch {
         aggregator: &gst::Element,
         serial: u64,
         spec: InputSpec,
+        bind: std::net::IpAddr,
         keyframes: Sender<u64>,
     ) -> Result<InputBranch, MixerError> {
         let name = |part: &str| input_element(serial, part);
         let src = make("udpsrc", &name("src"))?;
-        src.set_property("address", "127.0.0.1");
+        src.set_property("address", bind.to_string());
         src.set_property("port", 0i32);
         src.set_property("caps", rtp_caps(&spec));
         let jitter = make("rtpjitterbuffer", &name("jitter"))?;

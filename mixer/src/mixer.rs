@@ -47,6 +47,8 @@ type PendingLayout = Arc<Mutex<Option<Vec<PadPlacement>>>>;
 struct Shared {
     core: Core,
     video: VideoSpec,
+    /// Address the inputs' udpsrcs bind (reported in `InputReady`).
+    rtp_bind: std::net::IpAddr,
     events: Sender<Event>,
     keyframes_tx: Sender<u64>,
     pending_layout: PendingLayout,
@@ -75,6 +77,16 @@ impl Mixer {
     pub fn start(
         video: VideoSpec,
         outputs: Vec<OutputSpec>,
+    ) -> Result<(Mixer, Receiver<Event>), MixerError> {
+        Self::start_on(video, outputs, crate::control::DEFAULT_RTP_BIND)
+    }
+
+    /// As [`Mixer::start`], with inputs receiving RTP on `rtp_bind` (a fleet worker's
+    /// advertised address; loopback when serve and mixer share a machine).
+    pub fn start_on(
+        video: VideoSpec,
+        outputs: Vec<OutputSpec>,
+        rtp_bind: std::net::IpAddr,
     ) -> Result<(Mixer, Receiver<Event>), MixerError> {
         gst::init().map_err(|e| MixerError::Init(e.to_string()))?;
         if video.width < 16 || video.height < 16 || video.width % 2 == 1 || video.height % 2 == 1 {
@@ -122,6 +134,7 @@ impl Mixer {
         let shared = Arc::new(Shared {
             core,
             video,
+            rtp_bind,
             events,
             keyframes_tx,
             pending_layout,
@@ -181,6 +194,7 @@ impl Mixer {
             aggregator,
             serial,
             spec,
+            sh.rtp_bind,
             sh.keyframes_tx.clone(),
         )
         .map_err(|e| match e {
@@ -201,6 +215,7 @@ impl Mixer {
         sh.emit(Event::InputReady {
             input_id: input_id.clone(),
             rtp_port: port,
+            rtp_addr: Some(std::net::SocketAddr::new(sh.rtp_bind, port)),
         });
         if kind == MediaKind::Video && st.throttle.allow(&input_id, Instant::now()) {
             sh.emit(Event::KeyframeRequest { input_id });

@@ -45,11 +45,24 @@ pub fn run_stdio() -> ExitCode {
         write_event(&mut out, &Event::Fatal { reason });
         return ExitCode::FAILURE;
     }
+    let settings = match settings_from_env() {
+        Ok(settings) => settings,
+        Err(reason) => {
+            tracing::error!(%reason, "mixer cannot start");
+            write_event(&mut out, &Event::Fatal { reason });
+            return ExitCode::FAILURE;
+        }
+    };
     let (version, binary) = identity();
-    if !write_event(&mut out, &Event::Hello { version, binary }) {
+    let hello = Event::Hello {
+        version,
+        binary,
+        protocol: crate::control::PROTOCOL_VERSION,
+    };
+    if !write_event(&mut out, &hello) {
         return ExitCode::SUCCESS;
     }
-    let code = run_loop(&rx, &tx, &mut out);
+    let code = run_loop(&rx, &tx, &mut out, &settings);
     let _ = out.flush();
     code
 }
@@ -101,6 +114,41 @@ fn warm_up() -> Result<(), String> {
     Ok(())
 }
 
+/// What the parent (serve, or a fleet worker) set for this mixer.
+#[derive(Debug, Clone, Copy)]
+struct ProcessSettings {
+    /// Where inputs receive RTP.
+    rtp_bind: std::net::IpAddr,
+    /// Stop when the parent is silent this long (see [`crate::control::WATCHDOG_ENV`]).
+    watchdog: Option<Duration>,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> Self {
+        Self {
+            rtp_bind: crate::control::DEFAULT_RTP_BIND,
+            watchdog: None,
+        }
+    }
+}
+
+fn settings_from_env() -> Result<ProcessSettings, String> {
+    use crate::control::{RTP_BIND_ENV, WATCHDOG_ENV};
+    let mut settings = ProcessSettings::default();
+    if let Ok(value) = std::env::var(RTP_BIND_ENV) {
+        settings.rtp_bind = value
+            .parse()
+            .map_err(|e| format!("{RTP_BIND_ENV}={value:?} is not an IP address: {e}"))?;
+    }
+    if let Ok(value) = std::env::var(WATCHDOG_ENV) {
+        let ms: u64 = value
+            .parse()
+            .map_err(|e| format!("{WATCHDOG_ENV}={value:?} is not milliseconds: {e}"))?;
+        settings.watchdog = Some(Duration::from_millis(ms.max(100)));
+    }
+    Ok(settings)
+}
+
 /// This mixer build: crate version and the path of the running executable.
 pub fn identity() -> (String, String) {
     let binary = std::env::current_exe()
@@ -127,10 +175,25 @@ fn write_event(out: &mut impl Write, ev: &Event) -> bool {
         .is_ok()
 }
 
-fn run_loop(rx: &mpsc::Receiver<Msg>, tx: &mpsc::Sender<Msg>, out: &mut impl Write) -> ExitCode {
+fn run_loop(
+    rx: &mpsc::Receiver<Msg>,
+    tx: &mpsc::Sender<Msg>,
+    out: &mut impl Write,
+    settings: &ProcessSettings,
+) -> ExitCode {
     let mut mixer: Option<Mixer> = None;
     let mut next_heartbeat = Instant::now() + HEARTBEAT;
+    let mut last_word = Instant::now();
     loop {
+        if let Some(limit) = settings.watchdog {
+            if mixer.is_some() && last_word.elapsed() > limit {
+                tracing::warn!(
+                    silent_ms = last_word.elapsed().as_millis() as u64,
+                    "no word from the worker: stopping this mixer (the room has moved on)"
+                );
+                return stop(mixer, "watchdog", ExitCode::SUCCESS);
+            }
+        }
         // A warm mixer waiting for `Start` sleeps until a command comes: a warm pool costs no
         // CPU. Heartbeats start with the room.
         let msg = if mixer.is_none() {
@@ -157,13 +220,17 @@ fn run_loop(rx: &mpsc::Receiver<Msg>, tx: &mpsc::Sender<Msg>, out: &mut impl Wri
             }
         }
         let Some(msg) = msg else { continue };
+        if matches!(msg, Msg::Cmd(_)) {
+            last_word = Instant::now();
+        }
         match msg {
+            Msg::Cmd(Command::Keepalive) => {}
             Msg::Cmd(Command::Start { video, outputs }) => {
                 if mixer.is_some() {
                     tracing::warn!("ignoring second Start");
                     continue;
                 }
-                match Mixer::start(video, outputs) {
+                match Mixer::start_on(video, outputs, settings.rtp_bind) {
                     Ok((m, events)) => {
                         let tx = tx.clone();
                         std::thread::spawn(move || {
@@ -302,7 +369,7 @@ fn stop(mixer: Option<Mixer>, why: &str, code: ExitCode) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{Codec, VideoSpec};
+    use crate::control::{Codec, VideoSpec, DEFAULT_RTP_BIND};
 
     fn events_of(out: &[u8]) -> Vec<Event> {
         String::from_utf8_lossy(out)
@@ -351,7 +418,7 @@ mod tests {
             let _ = feeder.send(Msg::Cmd(Command::Shutdown));
         });
         let mut out = Vec::new();
-        let code = run_loop(&rx, &tx, &mut out);
+        let code = run_loop(&rx, &tx, &mut out, &ProcessSettings::default());
         assert_eq!(code, ExitCode::SUCCESS);
         let events = events_of(&out);
         assert!(
@@ -359,10 +426,11 @@ mod tests {
             "{events:?}"
         );
         assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, Event::InputReady { input_id, rtp_port }
-                if input_id == "v1" && *rtp_port > 0)),
+            events.iter().any(
+                |e| matches!(e, Event::InputReady { input_id, rtp_port, rtp_addr }
+                if input_id == "v1" && *rtp_port > 0
+                    && *rtp_addr == Some(std::net::SocketAddr::new(DEFAULT_RTP_BIND, *rtp_port)))
+            ),
             "{events:?}"
         );
         assert!(events.contains(&Event::KeyframeRequest {
@@ -392,7 +460,10 @@ mod tests {
         }))
         .unwrap();
         let mut out = Vec::new();
-        assert_eq!(run_loop(&rx, &tx, &mut out), ExitCode::FAILURE);
+        assert_eq!(
+            run_loop(&rx, &tx, &mut out, &ProcessSettings::default()),
+            ExitCode::FAILURE
+        );
         assert!(matches!(events_of(&out).last(), Some(Event::Fatal { .. })));
     }
 
@@ -401,6 +472,49 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         tx.send(Msg::StdinClosed).unwrap();
         let mut out = Vec::new();
-        assert_eq!(run_loop(&rx, &tx, &mut out), ExitCode::SUCCESS);
+        assert_eq!(
+            run_loop(&rx, &tx, &mut out, &ProcessSettings::default()),
+            ExitCode::SUCCESS
+        );
+    }
+
+    #[test]
+    fn a_silent_parent_stops_a_watched_mixer_and_keepalives_hold_it() {
+        let small = VideoSpec {
+            width: 320,
+            height: 180,
+            fps: 15,
+            bitrate_kbps: 300,
+        };
+        let watched = ProcessSettings {
+            watchdog: Some(Duration::from_millis(1500)),
+            ..ProcessSettings::default()
+        };
+        let (tx, rx) = mpsc::channel();
+        tx.send(Msg::Cmd(Command::Start {
+            video: small,
+            outputs: vec![],
+        }))
+        .unwrap();
+        // Keepalives for 3 s (twice the watchdog), then silence: the mixer outlives the first
+        // part and stops by itself in the second, with no Shutdown ever sent.
+        let feeder = tx.clone();
+        std::thread::spawn(move || {
+            for _ in 0..6 {
+                std::thread::sleep(Duration::from_millis(500));
+                let _ = feeder.send(Msg::Cmd(Command::Keepalive));
+            }
+        });
+        let started = Instant::now();
+        let mut out = Vec::new();
+        assert_eq!(run_loop(&rx, &tx, &mut out, &watched), ExitCode::SUCCESS);
+        let lived = started.elapsed();
+        assert!(
+            lived >= Duration::from_secs(4) && lived < Duration::from_secs(12),
+            "stopped after {lived:?}"
+        );
+        assert!(events_of(&out)
+            .iter()
+            .any(|e| matches!(e, Event::Heartbeat { .. })));
     }
 }

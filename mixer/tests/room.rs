@@ -32,7 +32,8 @@ fn two_inputs_are_composited_and_a_removed_input_disappears() {
         assert!(
             events.seen.contains(&Event::InputReady {
                 input_id: id.into(),
-                rtp_port: port
+                rtp_port: port,
+                rtp_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
             }),
             "{:?}",
             events.seen

@@ -39,6 +39,12 @@ impl ApiError {
                 retry_after_secs, ..
             } => ("over_capacity", Some(*retry_after_secs)),
             Refusal::Draining => ("draining", None),
+            Refusal::FleetFull {
+                retry_after_secs, ..
+            } => ("over_capacity", Some(*retry_after_secs)),
+            Refusal::CoordinatorAway {
+                retry_after_secs, ..
+            } => ("coordinator_unavailable", Some(*retry_after_secs)),
         };
         Self {
             retry_after,

@@ -30,7 +30,7 @@ pub(super) fn test_rooms(config: &Config) -> Arc<Rooms> {
     Arc::new(
         Rooms::new(
             RoomRuntime {
-                pool: crate::pool::MixerPool::new(
+                pool: Arc::new(crate::pool::MixerPool::new(
                     crate::pool::PoolSettings {
                         binary: "/nonexistent/costream".into(),
                         warm: 0,
@@ -41,9 +41,12 @@ pub(super) fn test_rooms(config: &Config) -> Arc<Rooms> {
                         reserve_inputs: 4,
                         retry_after_secs: 30,
                     },
-                    crate::pool::Spawner::start(tokio::runtime::Handle::current())
-                        .expect("spawner thread"),
-                ),
+                    crate::pool::Spawner::start(
+                        tokio::runtime::Handle::current(),
+                        crate::pool::MixerEnv::local(costream_mixer::control::DEFAULT_RTP_BIND),
+                    )
+                    .expect("spawner thread"),
+                )),
                 stop_grace: Duration::from_millis(100),
             },
             3,

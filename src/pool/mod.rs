@@ -6,6 +6,7 @@
 //! sleeps in a blocking read until it gets `Start`. An idle serve costs no CPU.
 
 pub mod admission;
+mod backend;
 mod process;
 mod spawner;
 
@@ -21,8 +22,9 @@ use tracing::{info, warn};
 
 use admission::{expected_inputs, Ledger, RoomLoad};
 pub use admission::{Capacity, Decision};
+pub use backend::{LaunchError, MixerBackend, MixerInfo, MixerLink};
 pub use process::{MixerChild, MixerProcess, MixerReport};
-pub use spawner::{SpawnError, Spawner};
+pub use spawner::{MixerEnv, SpawnError, Spawner};
 
 /// A warm mixer that has not said `Hello` by then is broken; drop it.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,6 +54,21 @@ pub enum Refusal {
     },
     /// SIGTERM received: the server is draining.
     Draining,
+    /// No worker of the fleet has room for this room's cost (millicores).
+    FleetFull {
+        cost: u64,
+        /// Most free on any worker taking rooms.
+        best_free: u64,
+        /// Workers taking rooms / known.
+        candidates: usize,
+        known: usize,
+        retry_after_secs: u64,
+    },
+    /// The fleet's coordinator (Redis) cannot be reached, so no placement can be made.
+    CoordinatorAway {
+        reason: String,
+        retry_after_secs: u64,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -74,6 +91,25 @@ impl std::fmt::Display for Refusal {
             Refusal::Draining => write!(
                 f,
                 "this server is shutting down and admits no new rooms or broadcasts; use another server"
+            ),
+            Refusal::FleetFull {
+                cost,
+                best_free,
+                candidates,
+                known,
+                ..
+            } => write!(
+                f,
+                "no mixer worker can take this room: going live needs {:.2} cores and the most \
+                 free on any of the {candidates} workers taking rooms is {:.2} ({known} workers \
+                 registered); retry later, add workers, or ask for a smaller video",
+                cores(*cost),
+                cores(*best_free)
+            ),
+            Refusal::CoordinatorAway { reason, .. } => write!(
+                f,
+                "the mixer fleet's coordinator (Redis) is unreachable, so no room can go live \
+                 now ({reason}); rooms already live keep streaming; retry in a few seconds"
             ),
         }
     }
@@ -102,6 +138,9 @@ pub struct PoolView {
     /// True after SIGTERM: nothing new is admitted.
     pub draining: bool,
     pub rooms: Vec<RoomCost>,
+    /// The fleet's workers (absent on a server that mixes on its own machine only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Vec<crate::fleet::WorkerView>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,7 +150,8 @@ pub struct RoomCost {
     pub cost: f64,
 }
 
-fn cores(millicores: u64) -> f64 {
+/// Millicores as cores, for views and messages.
+pub fn cores(millicores: u64) -> f64 {
     millicores as f64 / 1000.0
 }
 
@@ -313,6 +353,22 @@ impl MixerPool {
         self.inner.live_rooms.send_replace(rooms);
     }
 
+    /// (capacity, used, free) in millicores: a fleet worker's record.
+    pub fn millicores(&self) -> (u64, u64, u64) {
+        let st = self.lock();
+        (st.ledger.capacity(), st.ledger.used(), st.ledger.free())
+    }
+
+    /// Millicores reserved by `room_id`, while it is live.
+    pub fn millicores_of(&self, room_id: &str) -> Option<u64> {
+        self.lock().ledger.cost_of(room_id)
+    }
+
+    /// Idle mixers ready now.
+    pub fn warm_count(&self) -> usize {
+        self.lock().warm.len()
+    }
+
     /// Cores reserved by `room_id`, while it is live.
     pub fn cost_of(&self, room_id: &str) -> Option<f64> {
         self.lock().ledger.cost_of(room_id).map(cores)
@@ -365,6 +421,57 @@ impl MixerPool {
                     cost: cores(cost),
                 })
                 .collect(),
+            workers: None,
         }
+    }
+}
+
+impl MixerBackend for MixerPool {
+    fn admit(&self, room_id: &str, video: &VideoSpec, inputs: u32) -> Result<u64, Refusal> {
+        MixerPool::admit(self, room_id, video, inputs)
+    }
+
+    fn resize(&self, room_id: &str, video: &VideoSpec, inputs: u32) {
+        MixerPool::resize(self, room_id, video, inputs);
+    }
+
+    fn release(&self, room_id: &str) {
+        MixerPool::release(self, room_id);
+    }
+
+    fn cost_of(&self, room_id: &str) -> Option<f64> {
+        MixerPool::cost_of(self, room_id)
+    }
+
+    fn launch(
+        &self,
+        room_id: &str,
+        epoch: u64,
+        reports: tokio::sync::mpsc::Sender<MixerReport>,
+    ) -> Result<Box<dyn MixerLink>, LaunchError> {
+        // A warm process when there is one. A restart after a crash also comes here, so it runs
+        // the pool's current binary (after a rolling upgrade: the new one).
+        let child = self.take()?;
+        Ok(Box::new(child.attach(room_id, epoch, reports)))
+    }
+
+    fn view(&self) -> PoolView {
+        MixerPool::view(self)
+    }
+
+    fn start_draining(&self) {
+        MixerPool::start_draining(self);
+    }
+
+    fn is_draining(&self) -> bool {
+        MixerPool::is_draining(self)
+    }
+
+    fn live_rooms(&self) -> watch::Receiver<usize> {
+        self.inner.live_rooms.subscribe()
+    }
+
+    fn shutdown(&self) {
+        MixerPool::shutdown(self);
     }
 }

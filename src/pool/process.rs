@@ -175,6 +175,29 @@ impl MixerProcess {
     }
 }
 
+impl super::MixerLink for MixerProcess {
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn send(&self, command: Command) -> bool {
+        MixerProcess::send(self, command)
+    }
+
+    fn stop(self: Box<Self>, grace: Duration) {
+        MixerProcess::stop(*self, grace);
+    }
+
+    fn info(&self) -> super::MixerInfo {
+        super::MixerInfo {
+            pid: self.pid,
+            binary: Some(self.binary.display().to_string()),
+            warm: Some(self.warm),
+            worker: None,
+        }
+    }
+}
+
 impl Drop for MixerProcess {
     fn drop(&mut self) {
         // `stop` took the kill switch already; otherwise dropping means "kill now".

@@ -6,9 +6,11 @@
 //! must never be forked from a short-lived thread (tokio's blocking pool retires idle threads
 //! after 10 s, which would kill the room's mixer). This thread lives as long as serve.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 
@@ -31,8 +33,9 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    /// Starts the thread; children are registered with `runtime` (it reaps them).
-    pub fn start(runtime: Handle) -> std::io::Result<Self> {
+    /// Starts the thread; children are registered with `runtime` (it reaps them) and run with
+    /// `env`.
+    pub fn start(runtime: Handle, env: MixerEnv) -> std::io::Result<Self> {
         let (requests, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("mixer-spawner".into())
@@ -40,7 +43,7 @@ impl Spawner {
                 let _entered = runtime.enter();
                 // Ends when every Spawner handle is gone, i.e. when serve shuts down.
                 while let Ok(request) = rx.recv() {
-                    let _ = request.reply.send(spawn_mixer(&request.binary));
+                    let _ = request.reply.send(spawn_mixer(&request.binary, env));
                 }
             })?;
         Ok(Self { requests })
@@ -72,7 +75,27 @@ const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
 /// with 2 arenas, for the same CPU (0.41-0.43 core either way).
 const MIXER_MALLOC_ARENAS: &str = "2";
 
-fn spawn_mixer(binary: &Path) -> Result<tokio::process::Child, SpawnError> {
+/// What every mixer of this parent is told through its environment.
+#[derive(Debug, Clone, Copy)]
+pub struct MixerEnv {
+    /// Where its inputs receive RTP (see `costream_mixer::control::RTP_BIND_ENV`).
+    pub rtp_bind: IpAddr,
+    /// Stop when the parent is silent this long (a fleet worker's mixers; see
+    /// `costream_mixer::control::WATCHDOG_ENV`).
+    pub watchdog: Option<Duration>,
+}
+
+impl MixerEnv {
+    /// Mixers next to serve: loopback, no watchdog (PDEATHSIG and stdin EOF suffice).
+    pub fn local(rtp_bind: IpAddr) -> Self {
+        Self {
+            rtp_bind,
+            watchdog: None,
+        }
+    }
+}
+
+fn spawn_mixer(binary: &Path, env: MixerEnv) -> Result<tokio::process::Child, SpawnError> {
     let parent = std::process::id();
     let mut command = tokio::process::Command::new(binary);
     command
@@ -80,7 +103,17 @@ fn spawn_mixer(binary: &Path) -> Result<tokio::process::Child, SpawnError> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .env(
+            costream_mixer::control::RTP_BIND_ENV,
+            env.rtp_bind.to_string(),
+        )
         .kill_on_drop(true);
+    if let Some(watchdog) = env.watchdog {
+        command.env(
+            costream_mixer::control::WATCHDOG_ENV,
+            watchdog.as_millis().to_string(),
+        );
+    }
     if std::env::var_os(MALLOC_ARENA_MAX).is_none() {
         command.env(MALLOC_ARENA_MAX, MIXER_MALLOC_ARENAS);
     }

@@ -19,7 +19,7 @@ use super::state::{
 };
 use super::status::{OutputStatusView, RoomStatus};
 use super::tokens::{Role, RoomTokens};
-use crate::pool::{MixerPool, MixerProcess, MixerReport, Refusal};
+use crate::pool::{MixerBackend, MixerLink, MixerReport, Refusal};
 
 /// Commands from the API to one room.
 enum RoomCommand {
@@ -131,8 +131,9 @@ pub struct RoomHandle {
 /// What the actor needs from the server to run a room.
 #[derive(Clone)]
 pub struct RoomRuntime {
-    /// Where mixer processes come from, and who admits a room going live.
-    pub pool: MixerPool,
+    /// Where mixers come from (this machine's pool, or the fleet), and who admits a room going
+    /// live.
+    pub pool: Arc<dyn MixerBackend>,
     /// How long a stopping mixer may flush before it is killed.
     pub stop_grace: Duration,
 }
@@ -384,7 +385,7 @@ struct RoomActor {
     /// Subscriptions (SFU return path) by id; the state knows whose media each carries.
     subscriptions: HashMap<SubscriptionId, Subscription>,
     subscription_tx: mpsc::Sender<(SubscriptionId, SubscriptionEvent)>,
-    mixer: Option<MixerProcess>,
+    mixer: Option<Box<dyn MixerLink>>,
     /// (epoch, version, binary) the current mixer reported in `Ready`.
     mixer_identity: Option<(u64, String, String)>,
     /// Participants the pool charges this room for, while it holds a reservation.
@@ -462,10 +463,12 @@ impl RoomActor {
     fn status(&self) -> RoomStatus {
         let now = Instant::now();
         let mut status = RoomStatus::of(&self.id, &self.state, now);
-        status.mixer.pid = self.mixer.as_ref().and_then(MixerProcess::pid);
         if let Some(mixer) = &self.mixer {
-            status.mixer.binary = Some(mixer.binary().display().to_string());
-            status.mixer.warm = Some(mixer.was_warm());
+            let info = mixer.info();
+            status.mixer.pid = info.pid;
+            status.mixer.binary = info.binary;
+            status.mixer.warm = info.warm;
+            status.mixer.worker = info.worker;
             if let Some((_, version, _)) = self
                 .mixer_identity
                 .as_ref()
@@ -723,13 +726,17 @@ impl RoomActor {
                 Input::Mixer { epoch, event }
             }
             MixerReport::Exited { epoch, reason } => {
-                if self.mixer.as_ref().map(MixerProcess::epoch) == Some(epoch) {
+                if self.mixer_epoch() == Some(epoch) {
                     self.mixer = None;
                 }
                 Input::MixerExited { epoch, reason }
             }
         };
         let _ = self.input(input);
+    }
+
+    fn mixer_epoch(&self) -> Option<u64> {
+        self.mixer.as_ref().map(|m| m.epoch())
     }
 
     fn run_effects(&mut self) {
@@ -744,13 +751,12 @@ impl RoomActor {
                 if let Some(old) = self.mixer.take() {
                     old.stop(self.runtime.stop_grace);
                 }
-                // A warm process from the pool when there is one. A restart after a crash also
-                // comes from here, so it runs the pool's current binary (after a rolling
-                // upgrade: the new one).
-                match self.runtime.pool.take() {
-                    Ok(child) => {
-                        self.mixer = Some(child.attach(&self.id, epoch, self.mixer_tx.clone()))
-                    }
+                match self
+                    .runtime
+                    .pool
+                    .launch(&self.id, epoch, self.mixer_tx.clone())
+                {
+                    Ok(link) => self.mixer = Some(link),
                     Err(e) => {
                         warn!("{e}");
                         let _ = self.input(Input::MixerExited {
@@ -767,16 +773,17 @@ impl RoomActor {
                 _ => {}
             },
             Effect::KillMixer { epoch } => {
-                if self.mixer.as_ref().map(MixerProcess::epoch) == Some(epoch) {
+                if self.mixer_epoch() == Some(epoch) {
                     if let Some(mixer) = self.mixer.take() {
-                        warn!(epoch, pid = ?mixer.pid(), "killing the mixer");
+                        let info = mixer.info();
+                        warn!(epoch, pid = ?info.pid, worker = ?info.worker, "killing the mixer");
                         // Dropping the handle kills the process.
                         drop(mixer);
                     }
                 }
             }
             Effect::StopMixer { epoch } => {
-                if self.mixer.as_ref().map(MixerProcess::epoch) == Some(epoch) {
+                if self.mixer_epoch() == Some(epoch) {
                     if let Some(mixer) = self.mixer.take() {
                         mixer.stop(self.runtime.stop_grace);
                     }

@@ -135,9 +135,9 @@ impl Rooms {
         Ok(room)
     }
 
-    /// The mixer pool every room of this server draws from.
-    pub fn pool(&self) -> &crate::pool::MixerPool {
-        &self.runtime.pool
+    /// Where every room of this server gets its mixer (this machine's pool or the fleet).
+    pub fn pool(&self) -> &dyn crate::pool::MixerBackend {
+        self.runtime.pool.as_ref()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<RoomHandle>> {

@@ -7,7 +7,7 @@
 //! successor (fencing, the same idea the distributed backend will need).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use costream_mixer::control::{
@@ -52,8 +52,8 @@ pub struct Track {
     pub desc: TrackDesc,
     /// The mixer's name for this track's RTP stream (`in<N>`: short and safe for element names).
     pub input_id: String,
-    /// Set once the current mixer listens for this track.
-    pub mixer_port: Option<u16>,
+    /// Set once the current mixer listens for this track: where its RTP goes.
+    pub mixer_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -488,7 +488,7 @@ impl RoomState {
         let track = Track {
             desc,
             input_id,
-            mixer_port: None,
+            mixer_addr: None,
         };
         if let Some(epoch) = live_epoch {
             self.effects.push_back(Effect::ToMixer {
@@ -902,7 +902,7 @@ impl RoomState {
     fn detach_from_mixer(&mut self) {
         for (participant_id, participant) in &mut self.participants {
             for track in &mut participant.tracks {
-                if track.mixer_port.take().is_some() {
+                if track.mixer_addr.take().is_some() {
                     self.effects.push_back(Effect::Forward {
                         participant_id: participant_id.clone(),
                         track_id: track.desc.track_id.clone(),
@@ -931,7 +931,11 @@ impl RoomState {
                     *mixer = MixerPhase::Running;
                 }
             }
-            Event::InputReady { input_id, rtp_port } => {
+            Event::InputReady {
+                input_id,
+                rtp_port,
+                rtp_addr,
+            } => {
                 let Some((participant_id, track)) = self.find_input(&input_id) else {
                     // The track left before the mixer was ready for it.
                     self.effects.push_back(Effect::ToMixer {
@@ -940,12 +944,13 @@ impl RoomState {
                     });
                     return;
                 };
-                track.mixer_port = Some(rtp_port);
+                let target = rtp_addr.unwrap_or_else(|| legacy_mixer_rtp_addr(rtp_port));
+                track.mixer_addr = Some(target);
                 let track_id = track.desc.track_id.clone();
                 self.effects.push_back(Effect::Forward {
                     participant_id: participant_id.clone(),
                     track_id: track_id.clone(),
-                    targets: vec![mixer_rtp_addr(rtp_port)],
+                    targets: vec![target],
                 });
                 self.effects.push_back(Effect::RequestKeyframe {
                     participant_id,
@@ -1032,9 +1037,9 @@ fn add_input_command(participant_id: &str, participant: &Participant, track: &Tr
     }
 }
 
-/// Mixer and serve share a machine; RTP crosses loopback.
-fn mixer_rtp_addr(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+/// Mixers older than `InputReady.rtp_addr` ran next to serve and listened on loopback only.
+fn legacy_mixer_rtp_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(costream_mixer::control::DEFAULT_RTP_BIND, port)
 }
 
 /// Media kind of a track, for the status view.

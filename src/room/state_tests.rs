@@ -110,6 +110,7 @@ fn input_ready_forwards_rtp_and_asks_for_a_keyframe() {
             event: Event::InputReady {
                 input_id: "in0".into(),
                 rtp_port: 40000,
+                rtp_addr: Some("10.0.0.2:40000".parse().unwrap()),
             },
         },
     )
@@ -120,7 +121,8 @@ fn input_ready_forwards_rtp_and_asks_for_a_keyframe() {
             Effect::Forward {
                 participant_id: "a".into(),
                 track_id: "v".into(),
-                targets: vec!["127.0.0.1:40000".parse().unwrap()],
+                // Wherever the mixer runs (here a worker on another machine).
+                targets: vec!["10.0.0.2:40000".parse().unwrap()],
             },
             Effect::RequestKeyframe {
                 participant_id: "a".into(),
@@ -211,6 +213,8 @@ fn live_room_with_one_input(now: Instant, policy: CrashPolicy) -> RoomState {
             event: Event::InputReady {
                 input_id: "in0".into(),
                 rtp_port: 40000,
+                // A mixer older than the field: it listens on loopback.
+                rtp_addr: None,
             },
         },
     )
@@ -479,6 +483,7 @@ fn input_ready_for_a_departed_track_removes_it_from_the_mixer() {
             event: Event::InputReady {
                 input_id: "in7".into(),
                 rtp_port: 1,
+                rtp_addr: None,
             },
         },
     )

@@ -97,6 +97,9 @@ pub struct MixerStatus {
     /// Whether the mixer came warm from the pool (false: started cold for this room).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warm: Option<bool>,
+    /// The fleet worker running the mixer (absent when it runs on this server's machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,7 +179,7 @@ impl RoomStatus {
                             track_id: t.desc.track_id.clone(),
                             kind: track_kind(t),
                             codec: t.desc.codec,
-                            in_mix: t.mixer_port.is_some(),
+                            in_mix: t.mixer_addr.is_some(),
                         })
                         .collect(),
                     audio: p.audio,
@@ -203,6 +206,7 @@ fn mixer_status(state: &'static str, reason: Option<String>, frames_out: u64) ->
         binary: None,
         version: None,
         warm: None,
+        worker: None,
     }
 }
 

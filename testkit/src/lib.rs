@@ -1,10 +1,11 @@
 //! Test helpers shared by the mixer's tests and the end-to-end tests: a throwaway nginx-rtmp
-//! server standing in for a CDN, ffprobe/ffmpeg pull-back of what reached it, and polling with a
+//! server standing in for a CDN, a throwaway redis-server for the fleet, ffprobe/ffmpeg pull-back of what reached it, and polling with a
 //! deadline (tests wait on conditions, never sleep-and-hope).
 
 mod frames;
 mod media;
 mod nginx;
+mod redis;
 mod sync;
 
 pub use frames::FrameReader;
@@ -13,6 +14,7 @@ pub use media::{
     rms_dbfs, video_packets, ColourTags, Packet, StreamInfo,
 };
 pub use nginx::Nginx;
+pub use redis::Redis;
 pub use sync::{av_onsets, Onsets};
 
 use std::time::{Duration, Instant};

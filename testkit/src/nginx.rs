@@ -153,6 +153,14 @@ impl Nginx {
         parse_publisher_bytes_in(&self.stat_xml().ok()?, key)
     }
 
+    /// The nginx client ids of the publishers of `key` (one at most while nginx-rtmp refuses a
+    /// second publisher with "already publishing"; each reconnect gets a new id).
+    pub fn publisher_ids(&self, key: &str) -> Vec<u64> {
+        self.stat_xml()
+            .map(|xml| parse_publisher_ids(&xml, key))
+            .unwrap_or_default()
+    }
+
     /// nginx's error log so far (for test failure messages).
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
@@ -249,6 +257,27 @@ fn parse_publisher_bytes_in(xml: &str, key: &str) -> Option<u64> {
     None
 }
 
+fn parse_publisher_ids(xml: &str, key: &str) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for stream in xml.split("<stream>").skip(1) {
+        let Some(stream) = stream.split("</stream>").next() else {
+            continue;
+        };
+        if tag(stream, "name") != Some(key) {
+            continue;
+        }
+        for client in stream.split("<client>").skip(1) {
+            let client = client.split("</client>").next().unwrap_or("");
+            if client.contains("<publishing/>") {
+                if let Some(id) = tag(client, "id").and_then(|id| id.parse().ok()) {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    ids
+}
+
 fn tag<'a>(s: &'a str, name: &str) -> Option<&'a str> {
     let open = format!("<{name}>");
     let close = format!("</{name}>");
@@ -271,5 +300,7 @@ mod tests {
         assert_eq!(parse_publisher_bytes_in(xml, "k1"), Some(1234));
         assert_eq!(parse_publisher_bytes_in(xml, "other"), Some(5));
         assert_eq!(parse_publisher_bytes_in(xml, "missing"), None);
+        assert_eq!(parse_publisher_ids(xml, "k1"), vec![1]);
+        assert!(parse_publisher_ids(xml, "other").is_empty());
     }
 }

@@ -176,6 +176,75 @@ impl Drop for Serve {
     }
 }
 
+/// A running `costream worker` of a fleet, on its own loopback address (standing in for a
+/// machine). Killed on drop (SIGCONT first, so a frozen one can die).
+pub struct Worker {
+    child: Child,
+    pub id: String,
+    pub ip: String,
+}
+
+impl Worker {
+    /// `costream worker --redis URL --advertise-ip IP --worker-id ID` plus `extra` flags; waits
+    /// until it listens.
+    pub fn start(redis_url: &str, ip: &str, id: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(BIN)
+            .args([
+                "worker",
+                "--redis",
+                redis_url,
+                "--advertise-ip",
+                ip,
+                "--worker-id",
+                id,
+            ])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawn costream worker")?;
+        wait_for_line(&mut child, "costream worker ", Duration::from_secs(30))?;
+        Ok(Self {
+            child,
+            id: id.to_string(),
+            ip: ip.to_string(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        signal(self.child.id(), name)
+    }
+
+    /// `kill -9` of the worker and every mixer it runs (a machine lost).
+    pub fn kill_all(&mut self) {
+        let mixers = children_of(self.child.id());
+        let _ = self.child.kill();
+        for pid in mixers {
+            let _ = signal(pid, "KILL");
+        }
+        let _ = self.child.wait();
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        wait_with_deadline(&mut self.child, timeout)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = signal(self.child.id(), "CONT");
+        self.kill_all();
+    }
+}
+
 /// Live (non-zombie) processes whose parent is `parent`.
 pub fn children_of(parent: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

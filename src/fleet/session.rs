@@ -1,0 +1,280 @@
+//! One room placement on a worker: the connection from serve, the mixer process it runs, and
+//! the fencing that stops that mixer when the room has moved on.
+//!
+//! The mixer stops at once when: serve closes the connection (the room stopped, or gave up on
+//! this worker), serve goes silent for [`SERVE_SILENCE`] (a partition: serve has re-placed the
+//! room by then), or the room's lease in Redis names another placement. It keeps running while
+//! only Redis is away: nothing is torn down because the coordinator is.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use costream_mixer::control::{Command, Event, VideoSpec};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{Framed, LinesCodec};
+use tracing::{debug, info, warn};
+
+use super::record::Lease;
+use super::store::LeaseCheck;
+use super::wire::{self, FromWorker, ToWorker};
+use super::worker::WorkerCtx;
+use crate::pool::{MixerProcess, MixerReport, Refusal};
+
+/// The opening line must arrive this soon after connecting.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// serve pings every second; this long without a word means it cannot reach us any more.
+pub const SERVE_SILENCE: Duration = Duration::from_secs(4);
+/// How often the lease is renewed, and how long each renewal lasts.
+const LEASE_RENEW: Duration = Duration::from_secs(1);
+const LEASE_TTL: Duration = Duration::from_secs(5);
+/// The mixer is told its parent is alive this often (see `WATCHDOG_ENV`).
+const KEEPALIVE: Duration = Duration::from_secs(1);
+
+type Lines = Framed<TcpStream, LinesCodec>;
+
+/// Serves one connection from serve until the placement ends.
+pub async fn serve_connection(ctx: Arc<WorkerCtx>, stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let mut lines = Framed::new(stream, LinesCodec::new_with_max_length(wire::MAX_LINE));
+    let open = match tokio::time::timeout(OPEN_TIMEOUT, lines.next()).await {
+        Ok(Some(Ok(line))) => line,
+        Ok(Some(Err(e))) => {
+            warn!(?peer, "unreadable opening line: {e}");
+            return;
+        }
+        Ok(None) => return,
+        Err(_) => {
+            debug!(?peer, "no opening line within {OPEN_TIMEOUT:?}");
+            return;
+        }
+    };
+    let (room_id, epoch, video, inputs) = match accept(&ctx, &open) {
+        Ok(opening) => opening,
+        Err(reason) => {
+            warn!(?peer, %reason, "room refused");
+            let refused = FromWorker::Refused {
+                protocol: wire::PROTOCOL,
+                reason,
+            };
+            let _ = lines.send(wire::encode(&refused).trim_end()).await;
+            return;
+        }
+    };
+    let key = format!("{room_id}@{epoch}");
+    let span = tracing::info_span!("placement", room = %room_id, epoch);
+    let _entered = span.enter();
+    // Admission by cost on this machine: serve's view of our free capacity may be a second old.
+    if let Err(refusal) = ctx.pool.admit(&key, &video, inputs) {
+        let reason = match refusal {
+            Refusal::Draining => "this worker is draining".to_string(),
+            other => other.to_string(),
+        };
+        let refused = FromWorker::Refused {
+            protocol: wire::PROTOCOL,
+            reason,
+        };
+        let _ = lines.send(wire::encode(&refused).trim_end()).await;
+        return;
+    }
+    ctx.room_started(&key, &room_id, epoch);
+    let ended = run_placement(&ctx, &mut lines, &room_id, epoch, &key, video).await;
+    info!(reason = %ended, "placement ended");
+    ctx.pool.release(&key);
+    ctx.room_ended(&key);
+    let lease = Lease {
+        worker_id: ctx.id.clone(),
+        epoch,
+    };
+    if let Err(e) = ctx.store.release_lease(&room_id, &lease).await {
+        debug!("lease not released (it expires by itself): {e}");
+    }
+}
+
+/// Checks the opening; returns (room, epoch, video, inputs) or why it is refused.
+fn accept(ctx: &WorkerCtx, line: &str) -> Result<(String, u64, VideoSpec, u32), String> {
+    let open = wire::decode::<ToWorker>(line).map_err(|e| format!("not an opening line: {e}"))?;
+    let ToWorker::Open {
+        protocol,
+        token,
+        room_id,
+        epoch,
+        video,
+        inputs,
+    } = open
+    else {
+        return Err("the first line must open a room".into());
+    };
+    if protocol != wire::PROTOCOL {
+        return Err(format!(
+            "protocol mismatch: this worker ({}) speaks {}, serve speaks {protocol}; run the same costream version on both",
+            ctx.version,
+            wire::PROTOCOL
+        ));
+    }
+    wire::verify_placement(ctx.secret.as_deref(), &token, &room_id, epoch)?;
+    crate::config::validate_video(&video, "video").map_err(|e| e.to_string())?;
+    if ctx.is_draining() {
+        return Err("this worker is draining".into());
+    }
+    Ok((room_id, epoch, video, inputs))
+}
+
+async fn run_placement(
+    ctx: &Arc<WorkerCtx>,
+    lines: &mut Lines,
+    room_id: &str,
+    epoch: u64,
+    key: &str,
+    video: VideoSpec,
+) -> String {
+    let child = match ctx.pool.take() {
+        Ok(child) => child,
+        Err(e) => {
+            let refused = FromWorker::Refused {
+                protocol: wire::PROTOCOL,
+                reason: e.to_string(),
+            };
+            let _ = lines.send(wire::encode(&refused).trim_end()).await;
+            return e.to_string();
+        }
+    };
+    let (reports_tx, mut reports) = mpsc::channel::<MixerReport>(256);
+    let mixer: MixerProcess = child.attach(room_id, epoch, reports_tx);
+    let opened = FromWorker::Opened {
+        protocol: wire::PROTOCOL,
+        worker_id: ctx.id.clone(),
+        version: ctx.version.clone(),
+        pid: mixer.pid(),
+        binary: mixer.binary().display().to_string(),
+        warm: mixer.was_warm(),
+    };
+    if lines.send(wire::encode(&opened).trim_end()).await.is_err() {
+        return "serve went away while the room opened".into();
+    }
+    let lease = Lease {
+        worker_id: ctx.id.clone(),
+        epoch,
+    };
+    let mut participants = Participants::default();
+    let mut renew = tokio::time::interval(LEASE_RENEW);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_word = tokio::time::Instant::now();
+    let mut renewing: Option<tokio::task::JoinHandle<Result<LeaseCheck, String>>> = None;
+    loop {
+        tokio::select! {
+            line = lines.next() => match line {
+                Some(Ok(line)) => {
+                    last_word = tokio::time::Instant::now();
+                    match wire::decode::<ToWorker>(&line) {
+                        Ok(ToWorker::Command { epoch: e, command }) if e == epoch => {
+                            if participants.apply(&command) {
+                                ctx.pool.resize(key, &video, participants.count());
+                            }
+                            if matches!(command, Command::Keepalive) {
+                                // serve's ping: passed on as the mixer's keepalive below.
+                                continue;
+                            }
+                            mixer.send(command);
+                        }
+                        Ok(ToWorker::Command { epoch: e, .. }) => {
+                            warn!(stale = e, "ignoring a command of another placement");
+                        }
+                        Ok(ToWorker::Open { .. }) => warn!("ignoring a second opening"),
+                        Err(e) => warn!("unreadable line from serve ({e}); ignored"),
+                    }
+                }
+                Some(Err(e)) => return format!("connection from serve broken: {e}"),
+                // serve stopped the room or let go of this placement: stop pushing now.
+                None => return "serve closed the placement".into(),
+            },
+            report = reports.recv() => {
+                let reason = match report {
+                    Some(MixerReport::Event { event, .. }) => {
+                        if !matches!(event, Event::Hello { .. }) {
+                            let line = wire::encode(&FromWorker::Event { epoch, event });
+                            if lines.send(line.trim_end()).await.is_err() {
+                                return "serve went away".into();
+                            }
+                        }
+                        continue;
+                    }
+                    Some(MixerReport::Exited { reason, .. }) => reason,
+                    None => "the mixer's reports ended".into(),
+                };
+                let line = wire::encode(&FromWorker::Exited { epoch, reason: reason.clone() });
+                let _ = lines.send(line.trim_end()).await;
+                return reason;
+            }
+            _ = keepalive.tick() => {
+                if last_word.elapsed() > SERVE_SILENCE {
+                    warn!("no word from serve for {SERVE_SILENCE:?}: stopping the mixer (the room is being moved)");
+                    return "serve went silent".into();
+                }
+                mixer.send(Command::Keepalive);
+            }
+            _ = renew.tick(), if renewing.is_none() => {
+                let store = ctx.store.clone();
+                let (room, lease) = (room_id.to_string(), lease.clone());
+                renewing = Some(tokio::spawn(async move {
+                    store.renew_lease(&room, &lease, LEASE_TTL).await.map_err(|e| e.to_string())
+                }));
+            }
+            checked = async { renewing.as_mut().expect("guarded").await }, if renewing.is_some() => {
+                renewing = None;
+                match checked {
+                    Ok(Ok(LeaseCheck::Renewed)) => {}
+                    Ok(Ok(LeaseCheck::Reclaimed)) => info!("lease was gone (Redis restarted?); taken back"),
+                    Ok(Ok(LeaseCheck::Lost { holder })) => {
+                        warn!(%holder, "the room was placed elsewhere: stopping this mixer (fenced)");
+                        let reason = format!("fenced: the room is now held by {holder}");
+                        let line = wire::encode(&FromWorker::Exited { epoch, reason: reason.clone() });
+                        let _ = lines.send(line.trim_end()).await;
+                        return reason;
+                    }
+                    // Redis away: the room keeps streaming; serve's connection is our authority.
+                    Ok(Err(e)) => debug!("lease not renewed (Redis away?): {e}"),
+                    Err(e) => debug!("lease renewal task failed: {e}"),
+                }
+            }
+        }
+    }
+    // Dropping `mixer` on return kills the process at once: a fenced mixer must stop pushing.
+}
+
+/// Participants mixed, counted from the commands that pass (the worker's own admission charge).
+#[derive(Default)]
+struct Participants {
+    inputs: HashMap<String, String>,
+}
+
+impl Participants {
+    /// Applies a command; true when the count of participants changed.
+    fn apply(&mut self, command: &Command) -> bool {
+        let before = self.count();
+        match command {
+            Command::AddInput {
+                input_id,
+                participant_id,
+                ..
+            } => {
+                self.inputs.insert(input_id.clone(), participant_id.clone());
+            }
+            Command::RemoveInput { input_id } => {
+                self.inputs.remove(input_id);
+            }
+            _ => return false,
+        }
+        self.count() != before
+    }
+
+    fn count(&self) -> u32 {
+        let distinct: std::collections::HashSet<&String> = self.inputs.values().collect();
+        u32::try_from(distinct.len()).unwrap_or(u32::MAX)
+    }
+}

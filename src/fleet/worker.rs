@@ -1,0 +1,300 @@
+//! `costream worker`: runs mixers for rooms that serve nodes place on this machine.
+//!
+//! The same pool as serve's (warm mixers, admission by cost, crash-safe children), plus: a
+//! record in Redis refreshed every second with a short TTL (a worker that stops refreshing is
+//! gone), a TCP port where serve opens rooms ([`super::session`]), and a drain on SIGTERM (no
+//! new rooms; live ones stream on until they end or `--drain-timeout-secs`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tracing::{info, warn};
+
+use super::record::{validate_worker_id, WorkerRecord, WorkerRoom, WorkerState};
+use super::store::{redact_url, FleetStore};
+use super::wire;
+use crate::pool::{Capacity, MixerEnv, MixerPool, PoolSettings, Spawner};
+
+/// How often the record is rewritten, and how long it lives unrefreshed.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const RECORD_TTL: Duration = Duration::from_secs(5);
+/// A mixer whose worker says nothing for this long stops by itself (the worker was frozen or
+/// cut off; the room has been moved).
+const MIXER_WATCHDOG: Duration = Duration::from_secs(3);
+/// Connections being opened or served at once: a bound on what a flood can take.
+const MAX_CONNECTIONS: usize = 256;
+
+/// What `costream worker` is started with (see `cli::WorkerArgs`).
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub redis_url: String,
+    pub advertise_ip: IpAddr,
+    /// Where serve connects; port 0 picks one (the record says which).
+    pub listen: SocketAddr,
+    pub worker_id: String,
+    pub capacity_cores: f64,
+    pub max_utilization: f64,
+    pub warm: usize,
+    pub reserve_inputs: u32,
+    pub binary: PathBuf,
+    pub secret: Option<Arc<[u8]>>,
+    pub drain_timeout: Duration,
+}
+
+/// Shared by the worker's tasks.
+pub struct WorkerCtx {
+    pub id: String,
+    pub version: String,
+    pub advertise_ip: IpAddr,
+    pub control_addr: SocketAddr,
+    pub pool: MixerPool,
+    pub store: FleetStore,
+    pub secret: Option<Arc<[u8]>>,
+    draining: AtomicBool,
+    /// Live placements by ledger key (`room@epoch`).
+    rooms: Mutex<HashMap<String, (String, u64)>>,
+    live: watch::Sender<usize>,
+}
+
+impl WorkerCtx {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn room_started(&self, key: &str, room_id: &str, epoch: u64) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.insert(key.to_string(), (room_id.to_string(), epoch));
+        self.live.send_replace(rooms.len());
+    }
+
+    pub fn room_ended(&self, key: &str) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.remove(key);
+        self.live.send_replace(rooms.len());
+    }
+
+    /// This worker as the registry shows it.
+    pub fn record(&self) -> WorkerRecord {
+        let (capacity, used, free) = self.pool.millicores();
+        let rooms = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(key, (room_id, epoch))| WorkerRoom {
+                room_id: room_id.clone(),
+                epoch: *epoch,
+                cost: self.pool.millicores_of(key).unwrap_or(0),
+            })
+            .collect();
+        WorkerRecord {
+            worker_id: self.id.clone(),
+            advertise_ip: self.advertise_ip,
+            control_addr: self.control_addr,
+            version: self.version.clone(),
+            protocol: wire::PROTOCOL,
+            capacity,
+            used,
+            free,
+            warm: self.pool.warm_count(),
+            state: if self.is_draining() {
+                WorkerState::Draining
+            } else {
+                WorkerState::Serving
+            },
+            rooms,
+        }
+    }
+}
+
+/// A default worker id: the host name (a pod's name on Kubernetes) and the process id.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(48)
+        .collect();
+    let host = if host.is_empty() {
+        "worker".into()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
+}
+
+/// `costream worker` from its command line.
+pub async fn run_cli(args: crate::cli::WorkerArgs) -> anyhow::Result<()> {
+    let binary = match &args.mixer_binary {
+        Some(binary) => binary.clone(),
+        None => std::env::current_exe().context("cannot find this executable to run mixers")?,
+    };
+    let secret = match &args.cluster_secret {
+        Some(s) if s.chars().count() < crate::config::MIN_SECRET_CHARS => anyhow::bail!(
+            "COSTREAM_CLUSTER_SECRET (--cluster-secret) must be at least {} characters",
+            crate::config::MIN_SECRET_CHARS
+        ),
+        Some(s) => Some(Arc::from(s.as_bytes())),
+        None => None,
+    };
+    if !(args.max_utilization > 0.0 && args.max_utilization <= 1.0) {
+        anyhow::bail!("--max-utilization must be in (0, 1]");
+    }
+    let capacity_cores = args
+        .capacity_cores
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64));
+    if !(capacity_cores > 0.0 && capacity_cores.is_finite()) {
+        anyhow::bail!("--capacity-cores must be a positive number of cores");
+    }
+    run(WorkerSettings {
+        redis_url: args.redis,
+        advertise_ip: args.advertise_ip,
+        listen: SocketAddr::new(args.advertise_ip, args.port),
+        worker_id: args.worker_id.unwrap_or_else(default_worker_id),
+        capacity_cores,
+        max_utilization: args.max_utilization,
+        warm: args.warm,
+        reserve_inputs: args.reserve_inputs,
+        binary,
+        secret,
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+    })
+    .await
+}
+
+pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
+    validate_worker_id(&settings.worker_id).map_err(anyhow::Error::msg)?;
+    if settings.secret.is_none() && !settings.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "a worker listening on {} needs the cluster secret: set COSTREAM_CLUSTER_SECRET \
+             (the same on serve and every worker, at least 32 characters), or listen on loopback",
+            settings.listen
+        );
+    }
+    let store = FleetStore::connect(&settings.redis_url)?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", settings.listen))?;
+    let control_addr = listener.local_addr()?;
+    let spawner = Spawner::start(
+        tokio::runtime::Handle::current(),
+        MixerEnv {
+            rtp_bind: settings.advertise_ip,
+            watchdog: Some(MIXER_WATCHDOG),
+        },
+    )
+    .context("cannot start the mixer spawner thread")?;
+    let pool = MixerPool::new(
+        PoolSettings {
+            binary: settings.binary.clone(),
+            warm: settings.warm,
+            capacity: Capacity {
+                cores: settings.capacity_cores,
+                max_utilization: settings.max_utilization,
+            },
+            reserve_inputs: settings.reserve_inputs,
+            retry_after_secs: 5,
+        },
+        spawner,
+    );
+    pool.refill();
+    let ctx = Arc::new(WorkerCtx {
+        id: settings.worker_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        advertise_ip: settings.advertise_ip,
+        control_addr,
+        pool: pool.clone(),
+        store: store.clone(),
+        secret: settings.secret.clone(),
+        draining: AtomicBool::new(false),
+        rooms: Mutex::new(HashMap::new()),
+        live: watch::Sender::new(0),
+    });
+    info!(worker = %ctx.id, redis = %redact_url(&settings.redis_url), %control_addr,
+        advertise_ip = %settings.advertise_ip, capacity_cores = settings.capacity_cores,
+        warm = settings.warm, protocol = wire::PROTOCOL, "worker starting");
+    tokio::spawn(heartbeat_forever(ctx.clone()));
+    // Scripts and tests read this line.
+    println!("costream worker {} listening on {control_addr}", ctx.id);
+
+    let accept = tokio::spawn(accept_forever(ctx.clone(), listener));
+    let mut signals = crate::serve::Signals::new();
+    signals.next().await;
+    ctx.draining.store(true, Ordering::Relaxed);
+    pool.start_draining();
+    info!(timeout_secs = settings.drain_timeout.as_secs(),
+        "draining: taking no new rooms; live rooms stream on until they end (signal again to stop now)");
+    publish(&ctx).await;
+    let mut live = ctx.live.subscribe();
+    tokio::select! {
+        _ = live.wait_for(|&n| n == 0) => info!("drained: no room is live"),
+        _ = tokio::time::sleep(settings.drain_timeout) => warn!("drain deadline reached; the rooms still live move to other workers"),
+        _ = signals.next() => warn!("second signal: stopping now"),
+    }
+    accept.abort();
+    if let Err(e) = store.remove_worker(&ctx.id).await {
+        warn!("could not remove this worker's record (it expires by itself): {e}");
+    }
+    pool.shutdown();
+    info!("worker stopped");
+    Ok(())
+}
+
+async fn accept_forever(ctx: Arc<WorkerCtx>, listener: TcpListener) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, "too many connections; refusing one");
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            super::session::serve_connection(ctx, stream).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn heartbeat_forever(ctx: Arc<WorkerCtx>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ok = true;
+    loop {
+        tick.tick().await;
+        match ctx.store.publish_worker(&ctx.record(), RECORD_TTL).await {
+            Ok(()) if !ok => {
+                info!("registered again (Redis is back)");
+                ok = true;
+            }
+            Ok(()) => {}
+            Err(e) if ok => {
+                warn!("cannot refresh this worker's record: {e}; live rooms keep streaming");
+                ok = false;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+async fn publish(ctx: &WorkerCtx) {
+    if let Err(e) = ctx.store.publish_worker(&ctx.record(), RECORD_TTL).await {
+        warn!("cannot publish this worker's record: {e}");
+    }
+}
