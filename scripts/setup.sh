@@ -52,9 +52,21 @@ for pkg in "${wanted[@]}"; do
   fi
 done
 
+# tests/k8s_manifests.rs validates docker/k8s/ against the Kubernetes API models of the
+# `kubernetes` Python package (pinned; from PyPI).
+install_k8s_models() {
+  local want="37.0.2"
+  if python3 -c "import kubernetes, sys; sys.exit(kubernetes.__version__ != '$want')" 2>/dev/null; then
+    return
+  fi
+  echo "setup: pip install kubernetes==$want"
+  python3 -m pip install --quiet --disable-pip-version-check "kubernetes==$want" 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "kubernetes==$want"
+}
+
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#wanted[@]} packages present"
-  if $testing; then install_browser_driver; fi
+  if $testing; then install_browser_driver; install_k8s_models; fi
   exit 0
 fi
 
@@ -72,5 +84,5 @@ fi
 if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
   "${sudo_cmd[@]}" systemctl stop redis-server || true
 fi
-if $testing; then install_browser_driver; fi
+if $testing; then install_browser_driver; install_k8s_models; fi
 echo "setup: done"

@@ -157,7 +157,7 @@ impl OutputTracker {
         }
         self.acked_before += self.acked_now;
         self.acked_now = 0;
-        if !self.ever_live {
+        if !self.ever_live && !key_still_held(&reason) {
             // The URL or key was never accepted: retrying will not help, say so now.
             return self.fail(reason);
         }
@@ -188,6 +188,15 @@ impl OutputTracker {
             },
         ]
     }
+}
+
+/// The server refused the publish because it still holds another session of this stream key
+/// ("already publishing": nginx-rtmp, and most CDNs, until they notice that an older publisher
+/// is gone, e.g. after this room's mixer moved to another machine). Unlike a wrong key, that
+/// clears by itself: keep retrying.
+pub fn key_still_held(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    reason.contains("already publishing") || reason.contains("stream already exists")
 }
 
 #[cfg(test)]
@@ -245,6 +254,29 @@ mod tests {
             }
         );
         assert!(o.on_error(t0 + ms(20), "again".into()).is_empty());
+    }
+
+    #[test]
+    fn a_key_another_session_still_holds_is_retried_not_failed() {
+        let t0 = Instant::now();
+        let mut o = tracker(t0);
+        // rtmp2sink's words for nginx-rtmp's answer to a second publisher of one key.
+        let busy = "Failed to connect: publish denied; stream already exists: { \"level\": \"error\", \
+                    \"code\": \"NetStream.Publish.BadName\", \"description\": \"Already publishing\" }";
+        let fx = o.on_error(t0, busy.into());
+        assert_eq!(fx[0], OutputEffect::Stop);
+        assert_eq!(states(&fx), report(OutputState::Reconnecting));
+        // Retried after the backoff (500 ms here); once the old session is gone it goes live.
+        assert!(o.tick(t0 + ms(400), None).is_empty());
+        assert_eq!(o.tick(t0 + ms(500), None), vec![OutputEffect::Restart]);
+        assert_eq!(
+            states(&o.tick(t0 + ms(600), sent(100))),
+            report(OutputState::Live)
+        );
+        assert!(!key_still_held("Connection refused"));
+        assert!(!key_still_held(
+            "publish denied: NetStream.Publish.Unauthorized"
+        ));
     }
 
     #[test]

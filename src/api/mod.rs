@@ -5,6 +5,7 @@ mod auth;
 mod body;
 pub mod error;
 mod events;
+mod metrics;
 mod pages;
 mod pool;
 mod rooms;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{*path}", get(pages::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(pool::readyz))
+        .route("/metrics", get(metrics::render))
         .route("/api/v1/pool", get(pool::view))
         .route("/api/v1/rooms", post(rooms::create))
         .route(
@@ -160,3 +162,5 @@ mod tests;
 mod tests_auth;
 #[cfg(test)]
 mod tests_bounds;
+#[cfg(test)]
+mod tests_live;

@@ -24,29 +24,13 @@ pub(super) fn app_with(config: Config) -> Router {
     app_over(config, rooms)
 }
 
-/// The rooms of a test server over `config`: a mixer pool that never spawns (no test here goes
-/// live with outputs), three rooms at most.
+/// The rooms of a test server over `config`: mixers from a fake backend (real admission by cost
+/// over 1.8 cores, no processes), three rooms at most.
 pub(super) fn test_rooms(config: &Config) -> Arc<Rooms> {
     Arc::new(
         Rooms::new(
             RoomRuntime {
-                pool: Arc::new(crate::pool::MixerPool::new(
-                    crate::pool::PoolSettings {
-                        binary: "/nonexistent/costream".into(),
-                        warm: 0,
-                        capacity: crate::pool::Capacity {
-                            cores: 2.0,
-                            max_utilization: 0.9,
-                        },
-                        reserve_inputs: 4,
-                        retry_after_secs: 30,
-                    },
-                    crate::pool::Spawner::start(
-                        tokio::runtime::Handle::current(),
-                        crate::pool::MixerEnv::local(costream_mixer::control::DEFAULT_RTP_BIND),
-                    )
-                    .expect("spawner thread"),
-                )),
+                pool: Arc::new(crate::pool::fake::FakeMixers::new(1800)),
                 stop_grace: Duration::from_millis(100),
             },
             3,

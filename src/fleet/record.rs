@@ -103,6 +103,11 @@ impl Lease {
 
 /// Worker ids become Redis keys and log fields: keep them short and plain.
 pub fn validate_worker_id(id: &str) -> Result<(), String> {
+    validate_id("worker id", id)
+}
+
+/// Ids that become Redis keys and log fields (workers, rooms): 1-64 plain characters.
+pub fn validate_id(what: &str, id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -112,7 +117,7 @@ pub fn validate_worker_id(id: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "worker id {id:?} must be 1-64 characters of letters, digits, '-', '_' or '.'"
+            "{what} {id:?} must be 1-64 characters of letters, digits, '-', '_' or '.'"
         ))
     }
 }

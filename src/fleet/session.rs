@@ -39,7 +39,8 @@ type Lines = Framed<TcpStream, LinesCodec>;
 pub async fn serve_connection(ctx: Arc<WorkerCtx>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
-    let mut lines = Framed::new(stream, LinesCodec::new_with_max_length(wire::MAX_LINE));
+    // Before the opening is authenticated, lines are kept short.
+    let mut lines = Framed::new(stream, LinesCodec::new_with_max_length(wire::MAX_OPEN_LINE));
     let open = match tokio::time::timeout(OPEN_TIMEOUT, lines.next()).await {
         Ok(Some(Ok(line))) => line,
         Ok(Some(Err(e))) => {
@@ -64,6 +65,7 @@ pub async fn serve_connection(ctx: Arc<WorkerCtx>, stream: TcpStream) {
             return;
         }
     };
+    let mut lines = lines.map_codec(|_| LinesCodec::new_with_max_length(wire::MAX_LINE));
     let key = format!("{room_id}@{epoch}");
     let span = tracing::info_span!("placement", room = %room_id, epoch);
     let _entered = span.enter();
@@ -115,6 +117,7 @@ fn accept(ctx: &WorkerCtx, line: &str) -> Result<(String, u64, VideoSpec, u32), 
             wire::PROTOCOL
         ));
     }
+    super::record::validate_id("room id", &room_id)?;
     wire::verify_placement(ctx.secret.as_deref(), &token, &room_id, epoch)?;
     crate::config::validate_video(&video, "video").map_err(|e| e.to_string())?;
     if ctx.is_draining() {

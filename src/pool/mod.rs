@@ -7,6 +7,8 @@
 
 pub mod admission;
 mod backend;
+#[cfg(test)]
+pub mod fake;
 mod process;
 mod spawner;
 
