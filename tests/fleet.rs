@@ -267,12 +267,10 @@ async fn with_redis_away_live_rooms_stream_on_and_new_go_lives_wait() -> anyhow:
 
     redis.stop();
     let away_since = Instant::now();
-    // Once serve's view of the fleet is stale, a go-live is refused with the reason.
-    let (code, body) = eventually("go-live refused", Duration::from_secs(10), || async {
-        let (code, body) = api.go_live(&b).await?;
-        Ok((code != 200).then_some((code, body)))
-    })
-    .await?;
+    // Once serve's view of the fleet is stale (3 s), a go-live is refused with the reason: the
+    // very first attempt (an attempt that went live would crash-loop without Redis instead).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (code, body) = api.go_live(&b).await?;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["error"], "coordinator_unavailable", "{body}");
     assert!(
@@ -333,6 +331,8 @@ async fn a_draining_worker_takes_no_new_room_and_hands_its_room_over() -> anyhow
     // A new version joins; the old one is told to go (SIGTERM).
     let _new = Worker::start(&redis.url(), "127.0.0.7", "w-new", WORKER_FLAGS)?;
     wait_for_workers(&api, 2).await?;
+    let old_ids = nginx.publisher_ids("da");
+    assert_eq!(old_ids.len(), 1);
     old.signal("TERM")?;
     eventually("old worker draining", Duration::from_secs(5), || async {
         let view = pool(&api).await?;
@@ -348,8 +348,6 @@ async fn a_draining_worker_takes_no_new_room_and_hands_its_room_over() -> anyhow
     let b = api.create_room(small_room(&nginx, "db")).await?;
     assert_eq!(go_live_on_a_worker(&api, &b).await?, "w-new");
     // Room a streams on the old worker until the drain deadline, then moves.
-    let old_ids = nginx.publisher_ids("da");
-    let deadline_at = Instant::now();
     old.wait_exit(Duration::from_secs(15))?;
     let (_, gap) = new_publisher_at_cdn(
         &nginx,
@@ -360,9 +358,8 @@ async fn a_draining_worker_takes_no_new_room_and_hands_its_room_over() -> anyhow
     )
     .await?;
     println!(
-        "MEASURE fleet_drain_move_gap_ms={} (worker exited {} ms after SIGTERM + wait)",
-        gap.as_millis(),
-        deadline_at.elapsed().as_millis() - gap.as_millis()
+        "MEASURE fleet_drain_worker_exit_to_new_publisher_ms={}",
+        gap.as_millis()
     );
     assert_eq!(api.status(&a).await?["mixer"]["worker"], "w-new");
     wait_for_workers(&api, 1).await?;

@@ -230,6 +230,11 @@ impl MixerBackend for FleetBackend {
     ) -> Result<Box<dyn MixerLink>, LaunchError> {
         let now = Instant::now();
         let mut st = self.lock();
+        if let Err(reason) = st.fresh(now) {
+            return Err(LaunchError::NoWorker(format!(
+                "the fleet's registry (Redis) is unreachable: {reason}"
+            )));
+        }
         let avoid = st.suspects(now);
         let pending = st.pending(Some(room_id));
         let Some(placement) = st.rooms.get(room_id) else {
@@ -279,10 +284,10 @@ impl MixerBackend for FleetBackend {
             video,
             inputs,
             reports,
-            on_failure: Arc::new(move |room_id: &str, worker_id: &str| {
+            on_worker_lost: Arc::new(move |room_id: &str, worker_id: &str| {
                 if let Some(inner) = failures.upgrade() {
                     let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-                    warn!(room = %room_id, worker = %worker_id, "worker failed a room; avoiding it for new placements for {SUSPECT_FOR:?}");
+                    warn!(room = %room_id, worker = %worker_id, "worker lost for a room; avoiding it for new placements for {SUSPECT_FOR:?}");
                     st.suspects
                         .insert(worker_id.to_string(), Instant::now() + SUSPECT_FOR);
                 }

@@ -2,10 +2,15 @@
 //!
 //! Starting a link returns at once; a task claims the placement in Redis (a new epoch and the
 //! room's lease: from then on any older placement is fenced off), connects to the worker, opens
-//! the room and relays commands and events. Anything that ends the connection other than the
-//! room stopping its mixer is reported as the mixer exiting, which the room recovers from as from
-//! a crash (a new launch, on another worker when this one failed).
+//! the room and relays commands and events. How it ends decides what the room does next:
+//! - the room stopped it: the mixer was asked to shut down and had `grace` to flush;
+//! - the worker was lost (connection refused, reset or closed, silent for [`WORKER_SILENCE`],
+//!   killed by the room for silence): reported as `worker_lost`, the room moves at once and the
+//!   worker is avoided for new placements for a while;
+//! - the mixer ended on the worker (crash, fatal error, fenced) or no placement could be made:
+//!   reported as a crash, which the room retries with backoff and eventually gives up on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,10 +18,11 @@ use costream_mixer::control::{Command, VideoSpec};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::codec::{Framed, LinesCodec};
 use tracing::{info, warn, Instrument};
 
-use super::record::{Lease, WorkerRecord};
+use super::record::WorkerRecord;
 use super::store::FleetStore;
 use super::wire::{self, FromWorker, ToWorker};
 use crate::pool::{MixerInfo, MixerLink, MixerReport};
@@ -24,15 +30,22 @@ use crate::pool::{MixerInfo, MixerLink, MixerReport};
 /// Bounded so a wedged connection cannot make serve buffer without limit.
 const COMMAND_QUEUE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often serve tells the worker it is still there (see `session::SERVE_SILENCE`).
-const PING: Duration = Duration::from_secs(1);
 /// The worker answers `Open` as soon as a mixer process is attached (a cold one is forked, not
 /// waited for).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write the worker does not take within this long means it is gone (a full socket buffer to a
+/// frozen or cut-off peer would otherwise block the relay until TCP gives up, minutes later).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often serve tells the worker it is still there (see `session::SERVE_SILENCE`).
+const PING: Duration = Duration::from_secs(1);
+/// The worker says `Alive` every second; this long without a line from it, it is lost (frozen,
+/// partitioned). Shorter than the room's own 4 s heartbeat timeout, so a lost worker is a move,
+/// not a crash.
+pub const WORKER_SILENCE: Duration = Duration::from_secs(3);
 /// A fresh lease outlives the mixer's start; the worker renews it every second from then on.
 pub const INITIAL_LEASE_TTL: Duration = Duration::from_secs(10);
 
-/// Tells the fleet a worker failed a room (so the next launch avoids it).
+/// Tells the fleet a worker was lost for a room (so the next placements avoid it).
 pub type FailureSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// Everything a link needs to place one mixer.
@@ -46,17 +59,22 @@ pub struct LinkParams {
     pub video: VideoSpec,
     pub inputs: u32,
     pub reports: mpsc::Sender<MixerReport>,
-    pub on_failure: FailureSink,
+    pub on_worker_lost: FailureSink,
 }
 
 /// A room's mixer on a worker. Dropping it closes the connection: the worker kills the mixer.
 pub struct RemoteMixer {
+    room_id: String,
+    worker_id: String,
     room_epoch: u64,
     commands: mpsc::Sender<Command>,
     kill: Option<oneshot::Sender<()>>,
     /// Set when the room stops the mixer on purpose (its end is then not a failure).
-    stopping: Arc<std::sync::atomic::AtomicBool>,
+    stopping: Arc<AtomicBool>,
+    /// Set when the link's task has ended (and reported why).
+    ended: Arc<AtomicBool>,
     info: Arc<Mutex<MixerInfo>>,
+    on_worker_lost: FailureSink,
 }
 
 impl RemoteMixer {
@@ -67,22 +85,26 @@ impl RemoteMixer {
             worker: Some(params.worker.worker_id.clone()),
             ..MixerInfo::default()
         }));
-        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(AtomicBool::new(false));
         let span = tracing::info_span!(
             parent: None, "mixer", room = %params.room_id, epoch = params.room_epoch,
             worker = %params.worker.worker_id
         );
-        let room_epoch = params.room_epoch;
-        tokio::spawn(
-            run(params, command_rx, kill_rx, info.clone(), stopping.clone()).instrument(span),
-        );
-        Self {
-            room_epoch,
+        let link = Self {
+            room_id: params.room_id.clone(),
+            worker_id: params.worker.worker_id.clone(),
+            room_epoch: params.room_epoch,
             commands,
             kill: Some(kill),
-            stopping,
-            info,
-        }
+            stopping: stopping.clone(),
+            ended: ended.clone(),
+            info: info.clone(),
+            on_worker_lost: params.on_worker_lost.clone(),
+        };
+        let flags = Flags { stopping, ended };
+        tokio::spawn(run(params, command_rx, kill_rx, info, flags).instrument(span));
+        link
     }
 }
 
@@ -102,8 +124,7 @@ impl MixerLink for RemoteMixer {
     }
 
     fn stop(mut self: Box<Self>, grace: Duration) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stopping.store(true, Ordering::Relaxed);
         let _ = self.commands.try_send(Command::Shutdown);
         if let Some(kill) = self.kill.take() {
             tokio::spawn(async move {
@@ -121,6 +142,11 @@ impl MixerLink for RemoteMixer {
 impl Drop for RemoteMixer {
     fn drop(&mut self) {
         if let Some(kill) = self.kill.take() {
+            // Dropped without `stop` while still running: the room killed a mixer that went
+            // silent. Blame the worker now, before the room's next launch picks a worker.
+            if !self.stopping.load(Ordering::Relaxed) && !self.ended.load(Ordering::Relaxed) {
+                (self.on_worker_lost)(&self.room_id, &self.worker_id);
+            }
             let _ = kill.send(());
         }
     }
@@ -130,7 +156,16 @@ impl Drop for RemoteMixer {
 enum End {
     /// The room let go of it.
     Deliberate(String),
-    Failed(String),
+    /// The mixer ended on the worker, or no placement could be made.
+    MixerEnded(String),
+    /// The worker is gone, frozen or cut off.
+    WorkerLost(String),
+}
+
+/// Shared between a link and its task.
+struct Flags {
+    stopping: Arc<AtomicBool>,
+    ended: Arc<AtomicBool>,
 }
 
 async fn run(
@@ -138,17 +173,20 @@ async fn run(
     commands: mpsc::Receiver<Command>,
     kill_rx: oneshot::Receiver<()>,
     info: Arc<Mutex<MixerInfo>>,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
+    flags: Flags,
 ) {
     let worker_id = params.worker.worker_id.clone();
-    let end = relay(&params, commands, kill_rx, &info).await;
-    let reason = match end {
-        End::Deliberate(reason) => reason,
-        End::Failed(reason) if stopping.load(std::sync::atomic::Ordering::Relaxed) => reason,
-        End::Failed(reason) => {
-            warn!(%reason, "mixer on worker failed");
-            (params.on_failure)(&params.room_id, &worker_id);
-            reason
+    let end = relay(&params, commands, kill_rx, &info, &flags.stopping).await;
+    flags.ended.store(true, Ordering::Relaxed);
+    let stopped = flags.stopping.load(Ordering::Relaxed);
+    let (reason, worker_lost) = match end {
+        End::Deliberate(reason) => (reason, false),
+        End::MixerEnded(reason) => (reason, false),
+        End::WorkerLost(reason) if stopped => (reason, false),
+        End::WorkerLost(reason) => {
+            warn!(%reason, "worker lost; the room moves");
+            (params.on_worker_lost)(&params.room_id, &worker_id);
+            (reason, true)
         }
     };
     info!(%reason, "remote mixer ended");
@@ -157,35 +195,34 @@ async fn run(
         .send(MixerReport::Exited {
             epoch: params.room_epoch,
             reason,
+            worker_lost,
         })
         .await;
 }
 
-async fn relay(
-    params: &LinkParams,
-    mut commands: mpsc::Receiver<Command>,
-    mut kill_rx: oneshot::Receiver<()>,
-    info: &Mutex<MixerInfo>,
-) -> End {
+type Lines = Framed<TcpStream, LinesCodec>;
+
+async fn send_line(lines: &mut Lines, msg: &ToWorker) -> Result<(), String> {
+    let line = wire::encode(msg);
+    match tokio::time::timeout(SEND_TIMEOUT, lines.send(line.trim_end())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("connection lost: {e}")),
+        Err(_) => Err(format!("took no data for {SEND_TIMEOUT:?}")),
+    }
+}
+
+/// Claims the placement, connects and opens the room. `Err` says how it failed.
+async fn open(params: &LinkParams, info: &Mutex<MixerInfo>) -> Result<(Lines, u64), End> {
     let worker = &params.worker;
-    let failed = |what: &str| End::Failed(format!("worker {}: {what}", worker.worker_id));
+    let lost = |what: String| End::WorkerLost(format!("worker {}: {what}", worker.worker_id));
     // Claim the placement first: from the moment the lease names this epoch, a mixer of an
     // older placement (a worker that was only paused) stops at its next renewal.
-    let epoch = match params.store.next_epoch(&params.room_id).await {
-        Ok(epoch) => epoch,
-        Err(e) => return failed(&format!("cannot number the placement: {e}")),
-    };
-    let lease = Lease {
-        worker_id: worker.worker_id.clone(),
-        epoch,
-    };
-    if let Err(e) = params
+    let lease = params
         .store
-        .set_lease(&params.room_id, &lease, INITIAL_LEASE_TTL)
+        .place(&params.room_id, &worker.worker_id, INITIAL_LEASE_TTL)
         .await
-    {
-        return failed(&format!("cannot take the room's lease: {e}"));
-    }
+        .map_err(|e| End::MixerEnded(format!("cannot place the room (Redis): {e}")))?;
+    let epoch = lease.epoch;
     let stream = match tokio::time::timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect(worker.control_addr),
@@ -193,22 +230,28 @@ async fn relay(
     .await
     {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return failed(&format!("cannot connect to {}: {e}", worker.control_addr)),
+        Ok(Err(e)) => {
+            return Err(lost(format!(
+                "cannot connect to {}: {e}",
+                worker.control_addr
+            )))
+        }
         Err(_) => {
-            return failed(&format!(
+            return Err(lost(format!(
                 "no answer from {} within {CONNECT_TIMEOUT:?}",
                 worker.control_addr
-            ))
+            )))
         }
     };
     let _ = stream.set_nodelay(true);
     let mut lines = Framed::new(stream, LinesCodec::new_with_max_length(wire::MAX_LINE));
-    let open = ToWorker::Open {
+    let opening = ToWorker::Open {
         protocol: wire::PROTOCOL,
         token: wire::placement_token(
             params.secret.as_deref(),
             &params.room_id,
             epoch,
+            &worker.worker_id,
             crate::access::unix_now(),
         ),
         room_id: params.room_id.clone(),
@@ -216,11 +259,19 @@ async fn relay(
         video: params.video,
         inputs: params.inputs,
     };
-    if let Err(e) = lines.send(wire::encode(&open).trim_end()).await {
-        return failed(&format!("connection lost while opening the room: {e}"));
-    }
-    match tokio::time::timeout(OPEN_TIMEOUT, lines.next()).await {
-        Ok(Some(Ok(line))) => match wire::decode::<FromWorker>(&line) {
+    send_line(&mut lines, &opening).await.map_err(lost)?;
+    loop {
+        let line = match tokio::time::timeout(OPEN_TIMEOUT, lines.next()).await {
+            Ok(Some(Ok(line))) => line,
+            Ok(Some(Err(e))) => return Err(lost(format!("unreadable answer: {e}"))),
+            Ok(None) => return Err(lost("closed the connection while opening the room".into())),
+            Err(_) => {
+                return Err(lost(format!(
+                    "did not open the room within {OPEN_TIMEOUT:?}"
+                )))
+            }
+        };
+        match wire::decode::<FromWorker>(&line) {
             Ok(FromWorker::Opened {
                 worker_id,
                 pid,
@@ -236,56 +287,92 @@ async fn relay(
                     warm: Some(warm),
                     worker: Some(worker_id),
                 };
+                return Ok((lines, epoch));
             }
+            // Refused (draining, full, protocol): not lost, but not for this room now either.
             Ok(FromWorker::Refused { reason, .. }) => {
-                return failed(&format!("refused the room: {reason}"))
+                return Err(lost(format!("refused the room: {reason}")))
             }
-            Ok(_) | Err(_) => return failed("answered the opening with something else"),
-        },
-        Ok(Some(Err(e))) => return failed(&format!("unreadable answer: {e}")),
-        Ok(None) => return failed("closed the connection while opening the room"),
-        Err(_) => return failed(&format!("did not open the room within {OPEN_TIMEOUT:?}")),
+            Ok(FromWorker::Alive) => {}
+            Ok(_) | Err(_) => return Err(lost("answered the opening with something else".into())),
+        }
     }
+}
+
+async fn relay(
+    params: &LinkParams,
+    mut commands: mpsc::Receiver<Command>,
+    mut kill_rx: oneshot::Receiver<()>,
+    info: &Mutex<MixerInfo>,
+    stopping: &AtomicBool,
+) -> End {
+    let worker_id = &params.worker.worker_id;
+    // A link the room let go of while it was still being set up must not go on to claim the
+    // lease or start a mixer: that would fence off the room's newer placement.
+    let (mut lines, epoch) = tokio::select! {
+        opened = open(params, info) => match opened {
+            Ok(opened) => opened,
+            Err(end) => return end,
+        },
+        _ = &mut kill_rx => return End::Deliberate("let go before it was placed".into()),
+    };
     // The worker stops a room whose serve has gone silent (a partition): say we are here.
     let mut ping = tokio::time::interval(PING);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_word = Instant::now();
+    let mut commands_open = true;
     loop {
         tokio::select! {
             _ = ping.tick() => {
-                let line = wire::encode(&ToWorker::Command { epoch, command: Command::Keepalive });
-                if let Err(e) = lines.send(line.trim_end()).await {
-                    return failed(&format!("connection lost: {e}"));
+                if last_word.elapsed() > WORKER_SILENCE {
+                    return End::WorkerLost(format!(
+                        "worker {worker_id}: silent for {:.1} s (frozen or cut off?)",
+                        last_word.elapsed().as_secs_f64()
+                    ));
+                }
+                let keepalive = ToWorker::Command { epoch, command: Command::Keepalive };
+                if let Err(e) = send_line(&mut lines, &keepalive).await {
+                    return End::WorkerLost(format!("worker {worker_id}: {e}"));
                 }
             }
-            command = commands.recv() => {
+            command = commands.recv(), if commands_open => {
                 let Some(command) = command else {
+                    if stopping.load(Ordering::Relaxed) {
+                        // Stopping: the worker passes Shutdown on and says when the mixer has
+                        // flushed (Exited); the room's grace timer ends the wait otherwise.
+                        commands_open = false;
+                        continue;
+                    }
                     return End::Deliberate("the room let go of its mixer".into());
                 };
-                let line = wire::encode(&ToWorker::Command { epoch, command });
-                if let Err(e) = lines.send(line.trim_end()).await {
-                    return failed(&format!("connection lost: {e}"));
+                if let Err(e) = send_line(&mut lines, &ToWorker::Command { epoch, command }).await {
+                    return End::WorkerLost(format!("worker {worker_id}: {e}"));
                 }
             }
             line = lines.next() => match line {
-                Some(Ok(line)) => match wire::decode::<FromWorker>(&line) {
-                    Ok(FromWorker::Event { epoch: e, event }) if e == epoch => {
-                        let report = MixerReport::Event { epoch: params.room_epoch, event };
-                        if params.reports.send(report).await.is_err() {
-                            return End::Deliberate("the room is gone".into());
+                Some(Ok(line)) => {
+                    last_word = Instant::now();
+                    match wire::decode::<FromWorker>(&line) {
+                        Ok(FromWorker::Event { epoch: e, event }) if e == epoch => {
+                            let report = MixerReport::Event { epoch: params.room_epoch, event };
+                            if params.reports.send(report).await.is_err() {
+                                return End::Deliberate("the room is gone".into());
+                            }
                         }
+                        Ok(FromWorker::Exited { epoch: e, reason }) if e == epoch => {
+                            return End::MixerEnded(format!("worker {worker_id}: {reason}"));
+                        }
+                        Ok(FromWorker::Alive) => {}
+                        Ok(other) => warn!(epoch, "ignoring a message of another placement: {other:?}"),
+                        Err(e) => warn!("unreadable message from the worker ({e}): {line:.200}"),
                     }
-                    Ok(FromWorker::Exited { epoch: e, reason }) if e == epoch => {
-                        return End::Failed(format!("worker {}: {reason}", worker.worker_id));
-                    }
-                    Ok(other) => warn!(epoch, "ignoring a message of another placement: {other:?}"),
-                    Err(e) => warn!("unreadable message from the worker ({e}): {line:.200}"),
-                },
-                Some(Err(e)) => return failed(&format!("connection broken: {e}")),
-                None => return failed("connection closed (worker gone?)"),
+                }
+                Some(Err(e)) => return End::WorkerLost(format!("worker {worker_id}: connection broken: {e}")),
+                None => return End::WorkerLost(format!("worker {worker_id}: connection closed (worker gone?)")),
             },
             // Unless the room is stopping it, a kill means the mixer went silent (a hung or
-            // partitioned worker): a failure of that worker.
-            _ = &mut kill_rx => return failed("killed by the room (the mixer went silent)"),
+            // partitioned worker).
+            _ = &mut kill_rx => return End::WorkerLost(format!("worker {worker_id}: killed by the room (the mixer went silent)")),
         }
     }
 }

@@ -15,7 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LinesCodec};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::record::Lease;
 use super::store::LeaseCheck;
@@ -35,8 +35,13 @@ const KEEPALIVE: Duration = Duration::from_secs(1);
 
 type Lines = Framed<TcpStream, LinesCodec>;
 
-/// Serves one connection from serve until the placement ends.
-pub async fn serve_connection(ctx: Arc<WorkerCtx>, stream: TcpStream) {
+/// Serves one connection from serve until the placement ends. `unauthenticated` is the
+/// connection's slot among those not yet authenticated: released once the opening checks out.
+pub async fn serve_connection(
+    ctx: Arc<WorkerCtx>,
+    stream: TcpStream,
+    unauthenticated: tokio::sync::OwnedSemaphorePermit,
+) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     // Before the opening is authenticated, lines are kept short.
@@ -53,37 +58,73 @@ pub async fn serve_connection(ctx: Arc<WorkerCtx>, stream: TcpStream) {
             return;
         }
     };
-    let (room_id, epoch, video, inputs) = match accept(&ctx, &open) {
+    let checked = match accept(&ctx, &open) {
+        Ok(opening) => check_lease(&ctx, opening).await,
+        Err(reason) => Err(reason),
+    };
+    let (room_id, epoch, video, inputs) = match checked {
         Ok(opening) => opening,
         Err(reason) => {
             warn!(?peer, %reason, "room refused");
-            let refused = FromWorker::Refused {
-                protocol: wire::PROTOCOL,
-                reason,
-            };
-            let _ = lines.send(wire::encode(&refused).trim_end()).await;
+            refuse(&mut lines, reason).await;
             return;
         }
     };
+    drop(unauthenticated);
     let mut lines = lines.map_codec(|_| LinesCodec::new_with_max_length(wire::MAX_LINE));
-    let key = format!("{room_id}@{epoch}");
     let span = tracing::info_span!("placement", room = %room_id, epoch);
-    let _entered = span.enter();
+    place(ctx, &mut lines, room_id, epoch, video, inputs)
+        .instrument(span)
+        .await;
+}
+
+async fn refuse(lines: &mut Lines, reason: String) {
+    let refused = FromWorker::Refused {
+        protocol: wire::PROTOCOL,
+        reason,
+    };
+    let _ = send_line(lines, &refused).await;
+}
+
+/// serve placed the room here before connecting: the lease must say so (a replayed or forged
+/// opening for a placement that is not current is refused).
+async fn check_lease(ctx: &WorkerCtx, opening: Opening) -> Result<Opening, String> {
+    let (room_id, epoch) = (&opening.0, opening.1);
+    match ctx.store.lease(room_id).await {
+        Ok(Some(lease)) if lease.worker_id == ctx.id && lease.epoch == epoch => Ok(opening),
+        Ok(Some(lease)) => Err(format!(
+            "placement {epoch} is not current: the room's lease names {}",
+            lease.encode()
+        )),
+        Ok(None) => Err("the room holds no lease for this placement".into()),
+        Err(e) => Err(format!("cannot check the room's lease: {e}")),
+    }
+}
+
+async fn place(
+    ctx: Arc<WorkerCtx>,
+    lines: &mut Lines,
+    room_id: String,
+    epoch: u64,
+    video: VideoSpec,
+    inputs: u32,
+) {
+    let key = format!("{room_id}@{epoch}");
+    if !ctx.room_started(&key, &room_id, epoch) {
+        refuse(lines, "this placement is already open".into()).await;
+        return;
+    }
     // Admission by cost on this machine: serve's view of our free capacity may be a second old.
     if let Err(refusal) = ctx.pool.admit(&key, &video, inputs) {
         let reason = match refusal {
             Refusal::Draining => "this worker is draining".to_string(),
             other => other.to_string(),
         };
-        let refused = FromWorker::Refused {
-            protocol: wire::PROTOCOL,
-            reason,
-        };
-        let _ = lines.send(wire::encode(&refused).trim_end()).await;
+        ctx.room_ended(&key);
+        refuse(lines, reason).await;
         return;
     }
-    ctx.room_started(&key, &room_id, epoch);
-    let ended = run_placement(&ctx, &mut lines, &room_id, epoch, &key, video).await;
+    let ended = run_placement(&ctx, lines, &room_id, epoch, &key, video).await;
     info!(reason = %ended, "placement ended");
     ctx.pool.release(&key);
     ctx.room_ended(&key);
@@ -96,8 +137,21 @@ pub async fn serve_connection(ctx: Arc<WorkerCtx>, stream: TcpStream) {
     }
 }
 
+/// A write serve does not take within this long means it is gone.
+async fn send_line(lines: &mut Lines, msg: &FromWorker) -> Result<(), String> {
+    let line = wire::encode(msg);
+    match tokio::time::timeout(super::link::SEND_TIMEOUT, lines.send(line.trim_end())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("connection to serve lost: {e}")),
+        Err(_) => Err("serve took no data (frozen or cut off?)".into()),
+    }
+}
+
+/// (room, epoch, video, participants) of an opening.
+type Opening = (String, u64, VideoSpec, u32);
+
 /// Checks the opening; returns (room, epoch, video, inputs) or why it is refused.
-fn accept(ctx: &WorkerCtx, line: &str) -> Result<(String, u64, VideoSpec, u32), String> {
+fn accept(ctx: &WorkerCtx, line: &str) -> Result<Opening, String> {
     let open = wire::decode::<ToWorker>(line).map_err(|e| format!("not an opening line: {e}"))?;
     let ToWorker::Open {
         protocol,
@@ -118,7 +172,7 @@ fn accept(ctx: &WorkerCtx, line: &str) -> Result<(String, u64, VideoSpec, u32), 
         ));
     }
     super::record::validate_id("room id", &room_id)?;
-    wire::verify_placement(ctx.secret.as_deref(), &token, &room_id, epoch)?;
+    wire::verify_placement(ctx.secret.as_deref(), &token, &room_id, epoch, &ctx.id)?;
     crate::config::validate_video(&video, "video").map_err(|e| e.to_string())?;
     if ctx.is_draining() {
         return Err("this worker is draining".into());
@@ -137,11 +191,7 @@ async fn run_placement(
     let child = match ctx.pool.take() {
         Ok(child) => child,
         Err(e) => {
-            let refused = FromWorker::Refused {
-                protocol: wire::PROTOCOL,
-                reason: e.to_string(),
-            };
-            let _ = lines.send(wire::encode(&refused).trim_end()).await;
+            refuse(lines, e.to_string()).await;
             return e.to_string();
         }
     };
@@ -155,8 +205,8 @@ async fn run_placement(
         binary: mixer.binary().display().to_string(),
         warm: mixer.was_warm(),
     };
-    if lines.send(wire::encode(&opened).trim_end()).await.is_err() {
-        return "serve went away while the room opened".into();
+    if let Err(e) = send_line(lines, &opened).await {
+        return e;
     }
     let lease = Lease {
         worker_id: ctx.id.clone(),
@@ -200,9 +250,8 @@ async fn run_placement(
                 let reason = match report {
                     Some(MixerReport::Event { event, .. }) => {
                         if !matches!(event, Event::Hello { .. }) {
-                            let line = wire::encode(&FromWorker::Event { epoch, event });
-                            if lines.send(line.trim_end()).await.is_err() {
-                                return "serve went away".into();
+                            if let Err(e) = send_line(lines, &FromWorker::Event { epoch, event }).await {
+                                return e;
                             }
                         }
                         continue;
@@ -210,8 +259,7 @@ async fn run_placement(
                     Some(MixerReport::Exited { reason, .. }) => reason,
                     None => "the mixer's reports ended".into(),
                 };
-                let line = wire::encode(&FromWorker::Exited { epoch, reason: reason.clone() });
-                let _ = lines.send(line.trim_end()).await;
+                let _ = send_line(lines, &FromWorker::Exited { epoch, reason: reason.clone() }).await;
                 return reason;
             }
             _ = keepalive.tick() => {
@@ -220,6 +268,9 @@ async fn run_placement(
                     return "serve went silent".into();
                 }
                 mixer.send(Command::Keepalive);
+                if let Err(e) = send_line(lines, &FromWorker::Alive).await {
+                    return e;
+                }
             }
             _ = renew.tick(), if renewing.is_none() => {
                 let store = ctx.store.clone();
@@ -236,8 +287,7 @@ async fn run_placement(
                     Ok(Ok(LeaseCheck::Lost { holder })) => {
                         warn!(%holder, "the room was placed elsewhere: stopping this mixer (fenced)");
                         let reason = format!("fenced: the room is now held by {holder}");
-                        let line = wire::encode(&FromWorker::Exited { epoch, reason: reason.clone() });
-                        let _ = lines.send(line.trim_end()).await;
+                        let _ = send_line(lines, &FromWorker::Exited { epoch, reason: reason.clone() }).await;
                         return reason;
                     }
                     // Redis away: the room keeps streaming; serve's connection is our authority.

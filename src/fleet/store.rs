@@ -40,18 +40,47 @@ pub enum LeaseCheck {
     Lost { holder: String },
 }
 
-/// Extends the lease if it is still `ARGV[1]`; takes it back if nobody holds it.
+/// Numbers a new placement and takes the room's lease for it, in one step: the epoch is above
+/// both the counter and whatever lease is held (the counter may have been lost with a Redis
+/// restart while a worker kept its lease), so the newest placement always holds the highest.
+/// KEYS: epoch counter, lease. ARGV: worker id, TTL ms.
+const PLACE: &str = r#"
+local e = redis.call('INCR', KEYS[1])
+local cur = redis.call('GET', KEYS[2])
+if cur then
+  local held = tonumber(string.match(cur, '/(%d+)$'))
+  if held and held >= e then
+    e = held + 1
+    redis.call('SET', KEYS[1], e)
+  end
+end
+redis.call('SET', KEYS[2], ARGV[1] .. '/' .. e, 'PX', ARGV[2])
+return e
+"#;
+
+/// Extends the lease if it is still ours. Only a newer placement (a higher epoch) fences us off;
+/// a missing lease (expired, or Redis restarted empty) or an older one is taken back, and the
+/// counter raised to our epoch so later placements stay above it.
+/// KEYS: lease, epoch counter. ARGV: `worker/epoch`, TTL ms, epoch.
 const RENEW: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 'renewed'
 end
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 'reclaimed'
+local mine = tonumber(ARGV[3])
+if v then
+  local held = tonumber(string.match(v, '/(%d+)$'))
+  if held and held > mine then
+    return v
+  end
 end
-return v
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
+if counter < mine then
+  redis.call('SET', KEYS[2], mine)
+end
+return 'reclaimed'
 "#;
 
 /// Deletes the lease only if it is still `ARGV[1]` (a moved room's lease is not ours to drop).
@@ -143,28 +172,26 @@ impl FleetStore {
         Ok((records, unreadable))
     }
 
-    /// The next placement epoch of `room_id` (the fencing token).
-    pub async fn next_epoch(&self, room_id: &str) -> Result<u64, StoreError> {
-        let mut conn = self.conn.clone();
-        Ok(conn.incr(epoch_key(room_id), 1u64).await?)
-    }
-
-    /// Places the room: whatever held its lease before is fenced off from now on.
-    pub async fn set_lease(
+    /// Places `room_id` on `worker_id`: a new epoch (the fencing token) and the room's lease
+    /// for it; whatever held the lease before is fenced off from now on.
+    pub async fn place(
         &self,
         room_id: &str,
-        lease: &Lease,
+        worker_id: &str,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Lease, StoreError> {
         let mut conn = self.conn.clone();
-        let _: () = redis::cmd("SET")
-            .arg(lease_key(room_id))
-            .arg(lease.encode())
-            .arg("PX")
+        let epoch: u64 = redis::Script::new(PLACE)
+            .key(epoch_key(room_id))
+            .key(lease_key(room_id))
+            .arg(worker_id)
             .arg(millis(ttl))
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await?;
-        Ok(())
+        Ok(Lease {
+            worker_id: worker_id.to_string(),
+            epoch,
+        })
     }
 
     /// Keeps a lease alive while its mixer runs; says when the room was placed elsewhere.
@@ -177,8 +204,10 @@ impl FleetStore {
         let mut conn = self.conn.clone();
         let answer: String = redis::Script::new(RENEW)
             .key(lease_key(room_id))
+            .key(epoch_key(room_id))
             .arg(lease.encode())
             .arg(millis(ttl))
+            .arg(lease.epoch)
             .invoke_async(&mut conn)
             .await?;
         Ok(match answer.as_str() {

@@ -66,14 +66,18 @@ pub enum FromWorker {
     Event { epoch: u64, event: Event },
     /// The mixer ended (crash, fatal error, or fenced off because the room moved).
     Exited { epoch: u64, reason: String },
+    /// The worker is alive (every second): serve moves a room whose worker falls silent.
+    Alive,
 }
 
-/// What a placement token asserts: this serve may run `sub` at `epoch` on a worker.
+/// What a placement token asserts: this serve may run `sub` at `epoch` on worker `wid`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacementClaims {
     /// The room.
     pub sub: String,
     pub epoch: u64,
+    /// The worker it is for (a token seen on the wire cannot open the room elsewhere).
+    pub wid: String,
     pub aud: String,
     pub exp: u64,
 }
@@ -83,13 +87,20 @@ const AUDIENCE: &str = "costream-worker";
 const TOKEN_TTL_SECS: u64 = 60;
 
 /// Signs a placement token, or returns an empty one when the cluster has no secret.
-pub fn placement_token(secret: Option<&[u8]>, room_id: &str, epoch: u64, now_unix: u64) -> String {
+pub fn placement_token(
+    secret: Option<&[u8]>,
+    room_id: &str,
+    epoch: u64,
+    worker_id: &str,
+    now_unix: u64,
+) -> String {
     let Some(secret) = secret else {
         return String::new();
     };
     let claims = PlacementClaims {
         sub: room_id.to_string(),
         epoch,
+        wid: worker_id.to_string(),
         aud: AUDIENCE.to_string(),
         exp: now_unix + TOKEN_TTL_SECS,
     };
@@ -107,6 +118,7 @@ pub fn verify_placement(
     token: &str,
     room_id: &str,
     epoch: u64,
+    worker_id: &str,
 ) -> Result<(), String> {
     let Some(secret) = secret else {
         return Ok(());
@@ -125,8 +137,8 @@ pub fn verify_placement(
         )
     })?
     .claims;
-    if claims.sub != room_id || claims.epoch != epoch {
-        return Err("placement token is for another room or epoch".into());
+    if claims.sub != room_id || claims.epoch != epoch || claims.wid != worker_id {
+        return Err("placement token is for another room, epoch or worker".into());
     }
     Ok(())
 }
@@ -147,21 +159,21 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     #[test]
-    fn tokens_bind_room_and_epoch() {
+    fn tokens_bind_room_epoch_and_worker() {
         let now = jsonwebtoken::get_current_timestamp();
-        let token = placement_token(Some(SECRET), "r1", 7, now);
-        assert!(verify_placement(Some(SECRET), &token, "r1", 7).is_ok());
-        assert!(verify_placement(Some(SECRET), &token, "r1", 8).is_err());
-        assert!(verify_placement(Some(SECRET), &token, "r2", 7).is_err());
-        assert!(
-            verify_placement(Some(b"another secret of 32 characters!"), &token, "r1", 7).is_err()
-        );
-        assert!(verify_placement(Some(SECRET), "", "r1", 7).is_err());
-        let expired = placement_token(Some(SECRET), "r1", 7, now - 3600);
-        assert!(verify_placement(Some(SECRET), &expired, "r1", 7).is_err());
+        let token = placement_token(Some(SECRET), "r1", 7, "w1", now);
+        assert!(verify_placement(Some(SECRET), &token, "r1", 7, "w1").is_ok());
+        assert!(verify_placement(Some(SECRET), &token, "r1", 8, "w1").is_err());
+        assert!(verify_placement(Some(SECRET), &token, "r2", 7, "w1").is_err());
+        assert!(verify_placement(Some(SECRET), &token, "r1", 7, "w2").is_err());
+        let other = b"another secret of 32 characters!";
+        assert!(verify_placement(Some(other), &token, "r1", 7, "w1").is_err());
+        assert!(verify_placement(Some(SECRET), "", "r1", 7, "w1").is_err());
+        let expired = placement_token(Some(SECRET), "r1", 7, "w1", now - 3600);
+        assert!(verify_placement(Some(SECRET), &expired, "r1", 7, "w1").is_err());
         // A cluster without a secret (loopback only) needs no token.
-        assert_eq!(placement_token(None, "r1", 7, now), "");
-        assert!(verify_placement(None, "", "r1", 7).is_ok());
+        assert_eq!(placement_token(None, "r1", 7, "w1", now), "");
+        assert!(verify_placement(None, "", "r1", 7, "w1").is_ok());
     }
 
     #[test]

@@ -28,8 +28,9 @@ const RECORD_TTL: Duration = Duration::from_secs(5);
 /// A mixer whose worker says nothing for this long stops by itself (the worker was frozen or
 /// cut off; the room has been moved).
 const MIXER_WATCHDOG: Duration = Duration::from_secs(3);
-/// Connections being opened or served at once: a bound on what a flood can take.
-const MAX_CONNECTIONS: usize = 256;
+/// Connections not yet authenticated (each has 5 s to open a room): a flood of idle
+/// connections takes at most these slots, never the rooms already placed.
+const MAX_UNAUTHENTICATED: usize = 32;
 
 /// What `costream worker` is started with (see `cli::WorkerArgs`).
 #[derive(Debug, Clone)]
@@ -68,10 +69,15 @@ impl WorkerCtx {
         self.draining.load(Ordering::Relaxed)
     }
 
-    pub fn room_started(&self, key: &str, room_id: &str, epoch: u64) {
+    /// Records a placement; false when it is already open here (a replayed opening).
+    pub fn room_started(&self, key: &str, room_id: &str, epoch: u64) -> bool {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if rooms.contains_key(key) {
+            return false;
+        }
         rooms.insert(key.to_string(), (room_id.to_string(), epoch));
         self.live.send_replace(rooms.len());
+        true
     }
 
     pub fn room_ended(&self, key: &str) {
@@ -173,6 +179,13 @@ pub async fn run_cli(args: crate::cli::WorkerArgs) -> anyhow::Result<()> {
 
 pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
     validate_worker_id(&settings.worker_id).map_err(anyhow::Error::msg)?;
+    if settings.advertise_ip.is_unspecified() || settings.advertise_ip.is_multicast() {
+        anyhow::bail!(
+            "--advertise-ip {} is not an address serve can send to: give this machine's address \
+             as serve reaches it (on Kubernetes, the pod IP)",
+            settings.advertise_ip
+        );
+    }
     if settings.secret.is_none() && !settings.listen.ip().is_loopback() {
         anyhow::bail!(
             "a worker listening on {} needs the cluster secret: set COSTREAM_CLUSTER_SECRET \
@@ -222,7 +235,7 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
     info!(worker = %ctx.id, redis = %redact_url(&settings.redis_url), %control_addr,
         advertise_ip = %settings.advertise_ip, capacity_cores = settings.capacity_cores,
         warm = settings.warm, protocol = wire::PROTOCOL, "worker starting");
-    tokio::spawn(heartbeat_forever(ctx.clone()));
+    let heartbeat = tokio::spawn(heartbeat_forever(ctx.clone()));
     // Scripts and tests read this line.
     println!("costream worker {} listening on {control_addr}", ctx.id);
 
@@ -241,6 +254,7 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
         _ = signals.next() => warn!("second signal: stopping now"),
     }
     accept.abort();
+    heartbeat.abort();
     if let Err(e) = store.remove_worker(&ctx.id).await {
         warn!("could not remove this worker's record (it expires by itself): {e}");
     }
@@ -250,7 +264,7 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
 }
 
 async fn accept_forever(ctx: Arc<WorkerCtx>, listener: TcpListener) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -261,14 +275,10 @@ async fn accept_forever(ctx: Arc<WorkerCtx>, listener: TcpListener) {
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            warn!(%peer, "too many connections; refusing one");
+            warn!(%peer, "too many connections opening at once; refusing one");
             continue;
         };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            super::session::serve_connection(ctx, stream).await;
-            drop(slot);
-        });
+        tokio::spawn(super::session::serve_connection(ctx.clone(), stream, slot));
     }
 }
 

@@ -17,8 +17,17 @@ use super::spawner::{SpawnError, Spawner};
 /// What a mixer process tells its room.
 #[derive(Debug)]
 pub enum MixerReport {
-    Event { epoch: u64, event: Event },
-    Exited { epoch: u64, reason: String },
+    Event {
+        epoch: u64,
+        event: Event,
+    },
+    Exited {
+        epoch: u64,
+        reason: String,
+        /// The machine running the mixer was lost (a fleet worker died, froze or was cut off),
+        /// not the mixer itself: the room moves at once and it does not count as a crash.
+        worker_lost: bool,
+    },
 }
 
 /// A started `costream mixer` not yet given to a room: it warms up (GStreamer init, plugins)
@@ -264,7 +273,13 @@ async fn supervise(
         (Err(e), None) => format!("cannot wait for mixer: {e}"),
     };
     info!(%reason, "mixer process ended");
-    let _ = reports.send(MixerReport::Exited { epoch, reason }).await;
+    let _ = reports
+        .send(MixerReport::Exited {
+            epoch,
+            reason,
+            worker_lost: false,
+        })
+        .await;
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {

@@ -725,11 +725,19 @@ impl RoomActor {
                 }
                 Input::Mixer { epoch, event }
             }
-            MixerReport::Exited { epoch, reason } => {
+            MixerReport::Exited {
+                epoch,
+                reason,
+                worker_lost,
+            } => {
                 if self.mixer_epoch() == Some(epoch) {
                     self.mixer = None;
                 }
-                Input::MixerExited { epoch, reason }
+                Input::MixerExited {
+                    epoch,
+                    reason,
+                    worker_lost,
+                }
             }
         };
         let _ = self.input(input);
@@ -759,9 +767,12 @@ impl RoomActor {
                     Ok(link) => self.mixer = Some(link),
                     Err(e) => {
                         warn!("{e}");
+                        // No mixer to be had (no process, no worker fits): counts as a crash,
+                        // so a fleet that cannot take the room ends the broadcast in time.
                         let _ = self.input(Input::MixerExited {
                             epoch,
                             reason: e.to_string(),
+                            worker_lost: false,
                         });
                     }
                 }

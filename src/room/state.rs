@@ -130,6 +130,8 @@ pub enum Input {
     MixerExited {
         epoch: u64,
         reason: String,
+        /// Its machine was lost (a fleet worker), not the mixer: restart at once, uncounted.
+        worker_lost: bool,
     },
     /// The host changed the layout (applied live, without restarting anything).
     SetLayout {
@@ -383,9 +385,17 @@ impl RoomState {
                 }
                 Ok(())
             }
-            Input::MixerExited { epoch, reason } => {
+            Input::MixerExited {
+                epoch,
+                reason,
+                worker_lost,
+            } => {
                 if self.live_epoch() == Some(epoch) && self.restart_at.is_none() {
-                    self.mixer_crashed(now, reason);
+                    if worker_lost {
+                        self.worker_lost(now, reason);
+                    } else {
+                        self.mixer_crashed(now, reason);
+                    }
                 }
                 Ok(())
             }
@@ -793,9 +803,22 @@ impl RoomState {
         self.effects.extend(add_inputs);
     }
 
+    /// The machine running the current mixer was lost (a fleet worker died, froze or was cut
+    /// off): the room moves to another at once. Not a crash of the mixer, so it neither backs
+    /// off nor counts toward giving up; a fleet where no worker can take the room answers the
+    /// next launch with a refusal, which does count.
+    fn worker_lost(&mut self, now: Instant, reason: String) {
+        self.replace_mixer(now, RestartDecision::RestartAfter(Duration::ZERO), reason);
+    }
+
     /// The current mixer exited or hung while live: replace it (guests' sessions are untouched),
     /// or end the broadcast as failed in a crash loop.
     fn mixer_crashed(&mut self, now: Instant, reason: String) {
+        let decision = self.crashes.record(now, &self.policy);
+        self.replace_mixer(now, decision, reason);
+    }
+
+    fn replace_mixer(&mut self, now: Instant, decision: RestartDecision, reason: String) {
         let Broadcast::Live {
             epoch, restarts, ..
         } = self.broadcast
@@ -804,7 +827,7 @@ impl RoomState {
         };
         self.effects.push_back(Effect::KillMixer { epoch });
         self.detach_from_mixer();
-        match self.crashes.record(now, &self.policy) {
+        match decision {
             RestartDecision::GiveUp { count } => {
                 self.mixer_failed(format!(
                     "mixer failed {count} times within {} s, giving up; last: {reason}",

@@ -182,6 +182,7 @@ fn events_from_an_old_mixer_are_ignored() {
         Input::MixerExited {
             epoch: 1,
             reason: "killed".into(),
+            worker_lost: false,
         },
     )
     .unwrap();
@@ -229,6 +230,7 @@ fn crash(room: &mut RoomState, now: Instant, epoch: u64) -> Vec<Effect> {
         Input::MixerExited {
             epoch,
             reason: "exit status 139".into(),
+            worker_lost: false,
         },
     )
     .unwrap();
@@ -277,6 +279,36 @@ fn a_crashed_mixer_is_replaced_at_once_with_the_same_inputs() {
     assert_eq!(room.outputs()[0].state, OutputState::Live);
     // The dead mixer's late words change nothing.
     assert!(crash(&mut room, now, 1).is_empty());
+}
+
+#[test]
+fn lost_workers_move_the_room_at_once_and_never_count_as_crashes() {
+    let t0 = Instant::now();
+    let mut room = live_room_with_one_input(t0, CrashPolicy::default());
+    // Ten machines lost within a second (more than max_crashes): each a new mixer at once.
+    for epoch in 1..=10 {
+        room.handle(
+            t0 + Duration::from_millis(epoch * 100),
+            Input::MixerExited {
+                epoch,
+                reason: "worker w1: connection closed".into(),
+                worker_lost: true,
+            },
+        )
+        .unwrap();
+        let effects = drain(&mut room);
+        assert!(
+            effects.contains(&Effect::SpawnMixer { epoch: epoch + 1 }),
+            "loss {epoch}: {effects:?}"
+        );
+    }
+    assert!(matches!(
+        room.broadcast(),
+        Broadcast::Live { restarts: 10, .. }
+    ));
+    // A crash of the mixer itself still starts the crash count from scratch: immediate.
+    assert!(crash(&mut room, t0 + Duration::from_secs(2), 11)
+        .contains(&Effect::SpawnMixer { epoch: 12 }));
 }
 
 #[test]
@@ -856,6 +888,7 @@ fn a_mixer_restart_never_touches_subscriptions() {
         Input::MixerExited {
             epoch: 1,
             reason: "boom".into(),
+            worker_lost: false,
         },
     )
     .unwrap();
@@ -922,6 +955,7 @@ fn outputs_added_and_removed_live_go_to_the_mixer_and_survive_a_restart() {
         Input::MixerExited {
             epoch: 1,
             reason: "boom".into(),
+            worker_lost: false,
         },
     )
     .unwrap();
