@@ -142,6 +142,9 @@ pub struct PoolConfig {
     pub reserve_inputs: u32,
     /// `Retry-After` of a go-live refused for capacity.
     pub retry_after_secs: u64,
+    /// With `cluster.redis_url`: serve also runs a worker of the fleet on this machine (its
+    /// mixers count as that worker's capacity), for small fleets.
+    pub local: bool,
 }
 
 impl Default for PoolConfig {
@@ -152,6 +155,7 @@ impl Default for PoolConfig {
             max_utilization: 0.9,
             reserve_inputs: 4,
             retry_after_secs: 30,
+            local: false,
         }
     }
 }
@@ -463,6 +467,14 @@ impl Config {
 
 impl Config {
     fn validate_cluster(&self) -> Result<(), ConfigError> {
+        if self.pool.local && self.cluster.redis_url.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "pool.local",
+                message: "makes serve a worker of a fleet: it needs cluster.redis_url (without a \
+                          fleet serve runs its own mixers anyway)"
+                    .into(),
+            });
+        }
         if let Some(url) = &self.cluster.redis_url {
             let ok = url::Url::parse(url)
                 .map(|u| matches!(u.scheme(), "redis" | "rediss"))

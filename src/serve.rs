@@ -157,6 +157,9 @@ async fn mixer_backend(config: &Config, args: &ServeArgs) -> anyhow::Result<Arc<
                 retry_after_secs: config.pool.retry_after_secs,
             },
         );
+        if config.pool.local {
+            start_local_worker(config, url)?;
+        }
         let redis = crate::fleet::store::redact_url(url);
         if fleet.wait_for_view(Duration::from_secs(3)).await {
             tracing::info!(%redis, "mixers run on the fleet's workers (no local mixers)");
@@ -192,6 +195,36 @@ async fn mixer_backend(config: &Config, args: &ServeArgs) -> anyhow::Result<Arc<
     );
     tokio::spawn(reload_on_sighup(args.clone(), pool.clone()));
     Ok(Arc::new(pool))
+}
+
+/// `[pool] local` on a fleet: this process is also one of the fleet's workers, with this
+/// machine's `[pool]` capacity, mixers receiving RTP on `[mixer] rtp_bind`.
+fn start_local_worker(config: &Config, redis_url: &str) -> anyhow::Result<()> {
+    use crate::fleet::worker::{default_worker_id, WorkerSettings};
+    let settings = WorkerSettings {
+        redis_url: redis_url.to_string(),
+        advertise_ip: config.mixer.rtp_bind,
+        listen: std::net::SocketAddr::new(config.mixer.rtp_bind, 0),
+        worker_id: format!("{}-serve", default_worker_id()),
+        capacity_cores: config.pool.cores(),
+        max_utilization: config.pool.max_utilization,
+        warm: config.pool.warm,
+        reserve_inputs: config.pool.reserve_inputs,
+        binary: mixer_binary(config)?,
+        secret: config
+            .cluster
+            .secret
+            .as_ref()
+            .map(|s| Arc::from(s.expose().as_bytes())),
+        drain_timeout: Duration::from_secs(config.server.drain_timeout_secs),
+    };
+    tracing::info!(worker = %settings.worker_id, "this serve is also a worker of the fleet (pool.local)");
+    tokio::spawn(async move {
+        if let Err(e) = crate::fleet::worker::run(settings).await {
+            tracing::error!("the local worker stopped: {e:#}");
+        }
+    });
+    Ok(())
 }
 
 /// `[mixer] binary`, or this very executable.

@@ -365,3 +365,33 @@ async fn a_draining_worker_takes_no_new_room_and_hands_its_room_over() -> anyhow
     wait_for_workers(&api, 1).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_with_pool_local_is_a_worker_of_its_own_fleet() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start()?;
+    let nginx = Nginx::start()?;
+    let serve = Serve::start_with_config(&format!(
+        "[cluster]\nredis_url = \"{}\"\n[pool]\nlocal = true\ncapacity_cores = 0.5\nmax_utilization = 1.0\n",
+        redis.url()
+    ))?;
+    let api = Api::new(&serve.base_url);
+    let view = wait_for_workers(&api, 1).await?;
+    let local = view["workers"][0]["worker_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(local.ends_with("-serve"), "{view}");
+    assert!(
+        (view["capacity"].as_f64().unwrap() - 0.5).abs() < 0.01,
+        "{view}"
+    );
+    let a = api.create_room(small_room(&nginx, "local")).await?;
+    assert_eq!(go_live_on_a_worker(&api, &a).await?, local);
+    // A worker of its own joins: the next room goes where there is more room.
+    let _other = Worker::start(&redis.url(), "127.0.0.8", "w-other", WORKER_FLAGS)?;
+    wait_for_workers(&api, 2).await?;
+    let b = api.create_room(small_room(&nginx, "local-b")).await?;
+    assert_eq!(go_live_on_a_worker(&api, &b).await?, "w-other");
+    Ok(())
+}
