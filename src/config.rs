@@ -286,6 +286,19 @@ pub struct LimitsConfig {
     pub max_participants_per_room: usize,
     /// Most outputs per room.
     pub max_outputs_per_room: usize,
+    /// A request's head must arrive within this long, or the connection is closed (slowloris;
+    /// also ends idle keep-alive connections).
+    pub header_read_timeout_secs: u64,
+    /// A request body must arrive within this long (`408` otherwise).
+    pub request_body_timeout_secs: u64,
+    /// Open HTTP connections one client address may hold; more are closed at once.
+    pub connections_per_ip: usize,
+    /// Rooms one client address may create a minute (in bursts of up to a third); `429` beyond.
+    pub room_creations_per_minute_per_ip: u32,
+    /// WHIP and WHEP sessions one client address may open a minute (bursts of a third).
+    pub sessions_per_minute_per_ip: u32,
+    /// Event streams (`GET …/events`) open at once per room; `503` beyond.
+    pub event_streams_per_room: usize,
 }
 
 /// The built-in origin: RTMP ingest from this server's mixers, HTTP-FLV and RTMP to viewers.
@@ -348,6 +361,12 @@ impl Default for LimitsConfig {
             max_rooms: 1000,
             max_participants_per_room: 16,
             max_outputs_per_room: 8,
+            header_read_timeout_secs: 10,
+            request_body_timeout_secs: 30,
+            connections_per_ip: 256,
+            room_creations_per_minute_per_ip: 60,
+            sessions_per_minute_per_ip: 600,
+            event_streams_per_room: 64,
         }
     }
 }
@@ -452,6 +471,39 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key,
                     message: format!("{value} must be 1 to 604800 seconds (a week)"),
+                });
+            }
+        }
+        for (key, value) in [
+            (
+                "limits.header_read_timeout_secs",
+                self.limits.header_read_timeout_secs,
+            ),
+            (
+                "limits.request_body_timeout_secs",
+                self.limits.request_body_timeout_secs,
+            ),
+            (
+                "limits.connections_per_ip",
+                self.limits.connections_per_ip as u64,
+            ),
+            (
+                "limits.room_creations_per_minute_per_ip",
+                u64::from(self.limits.room_creations_per_minute_per_ip),
+            ),
+            (
+                "limits.sessions_per_minute_per_ip",
+                u64::from(self.limits.sessions_per_minute_per_ip),
+            ),
+            (
+                "limits.event_streams_per_room",
+                self.limits.event_streams_per_room as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
                 });
             }
         }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod fleet;
+pub mod http_server;
 pub mod origin;
 pub mod pool;
 pub mod publish;

@@ -100,6 +100,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let origin = start_origin(&mut config.origin, origin_cancel.clone()).await?;
     let public_url = config.public_url();
     let http_shutdown = CancellationToken::new();
+    let connection_limits = crate::http_server::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(config.limits.header_read_timeout_secs),
+        max_per_ip: config.limits.connections_per_ip,
+    };
     let app = router(AppState {
         config: Arc::new(config),
         rooms: rooms.clone(),
@@ -111,22 +115,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("costream listening on {public_url}");
     // Scripts (and the tests) read the bound address from this stdout line.
     println!("costream listening on {public_url}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown({
-            let (origin, origin_cancel) = (origin.clone(), origin_cancel.clone());
-            let pool = pool.clone();
-            async move {
-                drain(pool.as_ref(), drain_timeout).await;
-                // Event streams are endless too: end them so the HTTP server can finish.
-                http_shutdown.cancel();
-                // Graceful shutdown waits for open responses; HTTP-FLV bodies are endless
-                // until their stream goes away, so end every stream (and RTMP session) first.
-                origin_cancel.cancel();
-                if let Some(origin) = origin {
-                    origin.unregister_all();
-                }
+    let shutdown = {
+        let (origin, origin_cancel) = (origin.clone(), origin_cancel.clone());
+        let pool = pool.clone();
+        async move {
+            drain(pool.as_ref(), drain_timeout).await;
+            // Event streams are endless too: end them so the HTTP server can finish.
+            http_shutdown.cancel();
+            // Graceful shutdown waits for open responses; HTTP-FLV bodies are endless
+            // until their stream goes away, so end every stream (and RTMP session) first.
+            origin_cancel.cancel();
+            if let Some(origin) = origin {
+                origin.unregister_all();
             }
-        })
+        }
+    };
+    crate::http_server::serve(listener, app, connection_limits, shutdown, HTTP_GRACE)
         .await
         .context("HTTP server failed")?;
     tracing::info!("shutting down: ending every room");
@@ -196,6 +200,9 @@ async fn mixer_backend(config: &Config, args: &ServeArgs) -> anyhow::Result<Arc<
     tokio::spawn(reload_on_sighup(args.clone(), pool.clone()));
     Ok(Arc::new(pool))
 }
+
+/// After the drain, requests still being answered get this long to finish.
+const HTTP_GRACE: Duration = Duration::from_secs(10);
 
 /// `[pool] local` on a fleet: this process is also one of the fleet's workers, with this
 /// machine's `[pool]` capacity, mixers receiving RTP on `[mixer] rtp_bind`.

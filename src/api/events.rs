@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
@@ -39,9 +39,20 @@ pub async fn stream_events(
 ) -> Result<Response, ApiError> {
     let room = find_room(&app, &room_id).await?;
     let role = auth::role(&headers, &room)?;
+    let max = app.config.limits.event_streams_per_room;
+    let slot = room.open_event_stream(max).ok_or_else(|| {
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!("this room already has {max} event streams open (limits.event_streams_per_room); close one or retry later"),
+        );
+        error.retry_after = Some(10);
+        error
+    })?;
     let (status, notices) = room.watch();
     let shutdown = app.shutdown.clone();
     let events = RoomEvents {
+        _slot: slot,
         app,
         role,
         status,
@@ -62,6 +73,8 @@ pub async fn stream_events(
 
 /// One client's view of one room.
 struct RoomEvents {
+    /// Its place among the room's open event streams, freed when the stream ends.
+    _slot: crate::room::EventStreamSlot,
     app: AppState,
     role: Role,
     status: watch::Receiver<Arc<RoomStatus>>,

@@ -8,6 +8,7 @@ mod events;
 mod metrics;
 mod pages;
 mod pool;
+mod rate_limit;
 mod rooms;
 mod sdp;
 mod whep;
@@ -40,6 +41,19 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let limits = &state.config.limits;
+    let rooms_quota =
+        rate_limit::IpLimiter::per_minute("rooms created", limits.room_creations_per_minute_per_ip);
+    let sessions_quota = rate_limit::IpLimiter::per_minute(
+        "WebRTC sessions opened",
+        limits.sessions_per_minute_per_ip,
+    );
+    let limited = |quota: &rate_limit::IpLimiter| {
+        axum::middleware::from_fn_with_state(quota.clone(), rate_limit::limit)
+    };
+    let body_timeout = tower_http::timeout::RequestBodyTimeoutLayer::new(
+        std::time::Duration::from_secs(limits.request_body_timeout_secs),
+    );
     // WHIP clients and pages on other origins authenticate with bearer tokens, not cookies,
     // so allowing any origin exposes nothing; Location must be readable for DELETE. PATCH is
     // not offered: trickle ICE is not supported, and clients that see it allowed try it.
@@ -64,7 +78,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(pool::readyz))
         .route("/metrics", get(metrics::render))
         .route("/api/v1/pool", get(pool::view))
-        .route("/api/v1/rooms", post(rooms::create))
+        .route(
+            "/api/v1/rooms",
+            post(rooms::create).layer(limited(&rooms_quota)),
+        )
         .route(
             "/api/v1/rooms/{room_id}",
             get(rooms::get).delete(rooms::end),
@@ -98,7 +115,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/whip/{room_id}",
-            post(whip::publish).options(whip::options),
+            post(whip::publish)
+                .layer(limited(&sessions_quota))
+                .options(whip::options),
         )
         .route(
             "/whip/{room_id}/{participant_id}",
@@ -109,7 +128,9 @@ pub fn router(state: AppState) -> Router {
         // SFU return path (WHEP-style); OPTIONS and PATCH behave as for WHIP.
         .route(
             "/whep/{room_id}/{participant_id}",
-            post(whep::subscribe).options(whip::options),
+            post(whep::subscribe)
+                .layer(limited(&sessions_quota))
+                .options(whip::options),
         )
         .route(
             "/whep/{room_id}/{participant_id}/{subscription_id}",
@@ -120,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         // HTTP-FLV. axum matches whole segments, so `{file}` is `<room>.flv`.
         .route("/live/{file}", get(live_flv))
         .fallback(not_found)
+        .layer(body_timeout)
         .layer(cors)
         // Spans name the path only: a WHIP session's Location carries its key in the query.
         .layer(

@@ -126,6 +126,17 @@ pub struct RoomHandle {
     status: watch::Receiver<Arc<RoomStatus>>,
     /// Notices for event streams; bounded, a lagging receiver skips.
     notices: broadcast::Sender<RoomNotice>,
+    /// Event streams open now (see [`RoomHandle::open_event_stream`]).
+    event_streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One open event stream of a room; dropping it (the stream ended) frees its place.
+pub struct EventStreamSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for EventStreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// What the actor needs from the server to run a room.
@@ -190,7 +201,17 @@ impl RoomHandle {
             cancel,
             status,
             notices,
+            event_streams: Arc::default(),
         }
+    }
+
+    /// A place for one more event stream, unless `max` are open already.
+    pub fn open_event_stream(&self, max: usize) -> Option<EventStreamSlot> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.event_streams
+            .fetch_update(SeqCst, SeqCst, |open| (open < max).then_some(open + 1))
+            .ok()
+            .map(|_| EventStreamSlot(self.event_streams.clone()))
     }
 
     /// The room's live status (current value first, then every change) and its notices.

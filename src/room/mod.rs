@@ -11,5 +11,5 @@ pub mod state;
 pub mod status;
 pub mod tokens;
 
-pub use actor::{RoomHandle, RoomRuntime};
+pub use actor::{EventStreamSlot, RoomHandle, RoomRuntime};
 pub use registry::Rooms;

@@ -1,0 +1,97 @@
+//! Per-client-address rate limits on the requests that cost the server most: creating rooms
+//! and opening WebRTC sessions (WHIP, WHEP). `429` with `Retry-After` and a JSON error beyond
+//! the quota; a generic cell-rate limiter (`governor`) keyed by the peer address.
+//!
+//! The peer address comes from the listener ([`crate::http_server`]); a request without one
+//! (the in-process router in unit tests) is not limited. Behind a reverse proxy every request
+//! comes from the proxy's address: raise the quotas there, or limit at the proxy.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use super::error::ApiError;
+
+/// One quota, shared by the routes it guards.
+#[derive(Clone)]
+pub struct IpLimiter {
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    /// What is limited, for the error message.
+    what: &'static str,
+    per_minute: u32,
+}
+
+impl IpLimiter {
+    /// `per_minute` requests per address, in bursts of up to a third of that.
+    pub fn per_minute(what: &'static str, per_minute: u32) -> Self {
+        let rate = NonZeroU32::new(per_minute.max(1)).expect("at least 1");
+        let burst = NonZeroU32::new((per_minute / 3).max(1)).expect("at least 1");
+        Self {
+            limiter: Arc::new(RateLimiter::keyed(
+                Quota::per_minute(rate).allow_burst(burst),
+            )),
+            what,
+            per_minute,
+        }
+    }
+
+    /// `Ok`, or how many seconds until the next request from `ip` would pass.
+    fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        // Keys whose quota is full again carry no state worth keeping: a flood of distinct
+        // addresses cannot grow the table for long.
+        if self.limiter.len() > 10_000 {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&ip).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+}
+
+pub async fn limit(State(limiter): State<IpLimiter>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    if let Some(ip) = peer {
+        if let Err(retry_after) = limiter.check(ip) {
+            tracing::debug!(%ip, what = limiter.what, "rate limited");
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many {} from this address (at most {} a minute); retry in {retry_after} s",
+                    limiter.what, limiter.per_minute
+                ),
+            );
+            error.retry_after = Some(retry_after.max(1));
+            return error.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_passes_then_the_address_waits_and_others_do_not() {
+        let limiter = IpLimiter::per_minute("rooms", 30);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..10 {
+            assert!(limiter.check(a).is_ok());
+        }
+        let wait = limiter.check(a).unwrap_err();
+        assert!((1..=2).contains(&wait), "retry after {wait} s at 30/min");
+        assert!(limiter.check("192.0.2.2".parse().unwrap()).is_ok());
+    }
+}
