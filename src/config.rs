@@ -299,6 +299,11 @@ pub struct LimitsConfig {
     pub sessions_per_minute_per_ip: u32,
     /// Event streams (`GET …/events`) open at once per room; `503` beyond.
     pub event_streams_per_room: usize,
+    /// WebRTC peer connections (WHIP sessions + WHEP subscriptions) open at once on this
+    /// server; `503` beyond. With a `[media]` UDP port range, also at most its size.
+    pub max_peer_connections: usize,
+    /// WHEP subscriptions open at once in one room; `503` beyond.
+    pub max_subscriptions_per_room: usize,
 }
 
 /// The built-in origin: RTMP ingest from this server's mixers, HTTP-FLV and RTMP to viewers.
@@ -367,6 +372,8 @@ impl Default for LimitsConfig {
             room_creations_per_minute_per_ip: 60,
             sessions_per_minute_per_ip: 600,
             event_streams_per_room: 64,
+            max_peer_connections: 1000,
+            max_subscriptions_per_room: 64,
         }
     }
 }
@@ -498,6 +505,14 @@ impl Config {
             (
                 "limits.event_streams_per_room",
                 self.limits.event_streams_per_room as u64,
+            ),
+            (
+                "limits.max_peer_connections",
+                self.limits.max_peer_connections as u64,
+            ),
+            (
+                "limits.max_subscriptions_per_room",
+                self.limits.max_subscriptions_per_room as u64,
             ),
         ] {
             if value == 0 {

@@ -3,10 +3,7 @@
 //! its headers is closed), a cap on connections per client address, and the peer address for the
 //! per-IP rate limits. Graceful shutdown waits for open requests, as before.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -38,7 +35,7 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    let per_ip = PerIp::default();
+    let per_ip = crate::per_ip::PerIp::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -85,58 +82,4 @@ pub async fn serve(
         _ = tokio::time::sleep(grace) => warn!("requests still open after {grace:?}; closing them"),
     }
     Ok(())
-}
-
-/// Open connections per client address.
-#[derive(Clone, Default)]
-struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-/// One connection's place in [`PerIp`]; freed on drop.
-struct Slot {
-    map: PerIp,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    fn take(&self, ip: IpAddr, max: usize) -> Option<Slot> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let open = map.entry(ip).or_default();
-        if *open >= max {
-            return None;
-        }
-        *open += 1;
-        Some(Slot {
-            map: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self.map.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(open) = map.get_mut(&self.ip) {
-            *open -= 1;
-            if *open == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn per_ip_slots_are_capped_and_freed() {
-        let per_ip = PerIp::default();
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let a = per_ip.take(ip, 2).unwrap();
-        let _b = per_ip.take(ip, 2).unwrap();
-        assert!(per_ip.take(ip, 2).is_none());
-        assert!(per_ip.take("10.0.0.2".parse().unwrap(), 2).is_some());
-        drop(a);
-        assert!(per_ip.take(ip, 2).is_some());
-    }
 }

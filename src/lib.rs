@@ -12,6 +12,7 @@ pub mod config;
 pub mod fleet;
 pub mod http_server;
 pub mod origin;
+pub mod per_ip;
 pub mod pool;
 pub mod publish;
 pub mod room;

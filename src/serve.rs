@@ -74,6 +74,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         public_ips: config.media.public_ips.clone(),
         include_loopback: true,
         ice: config.media.ice_timeouts(),
+        max_peer_connections: Some(max_peer_connections(&config)),
     })
     .context("cannot set up WebRTC")?;
     let pool = mixer_backend(&config, &args).await?;
@@ -199,6 +200,19 @@ async fn mixer_backend(config: &Config, args: &ServeArgs) -> anyhow::Result<Arc<
     );
     tokio::spawn(reload_on_sighup(args.clone(), pool.clone()));
     Ok(Arc::new(pool))
+}
+
+/// `limits.max_peer_connections`, and no more than the UDP port range holds (one port each):
+/// a full range answers `503` instead of leaving offers to hang.
+fn max_peer_connections(config: &Config) -> usize {
+    let range = config
+        .media
+        .udp_port_min
+        .zip(config.media.udp_port_max)
+        .map(|(min, max)| usize::from(max - min) + 1);
+    range.map_or(config.limits.max_peer_connections, |ports| {
+        ports.min(config.limits.max_peer_connections)
+    })
 }
 
 /// After the drain, requests still being answered get this long to finish.

@@ -22,6 +22,7 @@ use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::track::track_local::TrackLocal;
 
 use crate::answer::repair_answer;
+use crate::budget::PeerConnectionBudget;
 use crate::codec::{check_offer, check_subscribe_offer, parse_sdp, register_codecs, MediaKind};
 use crate::error::IngestError;
 use crate::forward::ForwardSockets;
@@ -96,6 +97,8 @@ pub struct IngestConfig {
     pub include_loopback: bool,
     /// How fast vanished publishers and subscribers are noticed.
     pub ice: IceTimeouts,
+    /// Most peer connections (WHIP sessions + WHEP subscriptions) open at once; `None`: no cap.
+    pub max_peer_connections: Option<usize>,
 }
 
 impl IngestConfig {
@@ -130,6 +133,7 @@ pub struct IngestEngine {
 struct EngineInner {
     api: API,
     sockets: Arc<ForwardSockets>,
+    budget: PeerConnectionBudget,
 }
 
 impl std::fmt::Debug for IngestEngine {
@@ -164,6 +168,9 @@ impl IngestEngine {
             inner: Arc::new(EngineInner {
                 api,
                 sockets: Arc::new(sockets),
+                budget: PeerConnectionBudget::new(
+                    config.max_peer_connections.unwrap_or(usize::MAX),
+                ),
             }),
         })
     }
@@ -179,6 +186,7 @@ impl IngestEngine {
         let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
             .map_err(|e| IngestError::InvalidSdp(e.to_string()))?;
 
+        let slot = self.take_slot()?;
         let id = new_session_id();
         // A root span: the session outlives the WHIP request that created it.
         let span = tracing::info_span!(parent: None, "ingest_session", session = %id);
@@ -197,6 +205,7 @@ impl IngestEngine {
                 Arc::clone(&self.inner.sockets),
                 Span::current(),
             );
+            session.hold_slot(slot);
             match negotiate(&pc, offer).await {
                 Ok(answer) => {
                     let answer = repair_answer(&answer);
@@ -221,6 +230,17 @@ impl IngestEngine {
 }
 
 impl IngestEngine {
+    /// Open peer connections and the server's cap.
+    pub fn peer_connections(&self) -> &PeerConnectionBudget {
+        &self.inner.budget
+    }
+
+    fn take_slot(&self) -> Result<crate::budget::PcSlot, IngestError> {
+        self.inner.budget.take().ok_or(IngestError::AtCapacity {
+            max: self.inner.budget.max(),
+        })
+    }
+
     /// Takes a WHEP offer (recvonly audio and/or video) for the media `source` publishes;
     /// returns the subscription, the complete answer and the subscription's events. Media
     /// flows once the owner calls [`PeerSession::add_subscription`] and the subscriber
@@ -234,6 +254,7 @@ impl IngestEngine {
         let wanted = check_subscribe_offer(&parsed)?;
         let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
             .map_err(|e| IngestError::InvalidSdp(e.to_string()))?;
+        let slot = self.take_slot()?;
         let id = new_session_id();
         let span = tracing::info_span!(parent: None, "subscription", subscription = %id, source = %source.id());
         async {
@@ -260,6 +281,7 @@ impl IngestEngine {
                 tracks.clone(),
                 Span::current(),
             );
+            subscription.hold_slot(slot);
             let result = async {
                 // Added before the offer is applied so webrtc-rs pairs them with the offer's
                 // recvonly sections.

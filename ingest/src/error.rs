@@ -41,6 +41,9 @@ pub enum IngestError {
     /// The session or publisher is already closed.
     #[error("the session is closed")]
     Closed,
+    /// The server already holds its maximum of peer connections.
+    #[error("this server already holds its maximum of {max} WebRTC connections; retry later or use another server")]
+    AtCapacity { max: usize },
 }
 
 impl From<webrtc::Error> for IngestError {

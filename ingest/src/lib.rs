@@ -13,6 +13,7 @@
 //! Only VP8, H.264 (packetization-mode=1) and Opus are negotiated.
 
 mod answer;
+mod budget;
 mod client;
 mod codec;
 mod engine;
@@ -29,6 +30,7 @@ mod subscriber;
 mod subscription;
 mod whip;
 
+pub use budget::PeerConnectionBudget;
 pub use client::{PublishMedia, WhipPublisher};
 pub use codec::{CodecName, MediaKind};
 pub use engine::{IceTimeouts, IngestConfig, IngestEngine};

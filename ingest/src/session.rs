@@ -98,6 +98,8 @@ pub(crate) struct SessionShared {
     subscriptions: Mutex<Vec<Subscription>>,
     audio_sinks: SubscriberSinks,
     video_sinks: SubscriberSinks,
+    /// Its place in the server's peer connection budget, given back on close.
+    slot: crate::budget::HeldSlot,
     span: Span,
 }
 
@@ -124,6 +126,7 @@ impl PeerSession {
             subscriptions: Mutex::new(Vec::new()),
             audio_sinks: Arc::default(),
             video_sinks: Arc::default(),
+            slot: Default::default(),
             span,
         });
         install_callbacks(&shared);
@@ -243,6 +246,10 @@ impl PeerSession {
         self.shared.close("closed by the server").await;
     }
 
+    pub(crate) fn hold_slot(&self, slot: crate::budget::PcSlot) {
+        self.shared.slot.hold(slot);
+    }
+
     /// Counters of every track of this session.
     pub fn stats(&self) -> SessionStats {
         let mut tracks: Vec<_> = self
@@ -342,6 +349,7 @@ impl SessionShared {
         if let Err(e) = self.pc.close().await {
             debug!(parent: &self.span, "peer connection close: {e}");
         }
+        self.slot.release();
         self.report_closed(reason);
     }
 

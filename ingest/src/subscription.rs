@@ -58,6 +58,8 @@ pub(crate) struct SubscriptionShared {
     closing: AtomicBool,
     closed_reported: AtomicBool,
     connected_reported: AtomicBool,
+    /// Its place in the server's peer connection budget, given back on close.
+    slot: crate::budget::HeldSlot,
     span: Span,
 }
 
@@ -88,6 +90,7 @@ impl Subscription {
             closing: AtomicBool::new(false),
             closed_reported: AtomicBool::new(false),
             connected_reported: AtomicBool::new(false),
+            slot: Default::default(),
             span,
         });
         let weak = Arc::downgrade(&shared);
@@ -146,6 +149,10 @@ impl Subscription {
     /// Closes the peer connection. Idempotent; the owner receives `Closed` once.
     pub async fn close(&self) {
         self.shared.close("closed by the server").await;
+    }
+
+    pub(crate) fn hold_slot(&self, slot: crate::budget::PcSlot) {
+        self.shared.slot.hold(slot);
     }
 
     pub fn stats(&self) -> SubscriptionStats {
@@ -215,6 +222,7 @@ impl SubscriptionShared {
         if let Err(e) = self.pc.close().await {
             debug!(parent: &self.span, "subscriber connection close: {e}");
         }
+        self.slot.release();
         self.report_closed(reason);
     }
 

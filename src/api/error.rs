@@ -151,6 +151,15 @@ impl From<crate::room::state::RoomError> for ApiError {
             RoomError::TooManyOutputs { .. } => (StatusCode::CONFLICT, "too_many_outputs"),
             RoomError::DuplicateOutput(_) => (StatusCode::CONFLICT, "duplicate_output"),
             RoomError::UnknownOutput(_) => (StatusCode::NOT_FOUND, "output_not_found"),
+            RoomError::TooManySubscriptions { .. } => {
+                let mut error = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_subscriptions",
+                    e.to_string(),
+                );
+                error.retry_after = Some(10);
+                return error;
+            }
         };
         Self::new(status, code, e.to_string())
     }

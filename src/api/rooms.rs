@@ -188,6 +188,7 @@ fn room_settings(app: &AppState, request: CreateRoom) -> Result<RoomSettings, Ap
         outputs,
         max_participants: limits.max_participants_per_room,
         max_outputs: limits.max_outputs_per_room,
+        max_subscriptions: limits.max_subscriptions_per_room,
         layout: LayoutSpec::default(),
         look,
     })

@@ -122,6 +122,15 @@ pub fn ingest_error(e: IngestError) -> ApiError {
         IngestError::NoMedia | IngestError::UnsupportedCodec(_) => {
             ApiError::bad_request("unsupported_media", message)
         }
+        IngestError::AtCapacity { .. } => {
+            let mut error = ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "at_capacity",
+                message,
+            );
+            error.retry_after = Some(10);
+            error
+        }
         _ => ApiError::internal(format!("cannot set up the WebRTC session: {message}")),
     }
 }

@@ -84,7 +84,13 @@ struct Viewer {
     queue: mpsc::Sender<Tag>,
     /// Skip everything until a video keyframe (after a drop, or when joining without a GOP).
     waiting_for_keyframe: bool,
+    /// Stream time (ms) of the first tag this viewer's full queue refused, while it stays full.
+    stalled_since: Option<u32>,
 }
+
+/// A viewer whose queue stays full for this much stream time has stopped reading (a stalled
+/// HTTP-FLV or RTMP player): it is dropped, so it holds no connection, queue or task forever.
+const STALLED_VIEWER_MS: u32 = 5_000;
 
 struct Stream {
     key: PublishKey,
@@ -235,6 +241,7 @@ impl Hub {
         stream.viewers.push(Viewer {
             queue,
             waiting_for_keyframe: start.gop.is_empty() && start.has_video,
+            stalled_since: None,
         });
         Ok(Subscription { start, live })
     }
@@ -266,7 +273,20 @@ fn current<'a>(
 impl Stream {
     fn fan_out(&mut self, tag: &Tag) {
         let mut dropped = 0;
+        // Stream time comes from media tags (metadata and sequence headers carry 0).
+        let media = !(tag.kind == TagKind::Script || tag.is_sequence_header());
         self.viewers.retain_mut(|viewer| {
+            if media {
+                if viewer.queue.capacity() == 0 {
+                    let since = *viewer.stalled_since.get_or_insert(tag.timestamp);
+                    if tag.timestamp.wrapping_sub(since) >= STALLED_VIEWER_MS {
+                        // Dropping the sender ends the viewer's stream (its connection closes).
+                        return false;
+                    }
+                } else {
+                    viewer.stalled_since = None;
+                }
+            }
             if viewer.waiting_for_keyframe {
                 // Codec configuration and metadata always pass: the keyframe needs them.
                 let passes = tag.is_video_keyframe()
@@ -363,6 +383,35 @@ mod tests {
             .live
             .try_recv()
             .is_err_and(|e| e == mpsc::error::TryRecvError::Disconnected));
+    }
+
+    #[test]
+    fn a_viewer_that_stops_reading_is_dropped_after_five_seconds_of_stream() {
+        let (hub, key) = hub(2);
+        let id = hub.start_publish("room", Some(key.expose())).unwrap();
+        hub.publish("room", id, key_frame(0)).unwrap();
+        let stalled = hub.subscribe("room").unwrap();
+        let mut reading = hub.subscribe("room").unwrap();
+        // 40 ms frames; the stalled viewer's queue (2) is full from the third on.
+        for n in 1..=140u32 {
+            let tag = if n % 50 == 0 {
+                key_frame(n * 40)
+            } else {
+                inter(n * 40)
+            };
+            hub.publish("room", id, tag).unwrap();
+            while reading.live.try_recv().is_ok() {}
+            let viewers = hub.stats("room").unwrap().viewers;
+            if n * 40 < 120 + STALLED_VIEWER_MS {
+                assert_eq!(viewers, 2, "dropped early, at {} ms", n * 40);
+            }
+        }
+        assert_eq!(
+            hub.stats("room").unwrap().viewers,
+            1,
+            "the stalled viewer is still there"
+        );
+        drop(stalled);
     }
 
     #[test]

@@ -26,10 +26,22 @@ const MAX_CONNECTIONS: usize = 2048;
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// ... and start publishing or playing within this long, or it is hung up on.
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Bytes a client may send before it publishes or plays (connect, createStream, play: a few
+/// hundred bytes): without it, one declared 16 MB RTMP message buffers 16 MB per connection.
+const MAX_UNAUTHENTICATED_BYTES: usize = 64 * 1024;
+/// Bytes a player may send in all (it sends no media: acknowledgements and pings only, a few KB
+/// an hour).
+const MAX_PLAYER_BYTES: usize = 1024 * 1024;
+/// A write that does not complete within this long means the peer stopped reading.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Connections one address may hold (publishers from one serve or worker, or viewers behind
+/// one NAT): bounds what a single client can take of [`MAX_CONNECTIONS`].
+const MAX_CONNECTIONS_PER_IP: usize = 128;
 
 /// Accepts connections until `cancel` fires.
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>, cancel: CancellationToken) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_ip = crate::per_ip::PerIp::default();
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -46,6 +58,10 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, cancel: CancellationTok
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             warn!(%peer, "origin: too many RTMP connections, refusing one");
+            continue;
+        };
+        let Some(ip_slot) = per_ip.take(peer.ip(), MAX_CONNECTIONS_PER_IP) else {
+            warn!(%peer, "origin: too many RTMP connections from this address, refusing one");
             continue;
         };
         let hub = hub.clone();
@@ -65,6 +81,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, cancel: CancellationTok
                 }
                 connection.finish();
                 drop(permit);
+                drop(ip_slot);
             }
             .instrument(span),
         );
@@ -120,6 +137,8 @@ struct Connection {
     outbox: Vec<u8>,
     /// Hang up once the outbox is flushed (after refusing a publish or play).
     hang_up: bool,
+    /// Bytes received while not publishing (see [`MAX_UNAUTHENTICATED_BYTES`]).
+    received_unpublished: usize,
 }
 
 impl Connection {
@@ -130,6 +149,7 @@ impl Connection {
             role: Role::Idle,
             outbox: Vec::new(),
             hang_up: false,
+            received_unpublished: 0,
         }
     }
 
@@ -160,6 +180,7 @@ impl Connection {
                     if n == 0 {
                         return Err(ConnectionError::Closed);
                     }
+                    self.count_inbound(n)?;
                     let results = session.handle_input(&buf[..n]).map_err(session_error)?;
                     self.process(&mut session, results)?;
                 }
@@ -205,8 +226,27 @@ impl Connection {
 
     async fn flush(&mut self) -> Result<(), ConnectionError> {
         if !self.outbox.is_empty() {
-            self.socket.write_all(&self.outbox).await?;
+            tokio::time::timeout(WRITE_TIMEOUT, self.socket.write_all(&self.outbox))
+                .await
+                .map_err(|_| ConnectionError::Done("the peer stopped reading"))??;
             self.outbox.clear();
+        }
+        Ok(())
+    }
+
+    /// Only a publisher (holding the room's key) sends media; everyone else is held to a few
+    /// control messages.
+    fn count_inbound(&mut self, n: usize) -> Result<(), ConnectionError> {
+        let limit = match self.role {
+            Role::Publishing { .. } => return Ok(()),
+            Role::Idle => MAX_UNAUTHENTICATED_BYTES,
+            Role::Playing { .. } => MAX_PLAYER_BYTES,
+        };
+        self.received_unpublished += n;
+        if self.received_unpublished > limit {
+            return Err(ConnectionError::Done(
+                "sent more than a player or a client that has not published may",
+            ));
         }
         Ok(())
     }

@@ -31,6 +31,8 @@ pub struct RoomSettings {
     pub max_participants: usize,
     /// Outputs the host may have at once (create and `POST .../outputs` together).
     pub max_outputs: usize,
+    /// WHEP subscriptions open at once in the room.
+    pub max_subscriptions: usize,
     /// How the mix is laid out; the host changes it live with `Input::SetLayout`.
     pub layout: LayoutSpec,
     /// Background, name labels, logo, slate title; the host changes it live with
@@ -223,6 +225,8 @@ pub enum RoomError {
     UnknownParticipant(ParticipantId),
     #[error("no subscription {0} in this room; it may have ended with its source")]
     UnknownSubscription(SubscriptionId),
+    #[error("this room already has {max} subscriptions open (limits.max_subscriptions_per_room); retry when one ends")]
+    TooManySubscriptions { max: usize },
     #[error("the room has no outputs to push to; create it with \"outputs\": [{{\"url\": \"rtmp://...\"}}]")]
     NoOutputs,
     #[error("{0}")]
@@ -430,6 +434,11 @@ impl RoomState {
     ) -> Result<(), RoomError> {
         if !self.participants.contains_key(&source) {
             return Err(RoomError::UnknownParticipant(source));
+        }
+        if self.subscriptions.len() >= self.settings.max_subscriptions {
+            return Err(RoomError::TooManySubscriptions {
+                max: self.settings.max_subscriptions,
+            });
         }
         self.subscriptions
             .insert(subscription_id.clone(), source.clone());

@@ -14,6 +14,7 @@ fn settings(outputs: usize) -> RoomSettings {
             .collect(),
         max_participants: 3,
         max_outputs: 3,
+        max_subscriptions: 8,
         layout: LayoutSpec::default(),
         look: Default::default(),
     }

@@ -227,6 +227,7 @@ mod tests {
             }],
             max_participants: 4,
             max_outputs: 8,
+            max_subscriptions: 64,
             layout: Default::default(),
             look: Default::default(),
         });
@@ -249,6 +250,7 @@ mod tests {
             }],
             max_participants: 4,
             max_outputs: 8,
+            max_subscriptions: 64,
             layout: Default::default(),
             look: Default::default(),
         });
