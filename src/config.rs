@@ -289,8 +289,6 @@ pub struct LimitsConfig {
     /// A request's head must arrive within this long, or the connection is closed (slowloris;
     /// also ends idle keep-alive connections).
     pub header_read_timeout_secs: u64,
-    /// A request body must arrive within this long (`408` otherwise).
-    pub request_body_timeout_secs: u64,
     /// Open HTTP connections one client address may hold; more are closed at once.
     pub connections_per_ip: usize,
     /// Rooms one client address may create a minute (in bursts of up to a third); `429` beyond.
@@ -367,7 +365,6 @@ impl Default for LimitsConfig {
             max_participants_per_room: 16,
             max_outputs_per_room: 8,
             header_read_timeout_secs: 10,
-            request_body_timeout_secs: 30,
             connections_per_ip: 256,
             room_creations_per_minute_per_ip: 60,
             sessions_per_minute_per_ip: 600,
@@ -485,10 +482,6 @@ impl Config {
             (
                 "limits.header_read_timeout_secs",
                 self.limits.header_read_timeout_secs,
-            ),
-            (
-                "limits.request_body_timeout_secs",
-                self.limits.request_body_timeout_secs,
             ),
             (
                 "limits.connections_per_ip",

@@ -15,6 +15,9 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+/// A response write that makes no progress for this long closes the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Bounds on each client connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -42,9 +45,13 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset};
+                    // A connection that died before we took it: nothing to wait for.
+                    if !matches!(e.kind(), ConnectionAborted | ConnectionReset) {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     continue;
                 }
             },
@@ -66,8 +73,14 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .keep_alive(true);
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        // A client that stops reading a response (a stalled HTTP-FLV viewer: zero TCP window)
+        // would block its connection forever; writes that make no progress for this long end it.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let connection = builder.serve_connection(
+            TokioIo::new(Box::pin(stream)),
+            TowerToHyperService::new(service),
+        );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

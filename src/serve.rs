@@ -202,14 +202,16 @@ async fn mixer_backend(config: &Config, args: &ServeArgs) -> anyhow::Result<Arc<
     Ok(Arc::new(pool))
 }
 
-/// `limits.max_peer_connections`, and no more than the UDP port range holds (one port each):
-/// a full range answers `503` instead of leaving offers to hang.
+/// `limits.max_peer_connections`, and no more than the UDP port range holds: a full range
+/// answers `503` instead of leaving offers to hang. Each connection gathers on every local
+/// address, loopback included: at least two ports.
 fn max_peer_connections(config: &Config) -> usize {
+    const PORTS_PER_CONNECTION: usize = 2;
     let range = config
         .media
         .udp_port_min
         .zip(config.media.udp_port_max)
-        .map(|(min, max)| usize::from(max - min) + 1);
+        .map(|(min, max)| ((usize::from(max - min) + 1) / PORTS_PER_CONNECTION).max(1));
     range.map_or(config.limits.max_peer_connections, |ports| {
         ports.min(config.limits.max_peer_connections)
     })

@@ -29,7 +29,19 @@ pub async fn read_limited(
         discard(body).await;
         return Err(too_large());
     }
-    to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_READ_TIME, to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_READ_TIME.as_secs()
+                ),
+            )
+        })?;
+    read.map_err(|e| {
         let is_limit = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
@@ -40,6 +52,10 @@ pub async fn read_limited(
         }
     })
 }
+
+/// A whole request body (an SDP offer, JSON, a logo) must arrive within this long: a client
+/// dripping a body byte by byte holds a connection for no longer.
+const BODY_READ_TIME: Duration = Duration::from_secs(30);
 
 /// How much of a refused body is still read (and thrown away) before answering.
 const DISCARD_CAP: usize = 4 << 20;

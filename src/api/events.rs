@@ -39,8 +39,12 @@ pub async fn stream_events(
 ) -> Result<Response, ApiError> {
     let room = find_room(&app, &room_id).await?;
     let role = auth::role(&headers, &room)?;
+    // The host's own page never counts: guests opening streams cannot lock the studio out.
     let max = app.config.limits.event_streams_per_room;
-    let slot = room.open_event_stream(max).ok_or_else(|| {
+    let slot = if role == Role::Host {
+        None
+    } else {
+        Some(room.open_event_stream(max).ok_or_else(|| {
         let mut error = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_streams",
@@ -48,7 +52,8 @@ pub async fn stream_events(
         );
         error.retry_after = Some(10);
         error
-    })?;
+    })?)
+    };
     let (status, notices) = room.watch();
     let shutdown = app.shutdown.clone();
     let events = RoomEvents {
@@ -73,8 +78,9 @@ pub async fn stream_events(
 
 /// One client's view of one room.
 struct RoomEvents {
-    /// Its place among the room's open event streams, freed when the stream ends.
-    _slot: crate::room::EventStreamSlot,
+    /// Its place among the room's open event streams, freed when the stream ends (none for
+    /// the host).
+    _slot: Option<crate::room::EventStreamSlot>,
     app: AppState,
     role: Role,
     status: watch::Receiver<Arc<RoomStatus>>,

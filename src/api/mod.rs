@@ -51,9 +51,7 @@ pub fn router(state: AppState) -> Router {
     let limited = |quota: &rate_limit::IpLimiter| {
         axum::middleware::from_fn_with_state(quota.clone(), rate_limit::limit)
     };
-    let body_timeout = tower_http::timeout::RequestBodyTimeoutLayer::new(
-        std::time::Duration::from_secs(limits.request_body_timeout_secs),
-    );
+
     // WHIP clients and pages on other origins authenticate with bearer tokens, not cookies,
     // so allowing any origin exposes nothing; Location must be readable for DELETE. PATCH is
     // not offered: trickle ICE is not supported, and clients that see it allowed try it.
@@ -141,7 +139,6 @@ pub fn router(state: AppState) -> Router {
         // HTTP-FLV. axum matches whole segments, so `{file}` is `<room>.flv`.
         .route("/live/{file}", get(live_flv))
         .fallback(not_found)
-        .layer(body_timeout)
         .layer(cors)
         // Spans name the path only: a WHIP session's Location carries its key in the query.
         .layer(

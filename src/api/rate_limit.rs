@@ -23,6 +23,8 @@ use super::error::ApiError;
 #[derive(Clone)]
 pub struct IpLimiter {
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Checks so far: the table is swept every [`SWEEP_EVERY`] of them.
+    checks: Arc<std::sync::atomic::AtomicU64>,
     /// What is limited, for the error message.
     what: &'static str,
     per_minute: u32,
@@ -37,6 +39,7 @@ impl IpLimiter {
             limiter: Arc::new(RateLimiter::keyed(
                 Quota::per_minute(rate).allow_burst(burst),
             )),
+            checks: Arc::default(),
             what,
             per_minute,
         }
@@ -44,15 +47,39 @@ impl IpLimiter {
 
     /// `Ok`, or how many seconds until the next request from `ip` would pass.
     fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        // Keys whose quota is full again carry no state worth keeping: a flood of distinct
+        // Keys whose quota is full again carry no state worth keeping: swept now and then (a
+        // sweep scans the whole table, so never on every request), a flood of distinct
         // addresses cannot grow the table for long.
-        if self.limiter.len() > 10_000 {
+        let n = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.limiter.retain_recent();
         }
-        self.limiter.check_key(&ip).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-        })
+        self.limiter
+            .check_key(&client_key(ip))
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            })
+    }
+}
+
+/// How often (in checks) the limiter's table is swept of idle keys.
+const SWEEP_EVERY: u64 = 4096;
+
+/// The unit a quota applies to: an IPv4 address, or an IPv6 /64 (one client usually holds a
+/// whole /64, and would otherwise get a fresh quota per address).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let net = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(net))
+            }
+        },
     }
 }
 
@@ -93,5 +120,13 @@ mod tests {
         let wait = limiter.check(a).unwrap_err();
         assert!((1..=2).contains(&wait), "retry after {wait} s at 30/min");
         assert!(limiter.check("192.0.2.2".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_client_shares_one_quota_per_64() {
+        let limiter = IpLimiter::per_minute("rooms", 3);
+        assert!(limiter.check("2001:db8::1".parse().unwrap()).is_ok());
+        assert!(limiter.check("2001:db8::2".parse().unwrap()).is_err());
+        assert!(limiter.check("2001:db8:0:1::1".parse().unwrap()).is_ok());
     }
 }

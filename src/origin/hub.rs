@@ -279,7 +279,10 @@ impl Stream {
             if media {
                 if viewer.queue.capacity() == 0 {
                     let since = *viewer.stalled_since.get_or_insert(tag.timestamp);
-                    if tag.timestamp.wrapping_sub(since) >= STALLED_VIEWER_MS {
+                    // Signed: a tag a little earlier than `since` (audio/video interleaving, a
+                    // republish's rebase) is no stall at all, not four billion ms of one.
+                    let stalled_ms = tag.timestamp.wrapping_sub(since) as i32;
+                    if stalled_ms >= STALLED_VIEWER_MS as i32 {
                         // Dropping the sender ends the viewer's stream (its connection closes).
                         return false;
                     }

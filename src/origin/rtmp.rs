@@ -29,13 +29,14 @@ const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bytes a client may send before it publishes or plays (connect, createStream, play: a few
 /// hundred bytes): without it, one declared 16 MB RTMP message buffers 16 MB per connection.
 const MAX_UNAUTHENTICATED_BYTES: usize = 64 * 1024;
-/// Bytes a player may send in all (it sends no media: acknowledgements and pings only, a few KB
-/// an hour).
-const MAX_PLAYER_BYTES: usize = 1024 * 1024;
+/// Bytes a player may send a minute (it sends no media: acknowledgements and pings, a few
+/// hundred bytes a minute even at high bitrates).
+const MAX_PLAYER_BYTES_PER_MINUTE: usize = 64 * 1024;
 /// A write that does not complete within this long means the peer stopped reading.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Connections one address may hold (publishers from one serve or worker, or viewers behind
-/// one NAT): bounds what a single client can take of [`MAX_CONNECTIONS`].
+/// Connections one address may hold (viewers behind one NAT, or a fleet worker's mixers):
+/// bounds what a single client can take of [`MAX_CONNECTIONS`]. Loopback (this serve's own
+/// mixers) is exempt.
 const MAX_CONNECTIONS_PER_IP: usize = 128;
 
 /// Accepts connections until `cancel` fires.
@@ -60,7 +61,12 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, cancel: CancellationTok
             warn!(%peer, "origin: too many RTMP connections, refusing one");
             continue;
         };
-        let Some(ip_slot) = per_ip.take(peer.ip(), MAX_CONNECTIONS_PER_IP) else {
+        let cap = if peer.ip().is_loopback() {
+            MAX_CONNECTIONS
+        } else {
+            MAX_CONNECTIONS_PER_IP
+        };
+        let Some(ip_slot) = per_ip.take(peer.ip(), cap) else {
             warn!(%peer, "origin: too many RTMP connections from this address, refusing one");
             continue;
         };
@@ -137,8 +143,11 @@ struct Connection {
     outbox: Vec<u8>,
     /// Hang up once the outbox is flushed (after refusing a publish or play).
     hang_up: bool,
-    /// Bytes received while not publishing (see [`MAX_UNAUTHENTICATED_BYTES`]).
+    /// Bytes received while not publishing (see [`MAX_UNAUTHENTICATED_BYTES`]); for a player,
+    /// within the current minute.
     received_unpublished: usize,
+    /// Start of a player's current one-minute window.
+    window_start: tokio::time::Instant,
 }
 
 impl Connection {
@@ -150,6 +159,7 @@ impl Connection {
             outbox: Vec::new(),
             hang_up: false,
             received_unpublished: 0,
+            window_start: tokio::time::Instant::now(),
         }
     }
 
@@ -240,7 +250,13 @@ impl Connection {
         let limit = match self.role {
             Role::Publishing { .. } => return Ok(()),
             Role::Idle => MAX_UNAUTHENTICATED_BYTES,
-            Role::Playing { .. } => MAX_PLAYER_BYTES,
+            Role::Playing { .. } => {
+                if self.window_start.elapsed() >= std::time::Duration::from_secs(60) {
+                    self.window_start = tokio::time::Instant::now();
+                    self.received_unpublished = 0;
+                }
+                MAX_PLAYER_BYTES_PER_MINUTE
+            }
         };
         self.received_unpublished += n;
         if self.received_unpublished > limit {
