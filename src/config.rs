@@ -178,6 +178,19 @@ pub struct ServerConfig {
     pub public_url: String,
     /// After SIGTERM, live rooms may keep streaming this long before serve stops them.
     pub drain_timeout_secs: u64,
+    /// Web origins (`https://app.example.com`) whose pages may call the API and event streams
+    /// cross-origin. WHIP, WHEP and HTTP-FLV take any origin.
+    pub cors_origins: Vec<String>,
+}
+
+impl ServerConfig {
+    /// `cors_origins` as header values (validated at startup).
+    pub fn cors_origin_values(&self) -> Vec<axum::http::HeaderValue> {
+        self.cors_origins
+            .iter()
+            .filter_map(|o| axum::http::HeaderValue::from_str(o.trim_end_matches('/')).ok())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -342,6 +355,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: String::new(),
             drain_timeout_secs: 300,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -456,6 +470,24 @@ impl Config {
                     message: format!(
                         "{:?} is not an http(s) URL such as https://live.example.com",
                         self.server.public_url
+                    ),
+                });
+            }
+        }
+        for origin in &self.server.cors_origins {
+            let ok = url::Url::parse(origin)
+                .map(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.path() == "/"
+                        && u.query().is_none()
+                })
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "server.cors_origins",
+                    message: format!(
+                        "{origin:?} is not a web origin such as https://app.example.com"
                     ),
                 });
             }

@@ -52,18 +52,29 @@ pub fn router(state: AppState) -> Router {
         axum::middleware::from_fn_with_state(quota.clone(), rate_limit::limit)
     };
 
-    // WHIP clients and pages on other origins authenticate with bearer tokens, not cookies,
-    // so allowing any origin exposes nothing; Location must be readable for DELETE. PATCH is
-    // not offered: trickle ICE is not supported, and clients that see it allowed try it.
-    let cors = CorsLayer::new()
+    // WHIP/WHEP clients and players on other sites authenticate with bearer tokens (or, for
+    // HTTP-FLV, need none), not cookies, so any origin may call them; Location must be readable
+    // for DELETE. PATCH is not offered: trickle ICE is not supported, and clients that see it
+    // allowed try it. Everything else (the API, event streams) answers cross-origin requests
+    // only from `[server] cors_origins`: a web page elsewhere cannot drive a costream on its
+    // visitor's network.
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::DELETE,
+        Method::PUT,
+        Method::OPTIONS,
+    ];
+    let media_cors = CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::DELETE,
-            Method::PUT,
-            Method::OPTIONS,
-        ])
+        .allow_methods(methods.clone())
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::LOCATION]);
+    let api_cors = CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(
+            state.config.server.cors_origin_values(),
+        ))
+        .allow_methods(methods)
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::LOCATION]);
     Router::new()
@@ -111,35 +122,39 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/rooms/{room_id}/outputs/{output_id}",
             axum::routing::delete(rooms::remove_output),
         )
-        .route(
-            "/whip/{room_id}",
-            post(whip::publish)
-                .layer(limited(&sessions_quota))
-                .options(whip::options),
+        .layer(api_cors)
+        .merge(
+            Router::new()
+                .route(
+                    "/whip/{room_id}",
+                    post(whip::publish)
+                        .layer(limited(&sessions_quota))
+                        .options(whip::options),
+                )
+                .route(
+                    "/whip/{room_id}/{participant_id}",
+                    axum::routing::delete(whip::leave)
+                        .patch(whip::trickle_not_supported)
+                        .options(whip::options),
+                )
+                // SFU return path (WHEP-style); OPTIONS and PATCH behave as for WHIP.
+                .route(
+                    "/whep/{room_id}/{participant_id}",
+                    post(whep::subscribe)
+                        .layer(limited(&sessions_quota))
+                        .options(whip::options),
+                )
+                .route(
+                    "/whep/{room_id}/{participant_id}/{subscription_id}",
+                    axum::routing::delete(whep::unsubscribe)
+                        .patch(whip::trickle_not_supported)
+                        .options(whip::options),
+                )
+                // HTTP-FLV. axum matches whole segments, so `{file}` is `<room>.flv`.
+                .route("/live/{file}", get(live_flv))
+                .layer(media_cors),
         )
-        .route(
-            "/whip/{room_id}/{participant_id}",
-            axum::routing::delete(whip::leave)
-                .patch(whip::trickle_not_supported)
-                .options(whip::options),
-        )
-        // SFU return path (WHEP-style); OPTIONS and PATCH behave as for WHIP.
-        .route(
-            "/whep/{room_id}/{participant_id}",
-            post(whep::subscribe)
-                .layer(limited(&sessions_quota))
-                .options(whip::options),
-        )
-        .route(
-            "/whep/{room_id}/{participant_id}/{subscription_id}",
-            axum::routing::delete(whep::unsubscribe)
-                .patch(whip::trickle_not_supported)
-                .options(whip::options),
-        )
-        // HTTP-FLV. axum matches whole segments, so `{file}` is `<room>.flv`.
-        .route("/live/{file}", get(live_flv))
         .fallback(not_found)
-        .layer(cors)
         // Spans name the path only: a WHIP session's Location carries its key in the query.
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {

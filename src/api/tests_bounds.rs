@@ -80,6 +80,70 @@ async fn cors_preflight_allows_whip_but_never_advertises_patch() {
     assert!(!methods.contains("PATCH"), "{methods}");
 }
 
+/// A preflight from `origin` for `method` on `path`; the allowed origin it got, if any.
+async fn preflight(app: axum::Router, path: &str, origin: &str) -> Option<String> {
+    let response = tower::ServiceExt::oneshot(
+        app,
+        Request::builder()
+            .method("OPTIONS")
+            .uri(path)
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization,content-type",
+            )
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    response
+        .headers()
+        .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn the_api_answers_only_configured_origins_while_whip_whep_and_flv_answer_any() {
+    let evil = "https://evil.example";
+    // Default: no origin may drive the API from a web page; WHIP/WHEP/HTTP-FLV stay open.
+    let app = app();
+    assert_eq!(preflight(app.clone(), "/api/v1/rooms", evil).await, None);
+    assert_eq!(
+        preflight(app.clone(), "/api/v1/rooms/r/events", evil).await,
+        None
+    );
+    for open in ["/whip/r", "/whep/r/p", "/live/r.flv"] {
+        assert_eq!(
+            preflight(app.clone(), open, evil).await.as_deref(),
+            Some("*"),
+            "{open}"
+        );
+    }
+    // A configured studio origin may; others still may not.
+    let mut config = crate::config::Config::default();
+    config.server.cors_origins = vec!["https://studio.example".into()];
+    let app = super::tests::app_with(config);
+    assert_eq!(
+        preflight(app.clone(), "/api/v1/rooms", "https://studio.example")
+            .await
+            .as_deref(),
+        Some("https://studio.example")
+    );
+    assert_eq!(preflight(app, "/api/v1/rooms", evil).await, None);
+}
+
+#[test]
+fn cors_origins_must_be_origins() {
+    let mut config = crate::config::Config::default();
+    config.server.cors_origins = vec!["https://studio.example/path".into()];
+    assert!(config.validate().is_err());
+    config.server.cors_origins = vec!["https://studio.example:8443".into()];
+    assert!(config.validate().is_ok());
+}
+
 mod destinations {
     use std::collections::BTreeMap;
 
