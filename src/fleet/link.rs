@@ -202,13 +202,33 @@ async fn run(
 
 type Lines = Framed<TcpStream, LinesCodec>;
 
-async fn send_line(lines: &mut Lines, msg: &ToWorker) -> Result<(), String> {
+/// Why a control line could not be sent.
+pub(super) enum SendFailure {
+    Lost(tokio_util::codec::LinesCodecError),
+    /// The peer took nothing for [`SEND_TIMEOUT`].
+    Stalled,
+}
+
+/// Sends one control message (either direction), giving up after [`SEND_TIMEOUT`].
+pub(super) async fn send_message<T: serde::Serialize>(
+    lines: &mut Framed<TcpStream, LinesCodec>,
+    msg: &T,
+) -> Result<(), SendFailure> {
     let line = wire::encode(msg);
     match tokio::time::timeout(SEND_TIMEOUT, lines.send(line.trim_end())).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("connection lost: {e}")),
-        Err(_) => Err(format!("took no data for {SEND_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(SendFailure::Lost(e)),
+        Err(_) => Err(SendFailure::Stalled),
     }
+}
+
+async fn send_line(lines: &mut Lines, msg: &ToWorker) -> Result<(), String> {
+    send_message(lines, msg)
+        .await
+        .map_err(|failure| match failure {
+            SendFailure::Lost(e) => format!("connection lost: {e}"),
+            SendFailure::Stalled => format!("took no data for {SEND_TIMEOUT:?}"),
+        })
 }
 
 /// Claims the placement, connects and opens the room. `Err` says how it failed.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use costream_mixer::control::{Command, Event, VideoSpec};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LinesCodec};
@@ -139,12 +139,13 @@ async fn place(
 
 /// A write serve does not take within this long means it is gone.
 async fn send_line(lines: &mut Lines, msg: &FromWorker) -> Result<(), String> {
-    let line = wire::encode(msg);
-    match tokio::time::timeout(super::link::SEND_TIMEOUT, lines.send(line.trim_end())).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("connection to serve lost: {e}")),
-        Err(_) => Err("serve took no data (frozen or cut off?)".into()),
-    }
+    use super::link::{send_message, SendFailure};
+    send_message(lines, msg)
+        .await
+        .map_err(|failure| match failure {
+            SendFailure::Lost(e) => format!("connection to serve lost: {e}"),
+            SendFailure::Stalled => "serve took no data (frozen or cut off?)".into(),
+        })
 }
 
 /// (room, epoch, video, participants) of an opening.

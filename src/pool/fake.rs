@@ -11,7 +11,6 @@ use tokio::sync::{mpsc, watch};
 use super::admission::{expected_inputs, Ledger, RoomLoad};
 use super::{
     cores, LaunchError, MixerBackend, MixerInfo, MixerLink, MixerReport, PoolView, Refusal,
-    RoomCost,
 };
 
 const RESERVE_INPUTS: u32 = 4;
@@ -132,14 +131,7 @@ impl MixerBackend for FakeMixers {
             warm_pids: Vec::new(),
             mixer_binary: "fake".into(),
             draining: st.draining,
-            rooms: st
-                .ledger
-                .rooms()
-                .map(|(room_id, cost)| RoomCost {
-                    room_id: room_id.to_string(),
-                    cost: cores(cost),
-                })
-                .collect(),
+            rooms: super::room_costs(&st.ledger),
             workers: None,
         }
     }

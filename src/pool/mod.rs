@@ -415,17 +415,21 @@ impl MixerPool {
             warm_pids: st.warm.iter().filter_map(MixerChild::pid).collect(),
             mixer_binary: st.binary.display().to_string(),
             draining: st.draining,
-            rooms: st
-                .ledger
-                .rooms()
-                .map(|(room_id, cost)| RoomCost {
-                    room_id: room_id.to_string(),
-                    cost: cores(cost),
-                })
-                .collect(),
+            rooms: room_costs(&st.ledger),
             workers: None,
         }
     }
+}
+
+/// The rooms a ledger charges, for [`PoolView::rooms`].
+fn room_costs(ledger: &Ledger) -> Vec<RoomCost> {
+    ledger
+        .rooms()
+        .map(|(room_id, cost)| RoomCost {
+            room_id: room_id.to_string(),
+            cost: cores(cost),
+        })
+        .collect()
 }
 
 impl MixerBackend for MixerPool {
