@@ -3,7 +3,8 @@
 # already has every package does no apt work at all, so the README commands stay fast.
 #   scripts/setup.sh          build + runtime packages (what `costream serve` needs)
 #   scripts/setup.sh --test   also the test tools (nginx-rtmp, ffmpeg, valgrind, python3, Chromium
-#                             + the pinned playwright-core in tests/browser via `npm ci`)
+#                             + the pinned playwright-core in tests/browser via `npm ci`, the
+#                             pinned schemathesis in a venv under ~/.cache/costream)
 set -euo pipefail
 
 build_and_runtime=(
@@ -17,7 +18,8 @@ build_and_runtime=(
 # redis-server: the fleet tests (each runs its own throwaway server; the fleet is opt-in).
 # valgrind + python3: the benchmark (tests/bench_harness.rs runs its smoke mode); the chart
 # needs python3-matplotlib, which benches/run.sh installs itself for a full run.
-test_tools=(nginx libnginx-mod-rtmp ffmpeg chromium valgrind python3 redis-server)
+# python3-venv: schemathesis (tests/openapi.rs) gets a venv of its own.
+test_tools=(nginx libnginx-mod-rtmp ffmpeg chromium valgrind python3 python3-jwt python3-venv redis-server)
 
 testing=false
 [[ "${1:-}" == "--test" ]] && testing=true
@@ -64,9 +66,25 @@ install_k8s_models() {
     python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages "kubernetes==$want"
 }
 
+# tests/openapi.rs checks GET /api/v1/openapi.json against a running serve with schemathesis
+# (pinned; from PyPI), in a venv of its own so its dependencies never touch the system's Python.
+# The test looks for it at exactly this path.
+install_schemathesis() {
+  local want="4.32.5"
+  local venv="$HOME/.cache/costream/schemathesis-$want"
+  if "$venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$want"; then
+    return
+  fi
+  echo "setup: pip install schemathesis==$want into $venv"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$want"
+}
+
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#wanted[@]} packages present"
-  if $testing; then install_browser_driver; install_k8s_models; fi
+  if $testing; then install_browser_driver; install_k8s_models; install_schemathesis; fi
   exit 0
 fi
 
@@ -84,5 +102,5 @@ fi
 if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
   "${sudo_cmd[@]}" systemctl stop redis-server || true
 fi
-if $testing; then install_browser_driver; install_k8s_models; fi
+if $testing; then install_browser_driver; install_k8s_models; install_schemathesis; fi
 echo "setup: done"

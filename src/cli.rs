@@ -14,6 +14,16 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: CliCommand,
+    /// Log lines as text, or as JSON objects (one per line, with the span fields such as room,
+    /// participant and request id). Mixers started by this process log the same way.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = crate::telemetry::LOG_FORMAT_ENV,
+        default_value = "text"
+    )]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,30 @@ pub struct Config {
     pub outputs: OutputsConfig,
     pub rooms: RoomsConfig,
     pub cluster: ClusterConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Signed event notifications to the operator's backend (see `webhooks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Endpoints every event is POSTed to; none: no webhooks.
+    pub urls: Vec<String>,
+    /// The API key whose secret signs the events (LiveKit's scheme); default: the first key.
+    pub api_key: Option<String>,
+    /// Events waiting per endpoint; beyond it new events are dropped (and counted), so a dead
+    /// receiver never holds memory or the rooms back.
+    pub queue: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            api_key: None,
+            queue: 1024,
+        }
+    }
 }
 
 /// The fleet (opt-in): mixers on `costream worker`s coordinated by Redis.
@@ -181,9 +205,22 @@ pub struct ServerConfig {
     /// Web origins (`https://app.example.com`) whose pages may call the API and event streams
     /// cross-origin. WHIP, WHEP and HTTP-FLV take any origin.
     pub cors_origins: Vec<String>,
+    /// Reverse proxies in front of serve (`["10.0.0.0/8", "127.0.0.1"]`: networks or
+    /// addresses). A request whose TCP peer is one of them counts, for the per-client rate
+    /// limits, as coming from the right-most `X-Forwarded-For` address that is not itself a
+    /// trusted proxy; from any other peer the header is ignored (anyone can write it). Empty
+    /// (the default): trust none. The cap on open connections per address
+    /// (`limits.connections_per_ip`) still counts TCP peers, i.e. the proxy.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl ServerConfig {
+    /// `trusted_proxies` parsed. `validate` refuses a list with an entry that does not parse;
+    /// unvalidated, such a list trusts none.
+    pub fn trusted_proxies(&self) -> crate::client_addr::TrustedProxies {
+        crate::client_addr::TrustedProxies::parse(&self.trusted_proxies).unwrap_or_default()
+    }
+
     /// `cors_origins` as header values (validated at startup).
     pub fn cors_origin_values(&self) -> Vec<axum::http::HeaderValue> {
         self.cors_origins
@@ -308,6 +345,8 @@ pub struct LimitsConfig {
     pub room_creations_per_minute_per_ip: u32,
     /// WHIP and WHEP sessions one client address may open a minute (bursts of a third).
     pub sessions_per_minute_per_ip: u32,
+    /// Personal invites (`POST …/invites`) one client address may create a minute.
+    pub invites_per_minute_per_ip: u32,
     /// Event streams (`GET …/events`) open at once per room; `503` beyond.
     pub event_streams_per_room: usize,
     /// WebRTC peer connections (WHIP sessions + WHEP subscriptions) open at once on this
@@ -334,6 +373,15 @@ pub struct OriginConfig {
     pub max_viewers_per_stream: usize,
     /// Bound of a stream's GOP cache in bytes.
     pub gop_cache_max_bytes: usize,
+    /// Most RTMP connections at once (publishers, players, and clients that have done neither
+    /// yet). Beyond it a new connection is closed at once.
+    pub max_connections: usize,
+    /// Of `max_connections`, the places kept for publishers: players and clients that have not
+    /// published share the rest, so they can never lock the mixers out. Each live room
+    /// publishing to the origin holds one; beyond it, a publish with a valid key is refused.
+    /// While the shared part is full, new connections wait in the free publisher places and
+    /// the oldest that has not published is closed to make room (see `origin::slots`).
+    pub publisher_slots: usize,
 }
 
 impl Default for OriginConfig {
@@ -345,6 +393,8 @@ impl Default for OriginConfig {
             viewer_queue: 512,
             max_viewers_per_stream: 1000,
             gop_cache_max_bytes: 16 * 1024 * 1024,
+            max_connections: 2048,
+            publisher_slots: 256,
         }
     }
 }
@@ -356,6 +406,7 @@ impl Default for ServerConfig {
             public_url: String::new(),
             drain_timeout_secs: 300,
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -382,6 +433,7 @@ impl Default for LimitsConfig {
             connections_per_ip: 256,
             room_creations_per_minute_per_ip: 60,
             sessions_per_minute_per_ip: 600,
+            invites_per_minute_per_ip: 120,
             event_streams_per_room: 64,
             max_peer_connections: 1000,
             max_subscriptions_per_room: 64,
@@ -492,10 +544,17 @@ impl Config {
                 });
             }
         }
+        if let Err(e) = crate::client_addr::TrustedProxies::parse(&self.server.trusted_proxies) {
+            return Err(ConfigError::Invalid {
+                key: "server.trusted_proxies",
+                message: e.to_string(),
+            });
+        }
         self.validate_origin()?;
         self.validate_pool()?;
         self.validate_auth()?;
         self.validate_cluster()?;
+        self.validate_webhooks()?;
         for (key, value) in [
             ("rooms.empty_timeout_secs", self.rooms.empty_timeout_secs),
             (
@@ -528,6 +587,10 @@ impl Config {
                 u64::from(self.limits.sessions_per_minute_per_ip),
             ),
             (
+                "limits.invites_per_minute_per_ip",
+                u64::from(self.limits.invites_per_minute_per_ip),
+            ),
+            (
                 "limits.event_streams_per_room",
                 self.limits.event_streams_per_room as u64,
             ),
@@ -558,6 +621,36 @@ impl Config {
 }
 
 impl Config {
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let hooks = &self.webhooks;
+        for url in &hooks.urls {
+            let ok = url::Url::parse(url)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "webhooks.urls",
+                    message: format!("{url:?} is not an http:// or https:// URL"),
+                });
+            }
+        }
+        if let Some(key) = &hooks.api_key {
+            if !self.auth.keys.contains_key(key) {
+                return Err(ConfigError::Invalid {
+                    key: "webhooks.api_key",
+                    message: format!("{key:?} is not one of auth.keys"),
+                });
+            }
+        }
+        if !(1..=1_000_000).contains(&hooks.queue) {
+            return Err(ConfigError::Invalid {
+                key: "webhooks.queue",
+                message: "must be 1 to 1000000 events".into(),
+            });
+        }
+        Ok(())
+    }
+
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         if self.pool.local && self.cluster.redis_url.is_none() {
             return Err(ConfigError::Invalid {
@@ -684,6 +777,21 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "origin.max_viewers_per_stream",
                 message: "must be at least 1".into(),
+            });
+        }
+        if origin.publisher_slots == 0 {
+            return Err(ConfigError::Invalid {
+                key: "origin.publisher_slots",
+                message: "must be at least 1, or no room could publish to the origin".into(),
+            });
+        }
+        if origin.max_connections <= origin.publisher_slots {
+            return Err(ConfigError::Invalid {
+                key: "origin.max_connections",
+                message: format!(
+                    "{} must be more than origin.publisher_slots ({}), or no viewer could connect",
+                    origin.max_connections, origin.publisher_slots
+                ),
             });
         }
         if origin.gop_cache_max_bytes < 64 * 1024 {
@@ -825,8 +933,37 @@ mod tests {
         config.origin.viewer_queue = 1;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("origin.viewer_queue"), "{err}");
+        assert_eq!(
+            (config.origin.max_connections, config.origin.publisher_slots),
+            (2048, 256)
+        );
+        let mut config = Config::default();
+        config.origin.max_connections = config.origin.publisher_slots;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("origin.max_connections"), "{err}");
+        let mut config = Config::default();
+        config.origin.publisher_slots = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("origin.publisher_slots"), "{err}");
         let err = Config::from_toml_str("[origin]\nlisten = \"x\"\n").unwrap_err();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_default_to_none_and_are_validated() {
+        assert!(Config::default().server.trusted_proxies().is_empty());
+        let config =
+            Config::from_toml_str("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n")
+                .unwrap();
+        config.validate().unwrap();
+        assert!(!config.server.trusted_proxies().is_empty());
+        let config =
+            Config::from_toml_str("[server]\ntrusted_proxies = [\"proxy.internal\"]\n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("server.trusted_proxies") && err.contains("proxy.internal"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The HTTP listener: hyper's HTTP/1 server driven by our own accept loop, for what
 //! `axum::serve` does not offer: a header-read timeout (a slowloris connection that trickles
-//! its headers is closed), a cap on connections per client address, and the peer address for the
-//! per-IP rate limits. Graceful shutdown waits for open requests, as before.
+//! its headers is closed), a cap on connections per client address, and the client address for
+//! the per-IP rate limits ([`ClientIp`]: the peer, or behind a trusted reverse proxy the address
+//! it forwarded for). Graceful shutdown waits for open requests, as before.
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,14 +19,23 @@ use tracing::{debug, warn};
 /// A response write that makes no progress for this long closes the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The address a request counts as coming from for per-client rate limits: the TCP peer, or,
+/// when the peer is a trusted proxy, the client it forwarded for (see [`crate::client_addr`]).
+/// Set on every request this listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub std::net::IpAddr);
+
 /// Bounds on each client connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     /// The whole request head must arrive within this long (also bounds an idle keep-alive
     /// connection waiting for its next request).
     pub header_read_timeout: Duration,
-    /// Open connections one client address may hold.
+    /// Open connections one TCP peer address may hold. Counted on the TCP peer, never on
+    /// `X-Forwarded-For`: behind a reverse proxy, this bounds the proxy's connections.
     pub max_per_ip: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client ([`ClientIp`]).
+    pub trusted_proxies: std::sync::Arc<crate::client_addr::TrustedProxies>,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits up to `grace` for the
@@ -62,8 +72,16 @@ pub async fn serve(
             continue;
         };
         let app = app.clone();
+        let trusted_proxies = limits.trusted_proxies.clone();
         let service = tower::service_fn(
             move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                let forwarded_for = request
+                    .headers()
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .map(|v| v.as_bytes());
+                let client = trusted_proxies.client_ip(peer.ip(), forwarded_for);
+                request.extensions_mut().insert(ClientIp(client));
                 request.extensions_mut().insert(ConnectInfo(peer));
                 app.clone().oneshot(request.map(axum::body::Body::new))
             },

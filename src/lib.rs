@@ -8,13 +8,19 @@
 pub mod access;
 pub mod api;
 pub mod cli;
+pub mod client_addr;
 pub mod config;
 pub mod fleet;
+/// Fuzz harnesses (`fuzz/`, `tests/fuzz_smoke.rs`): not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_server;
 pub mod origin;
 pub mod per_ip;
 pub mod pool;
+pub mod proc_stats;
 pub mod publish;
 pub mod room;
 pub mod serve;
 pub mod telemetry;
+pub mod webhooks;

@@ -5,6 +5,21 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+/// The unit a per-client bound applies to: an IPv4 address, or an IPv6 /64 (one client usually
+/// holds a whole /64, and would otherwise count as many clients).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let net = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(net))
+            }
+        },
+    }
+}
+
 /// Open connections per client address.
 #[derive(Clone, Default)]
 pub struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);

@@ -78,6 +78,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
     .context("cannot set up WebRTC")?;
     let pool = mixer_backend(&config, &args).await?;
+    let access = Arc::new(crate::access::Access::from_config(&config.auth));
+    let webhooks = crate::webhooks::Webhooks::start(&config.webhooks, access.clone());
+    if webhooks.is_some() {
+        tracing::info!(urls = config.webhooks.urls.len(), "webhooks on");
+    }
     let rooms = Arc::new(
         Rooms::new(
             RoomRuntime {
@@ -85,9 +90,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 stop_grace: Duration::from_millis(config.mixer.stop_grace_ms),
             },
             config.limits.max_rooms,
-            Arc::new(crate::access::Access::from_config(&config.auth)),
+            access,
         )
-        .with_lifetime(config.rooms.lifetime()),
+        .with_lifetime(config.rooms.lifetime())
+        .with_webhooks(webhooks),
     );
     tokio::spawn(close_unused_rooms(rooms.clone()));
     if config.auth.keys.is_empty() {
@@ -104,6 +110,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let connection_limits = crate::http_server::ConnectionLimits {
         header_read_timeout: Duration::from_secs(config.limits.header_read_timeout_secs),
         max_per_ip: config.limits.connections_per_ip,
+        trusted_proxies: std::sync::Arc::new(config.server.trusted_proxies()),
     };
     let app = router(AppState {
         config: Arc::new(config),
@@ -352,6 +359,10 @@ async fn start_origin(
             },
             viewer_queue: config.viewer_queue,
             max_viewers: config.max_viewers_per_stream,
+        },
+        connections: crate::origin::slots::SlotLimits {
+            max_connections: config.max_connections,
+            publisher_slots: config.publisher_slots,
         },
     };
     let origin = Origin::start(settings, cancel).await.with_context(|| {

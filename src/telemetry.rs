@@ -1,20 +1,50 @@
-//! Logging: `tracing` to stderr (stdout of `costream mixer` is its event channel).
-//! `RUST_LOG` overrides the default filter.
+//! Logging: `tracing` to stderr (stdout of `costream mixer` is its event channel), as text or
+//! as JSON lines (`--log-format json`). `RUST_LOG` overrides the default filter.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
+/// Environment variable of `--log-format`; serve and workers set it for the mixers they start,
+/// so a mixer's lines have the same shape as its parent's.
+pub const LOG_FORMAT_ENV: &str = "COSTREAM_LOG_FORMAT";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields.message`, the event's fields,
+    /// and `spans` (the enclosing spans' fields: `room`, `participant`, `request_id`, …).
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // webrtc-rs logs every ICE/DTLS step at info and warns about each candidate it closes
         // on a normal hang-up; our own session logs say when and why a peer went away.
         EnvFilter::new("info,webrtc=warn,webrtc_ice=error,webrtc_dtls=warn,webrtc_srtp=error,webrtc_mdns=warn,webrtc::peer_connection::peer_connection_internal=error")
     });
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
 }

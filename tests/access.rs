@@ -191,3 +191,86 @@ async fn a_keyed_server_works_with_tokens_from_the_command_line() -> anyhow::Res
     assert!(String::from_utf8_lossy(&short.stderr).contains("32"));
     Ok(())
 }
+
+/// A LiveKit-layout token minted by an independent JWT library (PyJWT, Debian's python3-jwt)
+/// from the key and secret alone: `exp_offset` seconds from now, for `room`.
+fn pyjwt_token(room: &str, identity: &str, exp_offset: i64) -> anyhow::Result<String> {
+    let script = r#"
+import json, sys, time, jwt
+key, secret, room, identity, exp_offset = sys.argv[1:6]
+now = int(time.time())
+claims = {"iss": key, "sub": identity, "name": identity.title(), "nbf": now - 5,
+          "exp": now + int(exp_offset),
+          "video": {"room": room, "roomJoin": True, "canPublish": True, "canSubscribe": True}}
+print(jwt.encode(claims, secret, algorithm="HS256"))
+"#;
+    let output = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            script,
+            KEY,
+            SECRET,
+            room,
+            identity,
+            &exp_offset.to_string(),
+        ])
+        .output()
+        .context("run /usr/bin/python3 (python3-jwt is installed by scripts/setup.sh --test)")?;
+    stdout(&output)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_an_independent_jwt_library_join_with_their_identity() -> anyhow::Result<()> {
+    let serve = Serve::start_with_config(&format!("[auth]\nkeys = {{ {KEY} = \"{SECRET}\" }}\n"))?;
+    let api = Api::new(&serve.base_url);
+    let created = minted(&["room", "create", "--url", &serve.base_url])?;
+    let created: Value = serde_json::from_str(&created)?;
+    let room_id = created["room_id"].as_str().context("room_id")?.to_string();
+    let whip_url = created["whip_url"]
+        .as_str()
+        .context("whip_url")?
+        .to_string();
+    let host = created["host_token"]
+        .as_str()
+        .context("host_token")?
+        .to_string();
+
+    let token = tokio::task::block_in_place(|| pyjwt_token(&room_id, "dana", 600))?;
+    let _dana = tokio::task::block_in_place(|| {
+        common::Publisher::start(
+            &whip_url,
+            &token,
+            common::PublisherOptions {
+                name: "Dana on stage",
+                ..common::PublisherOptions::red_vp8()
+            },
+        )
+    })?;
+    let status: Value = api
+        .http()
+        .get(api.url(&format!("/api/v1/rooms/{room_id}")))
+        .bearer_auth(&host)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(status["participants"][0]["identity"], "dana", "{status}");
+
+    // Expired (beyond the 30 s leeway) and other-room tokens from the same library: 401.
+    let offer = |token: String| {
+        let request = api
+            .http()
+            .post(&whip_url)
+            .header("content-type", "application/sdp")
+            .bearer_auth(token)
+            .body("v=0\r\n");
+        async move { anyhow::Ok(request.send().await?.status().as_u16()) }
+    };
+    let expired = tokio::task::block_in_place(|| pyjwt_token(&room_id, "dana", -120))?;
+    assert_eq!(offer(expired).await?, 401);
+    let elsewhere = tokio::task::block_in_place(|| pyjwt_token("another-room", "dana", 600))?;
+    assert_eq!(offer(elsewhere).await?, 401);
+    let tampered = format!("{token}x");
+    assert_eq!(offer(tampered).await?, 401);
+    Ok(())
+}

@@ -147,3 +147,42 @@ async fn event_streams_per_room_are_capped() -> anyhow::Result<()> {
     drop(second);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_a_trusted_proxy_have_their_own_quotas() -> anyhow::Result<()> {
+    // The "proxy" connects from 127.0.0.2, the only trusted one; a client reaching serve
+    // directly connects from 127.0.0.1. One room a minute per client after a burst of 1.
+    let serve = Serve::start_with_config(
+        "[server]\ntrusted_proxies = [\"127.0.0.2/32\"]\n\
+         [limits]\nroom_creations_per_minute_per_ip = 3\n",
+    )?;
+    let api = Api::new(&serve.base_url);
+    let proxy = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()?;
+    let create = |client: &reqwest::Client, forwarded_for: Option<&str>| {
+        let mut request = client.post(api.url("/api/v1/rooms")).json(&json!({}));
+        if let Some(xff) = forwarded_for {
+            request = request.header("x-forwarded-for", xff);
+        }
+        async move { anyhow::Ok(request.send().await?.status().as_u16()) }
+    };
+    let alice = Some("203.0.113.1");
+    let bob = Some("203.0.113.2");
+    // Two clients behind the proxy: each has its own quota.
+    assert_eq!(create(&proxy, alice).await?, 201);
+    assert_eq!(create(&proxy, alice).await?, 429);
+    assert_eq!(create(&proxy, bob).await?, 201);
+    // Alice prepending a made-up address is still Alice (the walk starts from the right).
+    assert_eq!(
+        create(&proxy, Some("198.51.100.9, 203.0.113.1")).await?,
+        429
+    );
+    // The proxy's own requests (no header) count as the proxy.
+    assert_eq!(create(&proxy, None).await?, 201);
+    // A direct client's header is not trusted: a new address per request gains nothing.
+    let direct = api.http();
+    assert_eq!(create(direct, Some("203.0.113.3")).await?, 201);
+    assert_eq!(create(direct, Some("203.0.113.4")).await?, 429);
+    Ok(())
+}

@@ -42,6 +42,24 @@ pub use sfu_track::SfuTrackStats;
 pub use subscriber::{KindStats, ReceivedStats, WhepSubscriber};
 pub use subscription::{Subscription, SubscriptionEvent, SubscriptionStats};
 
+/// What [`IngestEngine::accept_offer`] (or, with `subscribe`, [`IngestEngine::accept_subscription`])
+/// does with an offer before any WebRTC state exists: parse it, check its sections and codecs,
+/// parse it again as webrtc-rs's offer, and redact it for the trace log. Pure; the fuzz
+/// harnesses (`costream::fuzzing`) feed it untrusted bytes.
+#[doc(hidden)]
+pub fn precheck_offer(sdp: &str, subscribe: bool) -> Result<(), IngestError> {
+    let parsed = codec::parse_sdp(sdp)?;
+    if subscribe {
+        codec::check_subscribe_offer(&parsed)?;
+    } else {
+        codec::check_offer(&parsed)?;
+    }
+    webrtc::peer_connection::sdp::session_description::RTCSessionDescription::offer(sdp.to_owned())
+        .map_err(|e| IngestError::InvalidSdp(e.to_string()))?;
+    let _ = redact::redact_sdp(sdp);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     /// The server shares these across tasks and axum state.

@@ -91,10 +91,7 @@ fn main() {
     let url = nginx.rtmp_url("layouts-bench");
     let (mixer, _events) = Mixer::start(
         VideoSpec::default(),
-        vec![OutputSpec {
-            output_id: "out0".into(),
-            url: url.clone(),
-        }],
+        vec![OutputSpec::new("out0", url.clone())],
     )
     .expect("mixer");
     let mut people = vec![join(&mixer, "host", 1280, 720, 300)];

@@ -32,10 +32,7 @@ fn main() -> anyhow::Result<()> {
     let nginx = costream_testkit::Nginx::start()?;
     let (mixer, _events) = Mixer::start(
         VideoSpec::default(),
-        vec![OutputSpec {
-            output_id: "out0".into(),
-            url: nginx.rtmp_url("cpu"),
-        }],
+        vec![OutputSpec::new("out0", nginx.rtmp_url("cpu"))],
     )?;
     let input = |id: &str, codec, pt| InputSpec {
         input_id: id.into(),

@@ -15,10 +15,10 @@ fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let (mixer, rx) = Mixer::start(
             VideoSpec::default(),
-            vec![OutputSpec {
-                output_id: "out0".into(),
-                url: nginx.rtmp_url(&format!("probe{run}")),
-            }],
+            vec![OutputSpec::new(
+                "out0",
+                nginx.rtmp_url(&format!("probe{run}")),
+            )],
         )?;
         let mut live = None;
         while t0.elapsed() < Duration::from_secs(6) && live.is_none() {

@@ -9,13 +9,19 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::destination::DestinationPolicy;
 pub use crate::layout::{CustomTile, LayoutSpec};
 pub use crate::looks::Look;
 
 /// Version of this protocol, said in [`Event::Hello`]. Bumped when a message changes meaning;
 /// adding optional fields is compatible and does not bump it. Serve and workers refuse a peer of
 /// another version with a log line saying which.
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// 3: `Start` carries the room's [`DestinationPolicy`], which the mixer enforces before every
+/// output connection, and [`OutputSpec::internal`] exempts serve's own origin. Not optional in
+/// meaning: a v2 mixer would ignore the policy and connect anywhere, and a v3 mixer would refuse
+/// a v2 serve's loopback origin output.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Where a mixer binds its RTP sockets: the environment variable its parent sets, and the
 /// default (serve and mixer on one machine).
@@ -59,6 +65,21 @@ pub struct OutputSpec {
     pub output_id: String,
     /// `rtmp://` or `rtmps://` URL including application and stream key.
     pub url: String,
+    /// Set up by serve itself on its own network (the built-in origin, on loopback by design):
+    /// the room's [`DestinationPolicy`] does not apply. Never set for a URL a user gave.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+}
+
+impl OutputSpec {
+    /// A destination a user gave: the room's destination policy applies.
+    pub fn new(output_id: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            output_id: output_id.into(),
+            url: url.into(),
+            internal: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for OutputSpec {
@@ -66,6 +87,7 @@ impl std::fmt::Debug for OutputSpec {
         f.debug_struct("OutputSpec")
             .field("output_id", &self.output_id)
             .field("url", &crate::redact::redact_url(&self.url))
+            .field("internal", &self.internal)
             .finish()
     }
 }
@@ -104,6 +126,11 @@ pub enum Command {
     Start {
         video: VideoSpec,
         outputs: Vec<OutputSpec>,
+        /// Where outputs may connect: checked again before every connection attempt of every
+        /// output, these and those added later, except [`OutputSpec::internal`] ones (a name
+        /// may resolve elsewhere by then). Missing: the strictest policy.
+        #[serde(default)]
+        destinations: DestinationPolicy,
     },
     /// A new RTP stream to mix. The mixer binds a UDP port for it and answers `InputReady`.
     AddInput {
@@ -136,6 +163,7 @@ pub enum Command {
     },
     /// Push to one more RTMP destination while live: a new branch on the running tee, with a
     /// forced keyframe so the new server can decode at once. The other outputs are untouched.
+    /// The destination policy of `Start` applies to it.
     AddOutput { output: OutputSpec },
     /// Stop pushing to one destination (its server sees the publisher leave); the others and
     /// the encode keep running.
@@ -308,10 +336,7 @@ mod tests {
 
     #[test]
     fn output_spec_debug_hides_the_stream_key() {
-        let spec = OutputSpec {
-            output_id: "out0".into(),
-            url: "rtmp://cdn.example/live/sk_secret123".into(),
-        };
+        let spec = OutputSpec::new("out0", "rtmp://cdn.example/live/sk_secret123");
         let shown = format!("{spec:?}");
         assert!(!shown.contains("sk_secret123"), "{shown}");
     }
@@ -334,10 +359,7 @@ mod tests {
     #[test]
     fn add_output_line_never_shows_the_key_in_debug_but_round_trips() {
         let cmd = Command::AddOutput {
-            output: OutputSpec {
-                output_id: "out1".into(),
-                url: "rtmp://cdn.example/live/sk_secret".into(),
-            },
+            output: OutputSpec::new("out1", "rtmp://cdn.example/live/sk_secret"),
         };
         assert!(!format!("{cmd:?}").contains("sk_secret"));
         let line = encode_line(&cmd);
@@ -347,6 +369,47 @@ mod tests {
             output_id: "out1".into(),
         });
         assert_eq!(rm, "{\"type\":\"remove_output\",\"output_id\":\"out1\"}\n");
+    }
+
+    #[test]
+    fn start_carries_the_destination_policy_and_internal_outputs() {
+        let cmd = Command::Start {
+            video: VideoSpec::default(),
+            outputs: vec![
+                OutputSpec::new("out0", "rtmp://cdn.example/live/k"),
+                OutputSpec {
+                    internal: true,
+                    ..OutputSpec::new("origin", "rtmp://127.0.0.1:1935/live/r?key=k")
+                },
+            ],
+            destinations: DestinationPolicy {
+                allow_private: false,
+                allow_hosts: vec!["*.cdn.example".into()],
+            },
+        };
+        let line = encode_line(&cmd);
+        assert!(
+            line.contains(
+                r#""destinations":{"allow_private":false,"allow_hosts":["*.cdn.example"]}"#
+            ),
+            "{line}"
+        );
+        // Only the origin says `internal`; a user's output looks as it did in version 2.
+        assert_eq!(line.matches(r#""internal":true"#).count(), 1, "{line}");
+        assert!(line.contains(r#"{"output_id":"out0","url":"rtmp://cdn.example/live/k"}"#));
+        assert_eq!(decode_line::<Command>(&line).unwrap(), cmd);
+        // A Start that says nothing about destinations gets the strictest policy.
+        let bare = r#"{"type":"start","video":{"width":640,"height":360,"fps":30,"bitrate_kbps":800},"outputs":[{"output_id":"out0","url":"rtmp://x/a/k"}]}"#;
+        let Command::Start {
+            outputs,
+            destinations,
+            ..
+        } = decode_line::<Command>(bare).unwrap()
+        else {
+            panic!("a start");
+        };
+        assert_eq!(destinations, DestinationPolicy::default());
+        assert!(!outputs[0].internal);
     }
 
     #[test]

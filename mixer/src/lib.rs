@@ -6,7 +6,9 @@
 pub mod active_speaker;
 pub mod bus;
 pub mod colour;
+mod connect_check;
 pub mod control;
+pub mod destination;
 pub mod encoding;
 pub mod error;
 mod gst_util;

@@ -16,7 +16,9 @@ use gstreamer::prelude::*;
 
 use crate::active_speaker::{ActiveSpeaker, SpeakerTuning};
 use crate::bus::{classify_error, owner_of, ErrorAction, Owner};
-use crate::control::{AudioMix, Event, MediaKind, OutputBytes, OutputSpec, OutputState, VideoSpec};
+use crate::control::{
+    AudioMix, DestinationPolicy, Event, MediaKind, OutputBytes, OutputSpec, OutputState, VideoSpec,
+};
 use crate::error::MixerError;
 use crate::gst_util::{force_key_unit_event, object_path, set_state_bounded};
 use crate::inputs::{apply_placement, InputBranch, InputSpec};
@@ -66,6 +68,8 @@ struct State {
     outputs: Vec<OutputBranch>,
     /// Serial of the next output branch (element names), never reused.
     next_output_serial: usize,
+    /// Where outputs may connect (from `Start`), checked before every connection.
+    destinations: DestinationPolicy,
     throttle: KeyframeThrottle,
     /// Background, slates, labels, logo.
     scene: Scene,
@@ -73,20 +77,29 @@ struct State {
 
 impl Mixer {
     /// Builds the pipeline, adds every output, goes PLAYING. Events (starting with `Ready` and
-    /// one `Output{Connecting}` per output) arrive on the returned receiver.
+    /// one `Output{Connecting}` per output) arrive on the returned receiver. Outputs connect
+    /// wherever they say ([`DestinationPolicy::unrestricted`]): for tests and tools; serve's
+    /// mixers get the room's policy through `Start` ([`Mixer::start_on`]).
     pub fn start(
         video: VideoSpec,
         outputs: Vec<OutputSpec>,
     ) -> Result<(Mixer, Receiver<Event>), MixerError> {
-        Self::start_on(video, outputs, crate::control::DEFAULT_RTP_BIND)
+        Self::start_on(
+            video,
+            outputs,
+            crate::control::DEFAULT_RTP_BIND,
+            DestinationPolicy::unrestricted(),
+        )
     }
 
     /// As [`Mixer::start`], with inputs receiving RTP on `rtp_bind` (a fleet worker's
-    /// advertised address; loopback when serve and mixer share a machine).
+    /// advertised address; loopback when serve and mixer share a machine) and every output's
+    /// destination checked against `destinations` before each connection attempt.
     pub fn start_on(
         video: VideoSpec,
         outputs: Vec<OutputSpec>,
         rtp_bind: std::net::IpAddr,
+        destinations: DestinationPolicy,
     ) -> Result<(Mixer, Receiver<Event>), MixerError> {
         gst::init().map_err(|e| MixerError::Init(e.to_string()))?;
         if video.width < 16 || video.height < 16 || video.width % 2 == 1 || video.height % 2 == 1 {
@@ -108,6 +121,7 @@ impl Mixer {
                 &core.tee,
                 i,
                 spec,
+                &destinations,
                 now,
             )?);
         }
@@ -146,6 +160,7 @@ impl Mixer {
                 next_serial: 0,
                 outputs: branches,
                 next_output_serial: first_outputs,
+                destinations,
                 throttle: KeyframeThrottle::new(KEYFRAME_INTERVAL),
                 scene,
             }),
@@ -299,6 +314,7 @@ impl Mixer {
             &sh.core.tee,
             serial,
             spec,
+            &st.destinations,
             Instant::now(),
         )?;
         sh.core.encoder.send_event(force_key_unit_event());
@@ -510,6 +526,18 @@ impl Shared {
                     self.core.encoder.send_event(force_key_unit_event());
                 }
                 OutputEffect::Teardown => out.teardown(&self.core.pipeline.0),
+                OutputEffect::Check => out.begin_check(Instant::now()),
+            }
+        }
+    }
+
+    /// Hands each finished destination check to its output (connect, or stay stopped).
+    fn poll_checks(&self, now: Instant) {
+        let mut st = self.lock();
+        for idx in 0..st.outputs.len() {
+            if let Some(verdict) = st.outputs[idx].poll_check(now) {
+                let fx = st.outputs[idx].tracker.on_check(now, verdict);
+                self.apply_output_effects(&mut st, idx, fx);
             }
         }
     }
@@ -623,6 +651,7 @@ fn watch(shared: &Shared, stop: &AtomicBool, keyframes: &Receiver<u64>) {
         while let Ok(serial) = keyframes.try_recv() {
             shared.on_keyframe_request(serial, now);
         }
+        shared.poll_checks(now);
         if now >= next_poll {
             next_poll = now + STATS_INTERVAL;
             shared.poll_outputs(now);

@@ -1,6 +1,11 @@
 //! Pure state machine of one RTMP output: Connecting → Live, errors → Reconnecting with backoff
 //! (only if the URL was ever accepted) or Failed, stall detection. It never touches GStreamer:
 //! the IO side feeds it acked-byte counts and errors and carries out the effects it returns.
+//!
+//! An output under a destination policy is checked before every connection attempt, the first
+//! and each retry (`Check`, answered with [`OutputTracker::on_check`]): a refused destination
+//! is reported Failed with the reason, is not connected to, and is checked again on the normal
+//! backoff, since its DNS answer may change back.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +24,9 @@ pub enum OutputEffect {
     Stop,
     /// Bring the stopped branch back (PLAYING) and force a keyframe upstream.
     Restart,
+    /// Check where the branch would connect (resolve and judge its host) and answer with
+    /// [`OutputTracker::on_check`]; the branch stays stopped meanwhile.
+    Check,
     /// Remove the branch for good.
     Teardown,
 }
@@ -50,6 +58,13 @@ pub struct OutputTracker {
     attempt: u32,
     retry_at: Option<Instant>,
     last_progress: Instant,
+    /// Every connection attempt waits for a destination check.
+    checked: bool,
+    /// A check is running; the branch is stopped until its verdict.
+    checking: bool,
+    /// The reason of the last refused check, while refusals go on (reported once, not per
+    /// retry).
+    refusal: Option<String>,
 }
 
 impl OutputTracker {
@@ -70,7 +85,18 @@ impl OutputTracker {
             attempt: 0,
             retry_at: None,
             last_progress: now,
+            checked: false,
+            checking: false,
+            refusal: None,
         }
+    }
+
+    /// Every connection attempt, starting with the first, waits for a destination check. The
+    /// branch must start stopped and the IO side must begin the first check itself.
+    pub fn checked_before_connecting(mut self) -> Self {
+        self.checked = true;
+        self.checking = true;
+        self
     }
 
     pub fn state(&self) -> OutputState {
@@ -84,8 +110,9 @@ impl OutputTracker {
 
     /// Whether the branch is currently running and its sink's stats are worth polling.
     pub fn is_running(&self) -> bool {
-        matches!(self.state, OutputState::Connecting | OutputState::Live)
-            || (self.state == OutputState::Reconnecting && self.retry_at.is_none())
+        !self.checking
+            && (matches!(self.state, OutputState::Connecting | OutputState::Live)
+                || (self.state == OutputState::Reconnecting && self.retry_at.is_none()))
     }
 
     /// Periodic update with the running sink's counters (None when not running).
@@ -143,10 +170,59 @@ impl OutputTracker {
             if now >= at {
                 self.retry_at = None;
                 self.last_progress = now;
-                fx.push(OutputEffect::Restart);
+                if self.checked {
+                    self.checking = true;
+                    fx.push(OutputEffect::Check);
+                } else {
+                    fx.push(OutputEffect::Restart);
+                }
             }
         }
         fx
+    }
+
+    /// The verdict of the check asked for with [`OutputEffect::Check`]: connect, or stay
+    /// stopped, say why (once per run of refusals) and check again after the backoff.
+    pub fn on_check(&mut self, now: Instant, verdict: Result<(), String>) -> Vec<OutputEffect> {
+        if !self.checking {
+            // A verdict for a branch failed or removed meanwhile.
+            return Vec::new();
+        }
+        self.checking = false;
+        self.last_progress = now;
+        let reason = match verdict {
+            Ok(()) => {
+                let mut fx = Vec::new();
+                if self.refusal.take().is_some() {
+                    self.state = if self.ever_live {
+                        OutputState::Reconnecting
+                    } else {
+                        OutputState::Connecting
+                    };
+                    fx.push(OutputEffect::Report {
+                        state: self.state,
+                        reason: None,
+                    });
+                }
+                fx.push(OutputEffect::Restart);
+                return fx;
+            }
+            Err(reason) => reason,
+        };
+        let Some(delay) = self.backoff.delay(self.attempt) else {
+            return self.fail(format!("gave up after {} attempts: {reason}", self.attempt));
+        };
+        self.attempt += 1;
+        self.retry_at = Some(now + delay);
+        self.state = OutputState::Failed;
+        if self.refusal.as_ref() == Some(&reason) {
+            return Vec::new();
+        }
+        self.refusal = Some(reason.clone());
+        vec![OutputEffect::Report {
+            state: OutputState::Failed,
+            reason: Some(reason),
+        }]
     }
 
     /// The branch's sink posted an error (or stalled).
@@ -180,6 +256,7 @@ impl OutputTracker {
     fn fail(&mut self, reason: String) -> Vec<OutputEffect> {
         self.state = OutputState::Failed;
         self.retry_at = None;
+        self.checking = false;
         vec![
             OutputEffect::Teardown,
             OutputEffect::Report {
@@ -316,6 +393,103 @@ mod tests {
             report(OutputState::Live)
         );
         assert_eq!(o.bytes_sent(), 1150);
+    }
+
+    fn checked(t0: Instant) -> OutputTracker {
+        tracker(t0).checked_before_connecting()
+    }
+
+    #[test]
+    fn a_checked_output_connects_only_after_its_check_passes() {
+        let t0 = Instant::now();
+        let mut o = checked(t0);
+        assert!(!o.is_running(), "stopped until the first verdict");
+        assert!(
+            o.tick(t0 + ms(100), sent(500)).is_empty(),
+            "no stats polled"
+        );
+        assert!(o.on_error(t0, "late".into()).is_empty());
+        assert_eq!(o.on_check(t0 + ms(10), Ok(())), vec![OutputEffect::Restart]);
+        assert!(o.is_running());
+        assert_eq!(
+            states(&o.tick(t0 + ms(200), sent(100))),
+            report(OutputState::Live)
+        );
+        // A live output that drops is checked again before it reconnects.
+        let fx = o.on_error(t0 + ms(300), "reset".into());
+        assert_eq!(fx[0], OutputEffect::Stop);
+        assert_eq!(o.tick(t0 + ms(800), None), vec![OutputEffect::Check]);
+        assert!(!o.is_running());
+        assert_eq!(
+            o.on_check(t0 + ms(810), Ok(())),
+            vec![OutputEffect::Restart]
+        );
+        assert_eq!(o.state(), OutputState::Reconnecting);
+    }
+
+    #[test]
+    fn a_refused_destination_is_failed_once_rechecked_on_the_backoff_and_may_come_back() {
+        let t0 = Instant::now();
+        let mut o =
+            OutputTracker::new(t0, Backoff::default(), ms(5000), 100).checked_before_connecting();
+        let loopback = || Err("the host now resolves to 127.0.0.1 (loopback)".to_string());
+        let fx = o.on_check(t0, loopback());
+        assert_eq!(
+            fx,
+            vec![OutputEffect::Report {
+                state: OutputState::Failed,
+                reason: loopback().err()
+            }],
+            "no Restart: nothing connects"
+        );
+        assert!(!o.is_running());
+        // Checked again after 250 ms, 500 ms, 1 s, ...; the same refusal is not re-reported.
+        assert!(o.tick(t0 + ms(249), None).is_empty());
+        assert_eq!(o.tick(t0 + ms(250), None), vec![OutputEffect::Check]);
+        assert!(o.on_check(t0 + ms(260), loopback()).is_empty());
+        assert_eq!(o.tick(t0 + ms(760), None), vec![OutputEffect::Check]);
+        // Another internal address is news.
+        let other = Err("the host now resolves to 169.254.169.254 (link-local)".to_string());
+        assert_eq!(
+            states(&o.on_check(t0 + ms(770), other)),
+            report(OutputState::Failed)
+        );
+        // DNS changed back: connecting again, and live once the server takes the stream.
+        assert_eq!(o.tick(t0 + ms(1770), None), vec![OutputEffect::Check]);
+        let fx = o.on_check(t0 + ms(1780), Ok(()));
+        assert_eq!(
+            fx,
+            vec![
+                OutputEffect::Report {
+                    state: OutputState::Connecting,
+                    reason: None
+                },
+                OutputEffect::Restart
+            ]
+        );
+        assert_eq!(
+            states(&o.tick(t0 + ms(1900), sent(100))),
+            report(OutputState::Live)
+        );
+    }
+
+    #[test]
+    fn refusals_give_up_after_the_backoff_runs_out() {
+        let t0 = Instant::now();
+        let mut o = checked(t0); // two attempts
+        let refused = || Err("refused at connect time: private".to_string());
+        o.on_check(t0, refused());
+        assert_eq!(o.tick(t0 + ms(500), None), vec![OutputEffect::Check]);
+        o.on_check(t0 + ms(500), refused());
+        assert_eq!(o.tick(t0 + ms(1500), None), vec![OutputEffect::Check]);
+        let fx = o.on_check(t0 + ms(1500), refused());
+        assert_eq!(fx[0], OutputEffect::Teardown);
+        assert_eq!(states(&fx), report(OutputState::Failed));
+        assert!(o.tick(t0 + ms(5000), None).is_empty(), "no more checks");
+        assert!(
+            o.on_check(t0 + ms(5000), Ok(())).is_empty(),
+            "a late verdict"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One RTMP output branch hanging off the tee: `queue leaky=downstream → errorignore →
 //! rtmp2sink`. Each branch can be stopped, restarted or torn down alone while the encoder and
-//! the other outputs keep running.
+//! the other outputs keep running. A branch under a destination policy starts stopped and
+//! connects only once its [`ConnectCheck`] passed (see `output_state`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use crate::bus::output_element;
-use crate::control::OutputSpec;
+use crate::connect_check::ConnectCheck;
+use crate::control::{DestinationPolicy, OutputSpec};
 use crate::error::MixerError;
 use crate::gst_util::{link_chain, make, request_pad};
 use crate::output_state::{OutputTracker, Progress};
@@ -40,19 +42,32 @@ pub struct OutputBranch {
     /// DROP probe on the tee pad while the branch is stopped.
     block: Option<gst::PadProbeId>,
     removed: bool,
+    /// Re-checks the destination before each connection (`None`: internal or allowed).
+    check: Option<ConnectCheck>,
 }
 
 impl OutputBranch {
     /// Builds branch `serial` for `spec` into `pipeline`, before or after PLAYING. On a running
     /// pipeline the branch reaches PLAYING before the tee pad is linked, so the tee never
     /// pushes into a flushing queue (that would stop the shared stream for every output).
+    ///
+    /// Under `policy` (unless the output is internal) the branch is built stopped instead: its
+    /// elements locked in NULL (the pipeline going PLAYING leaves them) and its tee pad left
+    /// unlinked (the tee allows that) until the first check passes and
+    /// [`OutputBranch::restart`] links it. Linked to a NULL queue, the tee would get FLUSHING
+    /// back for the stream's first sticky events, and with no other output the whole mix
+    /// would stop.
     pub fn build(
         pipeline: &gst::Pipeline,
         tee: &gst::Element,
         serial: usize,
         spec: OutputSpec,
+        policy: &DestinationPolicy,
         now: Instant,
     ) -> Result<OutputBranch, MixerError> {
+        let mut check = (!spec.internal)
+            .then(|| ConnectCheck::new(policy.clone(), &spec.url))
+            .flatten();
         let name = |part: &str| output_element(serial, part);
         let queue = make("queue", &name("queue"))?;
         // A slow or dead server must never back-pressure the encoder: drop oldest instead.
@@ -72,15 +87,28 @@ impl OutputBranch {
         sink.set_property("sync", false);
         let elements = vec![queue.clone(), ignore, sink.clone()];
         pipeline.add_many(&elements)?;
+        let held = check.is_some();
+        let mut block = None;
         let attached = (|| {
             link_chain(&elements.iter().collect::<Vec<_>>())?;
-            // rtmp2sink connects on its own thread (async-connect), so this never waits for
-            // the network; buffers wait in the leaky queue until the server accepts.
             for el in elements.iter().rev() {
+                if held {
+                    el.set_locked_state(true);
+                    continue;
+                }
+                // rtmp2sink connects on its own thread (async-connect), so this never waits
+                // for the network; buffers wait in the leaky queue until the server accepts.
                 el.sync_state_with_parent()
                     .map_err(|e| MixerError::Gst(format!("output {serial} to PLAYING: {e}")))?;
             }
             let tee_pad = request_pad(tee, "src_%u")?;
+            if held {
+                block = tee_pad.add_probe(
+                    gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                    |_, _| gst::PadProbeReturn::Drop,
+                );
+                return Ok(tee_pad);
+            }
             let qpad = queue.static_pad("sink").expect("queue has a sink pad");
             if let Err(e) = tee_pad.link(&qpad) {
                 tee.release_request_pad(&tee_pad);
@@ -102,18 +130,41 @@ impl OutputBranch {
                 return Err(e);
             }
         };
-        tracing::info!(output = %spec.output_id, url = %redact_url(&spec.url), "output added");
+        tracing::info!(output = %spec.output_id, url = %redact_url(&spec.url),
+            checked = held, "output added");
+        let mut tracker =
+            OutputTracker::new(now, Backoff::default(), STALL_TIMEOUT, LIVE_THRESHOLD);
+        if let Some(check) = &mut check {
+            check.begin(now);
+            tracker = tracker.checked_before_connecting();
+        }
         Ok(OutputBranch {
             spec,
             serial,
-            tracker: OutputTracker::new(now, Backoff::default(), STALL_TIMEOUT, LIVE_THRESHOLD),
+            tracker,
             tee: tee.clone(),
             tee_pad,
             elements,
             sink,
-            block: None,
+            block,
             removed: false,
+            check,
         })
+    }
+
+    /// Starts checking the destination for the next connection attempt.
+    pub fn begin_check(&mut self, now: Instant) {
+        match &mut self.check {
+            Some(check) => check.begin(now),
+            None => {
+                tracing::error!(output = %self.spec.output_id, "check asked of an unchecked output")
+            }
+        }
+    }
+
+    /// The verdict of the check begun last, once known.
+    pub fn poll_check(&mut self, now: Instant) -> Option<Result<(), String>> {
+        self.check.as_mut()?.poll(now)
     }
 
     /// The current connection's counters. Live detection uses bytes written: nginx-rtmp
@@ -168,7 +219,18 @@ impl OutputBranch {
     /// start (flvmux's stream headers are resent by rtmp2sink on connect).
     pub fn restart(&mut self) {
         for el in self.elements.iter().rev() {
+            // Built stopped (see `build`): from now on the branch follows the pipeline.
+            el.set_locked_state(false);
             let _ = el.sync_state_with_parent();
+        }
+        if !self.tee_pad.is_linked() {
+            // First start of a branch built stopped: link it now that the queue runs.
+            let qpad = self.elements[0]
+                .static_pad("sink")
+                .expect("queue has a sink pad");
+            if let Err(e) = self.tee_pad.link(&qpad) {
+                tracing::error!(output = %self.spec.output_id, error = ?e, "cannot link the output");
+            }
         }
         if let Some(id) = self.block.take() {
             self.tee_pad.remove_probe(id);

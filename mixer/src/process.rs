@@ -225,12 +225,16 @@ fn run_loop(
         }
         match msg {
             Msg::Cmd(Command::Keepalive) => {}
-            Msg::Cmd(Command::Start { video, outputs }) => {
+            Msg::Cmd(Command::Start {
+                video,
+                outputs,
+                destinations,
+            }) => {
                 if mixer.is_some() {
                     tracing::warn!("ignoring second Start");
                     continue;
                 }
-                match Mixer::start_on(video, outputs, settings.rtp_bind) {
+                match Mixer::start_on(video, outputs, settings.rtp_bind, destinations) {
                     Ok((m, events)) => {
                         let tx = tx.clone();
                         std::thread::spawn(move || {
@@ -369,7 +373,7 @@ fn stop(mixer: Option<Mixer>, why: &str, code: ExitCode) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{Codec, VideoSpec, DEFAULT_RTP_BIND};
+    use crate::control::{Codec, DestinationPolicy, VideoSpec, DEFAULT_RTP_BIND};
 
     fn events_of(out: &[u8]) -> Vec<Event> {
         String::from_utf8_lossy(out)
@@ -396,6 +400,7 @@ mod tests {
         tx.send(Msg::Cmd(Command::Start {
             video: small,
             outputs: vec![],
+            destinations: DestinationPolicy::default(),
         }))
         .unwrap();
         tx.send(Msg::Cmd(Command::AddInput {
@@ -457,6 +462,7 @@ mod tests {
         tx.send(Msg::Cmd(Command::Start {
             video: odd,
             outputs: vec![],
+            destinations: DestinationPolicy::default(),
         }))
         .unwrap();
         let mut out = Vec::new();
@@ -494,6 +500,7 @@ mod tests {
         tx.send(Msg::Cmd(Command::Start {
             video: small,
             outputs: vec![],
+            destinations: DestinationPolicy::default(),
         }))
         .unwrap();
         // Keepalives for 3 s (twice the watchdog), then silence: the mixer outlives the first

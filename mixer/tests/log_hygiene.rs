@@ -44,14 +44,8 @@ fn stream_keys_never_reach_logs_or_events() {
     let (mixer, rx) = Mixer::start(
         small,
         vec![
-            OutputSpec {
-                output_id: "bad".into(),
-                url: format!("rtmp://127.0.0.1:1/live/{bad_key}"),
-            },
-            OutputSpec {
-                output_id: "good".into(),
-                url: nginx.rtmp_url(good_key),
-            },
+            OutputSpec::new("bad", format!("rtmp://127.0.0.1:1/live/{bad_key}")),
+            OutputSpec::new("good", nginx.rtmp_url(good_key)),
         ],
     )
     .expect("mixer starts");

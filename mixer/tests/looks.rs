@@ -161,10 +161,7 @@ fn slates_labels_background_and_logo_show_and_the_idle_slate_keeps_the_output_go
     let url = nginx.rtmp_url("looks");
     let (mixer, rx) = Mixer::start(
         VideoSpec::default(),
-        vec![OutputSpec {
-            output_id: "out0".into(),
-            url: url.clone(),
-        }],
+        vec![OutputSpec::new("out0", url.clone())],
     )
     .expect("mixer starts");
     let mut events = Events::new(rx);

@@ -108,10 +108,7 @@ impl Drop for NoiseSender {
 }
 
 fn output(id: &str, url: String) -> OutputSpec {
-    OutputSpec {
-        output_id: id.into(),
-        url,
-    }
+    OutputSpec::new(id, url)
 }
 
 fn bytes_in_grows(nginx: &Nginx, key: &str, within: Duration) -> bool {

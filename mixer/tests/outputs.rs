@@ -44,10 +44,7 @@ fn probe(url: &str) -> (Value, Value) {
 }
 
 fn output(id: &str, url: &str) -> OutputSpec {
-    OutputSpec {
-        output_id: id.into(),
-        url: url.into(),
-    }
+    OutputSpec::new(id, url)
 }
 
 /// Frames per second the encoder actually produced over `window` (heartbeat counter).

@@ -119,14 +119,8 @@ fn unreachable_output_fails_while_the_good_one_stays_live() {
     let (mixer, rx) = Mixer::start(
         VideoSpec::default(),
         vec![
-            OutputSpec {
-                output_id: "bad".into(),
-                url: "rtmp://127.0.0.1:1/live/secretkey123".into(),
-            },
-            OutputSpec {
-                output_id: "good".into(),
-                url: nginx.rtmp_url("room2"),
-            },
+            OutputSpec::new("bad", "rtmp://127.0.0.1:1/live/secretkey123"),
+            OutputSpec::new("good", nginx.rtmp_url("room2")),
         ],
     )
     .expect("mixer starts");

@@ -114,6 +114,66 @@ impl Access {
         (mint(HOST_IDENTITY, true), mint(GUEST_IDENTITY, false))
     }
 
+    /// A guest's personal token for `room_id` (an invite): signed with the server's key,
+    /// expiring in `ttl_secs`. Returns the token and its expiry (Unix seconds).
+    pub fn guest_token(
+        &self,
+        room_id: &str,
+        identity: &str,
+        name: Option<String>,
+        ttl_secs: u64,
+    ) -> (String, u64) {
+        let claims = Claims::participant(
+            &self.signing_key,
+            room_id,
+            identity,
+            name,
+            false,
+            unix_now(),
+            ttl_secs,
+        );
+        let token = self
+            .mint(&claims)
+            .expect("the signing key is one of the server's keys");
+        (token, claims.exp)
+    }
+
+    /// The `Authorization` value of a webhook request with `body`, as LiveKit signs its
+    /// webhooks (so its receivers verify ours unchanged): a JWT signed by API key `key` (the
+    /// server's own key when `None`) whose `sha256` claim is the body's SHA-256 in standard
+    /// base64, valid for 5 minutes. `None` for a key the server does not have.
+    pub fn sign_webhook(&self, key: Option<&str>, body: &[u8]) -> Option<String> {
+        use base64::Engine;
+        use sha2::Digest;
+        #[derive(serde::Serialize)]
+        struct WebhookClaims<'a> {
+            iss: &'a str,
+            nbf: u64,
+            exp: u64,
+            sha256: String,
+        }
+        let key = key.unwrap_or(&self.signing_key);
+        let secret = self.secrets.get(key)?;
+        let now = unix_now();
+        let claims = WebhookClaims {
+            iss: key,
+            nbf: now,
+            exp: now + 300,
+            sha256: base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body)),
+        };
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .ok()
+    }
+
+    /// Lifetime of the tokens the API hands out unless asked otherwise.
+    pub fn token_ttl_secs(&self) -> u64 {
+        self.token_ttl_secs
+    }
+
     /// Checks a presented token: HS256, signed by the secret of the API key in its `iss`,
     /// within `nbf`..`exp` (± [`LEEWAY_SECS`]).
     pub fn verify(&self, token: &str) -> Result<Claims, Denied> {

@@ -5,16 +5,35 @@ use axum::http::{header, HeaderMap};
 
 use super::error::ApiError;
 use crate::access::{Access, Capability, Claims, Denied, OperatorDenied};
+use crate::room::guest_list::NotWelcome;
 use crate::room::tokens::{bearer_token, Role};
 use crate::room::RoomHandle;
 
-/// The role of a request that must also be allowed `capability` (WHIP publishes, WHEP
-/// subscribes): `403` when the token says `canPublish` / `canSubscribe` false.
-pub fn role_allowing(
+/// `403 removed`: the host removed this identity from the room.
+pub fn removed_error(identity: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "removed",
+        NotWelcome::Banned(identity.to_string()).to_string(),
+    )
+}
+
+/// Who a WHIP or WHEP request is in the room: its role, its identity there, and the display
+/// name its token carries.
+pub struct Participant {
+    pub role: Role,
+    pub identity: String,
+    pub name: Option<String>,
+}
+
+/// The participant behind a request that must also be allowed `capability` (WHIP publishes,
+/// WHEP subscribes): `403` when the token says `canPublish` / `canSubscribe` false or the host
+/// removed this identity, `401` for a shared guest link the host revoked.
+pub fn participant_allowing(
     headers: &HeaderMap,
     room: &RoomHandle,
     capability: Capability,
-) -> Result<Role, ApiError> {
+) -> Result<Participant, ApiError> {
     let (role, claims) = room
         .tokens
         .claims_in_room(presented_token(headers)?)
@@ -22,7 +41,24 @@ pub fn role_allowing(
     claims
         .allows(capability)
         .map_err(|denied| ApiError::forbidden(denied.to_string()))?;
-    Ok(role)
+    let identity = room
+        .guests
+        .lock()
+        .expect("guest list lock")
+        .admit(role, &claims)
+        .map_err(|refused| match refused {
+            NotWelcome::Banned(identity) => removed_error(&identity),
+            NotWelcome::SharedLinkRevoked => ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "link_revoked",
+                refused.to_string(),
+            ),
+        })?;
+    Ok(Participant {
+        role,
+        identity,
+        name: claims.name,
+    })
 }
 
 pub fn role(headers: &HeaderMap, room: &RoomHandle) -> Result<Role, ApiError> {

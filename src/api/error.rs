@@ -15,9 +15,12 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// Stable machine-readable code, e.g. `room_not_found` (each operation lists its codes).
     error: &'a str,
+    /// What went wrong and what to do, for a person.
     message: &'a str,
 }
 

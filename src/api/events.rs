@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::auth;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::rooms::{find_room, status_json};
 use super::AppState;
 use crate::room::actor::RoomNotice;
@@ -32,6 +32,22 @@ use crate::room::tokens::Role;
 /// Comment lines keep idle connections open through proxies that time out silent ones.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/rooms/{room_id}/events",
+    tag = "rooms",
+    summary = "The room's live state as Server-Sent Events",
+    description = "Events: `status` (the room status, as `GET /api/v1/rooms/{room_id}` shows it to this token's role) on connect, on every change and about once a second while live; `removed` `{type, participant_id}`; `ended`, then the stream closes. Comment keep-alives every 15 s.",
+    params(("room_id" = String, Path, description = "The room id")),
+    responses(
+        (status = 200, description = "An endless event stream", body = super::openapi::wire::RoomEvent, content_type = "text/event-stream"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 503, description = "`too_many_streams` (with `Retry-After`): `limits.event_streams_per_room`", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn stream_events(
     State(app): State<AppState>,
     Path(room_id): Path<String>,
@@ -184,6 +200,15 @@ pub fn without_operator_details(mut json: Value) -> Value {
     if let Some(mixer) = json.get_mut("mixer") {
         *mixer = serde_json::json!({ "state": mixer["state"] });
     }
+    // Identities may be people's account names or e-mail addresses (whatever an app backend
+    // put in `sub`): the host's to know, not every viewer's.
+    if let Some(participants) = json["participants"].as_array_mut() {
+        for participant in participants {
+            if let Some(fields) = participant.as_object_mut() {
+                fields.remove("identity");
+            }
+        }
+    }
     json
 }
 
@@ -201,6 +226,12 @@ mod tests {
         });
         let guest = for_role(json.clone(), Role::Guest).to_string();
         assert!(!guest.contains("cdn.example"), "{guest}");
+        let with_people = serde_json::json!({
+            "participants": [{"participant_id": "p1", "identity": "ann@example.com"}],
+        });
+        let public = without_operator_details(with_people).to_string();
+        assert!(!public.contains("ann@example.com"), "{public}");
+        assert!(public.contains("p1"));
         assert!(!guest.contains("rtmp://"), "{guest}");
         assert!(guest.contains(r#""state":"live""#), "{guest}");
         let host = for_role(json, Role::Host).to_string();

@@ -2,15 +2,17 @@
 //! it with `oneshot` without a socket.
 
 mod auth;
-mod body;
+pub(crate) mod body;
 pub mod error;
 mod events;
+mod guests;
 mod metrics;
+pub(crate) mod openapi;
 mod pages;
 mod pool;
 mod rate_limit;
-mod rooms;
-mod sdp;
+pub(crate) mod rooms;
+pub(crate) mod sdp;
 mod whep;
 mod whip;
 
@@ -22,6 +24,7 @@ use axum::Router;
 use costream_ingest::IngestEngine;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::CorsLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -48,6 +51,8 @@ pub fn router(state: AppState) -> Router {
         "WebRTC sessions opened",
         limits.sessions_per_minute_per_ip,
     );
+    let invites_quota =
+        rate_limit::IpLimiter::per_minute("invites created", limits.invites_per_minute_per_ip);
     let limited = |quota: &rate_limit::IpLimiter| {
         axum::middleware::from_fn_with_state(quota.clone(), rate_limit::limit)
     };
@@ -87,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(pool::readyz))
         .route("/metrics", get(metrics::render))
         .route("/api/v1/pool", get(pool::view))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route(
             "/api/v1/rooms",
             post(rooms::create).layer(limited(&rooms_quota)),
@@ -102,8 +108,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rooms/{room_id}/events", get(events::stream_events))
         .route("/api/v1/rooms/{room_id}/links", get(rooms::links))
         .route(
+            "/api/v1/rooms/{room_id}/links/guest",
+            axum::routing::delete(guests::revoke_shared_link),
+        )
+        .route(
+            "/api/v1/rooms/{room_id}/invites",
+            post(guests::create_invite).layer(limited(&invites_quota)),
+        )
+        .route(
             "/api/v1/rooms/{room_id}/participants/{participant_id}",
-            axum::routing::delete(rooms::remove_participant),
+            axum::routing::delete(guests::remove_participant),
         )
         .route(
             "/api/v1/rooms/{room_id}/layout",
@@ -152,22 +166,52 @@ pub fn router(state: AppState) -> Router {
                 )
                 // HTTP-FLV. axum matches whole segments, so `{file}` is `<room>.flv`.
                 .route("/live/{file}", get(live_flv))
-                .layer(media_cors),
+                .layer(media_cors)
+                .layer(axum::middleware::from_fn(whip::options_as_whip)),
         )
+        // A route layer: it runs after routing, when the route template is known. Unknown
+        // paths (the fallback) are not counted: their paths are whatever clients made up.
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)
+        // Every answer carries its request's `x-request-id` (the client's, or a new UUID), and
+        // every log line written while handling it names the id: a user's error report leads
+        // to the server's lines.
+        .layer(PropagateRequestIdLayer::x_request_id())
         // Spans name the path only: a WHIP session's Location carries its key in the query.
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-                tracing::debug_span!(
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|id| id.chars().take(64).collect::<String>())
+                    .unwrap_or_default();
+                tracing::info_span!(
                     "request",
+                    request_id = %request_id,
                     method = %request.method(),
                     path = %request.uri().path(),
                 )
             }),
         )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 
+/// `GET /live/{room_id}.flv`.
+#[utoipa::path(
+    get,
+    path = "/live/{file}",
+    tag = "origin",
+    summary = "HTTP-FLV of a room on the built-in origin",
+    description = "An endless FLV: metadata, sequence headers, the GOP since the last keyframe, then live; ends when the room ends.",
+    params(("file" = String, Path, description = "`{room_id}.flv`")),
+    responses(
+        (status = 200, description = "The stream", body = String, content_type = "video/x-flv"),
+        (status = 404, description = "`stream_not_found`, `stream_not_live`, `origin_disabled`", body = error::ErrorBody),
+        (status = 503, description = "`too_many_viewers` (`origin.max_viewers_per_stream`)", body = error::ErrorBody),
+    ),
+)]
 async fn live_flv(
     axum::extract::State(app): axum::extract::State<AppState>,
     axum::extract::Path(file): axum::extract::Path<String>,

@@ -2,9 +2,9 @@
 //! and opening WebRTC sessions (WHIP, WHEP). `429` with `Retry-After` and a JSON error beyond
 //! the quota; a generic cell-rate limiter (`governor`) keyed by the peer address.
 //!
-//! The peer address comes from the listener ([`crate::http_server`]); a request without one
-//! (the in-process router in unit tests) is not limited. Behind a reverse proxy every request
-//! comes from the proxy's address: raise the quotas there, or limit at the proxy.
+//! The client address comes from the listener ([`crate::http_server::ClientIp`]): the TCP peer,
+//! or behind a reverse proxy listed in `[server] trusted_proxies` the address it forwarded for.
+//! A request without one (the in-process router in unit tests) is not limited.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -18,6 +18,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::error::ApiError;
+use crate::http_server::ClientIp;
 
 /// One quota, shared by the routes it guards.
 #[derive(Clone)]
@@ -57,7 +58,7 @@ impl IpLimiter {
             self.limiter.retain_recent();
         }
         self.limiter
-            .check_key(&client_key(ip))
+            .check_key(&crate::per_ip::client_key(ip))
             .map_err(|not_until| {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
@@ -68,27 +69,17 @@ impl IpLimiter {
 /// How often (in checks) the limiter's table is swept of idle keys.
 const SWEEP_EVERY: u64 = 4096;
 
-/// The unit a quota applies to: an IPv4 address, or an IPv6 /64 (one client usually holds a
-/// whole /64, and would otherwise get a fresh quota per address).
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let net = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(std::net::Ipv6Addr::from(net))
-            }
-        },
-    }
-}
-
 pub async fn limit(State(limiter): State<IpLimiter>, request: Request, next: Next) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    if let Some(ip) = peer {
+    let extensions = request.extensions();
+    let client = extensions
+        .get::<ClientIp>()
+        .map(|ClientIp(ip)| *ip)
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip())
+        });
+    if let Some(ip) = client {
         if let Err(retry_after) = limiter.check(ip) {
             tracing::debug!(%ip, what = limiter.what, "rate limited");
             let mut error = ApiError::new(

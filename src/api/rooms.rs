@@ -11,46 +11,56 @@ use serde::{Deserialize, Serialize};
 
 use super::auth;
 use super::body::{parse_json_or_default, read_limited};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::access::Claims;
 use crate::config::validate_video;
 use crate::origin::ORIGIN_OUTPUT_ID;
+use crate::pool::Refusal;
+use crate::room::actor::GoLiveError;
 use crate::room::state::RoomSettings;
 use crate::room::status::RoomStatus;
 use crate::room::tokens::Role;
 use crate::room::RoomHandle;
 
 /// Body of `POST /api/v1/rooms`; every field is optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoom {
+    /// At most 200 characters; the default slate title.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub name: Option<String>,
+    /// RTMP destinations (at most `limits.max_outputs_per_room`); none: the built-in origin.
     #[serde(default)]
     pub outputs: Vec<OutputRequest>,
     /// A named format (`720p30`, `1080p60`, ...): size, frame rate and a default bitrate.
     /// Fields given in `video` override it.
     #[serde(default)]
+    #[schema(example = "720p30")]
     pub preset: Option<String>,
     #[serde(default)]
     pub video: Option<VideoRequest>,
     /// The room's look (as `PUT .../look`).
     #[serde(default)]
+    #[schema(value_type = Option<super::openapi::wire::Look>)]
     pub look: Option<Look>,
     /// Shorthand for `look.labels`: name labels on the tiles.
     #[serde(default)]
     pub labels: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One RTMP destination (`POST …/outputs`, `outputs` at create).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputRequest {
+    /// `rtmp://` or `rtmps://host[:port]/app/streamkey`.
+    #[schema(example = "rtmp://live.example.com/app/streamkey")]
     pub url: String,
 }
 
 /// Partial override of the server's default output video.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VideoRequest {
     pub width: Option<u32>,
@@ -59,7 +69,8 @@ pub struct VideoRequest {
     pub bitrate_kbps: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer to `POST /api/v1/rooms`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedRoom {
     pub room_id: String,
     pub host_token: String,
@@ -77,6 +88,29 @@ pub struct CreatedRoom {
     pub rtmp_play_url: Option<String>,
 }
 
+/// `POST /api/v1/rooms`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/rooms",
+    tag = "rooms",
+    summary = "Create a room",
+    request_body(content = Option<CreateRoom>, content_type = "application/json",
+        description = "Optional: an empty body creates a room with the server's defaults, pushing to the built-in origin."),
+    responses(
+        (status = 201, description = "The room, with its host and guest tokens", body = CreatedRoom,
+            headers(("Location" = String, description = "`/api/v1/rooms/{room_id}`"))),
+        (status = 400, description = "`invalid_json` (unknown field or wrong type; the message names it), `invalid_output` (bad or refused destination), `too_many_outputs`, `invalid_preset`, `invalid_video`, `invalid_name`, `invalid_look`, `unreadable_body`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: a keyed server needs an operator token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the token lacks the `roomCreate` grant", body = ErrorBody),
+        (status = 408, description = "`body_timeout`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: over `limits.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
+        (status = 429, description = "`rate_limited` (with `Retry-After`): `limits.room_creations_per_minute_per_ip`", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+        (status = 503, description = "`draining` (after SIGTERM) or `too_many_rooms` (`limits.max_rooms`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -88,7 +122,7 @@ pub async fn create(
     }
     let bytes = read_limited(&headers, body, app.config.limits.max_body_bytes).await?;
     let request: CreateRoom = parse_json_or_default(&headers, &bytes)?;
-    let mut settings = room_settings(&app, request)?;
+    let mut settings = room_settings(&app.config, request)?;
     for (i, output) in settings.outputs.iter().enumerate() {
         check_destination(&app, &output.url).await.map_err(|msg| {
             ApiError::bad_request("invalid_output", format!("outputs[{i}].url: {msg}"))
@@ -101,6 +135,8 @@ pub async fn create(
             settings.outputs.push(OutputSpec {
                 output_id: ORIGIN_OUTPUT_ID.to_string(),
                 url: origin.register(id),
+                // On loopback by design: the destination policy is for users' URLs.
+                internal: true,
             });
         }
         settings
@@ -119,7 +155,7 @@ pub async fn create(
         host_token: room.tokens.host.expose().to_string(),
         guest_token: room.tokens.guest.expose().to_string(),
         host_url: links.host_url,
-        guest_url: links.guest_url,
+        guest_url: links.guest_url.unwrap_or_default(),
         watch_url: links.watch_url,
         whip_url: links.whip_url,
         flv_url: links.flv_url,
@@ -134,8 +170,13 @@ pub async fn create(
         .into_response())
 }
 
-fn room_settings(app: &AppState, request: CreateRoom) -> Result<RoomSettings, ApiError> {
-    let limits = &app.config.limits;
+/// What a create request asks for, checked against the server's limits (pure; the fuzz harness
+/// runs it too).
+pub(crate) fn room_settings(
+    config: &crate::config::Config,
+    request: CreateRoom,
+) -> Result<RoomSettings, ApiError> {
+    let limits = &config.limits;
     if request.outputs.len() > limits.max_outputs_per_room {
         return Err(ApiError::bad_request(
             "too_many_outputs",
@@ -154,17 +195,14 @@ fn room_settings(app: &AppState, request: CreateRoom) -> Result<RoomSettings, Ap
             validate_output_url(&o.url).map_err(|msg| {
                 ApiError::bad_request("invalid_output", format!("outputs[{i}].url: {msg}"))
             })?;
-            Ok(OutputSpec {
-                output_id: format!("out{i}"),
-                url: o.url,
-            })
+            Ok(OutputSpec::new(format!("out{i}"), o.url))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let base = match request.preset.as_deref() {
         Some(name) => Preset::parse(name)
             .map_err(|e| ApiError::bad_request("invalid_preset", format!("preset: {e}")))?
             .video(),
-        None => app.config.mixer.video,
+        None => config.mixer.video,
     };
     let video = merge_video(base, request.video.unwrap_or_default());
     validate_video(&video, "video")
@@ -186,6 +224,7 @@ fn room_settings(app: &AppState, request: CreateRoom) -> Result<RoomSettings, Ap
         name,
         video,
         outputs,
+        destinations: config.destination_policy(),
         max_participants: limits.max_participants_per_room,
         max_outputs: limits.max_outputs_per_room,
         max_subscriptions: limits.max_subscriptions_per_room,
@@ -286,7 +325,7 @@ pub(super) async fn find_room(
 }
 
 /// The room, if the request carries its host token (401/403 otherwise).
-async fn host_room(
+pub(super) async fn host_room(
     app: &AppState,
     room_id: &str,
     headers: &HeaderMap,
@@ -296,6 +335,21 @@ async fn host_room(
     Ok(room)
 }
 
+/// `GET /api/v1/rooms/{id}`: the room status; outputs' URLs and reasons and the mixer's
+/// details only with the host token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/rooms/{room_id}",
+    tag = "rooms",
+    summary = "Room status",
+    params(("room_id" = String, Path, description = "The room id")),
+    responses(
+        (status = 200, description = "The room status", body = super::openapi::wire::RoomStatus),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 410, description = "`room_ended`: the room ended while answering", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn get(
     State(app): State<AppState>,
     Path(room_id): Path<String>,
@@ -359,17 +413,59 @@ pub(super) fn status_json(app: &AppState, status: &RoomStatus) -> serde_json::Va
     json
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/rooms/{room_id}/live",
+    tag = "rooms",
+    summary = "Go live",
+    description = "Starts the room's mixer and every output (idempotent).",
+    params(("room_id" = String, Path, description = "The room id")),
+    responses(
+        (status = 200, description = "The room status", body = super::openapi::wire::RoomStatus),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the host token", body = ErrorBody),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 409, description = "`no_outputs`: nothing to push to", body = ErrorBody),
+        (status = 410, description = "`room_ended`", body = ErrorBody),
+        (status = 503, description = "`over_capacity` (with `Retry-After`), `draining`, `coordinator_unavailable` (fleet, with `Retry-After`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn go_live(
     State(app): State<AppState>,
     Path(room_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let room = host_room(&app, &room_id, &headers).await?;
-    let status = room.go_live().await??;
+    let status = room.go_live().await?.inspect_err(|e| {
+        if matches!(
+            e,
+            GoLiveError::Refused(Refusal::Full { .. } | Refusal::FleetFull { .. })
+        ) {
+            super::metrics::count_admission_refusal();
+        }
+    })?;
     tracing::info!(room = %room_id, "going live");
     Ok(status_response(&app, status))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/rooms/{room_id}/live",
+    tag = "rooms",
+    summary = "Stop mixing and pushing",
+    description = "Participants stay.",
+    params(("room_id" = String, Path, description = "The room id")),
+    responses(
+        (status = 200, description = "The room status", body = super::openapi::wire::RoomStatus),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the host token", body = ErrorBody),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 410, description = "`room_ended`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn stop_live(
     State(app): State<AppState>,
     Path(room_id): Path<String>,
@@ -381,23 +477,17 @@ pub async fn stop_live(
     Ok(status_response(&app, status))
 }
 
-/// `DELETE /api/v1/rooms/{id}/participants/{participant_id}`: the host removes someone.
-pub async fn remove_participant(
-    State(app): State<AppState>,
-    Path((room_id, participant_id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let room = host_room(&app, &room_id, &headers).await?;
-    room.remove(&participant_id).await??;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
 /// Every link of a room, for the host (the studio page shows the invite link from here, so
 /// the host token alone is enough to run the room from any browser).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RoomLinks {
     pub host_url: String,
-    pub guest_url: String,
+    /// The shared guest link; absent once the host revoked it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_url: Option<String>,
+    /// The host revoked the shared guest link (`DELETE …/links/guest`): only personal
+    /// invites admit guests.
+    pub guest_link_revoked: bool,
     pub watch_url: String,
     pub whip_url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -413,9 +503,15 @@ fn room_links(app: &AppState, room: &RoomHandle, uses_origin: bool) -> RoomLinks
     // Freshly minted: the tokens handed out at creation expire (auth.token_ttl_secs), links
     // asked for later must not.
     let (host, guest) = room.tokens.fresh();
+    let guest_link_revoked = room
+        .guests
+        .lock()
+        .expect("guest list lock")
+        .shared_link_revoked();
     RoomLinks {
         host_url: format!("{base}/host/{id}#token={host}"),
-        guest_url: format!("{base}/join/{id}#token={guest}"),
+        guest_url: (!guest_link_revoked).then(|| format!("{base}/join/{id}#token={guest}")),
+        guest_link_revoked,
         watch_url: format!("{base}/watch/{id}"),
         whip_url: format!("{base}/whip/{id}"),
         flv_url: origin.map(|_| format!("{base}/live/{id}.flv")),
@@ -424,21 +520,65 @@ fn room_links(app: &AppState, room: &RoomHandle, uses_origin: bool) -> RoomLinks
 }
 
 /// `GET /api/v1/rooms/{id}/links` (host).
+#[utoipa::path(
+    get,
+    path = "/api/v1/rooms/{room_id}/links",
+    tag = "access",
+    summary = "The room's links, with fresh tokens",
+    params(("room_id" = String, Path, description = "The room id")),
+    responses(
+        (status = 200, description = "The links", body = RoomLinks),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the host token", body = ErrorBody),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 410, description = "`room_ended`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn links(
     State(app): State<AppState>,
     Path(room_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let room = host_room(&app, &room_id, &headers).await?;
+    Ok(Json(room_links_of(&app, &room).await?).into_response())
+}
+
+/// A live room's links (the origin's only while the room pushes to it).
+pub(super) async fn room_links_of(
+    app: &AppState,
+    room: &RoomHandle,
+) -> Result<RoomLinks, ApiError> {
     let status = room.status().await?;
     let uses_origin = status
         .outputs
         .iter()
         .any(|o| o.output_id == ORIGIN_OUTPUT_ID);
-    Ok(Json(room_links(&app, &room, uses_origin)).into_response())
+    Ok(room_links(app, room, uses_origin))
 }
 
 /// `PUT /api/v1/rooms/{id}/layout`: switches the mix's layout, live if the room is live.
+#[utoipa::path(
+    put,
+    path = "/api/v1/rooms/{room_id}/layout",
+    tag = "program",
+    summary = "Set the layout",
+    description = "Applied live between two output frames.",
+    params(("room_id" = String, Path, description = "The room id")),
+    request_body(content = super::openapi::wire::Layout, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The room status", body = super::openapi::wire::RoomStatus),
+        (status = 400, description = "`invalid_layout` (names the field: unknown participant, tile past the canvas, empty body), `invalid_json`, `unreadable_body`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the host token", body = ErrorBody),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 408, description = "`body_timeout`", body = ErrorBody),
+        (status = 410, description = "`room_ended`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn set_layout(
     State(app): State<AppState>,
     Path(room_id): Path<String>,
@@ -462,6 +602,27 @@ pub async fn set_layout(
 
 /// `PUT /api/v1/rooms/{id}/look`: background colour, name labels, logo, slate title; live if
 /// the room is live. Fields left out take their defaults (the body is the whole look).
+#[utoipa::path(
+    put,
+    path = "/api/v1/rooms/{room_id}/look",
+    tag = "program",
+    summary = "Set the room's whole look",
+    description = "Omitted fields take their defaults, so `{}` resets it; applied live, kept across mixer restarts.",
+    params(("room_id" = String, Path, description = "The room id")),
+    request_body(content = Option<super::openapi::wire::Look>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The room status", body = super::openapi::wire::RoomStatus),
+        (status = 400, description = "`invalid_look` (`look.background` not a colour, `look.logo` not an inline PNG or too large), `invalid_json`, `unreadable_body`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the host token", body = ErrorBody),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 408, description = "`body_timeout`", body = ErrorBody),
+        (status = 410, description = "`room_ended`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: over 1 MiB (or `limits.max_body_bytes` if larger)", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn set_look(
     State(app): State<AppState>,
     Path(room_id): Path<String>,
@@ -485,14 +646,36 @@ pub async fn set_look(
 }
 
 /// Body of `PUT /api/v1/rooms/{id}/participants/{pid}/audio`; omitted fields keep their value.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AudioRequest {
+    /// Linear gain 0–4 (1 = as sent).
+    #[schema(minimum = 0.0, maximum = 4.0)]
     pub gain: Option<f64>,
     pub muted: Option<bool>,
 }
 
 /// `PUT /api/v1/rooms/{id}/participants/{pid}/audio`: the host's mixing desk for one participant.
+#[utoipa::path(
+    put,
+    path = "/api/v1/rooms/{room_id}/participants/{participant_id}/audio",
+    tag = "program",
+    summary = "A participant's gain and mute in the program",
+    params(("room_id" = String, Path, description = "The room id"), ("participant_id" = String, Path, description = "A participant id from the room status")),
+    request_body(content = Option<AudioRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The room status", body = super::openapi::wire::RoomStatus),
+        (status = 400, description = "`invalid_audio` (gain outside 0–4), `invalid_json`, `unreadable_body`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the host token", body = ErrorBody),
+        (status = 404, description = "`room_not_found`, `participant_not_found`", body = ErrorBody),
+        (status = 408, description = "`body_timeout`", body = ErrorBody),
+        (status = 410, description = "`room_ended`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn set_audio(
     State(app): State<AppState>,
     Path((room_id, participant_id)): Path<(String, String)>,
@@ -511,6 +694,29 @@ pub async fn set_audio(
 
 /// `POST /api/v1/rooms/{id}/outputs`: one more RTMP destination. Offline it is stored for the
 /// next go-live; live, the mixer starts pushing to it at once (the other outputs untouched).
+#[utoipa::path(
+    post,
+    path = "/api/v1/rooms/{room_id}/outputs",
+    tag = "outputs",
+    summary = "Add an RTMP destination",
+    description = "Offline it is stored for the next go-live; live, the mixer starts pushing to it at once.",
+    params(("room_id" = String, Path, description = "The room id")),
+    request_body(content = OutputRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new output (stream key shown as `***`)", body = super::openapi::wire::OutputStatus,
+            headers(("Location" = String, description = "`/api/v1/rooms/{room_id}/outputs/{output_id}`"))),
+        (status = 400, description = "`invalid_output` (bad or refused destination, or no body), `invalid_json`, `unreadable_body`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the host token", body = ErrorBody),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 408, description = "`body_timeout`", body = ErrorBody),
+        (status = 409, description = "`too_many_outputs` (`limits.max_outputs_per_room`), `duplicate_output`", body = ErrorBody),
+        (status = 410, description = "`room_ended`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn add_output(
     State(app): State<AppState>,
     Path(room_id): Path<String>,
@@ -545,6 +751,21 @@ pub async fn add_output(
 }
 
 /// `DELETE /api/v1/rooms/{id}/outputs/{output_id}`: stop pushing to one destination.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/rooms/{room_id}/outputs/{output_id}",
+    tag = "outputs",
+    summary = "Stop pushing to one destination",
+    params(("room_id" = String, Path, description = "The room id"), ("output_id" = String, Path, description = "`origin` or `out<N>`")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the host token", body = ErrorBody),
+        (status = 404, description = "`room_not_found`, `output_not_found`", body = ErrorBody),
+        (status = 410, description = "`room_ended`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn remove_output(
     State(app): State<AppState>,
     Path((room_id, output_id)): Path<(String, String)>,
@@ -556,6 +777,21 @@ pub async fn remove_output(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/rooms/{room_id}",
+    tag = "rooms",
+    summary = "End the room",
+    description = "Stops the mixer and disconnects everyone.",
+    params(("room_id" = String, Path, description = "The room id")),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the host token", body = ErrorBody),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn end(
     State(app): State<AppState>,
     Path(room_id): Path<String>,

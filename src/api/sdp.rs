@@ -13,13 +13,12 @@ use super::body::read_limited;
 use super::error::ApiError;
 use super::AppState;
 use crate::access::Capability;
-use crate::room::tokens::Role;
 use crate::room::RoomHandle;
 
 /// An authorized SDP offer for a room.
 pub struct Offer {
     pub room: Arc<RoomHandle>,
-    pub role: Role,
+    pub participant: auth::Participant,
     pub sdp: String,
 }
 
@@ -37,13 +36,17 @@ pub async fn read_offer(
         .rooms
         .get(room_id)
         .ok_or_else(|| ApiError::room_not_found(room_id))?;
-    let role = auth::role_allowing(headers, &room, capability)?;
+    let participant = auth::participant_allowing(headers, &room, capability)?;
     require_sdp(headers, what)?;
     let bytes = read_limited(headers, body, app.config.limits.max_body_bytes).await?;
     let sdp = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::bad_request("invalid_sdp", "the SDP offer is not UTF-8 text"))?;
     check_offer_bounds(&sdp).map_err(|message| ApiError::bad_request("invalid_sdp", message))?;
-    Ok(Offer { room, role, sdp })
+    Ok(Offer {
+        room,
+        participant,
+        sdp,
+    })
 }
 
 /// Most ICE candidates one media section of an offer may carry (libnice's cap per component):

@@ -107,6 +107,14 @@ struct Stream {
     last_timestamp: Option<u32>,
 }
 
+fn authorize(stream: &Stream, key: Option<&str>) -> Result<(), PublishRefused> {
+    if key.is_some_and(|k| stream.key.matches(k)) {
+        Ok(())
+    } else {
+        Err(PublishRefused::BadKey)
+    }
+}
+
 pub struct Hub {
     streams: Mutex<HashMap<String, Stream>>,
     limits: HubLimits,
@@ -151,6 +159,13 @@ impl Hub {
         self.streams().clear();
     }
 
+    /// Whether `key` may publish `name`, without taking the stream.
+    pub fn check_publish_key(&self, name: &str, key: Option<&str>) -> Result<(), PublishRefused> {
+        let streams = self.streams();
+        let stream = streams.get(name).ok_or(PublishRefused::UnknownStream)?;
+        authorize(stream, key)
+    }
+
     /// A publisher with the right key takes the stream over (an output reconnecting must not
     /// be locked out by its own half-dead previous connection).
     pub fn start_publish(
@@ -160,9 +175,7 @@ impl Hub {
     ) -> Result<PublisherId, PublishRefused> {
         let mut streams = self.streams();
         let stream = streams.get_mut(name).ok_or(PublishRefused::UnknownStream)?;
-        if !key.is_some_and(|k| stream.key.matches(k)) {
-            return Err(PublishRefused::BadKey);
-        }
+        authorize(stream, key)?;
         let id = self
             .next_publisher
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

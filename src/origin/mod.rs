@@ -6,6 +6,7 @@
 //! - [`gop`]: metadata + sequence headers + GOP cache for instant start (pure)
 //! - [`key`]: publish keys and request parsing (pure)
 //! - [`hub`]: registered streams, publishers, bounded fan-out to viewers (no sockets)
+//! - [`slots`]: connection slots, with places reserved for publishers (pure bookkeeping)
 //! - [`rtmp`]: the RTMP listener (`rml_rtmp` sessions over tokio TCP)
 //! - [`http_flv`]: the HTTP-FLV response body
 
@@ -15,6 +16,7 @@ pub mod http_flv;
 pub mod hub;
 pub mod key;
 pub mod rtmp;
+pub mod slots;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::hub::{Hub, HubLimits, StreamStats};
 use self::key::{PublishKey, APP};
+use self::slots::SlotLimits;
 
 /// Where the origin listens and how it names itself to viewers.
 #[derive(Debug, Clone)]
@@ -33,6 +36,8 @@ pub struct OriginSettings {
     /// Base of viewer RTMP URLs (`rtmp://host[:port]`); empty derives it from the bound address.
     pub public_rtmp_url: String,
     pub limits: HubLimits,
+    /// Connections at once, and the places among them kept for publishers.
+    pub connections: SlotLimits,
 }
 
 /// Handle to the running origin; cheap to clone.
@@ -66,7 +71,7 @@ impl Origin {
         let origin = Self::new(bound, &settings.public_rtmp_url, settings.limits);
         let span = tracing::info_span!(parent: None, "origin");
         tokio::spawn(tracing::Instrument::instrument(
-            rtmp::serve(listener, origin.hub.clone(), cancel),
+            rtmp::serve(listener, origin.hub.clone(), settings.connections, cancel),
             span,
         ));
         Ok(origin)

@@ -10,18 +10,17 @@ use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
 use rml_rtmp::time::RtmpTimestamp;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::flv::{Tag, TagKind};
 use super::hub::{Hub, PublishRefused, PublisherId, SubscribeRefused, Subscription};
 use super::key::{parse_request, RequestError};
+use super::slots::{Slot, SlotLimits, SlotRefused, Slots};
 
-/// Most simultaneous RTMP connections (publishers + players).
-const MAX_CONNECTIONS: usize = 2048;
 /// A client must finish the handshake within this long.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// ... and start publishing or playing within this long, or it is hung up on.
@@ -35,13 +34,18 @@ const MAX_PLAYER_BYTES_PER_MINUTE: usize = 64 * 1024;
 /// A write that does not complete within this long means the peer stopped reading.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Connections one address may hold (viewers behind one NAT, or a fleet worker's mixers):
-/// bounds what a single client can take of [`MAX_CONNECTIONS`]. Loopback (this serve's own
+/// bounds what a single client can take of `max_connections`. Loopback (this serve's own
 /// mixers) is exempt.
 const MAX_CONNECTIONS_PER_IP: usize = 128;
 
-/// Accepts connections until `cancel` fires.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>, cancel: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// Accepts connections until `cancel` fires, within `limits` (see [`super::slots`]).
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    limits: SlotLimits,
+    cancel: CancellationToken,
+) {
+    let slots = Slots::new(limits);
     let per_ip = crate::per_ip::PerIp::default();
     loop {
         let accepted = tokio::select! {
@@ -57,28 +61,39 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, cancel: CancellationTok
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(%peer, "origin: too many RTMP connections, refusing one");
-            continue;
-        };
+        // Refusals are logged at debug with their running count: a flood must not flood the log.
         let cap = if peer.ip().is_loopback() {
-            MAX_CONNECTIONS
+            limits.max_connections
         } else {
             MAX_CONNECTIONS_PER_IP
         };
         let Some(ip_slot) = per_ip.take(peer.ip(), cap) else {
-            warn!(%peer, "origin: too many RTMP connections from this address, refusing one");
+            debug!(%peer, "origin: too many RTMP connections from this address, closing one");
             continue;
         };
+        let Some(slot) = slots.admit(peer.ip()) else {
+            let counts = slots.counts();
+            debug!(
+                %peer,
+                refused_total = counts.refused,
+                publishers = counts.publishers,
+                "origin: connections full (origin.max_connections), closing a new one"
+            );
+            continue;
+        };
+        let evicted = slot.evicted();
         let hub = hub.clone();
         let cancel = cancel.clone();
         let span = tracing::debug_span!(parent: None, "rtmp", %peer);
         tokio::spawn(
             async move {
                 let _ = socket.set_nodelay(true);
-                let mut connection = Connection::new(socket, hub);
+                let mut connection = Connection::new(socket, hub).counted_in(slot);
                 tokio::select! {
                     _ = cancel.cancelled() => {}
+                    _ = evicted.cancelled() => {
+                        debug!("connection closed: a newer one took its place in the publisher reserve");
+                    }
                     result = connection.run() => {
                         if let Err(e) = result {
                             debug!("connection closed: {e}");
@@ -86,12 +101,25 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, cancel: CancellationTok
                     }
                 }
                 connection.finish();
-                drop(permit);
+                // Its slot goes with it.
+                drop(connection);
                 drop(ip_slot);
             }
             .instrument(span),
         );
     }
+}
+
+/// Runs one connection to its end over an in-memory stream, as [`serve`] runs each accepted
+/// socket (without the listener's caps): the fuzz harness feeds it raw client bytes.
+pub(crate) async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: S,
+    hub: Arc<Hub>,
+) -> Result<(), String> {
+    let mut connection = Connection::new(socket, hub);
+    let result = connection.run().await;
+    connection.finish();
+    result.map_err(|e| e.to_string())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +138,22 @@ enum ConnectionError {
 
 fn session_error(e: impl std::fmt::Display) -> ConnectionError {
     ConnectionError::Session(e.to_string())
+}
+
+/// Feeds a client's bytes to its session. rml_rtmp is third-party code fed with untrusted input,
+/// and fuzzing found two ways to make it panic: an AMF0 command of fewer than three values
+/// (`drain(..3)` out of range), and a chunk header declaring a message shorter than the part of
+/// a message already received (a subtraction past zero: a panic with overflow checks, which the
+/// workspace enables for it in release too, where it would otherwise wrap and buffer without
+/// bound). A panic is caught here and ends this connection like any protocol error, so `finish`
+/// still releases the stream; the session is dropped with the connection.
+fn session_input(
+    session: &mut ServerSession,
+    bytes: &[u8],
+) -> Result<Vec<ServerSessionResult>, ConnectionError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.handle_input(bytes)))
+        .map_err(|_| ConnectionError::Session("malformed RTMP chunk stream".into()))?
+        .map_err(session_error)
 }
 
 enum Role {
@@ -135,8 +179,10 @@ async fn next_live_tag(role: &mut Role) -> Option<Tag> {
     }
 }
 
-struct Connection {
-    socket: TcpStream,
+/// One RTMP connection over any byte stream (a TCP socket; an in-memory pipe in the fuzz
+/// harness).
+struct Connection<S> {
+    socket: S,
     hub: Arc<Hub>,
     role: Role,
     /// Bytes to write before reading again (responses of the session).
@@ -148,19 +194,34 @@ struct Connection {
     received_unpublished: usize,
     /// Start of a player's current one-minute window.
     window_start: tokio::time::Instant,
+    /// This connection's place among the listener's connections (see [`super::slots`]): moves
+    /// when it publishes or plays, freed when the connection is dropped. `None`: not counted.
+    slot: Option<Slot>,
 }
 
-impl Connection {
-    fn new(socket: TcpStream, hub: Arc<Hub>) -> Self {
+/// Why a publish was refused.
+enum PublishDenied {
+    Hub(PublishRefused),
+    Slot(SlotRefused),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    fn new(socket: S, hub: Arc<Hub>) -> Self {
         Self {
             socket,
             hub,
+            slot: None,
             role: Role::Idle,
             outbox: Vec::new(),
             hang_up: false,
             received_unpublished: 0,
             window_start: tokio::time::Instant::now(),
         }
+    }
+
+    fn counted_in(mut self, slot: Slot) -> Self {
+        self.slot = Some(slot);
+        self
     }
 
     async fn run(&mut self) -> Result<(), ConnectionError> {
@@ -170,7 +231,7 @@ impl Connection {
         let (mut session, results) =
             ServerSession::new(ServerSessionConfig::new()).map_err(session_error)?;
         self.process(&mut session, results)?;
-        let results = session.handle_input(&leftover).map_err(session_error)?;
+        let results = session_input(&mut session, &leftover)?;
         self.process(&mut session, results)?;
         self.flush().await?;
         if self.hang_up {
@@ -191,7 +252,7 @@ impl Connection {
                         return Err(ConnectionError::Closed);
                     }
                     self.count_inbound(n)?;
-                    let results = session.handle_input(&buf[..n]).map_err(session_error)?;
+                    let results = session_input(&mut session, &buf[..n])?;
                     self.process(&mut session, results)?;
                 }
                 tag = next_live_tag(&mut self.role) => {
@@ -362,10 +423,7 @@ impl Connection {
                 Err(("NetStream.Publish.BadName", "unknown application"))
             }
             Err(RequestError::BadName) => Err(("NetStream.Publish.BadName", "invalid stream name")),
-            Ok(request) => match self
-                .hub
-                .start_publish(&request.name, request.key.as_deref())
-            {
+            Ok(request) => match self.take_stream(&request.name, request.key.as_deref()) {
                 Ok(id) => {
                     // The stream name is the room id (public); the key is never logged.
                     info!(stream = %request.name, "origin: publisher connected");
@@ -375,16 +433,23 @@ impl Connection {
                     };
                     Ok(())
                 }
-                Err(PublishRefused::UnknownStream) => {
+                Err(PublishDenied::Hub(PublishRefused::UnknownStream)) => {
                     info!(stream = %request.name, "origin: refused a publish to an unknown stream");
                     Err(("NetStream.Publish.BadName", "no such stream"))
                 }
-                Err(PublishRefused::BadKey) => {
+                Err(PublishDenied::Hub(PublishRefused::BadKey)) => {
                     warn!(stream = %request.name, "origin: refused a publish with a wrong or missing key");
                     Err((
                         "NetStream.Publish.Unauthorized",
                         "wrong or missing publish key",
                     ))
+                }
+                Err(PublishDenied::Slot(refused)) => {
+                    warn!(
+                        stream = %request.name,
+                        "origin: refused a publish with a valid key: {refused} (origin.publisher_slots)"
+                    );
+                    Err(("NetStream.Publish.Rejected", "the origin is full"))
                 }
             },
         };
@@ -403,6 +468,21 @@ impl Connection {
         }
     }
 
+    /// Checks the key, then takes a publisher slot, then the stream, in that order: a client
+    /// without the key evicts no would-be publisher, and one refused a slot replaces no
+    /// publisher.
+    fn take_stream(&mut self, name: &str, key: Option<&str>) -> Result<PublisherId, PublishDenied> {
+        self.hub
+            .check_publish_key(name, key)
+            .map_err(PublishDenied::Hub)?;
+        if let Some(slot) = &mut self.slot {
+            slot.to_publisher().map_err(PublishDenied::Slot)?;
+        }
+        self.hub
+            .start_publish(name, key)
+            .map_err(PublishDenied::Hub)
+    }
+
     fn on_play(
         &mut self,
         session: &mut ServerSession,
@@ -415,6 +495,15 @@ impl Connection {
             return Err(ConnectionError::Done(
                 "second publish/play on one connection",
             ));
+        }
+        if let Some(Err(refused)) = self.slot.as_mut().map(Slot::to_player) {
+            // A candidate for the publisher reserve may not play while everything else is full.
+            debug!("origin: refused play: {refused}");
+            let results = session
+                .reject_request(request_id, "NetStream.Play.Failed", "the origin is full")
+                .map_err(session_error)?;
+            self.hang_up = true;
+            return self.process(session, results);
         }
         let subscription = parse_request(app, stream)
             .map_err(|_| SubscribeRefused::UnknownStream)
@@ -520,5 +609,56 @@ impl Connection {
             Role::Playing { name, .. } => debug!(stream = %name, "origin: RTMP player left"),
             Role::Idle => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+    use crate::origin::hub::HubLimits;
+
+    /// Found by `fuzz/` (rtmp_session): a chunk on another chunk stream declaring a 10-byte
+    /// message while 128 bytes of a 200-byte message are in, which underflowed in rml_rtmp's
+    /// decoder. The connection ends with an error; nothing panics through it.
+    #[tokio::test]
+    async fn a_message_shorter_than_the_data_already_received_ends_the_connection() {
+        // C0, C1, C2.
+        let mut input = vec![3u8];
+        input.extend([0u8; 1536 * 2]);
+        // Type 0 header, chunk stream 3: 200-byte AMF0 command, of which one 128-byte chunk.
+        input.extend([0x03, 0, 0, 0, 0, 0, 200, 20, 0, 0, 0, 0]);
+        input.extend([0x05; 128]);
+        // Type 0 header, chunk stream 4: a 10-byte message.
+        input.extend([0x04, 0, 0, 0, 0, 0, 10, 20, 0, 0, 0, 0]);
+        input.extend([0x05; 10]);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        client.write_all(&input).await.unwrap();
+        let hub = Arc::new(Hub::new(HubLimits::default()));
+        let result = run_connection(server, hub).await;
+        assert_eq!(
+            result,
+            Err("rtmp session: malformed RTMP chunk stream".to_string())
+        );
+    }
+
+    /// Found by `fuzz/` (rtmp_session): an AMF0 command message holding only its name made
+    /// rml_rtmp index past the values it had (`drain(..3)`), before any request was made.
+    #[tokio::test]
+    async fn a_command_of_one_value_ends_the_connection() {
+        // C0, C1, C2.
+        let mut input = vec![3u8];
+        input.extend([0u8; 1536 * 2]);
+        // Type 0 header, chunk stream 3: a 10-byte AMF0 command, the string "connect" alone.
+        input.extend([0x03, 0, 0, 0, 0, 0, 10, 20, 0, 0, 0, 0]);
+        input.extend([0x02, 0, 7]);
+        input.extend(b"connect");
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        client.write_all(&input).await.unwrap();
+        let hub = Arc::new(Hub::new(HubLimits::default()));
+        let result = run_connection(server, hub).await;
+        assert_eq!(
+            result,
+            Err("rtmp session: malformed RTMP chunk stream".to_string())
+        );
     }
 }

@@ -27,6 +27,7 @@ enum RoomCommand {
         session: PeerSession,
         events: mpsc::Receiver<SessionEvent>,
         role: Role,
+        identity: String,
         display_name: String,
         reply: oneshot::Sender<Result<ParticipantId, RoomError>>,
     },
@@ -76,11 +77,17 @@ enum RoomCommand {
         subscription: Subscription,
         events: mpsc::Receiver<SubscriptionEvent>,
         source: ParticipantId,
+        identity: String,
         reply: oneshot::Sender<Result<(), RoomError>>,
     },
     Unsubscribe {
         subscription_id: SubscriptionId,
         reply: oneshot::Sender<Result<(), RoomError>>,
+    },
+    /// Closes every WHEP subscription opened with a token of `identity` (the host removed them).
+    UnsubscribeIdentity {
+        identity: String,
+        reply: oneshot::Sender<usize>,
     },
 }
 
@@ -118,6 +125,8 @@ pub struct RoomHandle {
     pub id: String,
     /// Host and guest bearer tokens.
     pub tokens: RoomTokens,
+    /// Who the host removed, and whether the shared guest link still works.
+    pub guests: std::sync::Mutex<super::guest_list::GuestList>,
     /// Bounded: a flood of requests waits instead of growing memory.
     commands: mpsc::Sender<RoomCommand>,
     /// Ends the actor: stops the mixer and closes every session.
@@ -170,6 +179,7 @@ impl RoomHandle {
             state,
             sessions: HashMap::new(),
             subscriptions: HashMap::new(),
+            subscriber_identities: HashMap::new(),
             subscription_tx,
             mixer: None,
             mixer_identity: None,
@@ -197,12 +207,18 @@ impl RoomHandle {
         Self {
             id,
             tokens,
+            guests: Default::default(),
             commands,
             cancel,
             status,
             notices,
             event_streams: Arc::default(),
         }
+    }
+
+    /// The room's latest status, without asking the actor (scrapes, webhooks).
+    pub fn latest_status(&self) -> Arc<RoomStatus> {
+        self.status.borrow().clone()
     }
 
     /// A place for one more event stream, unless `max` are open already.
@@ -242,12 +258,14 @@ impl RoomHandle {
         session: PeerSession,
         events: mpsc::Receiver<SessionEvent>,
         role: Role,
+        identity: String,
         display_name: String,
     ) -> Result<Result<ParticipantId, RoomError>, RoomGone> {
         self.ask(|reply| RoomCommand::Join {
             session,
             events,
             role,
+            identity,
             display_name,
             reply,
         })
@@ -358,6 +376,7 @@ impl RoomHandle {
         subscription: Subscription,
         events: mpsc::Receiver<SubscriptionEvent>,
         source: &str,
+        identity: String,
     ) -> Result<Result<(), RoomError>, RoomGone> {
         let source = source.to_string();
         let closer = subscription.clone();
@@ -366,6 +385,7 @@ impl RoomHandle {
                 subscription,
                 events,
                 source,
+                identity,
                 reply,
             })
             .await;
@@ -387,6 +407,13 @@ impl RoomHandle {
         .await
     }
 
+    /// Closes the WHEP subscriptions `identity` opened; how many there were.
+    pub async fn unsubscribe_identity(&self, identity: &str) -> Result<usize, RoomGone> {
+        let identity = identity.to_string();
+        self.ask(|reply| RoomCommand::UnsubscribeIdentity { identity, reply })
+            .await
+    }
+
     /// Ends the room: the mixer stops and every participant is disconnected.
     pub fn end(&self) {
         self.cancel.cancel();
@@ -405,6 +432,8 @@ struct RoomActor {
     sessions: HashMap<ParticipantId, PeerSession>,
     /// Subscriptions (SFU return path) by id; the state knows whose media each carries.
     subscriptions: HashMap<SubscriptionId, Subscription>,
+    /// Who opened each subscription (the token's identity), so a removal closes them too.
+    subscriber_identities: HashMap<SubscriptionId, String>,
     subscription_tx: mpsc::Sender<(SubscriptionId, SubscriptionEvent)>,
     mixer: Option<Box<dyn MixerLink>>,
     /// (epoch, version, binary) the current mixer reported in `Ready`.
@@ -559,6 +588,7 @@ impl RoomActor {
                 session,
                 events,
                 role,
+                identity,
                 display_name,
                 reply,
             } => {
@@ -566,6 +596,7 @@ impl RoomActor {
                 let joined = self.input(Input::Join {
                     participant_id: participant_id.clone(),
                     role,
+                    identity,
                     display_name,
                 });
                 match joined {
@@ -656,6 +687,7 @@ impl RoomActor {
                 subscription,
                 events,
                 source,
+                identity,
                 reply,
             } => {
                 let subscription_id = subscription.id().to_string();
@@ -666,6 +698,8 @@ impl RoomActor {
                 if result.is_ok() {
                     self.subscriptions
                         .insert(subscription_id.clone(), subscription);
+                    self.subscriber_identities
+                        .insert(subscription_id.clone(), identity);
                     let room = self.subscription_tx.clone();
                     let mut events = events;
                     tokio::spawn(async move {
@@ -683,6 +717,20 @@ impl RoomActor {
                 reply,
             } => {
                 let _ = reply.send(self.input(Input::Unsubscribe { subscription_id }));
+            }
+            RoomCommand::UnsubscribeIdentity { identity, reply } => {
+                let theirs: Vec<SubscriptionId> = self
+                    .subscriber_identities
+                    .iter()
+                    .filter(|(_, who)| **who == identity)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for subscription_id in &theirs {
+                    let _ = self.input(Input::Unsubscribe {
+                        subscription_id: subscription_id.clone(),
+                    });
+                }
+                let _ = reply.send(theirs.len());
             }
         }
     }
@@ -857,6 +905,7 @@ impl RoomActor {
                 if let Some(session) = self.sessions.get(&source) {
                     session.remove_subscription(&subscription_id);
                 }
+                self.subscriber_identities.remove(&subscription_id);
                 if let Some(subscription) = self.subscriptions.remove(&subscription_id) {
                     tokio::spawn(async move { subscription.close().await });
                 }

@@ -144,10 +144,7 @@ mod tests {
 
     fn output(state: OutputState, bytes_sent: u64) -> OutputStatus {
         OutputStatus {
-            spec: OutputSpec {
-                output_id: "out0".into(),
-                url: "rtmp://h/live/k".into(),
-            },
+            spec: OutputSpec::new("out0", "rtmp://h/live/k"),
             state,
             reason: None,
             bytes_sent,

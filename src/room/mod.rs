@@ -2,6 +2,7 @@
 //! the IO for one room.
 
 pub mod actor;
+pub mod guest_list;
 pub mod lifetime;
 mod media;
 pub mod meter;

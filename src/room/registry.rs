@@ -26,6 +26,8 @@ pub struct Rooms {
     lifetime: Lifetime,
     /// Each room's countdown, fed by [`Rooms::sweep`].
     clocks: Mutex<HashMap<String, RoomClock>>,
+    /// Where each room's events go (`[webhooks]`), if anywhere.
+    webhooks: Option<crate::webhooks::Webhooks>,
 }
 
 /// Defaults of `[rooms]` (LiveKit's `empty_timeout` and `departure_timeout`).
@@ -43,12 +45,19 @@ impl Rooms {
             access,
             lifetime: DEFAULT_LIFETIME,
             clocks: Mutex::new(HashMap::new()),
+            webhooks: None,
         }
     }
 
     /// With other room timeouts than [`DEFAULT_LIFETIME`].
     pub fn with_lifetime(mut self, lifetime: Lifetime) -> Self {
         self.lifetime = lifetime;
+        self
+    }
+
+    /// Sends every room's events to these webhooks.
+    pub fn with_webhooks(mut self, webhooks: Option<crate::webhooks::Webhooks>) -> Self {
+        self.webhooks = webhooks;
         self
     }
 
@@ -132,12 +141,25 @@ impl Rooms {
             .expect("clocks lock")
             .insert(id.clone(), RoomClock::new(Instant::now()));
         rooms.insert(id, room.clone());
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.follow(&room);
+        }
         Ok(room)
     }
 
     /// Where every room of this server gets its mixer (this machine's pool or the fleet).
     pub fn pool(&self) -> &dyn crate::pool::MixerBackend {
         self.runtime.pool.as_ref()
+    }
+
+    /// Every open room (for scrapes; a snapshot).
+    pub fn all(&self) -> Vec<Arc<RoomHandle>> {
+        self.rooms
+            .read()
+            .expect("rooms lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<RoomHandle>> {

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use costream_mixer::control::{
-    AudioMix, Codec, Command, Event, LayoutSpec, Look, MediaKind, OutputSpec, OutputState,
-    VideoSpec,
+    AudioMix, Codec, Command, DestinationPolicy, Event, LayoutSpec, Look, MediaKind, OutputSpec,
+    OutputState, VideoSpec,
 };
 
 use super::recovery::{CrashHistory, CrashPolicy, RestartDecision};
@@ -28,6 +28,9 @@ pub struct RoomSettings {
     pub name: String,
     pub video: VideoSpec,
     pub outputs: Vec<OutputSpec>,
+    /// Where outputs may push (`[outputs]`): checked by the API when an output is added and
+    /// again by the mixer before every connection, since a name may resolve elsewhere by then.
+    pub destinations: DestinationPolicy,
     pub max_participants: usize,
     /// Outputs the host may have at once (create and `POST .../outputs` together).
     pub max_outputs: usize,
@@ -61,6 +64,8 @@ pub struct Track {
 #[derive(Debug, Clone)]
 pub struct Participant {
     pub role: Role,
+    /// Who this is (the token's `sub`, or generated for the shared guest link).
+    pub identity: String,
     pub display_name: String,
     pub joined_at: Instant,
     pub tracks: Vec<Track>,
@@ -110,6 +115,7 @@ pub enum Input {
     Join {
         participant_id: ParticipantId,
         role: Role,
+        identity: String,
         display_name: String,
     },
     TrackStarted {
@@ -356,8 +362,9 @@ impl RoomState {
             Input::Join {
                 participant_id,
                 role,
+                identity,
                 display_name,
-            } => self.join(now, participant_id, role, display_name),
+            } => self.join(now, participant_id, role, identity, display_name),
             Input::TrackStarted {
                 participant_id,
                 track,
@@ -462,6 +469,7 @@ impl RoomState {
         now: Instant,
         participant_id: ParticipantId,
         role: Role,
+        identity: String,
         display_name: String,
     ) -> Result<(), RoomError> {
         if self.participants.contains_key(&participant_id) {
@@ -476,6 +484,7 @@ impl RoomState {
             participant_id,
             Participant {
                 role,
+                identity,
                 display_name,
                 joined_at: now,
                 tracks: Vec::new(),
@@ -714,7 +723,7 @@ impl RoomState {
                 break id;
             }
         };
-        let spec = OutputSpec { output_id, url };
+        let spec = OutputSpec::new(output_id, url);
         let live_epoch = self.live_epoch();
         self.settings.outputs.push(spec.clone());
         self.outputs.push(OutputStatus {
@@ -775,6 +784,7 @@ impl RoomState {
             command: Command::Start {
                 video: self.settings.video,
                 outputs: self.settings.outputs.clone(),
+                destinations: self.settings.destinations.clone(),
             },
         });
         // Before the inputs, so a replacement mixer never shows a frame in the wrong layout.
@@ -1081,4 +1091,4 @@ pub fn track_kind(track: &Track) -> MediaKind {
 
 #[cfg(test)]
 #[path = "state_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -2,16 +2,14 @@ use super::*;
 use crate::room::recovery::CrashPolicy;
 use costream_mixer::control::OutputBytes;
 
-fn settings(outputs: usize) -> RoomSettings {
+pub(crate) fn settings(outputs: usize) -> RoomSettings {
     RoomSettings {
         name: "test".into(),
         video: VideoSpec::default(),
         outputs: (0..outputs)
-            .map(|i| OutputSpec {
-                output_id: format!("out{i}"),
-                url: format!("rtmp://127.0.0.1/live/key{i}"),
-            })
+            .map(|i| OutputSpec::new(format!("out{i}"), format!("rtmp://127.0.0.1/live/key{i}")))
             .collect(),
+        destinations: Default::default(),
         max_participants: 3,
         max_outputs: 3,
         max_subscriptions: 8,
@@ -48,6 +46,7 @@ fn join(room: &mut RoomState, now: Instant, id: &str, tracks: &[TrackDesc]) {
         Input::Join {
             participant_id: id.into(),
             role: Role::Guest,
+            identity: id.into(),
             display_name: id.to_uppercase(),
         },
     )
@@ -93,6 +92,41 @@ fn tracks_before_go_live_do_nothing_until_live() {
     ));
     assert_eq!(input_ids(&effects), vec!["in0", "in1"]);
     assert_eq!(room.outputs()[0].state, OutputState::Connecting);
+}
+
+/// The mixer re-checks every destination when it connects, so it must be told the policy.
+#[test]
+fn the_mixer_gets_the_rooms_destination_policy() {
+    let now = Instant::now();
+    let strict = DestinationPolicy {
+        allow_private: false,
+        allow_hosts: vec!["*.cdn.example".into()],
+    };
+    let mut room = RoomState::new(RoomSettings {
+        destinations: strict.clone(),
+        ..settings(1)
+    });
+    room.handle(now, Input::GoLive).unwrap();
+    let effects = drain(&mut room);
+    assert!(
+        matches!(
+            &effects[1],
+            Effect::ToMixer { command: Command::Start { destinations, outputs, .. }, .. }
+                if *destinations == strict && !outputs[0].internal
+        ),
+        "{effects:?}"
+    );
+    room.handle(
+        now,
+        Input::AddOutput {
+            url: "rtmp://eu.cdn.example/live/k".into(),
+        },
+    )
+    .unwrap();
+    assert!(drain(&mut room).iter().any(|e| matches!(
+        e,
+        Effect::ToMixer { command: Command::AddOutput { output }, .. } if !output.internal
+    )));
 }
 
 #[test]
@@ -488,6 +522,7 @@ fn refusals() {
         Input::Join {
             participant_id: "d".into(),
             role: Role::Guest,
+            identity: "d".into(),
             display_name: String::new(),
         },
     );

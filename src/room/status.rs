@@ -59,6 +59,9 @@ impl LookStatus {
 pub struct ParticipantStatus {
     pub participant_id: String,
     pub role: Role,
+    /// Who this is: the access token's `sub` (a personal invite's identity), or generated
+    /// (`guest-…`) for someone who came through the shared guest link.
+    pub identity: String,
     pub display_name: String,
     pub tracks: Vec<TrackStatus>,
     /// Gain and mute in the program (`PUT .../participants/{id}/audio`).
@@ -171,6 +174,7 @@ impl RoomStatus {
                 .map(|(id, p)| ParticipantStatus {
                     participant_id: id.clone(),
                     role: p.role,
+                    identity: p.identity.clone(),
                     display_name: p.display_name.clone(),
                     tracks: p
                         .tracks
@@ -221,10 +225,8 @@ mod tests {
         let room = RoomState::new(RoomSettings {
             name: "show".into(),
             video: VideoSpec::default(),
-            outputs: vec![OutputSpec {
-                output_id: "out0".into(),
-                url: "rtmp://cdn.example/live/SECRETKEY".into(),
-            }],
+            outputs: vec![OutputSpec::new("out0", "rtmp://cdn.example/live/SECRETKEY")],
+            destinations: Default::default(),
             max_participants: 4,
             max_outputs: 8,
             max_subscriptions: 64,
@@ -244,10 +246,8 @@ mod tests {
         let mut room = RoomState::new(RoomSettings {
             name: String::new(),
             video: VideoSpec::default(),
-            outputs: vec![OutputSpec {
-                output_id: "out0".into(),
-                url: "rtmp://h/live/k".into(),
-            }],
+            outputs: vec![OutputSpec::new("out0", "rtmp://h/live/k")],
+            destinations: Default::default(),
             max_participants: 4,
             max_outputs: 8,
             max_subscriptions: 64,

@@ -40,6 +40,12 @@ impl Token {
         &self.0
     }
 
+    /// A token of a known value, for the fuzz harnesses (which must be able to present it);
+    /// real tokens come from [`Token::generate`].
+    pub(crate) fn fixed(value: &str) -> Self {
+        Self(value.to_string())
+    }
+
     /// Constant-time comparison, so response timing does not leak how much of a guess matched.
     pub fn matches(&self, candidate: &str) -> bool {
         self.0.as_bytes().ct_eq(candidate.as_bytes()).into()
@@ -106,6 +112,18 @@ impl RoomTokens {
         let claims = self.access.verify(candidate)?;
         let role = claims.role_in(&self.room_id)?;
         Ok((role, claims))
+    }
+
+    /// A personal invite: a guest token for `identity`, expiring in `ttl_secs`; returns it and
+    /// its expiry (Unix seconds).
+    pub fn invite(&self, identity: &str, name: Option<String>, ttl_secs: u64) -> (String, u64) {
+        self.access
+            .guest_token(&self.room_id, identity, name, ttl_secs)
+    }
+
+    /// The server's default lifetime of the tokens it hands out.
+    pub fn default_ttl_secs(&self) -> u64 {
+        self.access.token_ttl_secs()
     }
 
     /// Fresh host and guest tokens for this room (the links handed out later).

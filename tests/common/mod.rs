@@ -53,7 +53,7 @@ impl Serve {
         let path =
             std::env::temp_dir().join(format!("costream-test-{}-{n}.toml", std::process::id()));
         std::fs::write(&path, config)?;
-        let mut serve = Self::spawn_with(Stdio::inherit(), None, "info", Some(path.clone()))?;
+        let mut serve = Self::spawn_with(Stdio::inherit(), None, "info", Some(path.clone()), &[])?;
         serve.config_path = Some(path);
         Ok(serve)
     }
@@ -69,12 +69,27 @@ impl Serve {
         Self::spawn(Stdio::from(file), Some(path), "debug,webrtc=info")
     }
 
+    /// Like [`Serve::start_capturing_log`], with `--log-format json` (through its environment
+    /// variable, as a container would set it) at info level.
+    pub fn start_capturing_json_log() -> anyhow::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("costream-serve-{}-json.log", std::process::id()));
+        let file = std::fs::File::create(&path)?;
+        Self::spawn_with(
+            Stdio::from(file),
+            Some(path),
+            "info",
+            None,
+            &[("COSTREAM_LOG_FORMAT", "json")],
+        )
+    }
+
     fn spawn(
         stderr: Stdio,
         log_path: Option<std::path::PathBuf>,
         default_filter: &str,
     ) -> anyhow::Result<Self> {
-        Self::spawn_with(stderr, log_path, default_filter, None)
+        Self::spawn_with(stderr, log_path, default_filter, None, &[])
     }
 
     fn spawn_with(
@@ -82,8 +97,10 @@ impl Serve {
         log_path: Option<std::path::PathBuf>,
         default_filter: &str,
         config: Option<std::path::PathBuf>,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let mut command = Command::new(BIN);
+        command.envs(env.iter().copied());
         if let Some(config) = &config {
             command.arg("serve").arg("--config").arg(config);
         } else {

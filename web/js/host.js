@@ -328,9 +328,54 @@ function wireControls() {
   $('copy-invite').addEventListener('click', async () => {
     if (await copyText($('invite-link').value, $('invite-link'))) toast('Invite link copied');
   });
+  $('revoke-invite').addEventListener('click', revokeSharedLink);
+  $('make-personal').addEventListener('click', makePersonalInvite);
+  $('copy-personal').addEventListener('click', async () => {
+    if (await copyText($('personal-link').value, $('personal-link'))) toast('Personal invite copied');
+  });
   $('copy-watch').addEventListener('click', async () => {
     if (await copyText($('watch-link').value, $('watch-link'))) toast('Viewer link copied');
   });
+}
+
+// The server's public URL may differ from how this page was reached (proxies); links made
+// from this page's origin always work for people reaching it the same way.
+function hereUrl(url) {
+  const parsed = new URL(url);
+  return new URL(parsed.pathname + parsed.hash, location.origin).href;
+}
+
+function showSharedLink(links) {
+  const revoked = links.guest_link_revoked || !links.guest_url;
+  $('invite-link').value = revoked ? 'revoked — use personal invites' : hereUrl(links.guest_url);
+  $('copy-invite').disabled = revoked;
+  $('revoke-invite').disabled = revoked;
+}
+
+async function revokeSharedLink() {
+  if (!confirm('Revoke the shared invite link? Guests inside stay; nobody new can join with it.')) return;
+  try {
+    showSharedLink(await api(`/api/v1/rooms/${encodeURIComponent(roomId)}/links/guest`, { method: 'DELETE', token }));
+    toast('Shared invite link revoked');
+  } catch (e) {
+    toast(e.message, 'error');
+  }
+}
+
+async function makePersonalInvite() {
+  const name = $('personal-name').value.trim();
+  try {
+    const invite = await api(`/api/v1/rooms/${encodeURIComponent(roomId)}/invites`, {
+      method: 'POST',
+      token,
+      body: name ? { name } : {},
+    });
+    $('personal-link').value = hereUrl(invite.join_url);
+    $('personal-row').hidden = false;
+    toast(`Personal invite for ${invite.name ?? invite.identity} ready`);
+  } catch (e) {
+    toast(e.message, 'error');
+  }
 }
 
 async function main() {
@@ -348,9 +393,7 @@ async function main() {
     else fatal(e.message);
     return;
   }
-  // The server's public URL may differ from how this page was reached (proxies); links made
-  // from this page's origin always work for people reaching it the same way.
-  $('invite-link').value = new URL(new URL(links.guest_url).pathname + new URL(links.guest_url).hash, location.origin).href;
+  showSharedLink(links);
   $('watch-link').value = new URL(new URL(links.watch_url).pathname, location.origin).href;
 
   followRoom(roomId, token, {

@@ -88,10 +88,7 @@ pub fn live_mixer(nginx: &Nginx, key: &str, video: VideoSpec) -> (Mixer, Events,
 /// live). Returns the mixer, its events and the stream's URL.
 pub fn mixer_to(nginx: &Nginx, key: &str, video: VideoSpec) -> (Mixer, Events, String) {
     let url = nginx.rtmp_url(key);
-    let output = OutputSpec {
-        output_id: "out0".into(),
-        url: url.clone(),
-    };
+    let output = OutputSpec::new("out0", url.clone());
     let (mixer, rx) = Mixer::start(video, vec![output]).expect("mixer starts");
     (mixer, Events::new(rx), url)
 }
