@@ -212,15 +212,20 @@ impl Accounting {
 
     /// With the reserve full (and not all publishers), a candidate goes: the oldest of the
     /// client key with the most candidates (counting `newcomer`'s key with it), so one
-    /// address's flood evicts its own connections before anyone else's. Loopback candidates
-    /// are never evicted: this machine's mixers connect from there (and only local users can
-    /// flood from it), so a flood spread over many addresses cannot push a mixer out between
-    /// its connect and its publish.
+    /// address's flood evicts its own connections before anyone else's. Candidates from
+    /// 127.0.0.1 / ::1 are never evicted: this machine's mixers connect from there (and only
+    /// local users can flood from it), so a flood spread over many addresses cannot push a
+    /// mixer out between its connect and its publish.
     fn make_room_in_reserve(&mut self, newcomer: Option<IpAddr>) -> Option<ConnId> {
         if self.publishers + self.candidates.len() < self.limits.publisher_slots {
             return None;
         }
-        let evictable = |key: &IpAddr| !key.is_loopback();
+        // This machine's own address only: tests (and the fleet script) stand other machines
+        // in on 127.0.0.2, 127.0.0.3, …, which must count as strangers.
+        let evictable = |key: &IpAddr| match key {
+            IpAddr::V4(v4) => *v4 != std::net::Ipv4Addr::LOCALHOST,
+            IpAddr::V6(v6) => !v6.is_loopback(),
+        };
         let mut per_key: HashMap<IpAddr, usize> = HashMap::new();
         for key in self.candidates.iter().map(|&(_, key)| key).chain(newcomer) {
             *per_key.entry(key).or_default() += 1;
