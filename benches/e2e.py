@@ -239,7 +239,9 @@ class Serve:
             )
         self.log = open(f"{tmp}/serve-warm{warm}.log", "w")
         self.proc = subprocess.Popen(
-            [binary, "serve", "--config", cfg, "--listen", "127.0.0.1:0"],
+            # Its own data dir: the room store must not restore another run's (or the user's) rooms.
+            [binary, "serve", "--config", cfg, "--listen", "127.0.0.1:0",
+             "--data-dir", f"{tmp}/data-warm{warm}"],
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
@@ -707,10 +709,53 @@ def phase_golive(binary, tmp, nginx, reps):
     return out
 
 
+class QualitySampler:
+    """Polls the room status for the server's own quality figures (README "Quality figures")
+    during a window, so the report puts them next to this benchmark's measurements."""
+
+    def __init__(self, room):
+        self.room, self.samples, self.stopping = room, [], False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping:
+            try:
+                q = self.room.status().get("quality")
+                if q:
+                    self.samples.append(q)
+            except RuntimeError:
+                pass
+            time.sleep(0.5)
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join()
+        lat = [q["latency_ms"] for q in self.samples]
+        av = [q["av_offset_ms"] for q in self.samples if q.get("av_offset_ms") is not None]
+        return {"latency_ms": lat, "latency_max_ms": [q["latency_max_ms"] for q in self.samples],
+                "av_offset_ms": av, "frozen_samples": sum(1 for q in self.samples if q["frozen"]),
+                "black_samples": sum(1 for q in self.samples if q["black"]),
+                "samples": len(self.samples)}
+
+
+def reported_join_ms(room, pub_name):
+    """The server's own join -> visible of the participant named `pub_name` (None if absent)."""
+    def found():
+        for p in room.status()["participants"]:
+            if p["display_name"] == pub_name:
+                return p.get("quality", {}).get("join_to_visible_ms")
+        return None
+    try:
+        return wait_until(f"{pub_name} join->visible reported", found, 5, 0.1)
+    except TimeoutError:
+        return None
+
+
 def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
     tc_dir = tempfile.mkdtemp(prefix="timecodes-", dir=tmp)
     serve = Serve(binary, tmp, 1, 64, timecode_dir=tc_dir)
-    res = {"per_guests": [], "join_ms": []}
+    res = {"per_guests": [], "join_ms": [], "reported_join_ms": []}
     try:
         room = Room(serve, nginx, "r4")
         room.join("host", True)
@@ -743,6 +788,7 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
                 wait_until(f"guest{guests} visible",
                            lambda: reader.visible_guests() >= guests, 30, 0.005)
                 res["join_ms"].append(now_ms() - pub.post_ms)
+                res["reported_join_ms"].append(reported_join_ms(room, f"guest{guests}"))
                 time.sleep(1.0)
             mixer_c, serve_c, lat, added, _, _ = window(step_window)
             res["per_guests"].append({
@@ -758,7 +804,9 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
         counter = FrameCounter(nginx.url("r4"))
         wait_until("counter", lambda: counter.rate(2.0) > 0, 30, 0.2)
         t0 = time.time()
+        sampler = QualitySampler(room)
         mixer_c, serve_c, lat, added, leg, stages = window(steady_window)
+        res["reported"] = sampler.stop()
         res["steady"] = {"mixer_cores": mixer_c, "serve_cores": serve_c, "latency": lat,
                          "mixer_latency": added, "input_leg": leg,
                          "mixer_stages": stages,
@@ -778,7 +826,14 @@ def phase_room(binary, tmp, nginx, step_window, steady_window, rejoins):
             pub = room.join("guest3", False)
             wait_until("guest back", lambda: reader.visible_guests() >= 3, 30, 0.005)
             res["join_ms"].append(now_ms() - pub.post_ms)
-        log(f"join -> visible: {[round(j) for j in res['join_ms']]} ms")
+            res["reported_join_ms"].append(reported_join_ms(room, "guest3"))
+        log(f"join -> visible: {[round(j) for j in res['join_ms']]} ms; as serve reports it: "
+            f"{res['reported_join_ms']} ms")
+        rep = res["reported"]
+        log(f"serve's own figures over the steady window ({rep['samples']} samples): mixer "
+            f"latency p50 {pct(rep['latency_ms'], 50)} ms (max {max(rep['latency_max_ms'], default=None)}), "
+            f"A/V offset p50 {pct(rep['av_offset_ms'], 50)} ms, frozen {rep['frozen_samples']}, "
+            f"black {rep['black_samples']}")
         res["rss_mb"] = rss_peak_mb(pid)
         reader.stop()
         room.end()
@@ -916,6 +971,14 @@ def main():
             res["join_to_visible_p50_ms"] = pct(r["join_ms"], 50)
             res["join_to_visible_p95_ms"] = pct(r["join_ms"], p95)
             res["mixer_rss_mb"] = round(r["rss_mb"], 1) if r["rss_mb"] else None
+            # The server's own figures (README "Quality figures") over the same window.
+            rep = r["reported"]
+            res["reported_mixer_latency_p50_ms"] = pct(rep["latency_ms"], 50)
+            res["reported_mixer_latency_max_ms"] = max(rep["latency_max_ms"], default=None)
+            res["reported_av_offset_p50_ms"] = pct(rep["av_offset_ms"], 50)
+            res["reported_frozen_samples"] = rep["frozen_samples"]
+            joins = [j for j in r["reported_join_ms"] if j is not None]
+            res["reported_join_to_visible_p50_ms"] = pct(joins, 50)
             raw["per_guests"] = r["per_guests"]
             raw["r4_output"] = st["output"]
             raw["join_ms"] = [round(j, 1) for j in r["join_ms"]]

@@ -74,6 +74,16 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub cluster_secret: Option<String>,
+    /// Where rooms are kept so they come back after a restart (`[store] dir`; default
+    /// `$XDG_DATA_HOME/costream`, else `~/.local/share/costream`).
+    #[arg(long = "data-dir", env = "COSTREAM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep rooms in memory only: they end with the process (`[store] enabled = false`).
+    #[arg(long = "no-store", env = "COSTREAM_NO_STORE")]
+    pub no_store: bool,
+    /// 32 bytes in base64 that encrypt stream keys at rest (`[store] key`).
+    #[arg(long = "store-key", env = "COSTREAM_STORE_KEY", hide_env_values = true)]
+    pub store_key: Option<String>,
     #[command(flatten)]
     pub key: ApiKeyArgs,
 }
@@ -119,6 +129,12 @@ pub struct WorkerArgs {
         hide_env_values = true
     )]
     pub cluster_secret: Option<String>,
+    /// Serve this worker's Prometheus metrics (`GET /metrics`) and `GET /healthz` here, e.g.
+    /// 10.0.0.11:9100 (default: no endpoint). It has no authentication and its series name the
+    /// rooms this worker runs: bind it to a private address only (this machine's address on
+    /// the fleet's network; on Kubernetes 0.0.0.0:9100 inside the pod, which is the pod IP).
+    #[arg(long, env = "COSTREAM_WORKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// An API key and its secret, from flags or the environment.

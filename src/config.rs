@@ -23,6 +23,40 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub cluster: ClusterConfig,
     pub webhooks: WebhooksConfig,
+    pub store: StoreConfig,
+}
+
+/// Durable rooms (see `store`): every room's settings in a file under `dir`, back after a
+/// restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Off (`--no-store`): rooms live in memory only and end with the process.
+    pub enabled: bool,
+    /// Data directory (`--data-dir`, `COSTREAM_DATA_DIR`); unset: `$XDG_DATA_HOME/costream`,
+    /// else `$HOME/.local/share/costream`.
+    pub dir: Option<PathBuf>,
+    /// 32 bytes in base64 (`COSTREAM_STORE_KEY`) that encrypt stream keys at rest; unset: a
+    /// key made on first start in `<dir>/store.key`.
+    pub key: Option<ApiSecret>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            key: None,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The data directory in effect; `None` when none is configured and neither
+    /// `XDG_DATA_HOME` nor `HOME` is set.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.dir.clone().or_else(crate::store::files::default_dir)
+    }
 }
 
 /// Signed event notifications to the operator's backend (see `webhooks`).
@@ -512,6 +546,22 @@ impl Config {
             _ => {}
         }
         self.media.validate_ice()?;
+        if let Some(key) = self.store.key.as_ref().filter(|_| self.store.enabled) {
+            crate::store::StoreKey::from_base64(key.expose(), "store.key").map_err(|e| {
+                ConfigError::Invalid {
+                    key: "store.key",
+                    message: e.to_string(),
+                }
+            })?;
+        }
+        if self.store.enabled && self.store.data_dir().is_none() {
+            return Err(ConfigError::Invalid {
+                key: "store.dir",
+                message: "neither XDG_DATA_HOME nor HOME is set: give a data directory \
+                          (--data-dir, COSTREAM_DATA_DIR) or turn the store off (--no-store)"
+                    .into(),
+            });
+        }
         if !self.server.public_url.is_empty() {
             let ok = url::Url::parse(&self.server.public_url)
                 .map(|u| matches!(u.scheme(), "http" | "https"))

@@ -22,5 +22,6 @@ pub mod proc_stats;
 pub mod publish;
 pub mod room;
 pub mod serve;
+pub mod store;
 pub mod telemetry;
 pub mod webhooks;

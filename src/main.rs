@@ -5,8 +5,6 @@ use costream::cli::{Cli, CliCommand, RoomCommand, TokenCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Before any thread starts: mixers this process spawns inherit the format.
-    std::env::set_var(costream::telemetry::LOG_FORMAT_ENV, cli.log_format.as_str());
     costream::telemetry::init(cli.log_format);
     match cli.command {
         // The mixer runs GStreamer's own threads; it needs no async runtime.

@@ -44,6 +44,15 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(secret) = &args.cluster_secret {
         config.cluster.secret = Some(crate::config::ApiSecret::new(secret));
     }
+    if let Some(dir) = &args.data_dir {
+        config.store.dir = Some(dir.clone());
+    }
+    if args.no_store {
+        config.store.enabled = false;
+    }
+    if let Some(key) = &args.store_key {
+        config.store.key = Some(crate::config::ApiSecret::new(key));
+    }
     match (&args.key.api_key, &args.key.api_secret) {
         (Some(key), Some(secret)) => {
             config
@@ -78,7 +87,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
     .context("cannot set up WebRTC")?;
     let pool = mixer_backend(&config, &args).await?;
-    let access = Arc::new(crate::access::Access::from_config(&config.auth));
+    let (store, stored_rooms) = open_store(&config)?;
+    let access = Arc::new(match (&store, config.auth.keys.is_empty()) {
+        // An open server's made-up signing key is kept with the rooms: their links outlive a
+        // restart.
+        (Some(store), true) => {
+            let (key, secret) =
+                crate::store::files::load_or_create_signing_key(store.dir(), || {
+                    crate::access::Access::made_up_key()
+                })?;
+            crate::access::Access::from_config_with_local_key(&config.auth, key, secret)
+        }
+        _ => crate::access::Access::from_config(&config.auth),
+    });
     let webhooks = crate::webhooks::Webhooks::start(&config.webhooks, access.clone());
     if webhooks.is_some() {
         tracing::info!(urls = config.webhooks.urls.len(), "webhooks on");
@@ -93,7 +114,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             access,
         )
         .with_lifetime(config.rooms.lifetime())
-        .with_webhooks(webhooks),
+        .with_webhooks(webhooks)
+        .with_store(store.clone()),
     );
     tokio::spawn(close_unused_rooms(rooms.clone()));
     if config.auth.keys.is_empty() {
@@ -105,6 +127,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let drain_timeout = Duration::from_secs(config.server.drain_timeout_secs);
     let origin_cancel = CancellationToken::new();
     let origin = start_origin(&mut config.origin, origin_cancel.clone()).await?;
+    if let Some(store) = &store {
+        crate::room::durable::restore_rooms(&rooms, store, stored_rooms, &config, origin.as_ref())
+            .await;
+    }
     let public_url = config.public_url();
     let http_shutdown = CancellationToken::new();
     let connection_limits = crate::http_server::ConnectionLimits {
@@ -143,6 +169,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
     tracing::info!("shutting down: ending every room");
     rooms.end_all();
+    // Records stay (the rooms come back at the next start); what was still pending is written.
+    rooms.store_flushed().await;
     pool.shutdown();
     origin_cancel.cancel();
     // Give room actors a moment to tell their mixers to flush; anything left is killed when the
@@ -150,6 +178,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // no mixer outlives serve even if serve is killed.
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
+}
+
+/// The room store (`[store]`), and every record in it; `None` when turned off.
+fn open_store(
+    config: &Config,
+) -> anyhow::Result<(
+    Option<Arc<crate::store::RoomStore>>,
+    Vec<crate::store::Loaded>,
+)> {
+    if !config.store.enabled {
+        tracing::info!("no store (--no-store): rooms end with this process");
+        return Ok((None, Vec::new()));
+    }
+    let dir = config
+        .store
+        .data_dir()
+        .context("no data directory: set --data-dir or turn the store off (--no-store)")?;
+    let key = config.store.key.as_ref().map(|k| k.expose());
+    let (store, loaded) = crate::store::RoomStore::open(&dir, key).context(
+        "room store ([store] dir, --data-dir; another directory, or --no-store to run without one)",
+    )?;
+    tracing::info!(dir = %dir.display(), rooms = loaded.len(), "room store open");
+    Ok((Some(store), loaded))
 }
 
 /// Where rooms get their mixers: this machine's pool (the default), or the fleet of workers
@@ -247,6 +298,8 @@ fn start_local_worker(config: &Config, redis_url: &str) -> anyhow::Result<()> {
             .as_ref()
             .map(|s| Arc::from(s.expose().as_bytes())),
         drain_timeout: Duration::from_secs(config.server.drain_timeout_secs),
+        // serve's own /metrics has the fleet's capacity, this worker's included.
+        metrics_listen: None,
     };
     tracing::info!(worker = %settings.worker_id, "this serve is also a worker of the fleet (pool.local)");
     tokio::spawn(async move {

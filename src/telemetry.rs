@@ -5,8 +5,9 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// Environment variable of `--log-format`; serve and workers set it for the mixers they start,
-/// so a mixer's lines have the same shape as its parent's.
+/// Environment variable of `--log-format`. Serve and workers set it to `json` for the mixers
+/// they start, read their lines back and write them into their own log, in their own format
+/// (`pool::process::child_log`).
 pub const LOG_FORMAT_ENV: &str = "COSTREAM_LOG_FORMAT";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

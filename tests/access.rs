@@ -49,6 +49,8 @@ fn serve_on(listen: &str, env: &[(&str, &str)]) -> Command {
             listen,
             "--origin-rtmp-listen",
             "127.0.0.1:0",
+            // Its own room store: never the user's, nor another test's.
+            "--no-store",
         ])
         .env_remove("COSTREAM_API_KEY")
         .env_remove("COSTREAM_API_SECRET")

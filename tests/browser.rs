@@ -149,6 +149,7 @@ fn check_scenario(
         "guest hears the host (inbound audio bytes growing)",
         "guest token on host-only endpoints is 403",
         "guest's event stream has no output URLs",
+        "studio quality panel: mixer latency, moving program, guest on air and A/V offset",
         "guest leaves and the studio updates within 5 s",
         "host removes a guest; the guest page shows removed",
         "no token in any URL the pages requested",

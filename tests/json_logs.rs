@@ -1,5 +1,6 @@
 //! `--log-format json`: serve's and its mixers' log lines are JSON objects, each with the
-//! spans it was written in, so a request id or a room id finds every line about it.
+//! spans it was written in, so a request id or a room id finds every line about it. A mixer's
+//! lines come through serve's log, tagged with the room and the mixer's pid.
 
 mod common;
 
@@ -44,7 +45,7 @@ async fn every_line_is_json_and_names_its_request_and_room() -> anyhow::Result<(
     .await?;
     api.end_room(&room).await?;
 
-    // "input added" is the mixer's own line (another process, same format).
+    // "input added" is the mixer's own line (another process, re-emitted by serve).
     let log = eventually("the mixer's lines", Duration::from_secs(10), || async {
         let log = serve.log()?;
         Ok(log.contains("input added").then_some(log))
@@ -67,11 +68,30 @@ async fn every_line_is_json_and_names_its_request_and_room() -> anyhow::Result<(
             .as_array()
             .is_some_and(|spans| spans.iter().any(|span| span[field] == value))
     };
+    let input_added = lines
+        .iter()
+        .find(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("input added input="))
+        })
+        .context("the mixer's \"input added\" is not in serve's log")?;
+    assert_eq!(input_added["level"], "INFO", "{input_added}");
+    assert_eq!(
+        input_added["fields"]["room"],
+        room.id.as_str(),
+        "{input_added}"
+    );
     assert!(
-        lines
-            .iter()
-            .any(|line| line["fields"]["message"] == "input added"),
-        "the mixer's lines are JSON too"
+        input_added["fields"]["epoch"].is_u64() && input_added["fields"]["mixer_pid"].is_u64(),
+        "{input_added}"
+    );
+    // Written once, by serve: no mixer line is wrapped raw into another.
+    assert!(
+        !lines.iter().any(|line| line["fields"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("\"timestamp\""))),
+        "a mixer line was not parsed"
     );
     let going_live = lines
         .iter()

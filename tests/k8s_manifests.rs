@@ -187,6 +187,25 @@ async fn manifests_match_the_kubernetes_api_and_each_other() -> anyhow::Result<(
         }
     }
     assert!(worker_args.redis.contains("costream-redis:6379"));
+    // The worker's own /metrics: the flag, the container port and the scrape annotation agree.
+    let metrics_port = worker_args
+        .metrics_listen
+        .expect("the worker serves its metrics (--metrics-listen)")
+        .port();
+    let annotations = &worker_deploy["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        metrics_port.to_string().as_str()
+    );
+    assert!(
+        worker["containers"][0]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["containerPort"] == metrics_port),
+        "no container port {metrics_port}"
+    );
     let scaled = &docs["ScaledObject/costream-worker"];
     assert_eq!(scaled["apiVersion"], "keda.sh/v1alpha1");
     assert_eq!(scaled["spec"]["scaleTargetRef"]["name"], "costream-worker");

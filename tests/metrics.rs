@@ -119,6 +119,51 @@ async fn metrics_follow_a_room_from_creation_to_its_end() -> anyhow::Result<()> 
     )
     .await?;
     assert!(value(&moved, "costream_room_mixer_cpu_seconds", &[&room_label]) > Some(0.0));
+    // Quality figures: the guest became visible (it joined before the go-live, so counted from
+    // there), the mixer reports its latency, the program is not frozen (the red guest is still,
+    // so the program may be still too, but no shown input moves), packets come in.
+    let quality = eventually(
+        "quality figures in the metrics",
+        Duration::from_secs(15),
+        || async {
+            let now = scrape(&api).await?;
+            let visible = value(&now, "costream_join_to_visible_seconds_count", &[]);
+            let latency = value(&now, "costream_room_latency_seconds", &[&room_label]);
+            let packets = value(&now, "costream_rtp_packets_received", &[]);
+            Ok((visible >= Some(1.0) && latency.is_some() && packets > Some(100.0)).then_some(now))
+        },
+    )
+    .await?;
+    let latency = value(&quality, "costream_room_latency_seconds", &[&room_label]).unwrap();
+    assert!((0.001..2.0).contains(&latency), "latency {latency} s");
+    let max = value(
+        &quality,
+        "costream_room_latency_max_seconds",
+        &[&room_label],
+    )
+    .unwrap();
+    assert!(max >= latency, "max {max} < median {latency}");
+    let join = value(&quality, "costream_join_to_visible_seconds_sum", &[]).unwrap();
+    assert!((0.0..10.0).contains(&join), "join to visible {join} s");
+    assert_eq!(
+        value(&quality, "costream_room_program_frozen", &[&room_label]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&quality, "costream_room_program_black", &[&room_label]),
+        Some(0.0)
+    );
+    assert!(value(&quality, "costream_rtp_bytes_received", &[]) > Some(10_000.0));
+    assert!(value(&quality, "costream_room_rtp_packets_lost", &[&room_label]).is_some());
+    assert!(value(&quality, "costream_room_rtp_jitter_seconds", &[&room_label]) < Some(0.1));
+    // The same figures in the room status.
+    let status = api.status(&room).await?;
+    let program = &status["quality"];
+    assert!(program["latency_ms"].as_u64().is_some(), "{status}");
+    assert_eq!(program["frozen"], false, "{status}");
+    let guest = &status["participants"][0]["quality"];
+    assert!(guest["packets_received"].as_u64() > Some(0), "{status}");
+    assert!(guest["join_to_visible_ms"].as_f64().is_some(), "{status}");
 
     // The output goes: its series go with it, the room's stay.
     let (status, _) = api

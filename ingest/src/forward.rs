@@ -8,7 +8,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
@@ -17,6 +17,7 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 
 use crate::codec::{CodecName, MediaKind};
 use crate::keyframe::{KeyframeThrottle, KEYFRAME_MIN_INTERVAL};
+use crate::reception::{Reception, ReceptionStats};
 use crate::sfu_track::SfuTrack;
 
 /// Where one track's RTP goes.
@@ -66,6 +67,9 @@ pub(crate) struct TrackForwarder {
     forward_delay_samples: AtomicU64,
     /// Control-path only (never touched per packet), so a plain mutex is fine.
     keyframe_throttle: Mutex<KeyframeThrottle>,
+    /// Loss, jitter and capture delay. Locked once per packet by the read loop, and only
+    /// briefly by the RTCP reader and stats, so it is all but uncontended.
+    reception: Mutex<Reception>,
     state: AtomicU8,
 }
 
@@ -91,6 +95,7 @@ impl TrackForwarder {
             forward_delay_us_max: AtomicU64::new(0),
             forward_delay_samples: AtomicU64::new(0),
             keyframe_throttle: Mutex::new(KeyframeThrottle::new(KEYFRAME_MIN_INTERVAL)),
+            reception: Mutex::new(Reception::default()),
             state: AtomicU8::new(STATE_PENDING),
         }
     }
@@ -99,8 +104,9 @@ impl TrackForwarder {
         self.targets.store(Arc::new(targets));
     }
 
-    pub fn start(&self, kind: MediaKind, codec: CodecName, ssrc: u32) {
+    pub fn start(&self, kind: MediaKind, codec: CodecName, ssrc: u32, clock_rate: u32) {
         let _ = self.info.set((kind, codec));
+        *self.lock_reception() = Reception::new(clock_rate);
         self.ssrc.store(ssrc, Ordering::Relaxed);
         self.state.store(STATE_LIVE, Ordering::Relaxed);
     }
@@ -130,6 +136,17 @@ impl TrackForwarder {
             .try_acquire(now)
     }
 
+    /// A sender report for this track's SSRC (from the receiver's RTCP).
+    pub fn on_sender_report(&self, ntp_time: u64, rtp_time: u32) {
+        self.lock_reception().on_sender_report(ntp_time, rtp_time);
+    }
+
+    fn lock_reception(&self) -> std::sync::MutexGuard<'_, Reception> {
+        self.reception
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     pub fn count_keyframe_request(&self) {
         self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -147,6 +164,14 @@ impl TrackForwarder {
         arrived: Instant,
     ) {
         self.packets_received.fetch_add(1, Ordering::Relaxed);
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.lock_reception().on_packet(
+            packet.header.sequence_number,
+            packet.header.timestamp,
+            wall,
+        );
         self.bytes_received
             .fetch_add(raw.len() as u64, Ordering::Relaxed);
         let targets = self.targets.load();
@@ -214,12 +239,13 @@ impl TrackForwarder {
             forward_delay_us_sum: self.forward_delay_us_sum.load(Ordering::Relaxed),
             forward_delay_us_max: self.forward_delay_us_max.load(Ordering::Relaxed),
             forward_delay_samples: self.forward_delay_samples.load(Ordering::Relaxed),
+            reception: self.lock_reception().stats(),
         }
     }
 }
 
 /// One snapshot of a track's counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrackStats {
     pub track_id: String,
     /// None until the first packet arrived.
@@ -246,6 +272,8 @@ pub struct TrackStats {
     pub forward_delay_us_sum: u64,
     pub forward_delay_us_max: u64,
     pub forward_delay_samples: u64,
+    /// Loss, jitter and capture delay of what the publisher sent (see [`Reception`]).
+    pub reception: ReceptionStats,
 }
 
 /// The packet without the publisher's header extensions (payload shared, not copied).
@@ -259,10 +287,24 @@ fn without_extensions(packet: &webrtc::rtp::packet::Packet) -> webrtc::rtp::pack
 }
 
 /// Per-session counters, a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionStats {
     pub session_id: String,
     pub tracks: Vec<TrackStats>,
+}
+
+impl SessionStats {
+    /// The publisher's A/V offset in seconds (positive: its picture trails its sound), from
+    /// its first live audio and video tracks; `None` until both had a sender report.
+    pub fn av_offset_secs(&self) -> Option<f64> {
+        let first = |kind| {
+            self.tracks
+                .iter()
+                .find(|t| t.live && t.kind == Some(kind))
+                .map(|t| t.reception)
+        };
+        crate::reception::av_offset_secs(&first(MediaKind::Video)?, &first(MediaKind::Audio)?)
+    }
 }
 
 /// The engine's outgoing UDP sockets, shared by every track: a UDP send is one syscall with

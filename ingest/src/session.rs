@@ -17,7 +17,9 @@ use tracing::{debug, info, info_span, warn, Instrument, Span};
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtcp::sender_report::SenderReport;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
+use webrtc::rtp_transceiver::rtp_receiver::RTCRtpReceiver;
 use webrtc::rtp_transceiver::RTCRtpTransceiver;
 use webrtc::track::track_remote::TrackRemote;
 use webrtc::util::Marshal;
@@ -385,7 +387,12 @@ impl SessionShared {
         }
     }
 
-    fn on_track(self: &Arc<Self>, track: Arc<TrackRemote>, transceiver: Arc<RTCRtpTransceiver>) {
+    fn on_track(
+        self: &Arc<Self>,
+        track: Arc<TrackRemote>,
+        receiver: Arc<RTCRtpReceiver>,
+        transceiver: Arc<RTCRtpTransceiver>,
+    ) {
         let kind = match track.kind() {
             RTPCodecType::Audio => MediaKind::Audio,
             RTPCodecType::Video => MediaKind::Video,
@@ -408,7 +415,8 @@ impl SessionShared {
                 .or_insert_with(|| Arc::new(TrackForwarder::new(track_id)))
                 .clone()
         };
-        forwarder.start(kind, codec, track.ssrc());
+        forwarder.start(kind, codec, track.ssrc(), params.capability.clock_rate);
+        spawn_sender_report_reader(receiver, Arc::clone(&forwarder), track.ssrc());
         let info = TrackInfo {
             track_id: forwarder.track_id.clone(),
             kind,
@@ -472,12 +480,37 @@ fn install_callbacks(shared: &Arc<SessionShared>) {
     let weak: Weak<SessionShared> = Arc::downgrade(shared);
     shared
         .pc
-        .on_track(Box::new(move |track, _receiver, transceiver| {
+        .on_track(Box::new(move |track, receiver, transceiver| {
             if let Some(shared) = weak.upgrade() {
-                shared.on_track(track, transceiver);
+                shared.on_track(track, receiver, transceiver);
             }
             Box::pin(async {})
         }));
+}
+
+/// Reads the receiver's RTCP for the publisher's sender reports, which map the track's RTP
+/// clock onto the publisher's wall clock (for the A/V offset, see `reception`). Reading also
+/// keeps the receiver's RTCP buffer drained. Ends with the receiver.
+fn spawn_sender_report_reader(
+    receiver: Arc<RTCRtpReceiver>,
+    forwarder: Arc<TrackForwarder>,
+    ssrc: u32,
+) {
+    tokio::spawn(
+        async move {
+            while let Ok((packets, _)) = receiver.read_rtcp().await {
+                for packet in packets {
+                    if let Some(report) = packet.as_any().downcast_ref::<SenderReport>() {
+                        if report.ssrc == ssrc {
+                            forwarder.on_sender_report(report.ntp_time, report.rtp_time);
+                        }
+                    }
+                }
+            }
+            debug!("RTCP reader ended");
+        }
+        .in_current_span(),
+    );
 }
 
 /// The media path: read, re-marshal into a reused buffer, fan out. Ends when the track or the

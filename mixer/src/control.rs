@@ -21,7 +21,10 @@ pub use crate::looks::Look;
 /// output connection, and [`OutputSpec::internal`] exempts serve's own origin. Not optional in
 /// meaning: a v2 mixer would ignore the policy and connect anywhere, and a v3 mixer would refuse
 /// a v2 serve's loopback origin output.
-pub const PROTOCOL_VERSION: u32 = 3;
+///
+/// 4: [`Event::InputVisible`] events and heartbeat [`ProgramQuality`]; a v3 serve cannot decode
+/// `InputVisible`.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Where a mixer binds its RTP sockets: the environment variable its parent sets, and the
 /// default (serve and mixer on one machine).
@@ -271,7 +274,15 @@ pub enum Event {
         frames_out: u64,
         /// Per output: bytes written so far (see `Event::Output`).
         outputs: Vec<OutputBytes>,
+        /// The program's quality since the previous heartbeat (mixers older than protocol 4
+        /// and a mixer not yet started say nothing).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quality: Option<ProgramQuality>,
     },
+    /// The input's first frame is in the program leaving the muxer: the guest can be seen by
+    /// viewers from now on (join → visible). Once per input, and only once the layout shows it
+    /// (an input the layout hides never reports until it is shown).
+    InputVisible { input_id: String },
     /// The participant the speaker/pip layouts feature by voice changed (`None`: nobody yet).
     ActiveSpeaker {
         #[serde(default)]
@@ -279,6 +290,27 @@ pub enum Event {
     },
     /// The mixer cannot go on (e.g. a missing GStreamer element); it exits after this.
     Fatal { reason: String },
+}
+
+/// The program as measured inside the mixer, reported with each heartbeat. Integers only (see
+/// [`encode_line`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProgramQuality {
+    /// Median mixer-added latency of the video frames muxed since the previous heartbeat:
+    /// input frame arrival at the mixer (its jitterbuffer's timestamp) → program frame leaving
+    /// the FLV muxer, in ms. Up to one input frame interval of the compositor's alignment is not
+    /// counted. 0 without samples.
+    pub latency_ms: u32,
+    /// The largest of those samples, ms.
+    pub latency_max_ms: u32,
+    /// How many video frames were measured (0: nothing left the muxer, the mix is stalled).
+    pub latency_samples: u32,
+    /// How long the program picture has been unchanged, ms (a still slate is normal).
+    pub still_ms: u64,
+    /// The program has been unchanged for 3 s while a camera it shows kept changing.
+    pub frozen: bool,
+    /// The program has been black for 3 s while a camera it shows is bright.
+    pub black: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,6 +363,55 @@ mod tests {
         };
         let line = encode_line(&ev);
         assert!(!line.contains("reason"), "{line}");
+        assert_eq!(decode_line::<Event>(&line).unwrap(), ev);
+    }
+
+    #[test]
+    fn heartbeat_quality_round_trips_and_is_optional() {
+        let ev = Event::Heartbeat {
+            frames_out: 90,
+            outputs: vec![OutputBytes {
+                output_id: "out0".into(),
+                bytes_sent: 7,
+            }],
+            quality: Some(ProgramQuality {
+                latency_ms: 310,
+                latency_max_ms: 420,
+                latency_samples: 30,
+                still_ms: 3_200,
+                frozen: true,
+                black: false,
+            }),
+        };
+        let line = encode_line(&ev);
+        assert!(
+            line.contains(
+                r#""quality":{"latency_ms":310,"latency_max_ms":420,"latency_samples":30,"still_ms":3200,"frozen":true,"black":false}"#
+            ),
+            "{line}"
+        );
+        assert_eq!(decode_line::<Event>(&line).unwrap(), ev);
+        // A v3 mixer's heartbeat, and a heartbeat without quality, look the same.
+        let old = r#"{"type":"heartbeat","frames_out":1,"outputs":[]}"#;
+        let bare = Event::Heartbeat {
+            frames_out: 1,
+            outputs: vec![],
+            quality: None,
+        };
+        assert_eq!(decode_line::<Event>(old).unwrap(), bare);
+        assert_eq!(encode_line(&bare).trim_end(), old);
+    }
+
+    #[test]
+    fn input_visible_round_trips() {
+        let ev = Event::InputVisible {
+            input_id: "p1-video".into(),
+        };
+        let line = encode_line(&ev);
+        assert_eq!(
+            line,
+            "{\"type\":\"input_visible\",\"input_id\":\"p1-video\"}\n"
+        );
         assert_eq!(decode_line::<Event>(&line).unwrap(), ev);
     }
 

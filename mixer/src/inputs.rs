@@ -2,6 +2,7 @@
 //! of the compositor (video) or audio mixer (audio). Added and removed while PLAYING.
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -13,6 +14,7 @@ use crate::control::{AudioMix, Codec, MediaKind};
 use crate::error::MixerError;
 use crate::gst_util::{is_force_key_unit, link_chain, link_to_pad, make, request_pad};
 use crate::layout::Placement;
+use crate::quality_probe::QualityProbes;
 
 /// Jitterbuffer latency: enough to reorder loopback/LAN packets, small enough for live talk.
 const JITTER_LATENCY_MS: u32 = 80;
@@ -51,7 +53,8 @@ impl InputBranch {
 
     /// Builds the branch into `pipeline`, links it to `aggregator` and starts it. Upstream
     /// force-key-unit requests (depayloader after loss, decoder after errors) are sent on
-    /// `keyframes` as this branch's serial; the receiver throttles them.
+    /// `keyframes` as this branch's serial; the receiver throttles them. A video branch's
+    /// frames feed `quality` (as this serial) where they enter the compositor.
     pub fn start(
         pipeline: &gst::Pipeline,
         aggregator: &gst::Element,
@@ -59,6 +62,7 @@ impl InputBranch {
         spec: InputSpec,
         bind: std::net::IpAddr,
         keyframes: Sender<u64>,
+        quality: &Arc<QualityProbes>,
     ) -> Result<InputBranch, MixerError> {
         let name = |part: &str| input_element(serial, part);
         let src = make("udpsrc", &name("src"))?;
@@ -135,6 +139,7 @@ impl InputBranch {
             branch.agg_pad.set_property("alpha", 0.0f64);
             branch.agg_pad.set_property("width", 2i32);
             branch.agg_pad.set_property("height", 2i32);
+            quality.attach_input(&branch.agg_pad, serial);
         }
         let last = branch.elements.last().expect("non-empty chain").clone();
         if let Err(e) = link_to_pad(&last, &branch.agg_pad) {

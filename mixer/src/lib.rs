@@ -21,6 +21,8 @@ pub mod output_state;
 mod outputs;
 mod pipeline;
 pub mod process;
+pub mod program_quality;
+mod quality_probe;
 pub mod redact;
 pub mod retry;
 mod scene;

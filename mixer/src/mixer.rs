@@ -1,8 +1,9 @@
 //! The mixer handle: owns one room's pipeline, applies commands, and runs a watcher thread that
 //! turns bus messages, output statistics and keyframe requests into [`Event`]s.
 //!
-//! Locking: GStreamer streaming threads never take `State`'s lock (probes only count or send on
-//! channels), so holding it while changing element states cannot deadlock.
+//! Locking: GStreamer streaming threads never take `State`'s lock (probes only count, send on
+//! channels or take the quality probes' own locks, which nothing holds while taking another), so
+//! holding it while changing element states cannot deadlock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -211,6 +212,7 @@ impl Mixer {
             spec,
             sh.rtp_bind,
             sh.keyframes_tx.clone(),
+            &sh.core.quality,
         )
         .map_err(|e| match e {
             MixerError::Input { reason, .. } => MixerError::Input {
@@ -352,7 +354,8 @@ impl Mixer {
         self.shared.lock().speaker.current().map(str::to_string)
     }
 
-    /// The periodic progress report.
+    /// The periodic progress report. Its latency figures cover the frames since the previous
+    /// call (which starts a new window): call it once per heartbeat period.
     pub fn heartbeat(&self) -> Event {
         let st = self.shared.lock();
         Event::Heartbeat {
@@ -365,6 +368,7 @@ impl Mixer {
                     bytes_sent: o.tracker.bytes_sent(),
                 })
                 .collect(),
+            quality: Some(self.shared.core.quality.report(Instant::now())),
         }
     }
 
@@ -490,7 +494,10 @@ impl Shared {
         let input_id = branch.spec.input_id.clone();
         let participant = branch.spec.participant_id.clone();
         let was_audio = branch.kind() == MediaKind::Audio;
+        let serial = branch.serial;
         branch.remove(&self.core.pipeline.0);
+        // After the branch stopped: no probe of it runs any more.
+        self.core.quality.forget_input(serial);
         st.throttle.forget(&input_id);
         let still_heard = st
             .inputs
@@ -593,6 +600,22 @@ impl Shared {
         }
     }
 
+    /// Inputs whose first frame has left the muxer (a removed one says nothing).
+    fn report_visible(&self) {
+        let serials = self.core.quality.take_visible();
+        if serials.is_empty() {
+            return;
+        }
+        let st = self.lock();
+        for serial in serials {
+            if let Some(input) = st.inputs.iter().find(|i| i.serial == serial) {
+                let input_id = input.spec.input_id.clone();
+                tracing::info!(input = %input_id, "input visible in the program");
+                self.emit(Event::InputVisible { input_id });
+            }
+        }
+    }
+
     fn on_keyframe_request(&self, serial: u64, now: Instant) {
         let mut st = self.lock();
         let Some(id) = st
@@ -651,6 +674,7 @@ fn watch(shared: &Shared, stop: &AtomicBool, keyframes: &Receiver<u64>) {
         while let Ok(serial) = keyframes.try_recv() {
             shared.on_keyframe_request(serial, now);
         }
+        shared.report_visible();
         shared.poll_checks(now);
         if now >= next_poll {
             next_poll = now + STATS_INTERVAL;

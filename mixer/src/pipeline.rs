@@ -13,6 +13,7 @@ use crate::control::VideoSpec;
 use crate::encoding::{h264_level, x264_threads, H264_PROFILE};
 use crate::error::MixerError;
 use crate::gst_util::{capsfilter, link_chain, link_to_pad, make, request_pad};
+use crate::quality_probe::QualityProbes;
 
 /// Extra time the aggregators wait for inputs plugged in later: covers the input jitterbuffer
 /// (80 ms), decode and conversion. Without it late RTP inputs' frames arrive "too late" and the
@@ -66,6 +67,8 @@ pub struct Core {
     pub tee: gst::Element,
     /// Encoded video frames so far (heartbeat).
     pub frames_out: Arc<AtomicU64>,
+    /// Latency, join → visible, frozen/black program (heartbeat and `InputVisible`).
+    pub quality: Arc<QualityProbes>,
 }
 
 /// The program's raw video, colorimetry included: the compositor converts every input into it
@@ -240,6 +243,7 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
         });
 
     crate::timecode_probe::attach_stages(&compositor, &encoder, &flvmux, AAC_PRIMING_NS as u64);
+    let quality = QualityProbes::attach(&compositor, &flvmux, AAC_PRIMING_NS as u64)?;
 
     Ok(Core {
         pipeline: PipelineGuard(pipeline),
@@ -248,5 +252,6 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
         encoder,
         tee,
         frames_out,
+        quality,
     })
 }

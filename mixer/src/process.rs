@@ -213,6 +213,7 @@ fn run_loop(
                 None => Event::Heartbeat {
                     frames_out: 0,
                     outputs: Vec::new(),
+                    quality: None,
                 },
             };
             if !write_event(out, &hb) {

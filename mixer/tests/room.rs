@@ -100,6 +100,7 @@ fn two_inputs_are_composited_and_a_removed_input_disappears() {
     if let Event::Heartbeat {
         frames_out,
         outputs,
+        ..
     } = mixer.heartbeat()
     {
         assert!(frames_out > 30, "frames_out {frames_out}");

@@ -54,6 +54,22 @@ impl Access {
     /// The configured keys (`auth.keys`); without any, a key and secret made up for this
     /// process (open mode).
     pub fn from_config(auth: &AuthConfig) -> Access {
+        let (key, secret) = Self::made_up_key();
+        Self::from_config_with_local_key(auth, key, secret)
+    }
+
+    /// A key and secret for an open server to sign its tokens with.
+    pub fn made_up_key() -> (String, String) {
+        (format!("local-{}", random_id(6)), random_id(32))
+    }
+
+    /// Like [`Access::from_config`], signing with `local_key` / `local_secret` when no keys
+    /// are configured (the ones kept in the data directory, so tokens outlive a restart).
+    pub fn from_config_with_local_key(
+        auth: &AuthConfig,
+        local_key: String,
+        local_secret: String,
+    ) -> Access {
         let mut secrets: HashMap<String, String> = auth
             .keys
             .iter()
@@ -63,9 +79,8 @@ impl Access {
         let signing_key = match auth.keys.keys().next() {
             Some(key) => key.clone(),
             None => {
-                let key = format!("local-{}", random_id(6));
-                secrets.insert(key.clone(), random_id(32));
-                key
+                secrets.insert(local_key.clone(), local_secret);
+                local_key
             }
         };
         Access {

@@ -109,6 +109,7 @@ pub async fn create_invite(
         .lock()
         .expect("guest list lock")
         .unban(&identity);
+    room.guests_changed().await?;
     let (token, expires_at) = room.tokens.invite(&identity, name.clone(), ttl_secs);
     let join_url = format!("{}/join/{room_id}#token={token}", app.config.public_url());
     tracing::info!(room = %room_id, identity = %identity, ttl_secs, "personal invite created");
@@ -160,6 +161,7 @@ pub async fn remove_participant(
     // either shows up in the list below or sees the ban when it re-checks after joining.
     let identity = target.identity.clone();
     room.guests.lock().expect("guest list lock").ban(&identity);
+    room.guests_changed().await?;
     let status = room.status().await?;
     // Every session of that person goes (a second tab publishing too), and what they watch.
     for session in status
@@ -204,6 +206,7 @@ pub async fn revoke_shared_link(
         .lock()
         .expect("guest list lock")
         .revoke_shared_link();
+    room.guests_changed().await?;
     tracing::info!(room = %room_id, "shared guest link revoked");
     Ok(Json(room_links_of(&app, &room).await?).into_response())
 }

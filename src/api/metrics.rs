@@ -32,6 +32,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Join → visible buckets (seconds): ~0.2 s on a LAN, seconds when ICE or keyframes stall.
+const JOIN_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0];
+
 fn counted() -> &'static PrometheusRecorder {
     static RECORDER: OnceLock<PrometheusRecorder> = OnceLock::new();
     RECORDER.get_or_init(|| {
@@ -39,6 +42,11 @@ fn counted() -> &'static PrometheusRecorder {
             .set_buckets_for_metric(
                 Matcher::Full("costream_http_request_duration_seconds".into()),
                 LATENCY_BUCKETS,
+            )
+            .expect("buckets are not empty")
+            .set_buckets_for_metric(
+                Matcher::Full("costream_join_to_visible_seconds".into()),
+                JOIN_BUCKETS,
             )
             .expect("buckets are not empty")
             .build_recorder();
@@ -55,6 +63,10 @@ fn counted() -> &'static PrometheusRecorder {
             describe_counter!(
                 "costream_admission_refusals_total",
                 "Go-lives refused because the room's cost did not fit (503 over_capacity)"
+            );
+            describe_histogram!(
+                "costream_join_to_visible_seconds",
+                "From a publisher's WHIP request to the first program frame showing it"
             );
             // Present from the start, so rate() and alerts see 0 rather than nothing.
             counter!("costream_admission_refusals_total").absolute(0);
@@ -83,6 +95,13 @@ pub async fn track(request: Request, next: Next) -> Response {
             .record(elapsed);
     });
     response
+}
+
+/// One publisher became visible in a program this long after its WHIP request.
+pub fn observe_join_to_visible(took: std::time::Duration) {
+    metrics::with_local_recorder(counted(), || {
+        histogram!("costream_join_to_visible_seconds").record(took.as_secs_f64());
+    });
 }
 
 /// Counts a go-live refused for capacity.
@@ -136,6 +155,18 @@ fn scrape(app: &AppState, per_room: bool) {
         .map(|p| p.subscribers)
         .sum();
     gauge!("costream_whep_subscriptions").set(subscriptions as f64);
+    let publishers = || {
+        statuses
+            .iter()
+            .flat_map(|s| &s.participants)
+            .map(|p| p.quality)
+    };
+    gauge!("costream_rtp_packets_received")
+        .set(publishers().map(|q| q.packets_received).sum::<u64>() as f64);
+    gauge!("costream_rtp_bytes_received")
+        .set(publishers().map(|q| q.bytes_received).sum::<u64>() as f64);
+    gauge!("costream_rtp_packets_lost")
+        .set(publishers().map(|q| q.packets_lost).sum::<i64>() as f64);
     if let Some(origin) = &app.origin {
         let viewers: usize = statuses
             .iter()
@@ -161,8 +192,37 @@ fn live_room(status: &RoomStatus) {
         .set(status.mixer.frames_out as f64);
     gauge!("costream_room_mixer_restarts", "room" => room.clone())
         .set(f64::from(status.mixer.restarts));
-    // Only this machine's mixers have a /proc entry here; a fleet's workers run theirs.
-    if let Some(stats) = status.mixer.pid.and_then(crate::proc_stats::of) {
+    let lost: i64 = status
+        .participants
+        .iter()
+        .map(|p| p.quality.packets_lost)
+        .sum();
+    gauge!("costream_room_rtp_packets_lost", "room" => room.clone()).set(lost as f64);
+    let jitter_ms = status
+        .participants
+        .iter()
+        .map(|p| p.quality.jitter_ms)
+        .fold(0.0, f64::max);
+    gauge!("costream_room_rtp_jitter_seconds", "room" => room.clone()).set(jitter_ms / 1000.0);
+    if let Some(q) = &status.quality {
+        gauge!("costream_room_latency_seconds", "room" => room.clone())
+            .set(f64::from(q.latency_ms) / 1000.0);
+        gauge!("costream_room_latency_max_seconds", "room" => room.clone())
+            .set(f64::from(q.latency_max_ms) / 1000.0);
+        if let Some(offset) = q.av_offset_ms {
+            gauge!("costream_room_av_offset_seconds", "room" => room.clone()).set(offset / 1000.0);
+        }
+        gauge!("costream_room_program_frozen", "room" => room.clone())
+            .set(f64::from(u8::from(q.frozen)));
+        gauge!("costream_room_program_black", "room" => room.clone())
+            .set(f64::from(u8::from(q.black)));
+        gauge!("costream_room_program_still_seconds", "room" => room.clone())
+            .set(q.still_ms as f64 / 1000.0);
+    }
+    // Only this machine's mixers have a /proc entry here: a fleet worker's pid means nothing
+    // on this machine (the worker exports its mixers' figures itself, `--metrics-listen`).
+    let local_pid = status.mixer.pid.filter(|_| status.mixer.worker.is_none());
+    if let Some(stats) = local_pid.and_then(crate::proc_stats::of) {
         gauge!("costream_room_mixer_cpu_seconds", "room" => room.clone()).set(stats.cpu_seconds);
         gauge!("costream_room_mixer_rss_bytes", "room" => room.clone()).set(stats.rss_bytes as f64);
     }
@@ -227,6 +287,50 @@ fn describe_gauges() {
     describe_gauge!("costream_whep_subscriptions", "WHEP subscriptions open");
     describe_gauge!("costream_origin_viewers", "Viewers of the built-in origin");
     describe_gauge!("costream_room_participants", "Participants of a live room");
+    describe_gauge!(
+        "costream_rtp_packets_received",
+        "RTP packets received from the publishers present now"
+    );
+    describe_gauge!(
+        "costream_rtp_bytes_received",
+        "RTP bytes received from the publishers present now"
+    );
+    describe_gauge!(
+        "costream_rtp_packets_lost",
+        "RTP packets lost on the way from the publishers present now (RFC 3550)"
+    );
+    describe_gauge!(
+        "costream_room_rtp_packets_lost",
+        "RTP packets lost from the room's publishers (RFC 3550 cumulative)"
+    );
+    describe_gauge!(
+        "costream_room_rtp_jitter_seconds",
+        "Largest interarrival jitter among the room's publishers"
+    );
+    describe_gauge!(
+        "costream_room_latency_seconds",
+        "Mixer-added latency, median over the last second: input arrival to program frame leaving the muxer"
+    );
+    describe_gauge!(
+        "costream_room_latency_max_seconds",
+        "Mixer-added latency, maximum over the last second"
+    );
+    describe_gauge!(
+        "costream_room_av_offset_seconds",
+        "Largest A/V offset among the room's publishers (positive: picture trails sound)"
+    );
+    describe_gauge!(
+        "costream_room_program_frozen",
+        "1 while the program picture is frozen although a shown input moves"
+    );
+    describe_gauge!(
+        "costream_room_program_black",
+        "1 while the program is black although a shown input is not"
+    );
+    describe_gauge!(
+        "costream_room_program_still_seconds",
+        "How long the program picture has been unchanged"
+    );
     describe_gauge!(
         "costream_room_mixer_frames_out",
         "Program frames the room's mixer produced"

@@ -6,7 +6,7 @@ pub(crate) mod body;
 pub mod error;
 mod events;
 mod guests;
-mod metrics;
+pub(crate) mod metrics;
 pub(crate) mod openapi;
 mod pages;
 mod pool;

@@ -799,6 +799,8 @@ pub async fn end(
 ) -> Result<Response, ApiError> {
     host_room(&app, &room_id, &headers).await?;
     app.rooms.end(&room_id);
+    // An ended room must not come back after a restart, however soon that happens.
+    app.rooms.store_flushed().await;
     if let Some(origin) = &app.origin {
         // Refuses the mixer's last packets and ends every viewer's stream.
         origin.unregister(&room_id);

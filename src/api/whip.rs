@@ -55,6 +55,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let requested_at = std::time::Instant::now();
     let Offer {
         room,
         participant,
@@ -87,6 +88,7 @@ pub async fn publish(
             participant.role,
             identity.clone(),
             display_name,
+            requested_at,
         )
         .await??;
     // The host may have removed this identity while the offer was being answered: the ban is

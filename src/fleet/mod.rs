@@ -3,7 +3,7 @@
 //! Pure: [`record`] (what Redis holds and its keys), [`placement`] (which worker takes a room),
 //! [`wire`] (the serve ↔ worker protocol). IO: [`store`] (Redis), [`backend`] + [`link`]
 //! (serve's side: a `MixerBackend` whose mixers run on workers), [`worker`] + [`session`]
-//! (`costream worker`).
+//! (`costream worker`), [`worker_metrics`] (its `/metrics`: the rendering pure, then the HTTP).
 
 pub mod backend;
 pub mod link;
@@ -13,6 +13,7 @@ mod session;
 pub mod store;
 pub mod wire;
 pub mod worker;
+pub mod worker_metrics;
 
 use serde::Serialize;
 

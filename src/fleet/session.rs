@@ -198,6 +198,7 @@ async fn run_placement(
     };
     let (reports_tx, mut reports) = mpsc::channel::<MixerReport>(256);
     let mixer: MixerProcess = child.attach(room_id, epoch, reports_tx);
+    ctx.mixer_attached(key, mixer.pid());
     let opened = FromWorker::Opened {
         protocol: wire::PROTOCOL,
         worker_id: ctx.id.clone(),

@@ -3,7 +3,8 @@
 //! The same pool as serve's (warm mixers, admission by cost, crash-safe children), plus: a
 //! record in Redis refreshed every second with a short TTL (a worker that stops refreshing is
 //! gone), a TCP port where serve opens rooms ([`super::session`]), and a drain on SIGTERM (no
-//! new rooms; live ones stream on until they end or `--drain-timeout-secs`).
+//! new rooms; live ones stream on until they end or `--drain-timeout-secs`). Opt-in, its own
+//! Prometheus series on `--metrics-listen` ([`super::worker_metrics`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +48,16 @@ pub struct WorkerSettings {
     pub binary: PathBuf,
     pub secret: Option<Arc<[u8]>>,
     pub drain_timeout: Duration,
+    /// Where to serve `GET /metrics` and `GET /healthz` (none: no endpoint).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// One placement in the worker's ledger.
+struct Placement {
+    room_id: String,
+    epoch: u64,
+    /// The mixer's process, once one is attached (for its `/proc` figures in the metrics).
+    mixer_pid: Option<u32>,
 }
 
 /// Shared by the worker's tasks.
@@ -60,7 +71,7 @@ pub struct WorkerCtx {
     pub secret: Option<Arc<[u8]>>,
     draining: AtomicBool,
     /// Live placements by ledger key (`room@epoch`).
-    rooms: Mutex<HashMap<String, (String, u64)>>,
+    rooms: Mutex<HashMap<String, Placement>>,
     live: watch::Sender<usize>,
 }
 
@@ -75,9 +86,31 @@ impl WorkerCtx {
         if rooms.contains_key(key) {
             return false;
         }
-        rooms.insert(key.to_string(), (room_id.to_string(), epoch));
+        let placement = Placement {
+            room_id: room_id.to_string(),
+            epoch,
+            mixer_pid: None,
+        };
+        rooms.insert(key.to_string(), placement);
         self.live.send_replace(rooms.len());
         true
+    }
+
+    /// The placement's mixer process is running as `pid`.
+    pub fn mixer_attached(&self, key: &str, pid: Option<u32>) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(placement) = rooms.get_mut(key) {
+            placement.mixer_pid = pid;
+        }
+    }
+
+    /// Mixer process ids by (room, epoch), of the placements that have one.
+    pub fn mixer_pids(&self) -> HashMap<(String, u64), u32> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms
+            .values()
+            .filter_map(|p| Some(((p.room_id.clone(), p.epoch), p.mixer_pid?)))
+            .collect()
     }
 
     pub fn room_ended(&self, key: &str) {
@@ -94,9 +127,9 @@ impl WorkerCtx {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(key, (room_id, epoch))| WorkerRoom {
-                room_id: room_id.clone(),
-                epoch: *epoch,
+            .map(|(key, placement)| WorkerRoom {
+                room_id: placement.room_id.clone(),
+                epoch: placement.epoch,
                 cost: self.pool.millicores_of(key).unwrap_or(0),
             })
             .collect();
@@ -173,6 +206,7 @@ pub async fn run_cli(args: crate::cli::WorkerArgs) -> anyhow::Result<()> {
         binary,
         secret,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        metrics_listen: args.metrics_listen,
     })
     .await
 }
@@ -197,6 +231,14 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", settings.listen))?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
     let control_addr = listener.local_addr()?;
     let spawner = Spawner::start(
         tokio::runtime::Handle::current(),
@@ -236,6 +278,14 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
         advertise_ip = %settings.advertise_ip, capacity_cores = settings.capacity_cores,
         warm = settings.warm, protocol = wire::PROTOCOL, "worker starting");
     let heartbeat = tokio::spawn(heartbeat_forever(ctx.clone()));
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            info!(addr = %listener.local_addr()?, "serving this worker's metrics at /metrics");
+            let serving = super::worker_metrics::serve(ctx.clone(), listener);
+            Some(tokio::spawn(serving))
+        }
+        None => None,
+    };
     // Scripts and tests read this line.
     println!("costream worker {} listening on {control_addr}", ctx.id);
 
@@ -255,6 +305,9 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
     }
     accept.abort();
     heartbeat.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     if let Err(e) = store.remove_worker(&ctx.id).await {
         warn!("could not remove this worker's record (it expires by itself): {e}");
     }

@@ -1,7 +1,10 @@
 //! One `costream mixer` child process: spawn, send commands, read events, stop.
 //!
 //! The child speaks the JSON-lines protocol of `costream_mixer::control` on stdio. Everything it
-//! reports is tagged with the epoch the room gave it, so the room can ignore a stale mixer.
+//! reports is tagged with the epoch the room gave it, so the room can ignore a stale mixer. Its
+//! stderr (its log) goes to this process's log ([`child_log`]).
+
+mod child_log;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,20 +42,26 @@ pub struct MixerChild {
     lines: Lines<BufReader<ChildStdout>>,
     /// Set once the child said `Hello`.
     warm: bool,
+    /// Tells the task forwarding the child's log which room it works for.
+    log_room: child_log::LogRoom,
 }
 
 impl MixerChild {
-    /// Forks `<binary> mixer` on the spawner thread (see [`Spawner`]).
+    /// Forks `<binary> mixer` on the spawner thread (see [`Spawner`]) and starts forwarding its
+    /// log. Must be called inside a Tokio runtime.
     pub fn spawn(spawner: &Spawner, binary: &Path) -> Result<Self, SpawnError> {
         let mut child = spawner.spawn(binary)?;
         let stdin = child.stdin.take().expect("stdin piped");
         let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log_room = child_log::forward(stderr, child.id());
         Ok(Self {
             child,
             binary: binary.to_owned(),
             stdin,
             lines: BufReader::new(stdout).lines(),
             warm: false,
+            log_room,
         })
     }
 
@@ -97,7 +106,9 @@ impl MixerChild {
             mut stdin,
             lines,
             warm,
+            log_room,
         } = self;
+        log_room.set(room_id, epoch);
         let pid = child.id();
         let span = tracing::info_span!(parent: None, "mixer", room = %room_id, epoch, pid);
         info!(parent: &span, warm, binary = %binary.display(), "mixer process attached to room");

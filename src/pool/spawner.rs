@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
+use crate::telemetry::{LogFormat, LOG_FORMAT_ENV};
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start mixer {binary}: {source}")]
 pub struct SpawnError {
@@ -49,8 +51,9 @@ impl Spawner {
         Ok(Self { requests })
     }
 
-    /// Starts `<binary> mixer` with piped stdin/stdout. Blocks for the fork+exec only
-    /// (milliseconds); the child warms up on its own afterwards.
+    /// Starts `<binary> mixer` with piped stdin, stdout and stderr (its log, as JSON lines: see
+    /// `process::child_log`). Blocks for the fork+exec only (milliseconds); the child warms up
+    /// on its own afterwards.
     pub fn spawn(&self, binary: &Path) -> Result<tokio::process::Child, SpawnError> {
         let gone = || SpawnError {
             binary: binary.display().to_string(),
@@ -102,7 +105,9 @@ fn spawn_mixer(binary: &Path, env: MixerEnv) -> Result<tokio::process::Child, Sp
         .arg("mixer")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
+        // Whatever this process's own format: JSON lines keep their level when re-emitted.
+        .env(LOG_FORMAT_ENV, LogFormat::Json.as_str())
         .env(
             costream_mixer::control::RTP_BIND_ENV,
             env.rtp_bind.to_string(),

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use costream_ingest::{PeerSession, SessionEvent, Subscription, SubscriptionEvent};
-use costream_mixer::control::{LayoutSpec, Look};
+use costream_mixer::control::{Event, LayoutSpec, Look};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
+use super::durable::Durable;
+use super::guest_list::GuestList;
 use super::media::track_desc;
 use super::meter::OutputMeters;
+use super::quality::QualityTracker;
 use super::state::{
     Broadcast, Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState, SubscriptionId,
 };
@@ -29,6 +32,8 @@ enum RoomCommand {
         role: Role,
         identity: String,
         display_name: String,
+        /// When the WHIP request reached serve (join → visible starts there).
+        requested_at: Instant,
         reply: oneshot::Sender<Result<ParticipantId, RoomError>>,
     },
     Leave {
@@ -89,6 +94,27 @@ enum RoomCommand {
         identity: String,
         reply: oneshot::Sender<usize>,
     },
+    /// The host banned, unbanned or revoked the shared link (the list is in the handle): the
+    /// room saves its record.
+    GuestsChanged {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+impl RoomCommand {
+    /// Whether the command may change what the room store keeps (then the room saves itself).
+    fn changes_record(&self) -> bool {
+        matches!(
+            self,
+            RoomCommand::GoLive { .. }
+                | RoomCommand::StopLive { .. }
+                | RoomCommand::SetLayout { .. }
+                | RoomCommand::SetLook { .. }
+                | RoomCommand::AddOutput { .. }
+                | RoomCommand::RemoveOutput { .. }
+                | RoomCommand::GuestsChanged { .. }
+        )
+    }
 }
 
 /// Why a room did not go live.
@@ -126,7 +152,7 @@ pub struct RoomHandle {
     /// Host and guest bearer tokens.
     pub tokens: RoomTokens,
     /// Who the host removed, and whether the shared guest link still works.
-    pub guests: std::sync::Mutex<super::guest_list::GuestList>,
+    pub guests: Arc<std::sync::Mutex<GuestList>>,
     /// Bounded: a flood of requests waits instead of growing memory.
     commands: mpsc::Sender<RoomCommand>,
     /// Ends the actor: stops the mixer and closes every session.
@@ -164,8 +190,10 @@ impl RoomHandle {
         tokens: RoomTokens,
         settings: RoomSettings,
         runtime: RoomRuntime,
+        durable: Durable,
     ) -> Self {
         let (commands, command_rx) = mpsc::channel(64);
+        let guests = Arc::new(std::sync::Mutex::new(durable.guests));
         let cancel = CancellationToken::new();
         let (session_tx, session_rx) = mpsc::channel(256);
         let (mixer_tx, mixer_rx) = mpsc::channel(256);
@@ -188,8 +216,13 @@ impl RoomHandle {
             session_tx,
             mixer_tx,
             meters: OutputMeters::default(),
+            quality: QualityTracker::default(),
             status_tx,
             notices: notices.clone(),
+            store: durable.store,
+            guests: guests.clone(),
+            wants_live: durable.live,
+            created_at: durable.created_at,
         };
         // A root span: the actor outlives the HTTP request that created the room.
         let span = tracing::info_span!(parent: None, "room", room = %id);
@@ -207,7 +240,7 @@ impl RoomHandle {
         Self {
             id,
             tokens,
-            guests: Default::default(),
+            guests,
             commands,
             cancel,
             status,
@@ -260,6 +293,7 @@ impl RoomHandle {
         role: Role,
         identity: String,
         display_name: String,
+        requested_at: Instant,
     ) -> Result<Result<ParticipantId, RoomError>, RoomGone> {
         self.ask(|reply| RoomCommand::Join {
             session,
@@ -267,6 +301,7 @@ impl RoomHandle {
             role,
             identity,
             display_name,
+            requested_at,
             reply,
         })
         .await
@@ -414,6 +449,12 @@ impl RoomHandle {
             .await
     }
 
+    /// Tells the room its guest list changed (a ban, an unban, the shared link revoked), so it
+    /// saves its record.
+    pub async fn guests_changed(&self) -> Result<(), RoomGone> {
+        self.ask(|reply| RoomCommand::GuestsChanged { reply }).await
+    }
+
     /// Ends the room: the mixer stops and every participant is disconnected.
     pub fn end(&self) {
         self.cancel.cancel();
@@ -445,9 +486,20 @@ struct RoomActor {
     mixer_tx: mpsc::Sender<MixerReport>,
     /// Bitrate, time live and reconnects per output, for the status view.
     meters: OutputMeters,
+    /// Latency, A/V offset, join → visible, frozen program (see `quality`).
+    quality: QualityTracker,
     /// Publishes the status; `send` never waits, slow readers just see the latest value.
     status_tx: watch::Sender<Arc<RoomStatus>>,
     notices: broadcast::Sender<RoomNotice>,
+    /// Where the room's record goes after each change of it (`None`: not durable).
+    store: Option<Arc<crate::store::RoomStore>>,
+    /// The handle's guest list (bans, shared link), for the record.
+    guests: Arc<std::sync::Mutex<GuestList>>,
+    /// What the host last asked for (go live / stop): a restart brings this back, not
+    /// whether a mixer happened to be up.
+    wants_live: bool,
+    /// Unix seconds, for the record.
+    created_at: u64,
 }
 
 impl RoomActor {
@@ -461,6 +513,7 @@ impl RoomActor {
     ) {
         let mut live_status = tokio::time::interval(LIVE_STATUS_INTERVAL);
         live_status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.save();
         loop {
             // The state machine's own deadlines: a pending mixer restart, a heartbeat.
             let timeout = self.state.poll_timeout();
@@ -484,7 +537,11 @@ impl RoomActor {
                         command,
                         RoomCommand::Status { .. } | RoomCommand::Session { .. }
                     );
+                    let save = command.changes_record();
                     self.on_command(command);
+                    if save {
+                        self.save();
+                    }
                 }
                 Some((participant_id, event)) = session_events.recv() => {
                     self.on_session_event(participant_id, event);
@@ -529,6 +586,19 @@ impl RoomActor {
         }
         status.cost = self.runtime.pool.cost_of(&self.id);
         self.meters.apply(&mut status.outputs, now);
+        for participant in &mut status.participants {
+            let stats = self
+                .sessions
+                .get(&participant.participant_id)
+                .map(PeerSession::stats);
+            participant.quality = self
+                .quality
+                .participant_view(&participant.participant_id, stats.as_ref());
+        }
+        if status.broadcast == "live" {
+            let people: Vec<_> = status.participants.iter().map(|p| p.quality).collect();
+            status.quality = self.quality.program_view(now, &people);
+        }
         status
     }
 
@@ -553,6 +623,7 @@ impl RoomActor {
                 self.release_reservation();
                 return Err(e.into());
             }
+            self.quality.went_live(Instant::now());
         }
         Ok(self.status())
     }
@@ -590,6 +661,7 @@ impl RoomActor {
                 role,
                 identity,
                 display_name,
+                requested_at,
                 reply,
             } => {
                 let participant_id = session.id().to_string();
@@ -602,6 +674,7 @@ impl RoomActor {
                 match joined {
                     Ok(()) => {
                         info!(participant = %participant_id, ?role, "participant joined");
+                        self.quality.joined(&participant_id, requested_at);
                         self.sessions.insert(participant_id.clone(), session);
                         self.relay_session_events(participant_id.clone(), events);
                         let _ = reply.send(Ok(participant_id));
@@ -629,9 +702,13 @@ impl RoomActor {
             }
             RoomCommand::GoLive { reply } => {
                 let result = self.go_live();
+                if result.is_ok() {
+                    self.wants_live = true;
+                }
                 let _ = reply.send(result);
             }
             RoomCommand::StopLive { reply } => {
+                self.wants_live = false;
                 let _ = self.input(Input::StopLive);
                 // Free the pool's share before answering, so the capacity is there at once.
                 self.sync_reservation();
@@ -732,7 +809,28 @@ impl RoomActor {
                 }
                 let _ = reply.send(theirs.len());
             }
+            RoomCommand::GuestsChanged { reply } => {
+                let _ = reply.send(());
+            }
         }
+    }
+
+    /// Hands the room's record to the store (which writes it off this task).
+    fn save(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let guests = self.guests.lock().expect("guest list lock");
+        let record = super::durable::record_of(
+            store.key(),
+            &self.id,
+            self.state.settings(),
+            &guests,
+            self.wants_live,
+            self.created_at,
+        );
+        drop(guests);
+        store.save(&record);
     }
 
     /// Session events arrive on the session's own channel; one small task per participant
@@ -789,8 +887,20 @@ impl RoomActor {
     fn on_mixer_report(&mut self, report: MixerReport) {
         let input = match report {
             MixerReport::Event { epoch, event } => {
-                if let costream_mixer::control::Event::Ready { version, binary } = &event {
-                    self.mixer_identity = Some((epoch, version.clone(), binary.clone()));
+                let current = self.mixer_epoch() == Some(epoch);
+                match &event {
+                    Event::Ready { version, binary } => {
+                        self.mixer_identity = Some((epoch, version.clone(), binary.clone()));
+                    }
+                    Event::Heartbeat {
+                        quality: Some(quality),
+                        ..
+                    } if current => self.quality.program(quality.clone(), Instant::now()),
+                    Event::InputVisible { input_id } if current => {
+                        self.input_visible(input_id);
+                        return;
+                    }
+                    _ => {}
                 }
                 Input::Mixer { epoch, event }
             }
@@ -801,6 +911,7 @@ impl RoomActor {
             } => {
                 if self.mixer_epoch() == Some(epoch) {
                     self.mixer = None;
+                    self.quality.program_ended();
                 }
                 Input::MixerExited {
                     epoch,
@@ -810,6 +921,17 @@ impl RoomActor {
             }
         };
         let _ = self.input(input);
+    }
+
+    /// A guest's picture reached the program: join → visible, once per join.
+    fn input_visible(&mut self, input_id: &str) {
+        let Some(participant_id) = self.state.participant_of_input(input_id) else {
+            return;
+        };
+        if let Some(took) = self.quality.visible(&participant_id, Instant::now()) {
+            info!(participant = %participant_id, ms = took.as_millis() as u64, "visible in the program");
+            crate::api::metrics::observe_join_to_visible(took);
+        }
     }
 
     fn mixer_epoch(&self) -> Option<u64> {
@@ -911,6 +1033,7 @@ impl RoomActor {
                 }
             }
             Effect::CloseSession { participant_id } => {
+                self.quality.left(&participant_id);
                 if let Some(session) = self.sessions.remove(&participant_id) {
                     info!(participant = %participant_id, "participant left");
                     tokio::spawn(async move { session.close().await });

@@ -107,6 +107,23 @@ impl GuestList {
     pub fn shared_link_revoked(&self) -> bool {
         self.shared_link_revoked
     }
+
+    /// The banned identities, oldest first (what the room store keeps).
+    pub fn banned_in_order(&self) -> Vec<String> {
+        self.ban_order.iter().cloned().collect()
+    }
+
+    /// A list as the room store kept it.
+    pub fn restored(banned: &[String], shared_link_revoked: bool) -> Self {
+        let mut list = GuestList {
+            shared_link_revoked,
+            ..GuestList::default()
+        };
+        for identity in banned {
+            list.ban(identity);
+        }
+        list
+    }
 }
 
 /// Checks an identity a host asks an invite for: 1 to [`MAX_IDENTITY_LEN`] characters of
@@ -211,6 +228,17 @@ mod tests {
         assert!(list.is_banned(&format!("p{}", MAX_BANNED + 9)));
         list.ban("p20");
         assert_eq!(list.banned_count(), MAX_BANNED, "re-banning adds nothing");
+    }
+
+    #[test]
+    fn a_stored_list_comes_back_the_same() {
+        let mut list = GuestList::default();
+        list.ban("alice");
+        list.ban("bob");
+        list.revoke_shared_link();
+        let back = GuestList::restored(&list.banned_in_order(), list.shared_link_revoked());
+        assert_eq!(back.banned_in_order(), ["alice", "bob"]);
+        assert!(back.shared_link_revoked() && back.is_banned("bob"));
     }
 
     #[test]

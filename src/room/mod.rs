@@ -2,10 +2,12 @@
 //! the IO for one room.
 
 pub mod actor;
+pub mod durable;
 pub mod guest_list;
 pub mod lifetime;
 mod media;
 pub mod meter;
+pub mod quality;
 pub mod recovery;
 pub mod registry;
 pub mod state;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::actor::{RoomHandle, RoomRuntime};
+use super::durable::Durable;
 use super::lifetime::{Lifetime, RoomClock};
 use super::state::RoomSettings;
 use super::tokens::{random_id, RoomTokens};
@@ -14,6 +15,15 @@ use crate::access::Access;
 #[error("this server already has {max} rooms; end one or raise limits.max_rooms")]
 pub struct TooManyRooms {
     max: usize,
+}
+
+/// Why a stored room was not brought back.
+#[derive(Debug, thiserror::Error)]
+pub enum NotRestored {
+    #[error(transparent)]
+    TooMany(#[from] TooManyRooms),
+    #[error("a room with this id is open already")]
+    Exists,
 }
 
 pub struct Rooms {
@@ -28,6 +38,8 @@ pub struct Rooms {
     clocks: Mutex<HashMap<String, RoomClock>>,
     /// Where each room's events go (`[webhooks]`), if anywhere.
     webhooks: Option<crate::webhooks::Webhooks>,
+    /// Where rooms keep their records (`[store]`), if anywhere.
+    store: Option<Arc<crate::store::RoomStore>>,
 }
 
 /// Defaults of `[rooms]` (LiveKit's `empty_timeout` and `departure_timeout`).
@@ -46,6 +58,20 @@ impl Rooms {
             lifetime: DEFAULT_LIFETIME,
             clocks: Mutex::new(HashMap::new()),
             webhooks: None,
+            store: None,
+        }
+    }
+
+    /// Rooms save their records here, and the record of an ended room is deleted.
+    pub fn with_store(mut self, store: Option<Arc<crate::store::RoomStore>>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Resolves once every record change so far is on disk (no store: at once).
+    pub async fn store_flushed(&self) {
+        if let Some(store) = &self.store {
+            store.flushed().await;
         }
     }
 
@@ -122,7 +148,7 @@ impl Rooms {
         &self,
         settings: impl FnOnce(&str) -> RoomSettings,
     ) -> Result<Arc<RoomHandle>, TooManyRooms> {
-        let mut rooms = self.rooms.write().expect("rooms lock");
+        let rooms = self.rooms.write().expect("rooms lock");
         if rooms.len() >= self.max_rooms {
             return Err(TooManyRooms {
                 max: self.max_rooms,
@@ -130,11 +156,44 @@ impl Rooms {
         }
         let id = random_id(9);
         let settings = settings(&id);
+        let durable = Durable::new_room(self.store.clone());
+        Ok(self.open(rooms, id, settings, durable))
+    }
+
+    /// Brings back a stored room under its own id (see `durable::restore_rooms`).
+    pub fn restore(
+        &self,
+        id: &str,
+        settings: RoomSettings,
+        mut durable: Durable,
+    ) -> Result<Arc<RoomHandle>, NotRestored> {
+        let rooms = self.rooms.write().expect("rooms lock");
+        if rooms.contains_key(id) {
+            return Err(NotRestored::Exists);
+        }
+        if rooms.len() >= self.max_rooms {
+            return Err(TooManyRooms {
+                max: self.max_rooms,
+            }
+            .into());
+        }
+        durable.store = self.store.clone();
+        Ok(self.open(rooms, id.to_string(), settings, durable))
+    }
+
+    fn open(
+        &self,
+        mut rooms: std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<RoomHandle>>>,
+        id: String,
+        settings: RoomSettings,
+        durable: Durable,
+    ) -> Arc<RoomHandle> {
         let room = Arc::new(RoomHandle::spawn(
             id.clone(),
             RoomTokens::new(&id, self.access.clone()),
             settings,
             self.runtime.clone(),
+            durable,
         ));
         self.clocks
             .lock()
@@ -144,7 +203,7 @@ impl Rooms {
         if let Some(webhooks) = &self.webhooks {
             webhooks.follow(&room);
         }
-        Ok(room)
+        room
     }
 
     /// Where every room of this server gets its mixer (this machine's pool or the fleet).
@@ -170,6 +229,9 @@ impl Rooms {
     pub fn end(&self, id: &str) -> bool {
         let removed = self.rooms.write().expect("rooms lock").remove(id);
         self.clocks.lock().expect("clocks lock").remove(id);
+        if let (Some(store), Some(_)) = (&self.store, &removed) {
+            store.forget(id);
+        }
         match removed {
             Some(room) => {
                 room.end();
@@ -179,7 +241,7 @@ impl Rooms {
         }
     }
 
-    /// Ends every room (server shutdown).
+    /// Ends every room (server shutdown). Their records stay: they come back at the next start.
     pub fn end_all(&self) {
         let rooms: Vec<_> = self.rooms.write().expect("rooms lock").drain().collect();
         for (_, room) in rooms {

@@ -955,6 +955,14 @@ impl RoomState {
         }
     }
 
+    /// Whose track a mixer input carries.
+    pub fn participant_of_input(&self, input_id: &str) -> Option<ParticipantId> {
+        self.participants
+            .iter()
+            .find(|(_, p)| p.tracks.iter().any(|t| t.input_id == input_id))
+            .map(|(pid, _)| pid.clone())
+    }
+
     fn find_input(&mut self, input_id: &str) -> Option<(ParticipantId, &mut Track)> {
         self.participants.iter_mut().find_map(|(pid, p)| {
             p.tracks
@@ -999,7 +1007,9 @@ impl RoomState {
                     track_id,
                 });
             }
-            Event::InputRemoved { .. } | Event::OutputRemoved { .. } => {}
+            Event::InputRemoved { .. }
+            | Event::OutputRemoved { .. }
+            | Event::InputVisible { .. } => {}
             Event::ActiveSpeaker { participant_id } => self.active_speaker = participant_id,
             Event::KeyframeRequest { input_id } => {
                 if let Some((participant_id, track)) = self.find_input(&input_id) {
@@ -1035,6 +1045,7 @@ impl RoomState {
             Event::Heartbeat {
                 frames_out: frames,
                 outputs,
+                ..
             } => {
                 if let Broadcast::Live { frames_out, .. } = &mut self.broadcast {
                     *frames_out = frames;

@@ -425,6 +425,7 @@ fn a_silent_mixer_is_declared_hung_and_replaced() {
             event: Event::Heartbeat {
                 frames_out: 90,
                 outputs: vec![],
+                quality: None,
             },
         },
     )
@@ -490,6 +491,7 @@ fn output_events_and_heartbeats_update_status() {
                 output_id: "out0".into(),
                 bytes_sent: 1234,
             }],
+            quality: None,
         }),
     )
     .unwrap();

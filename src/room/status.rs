@@ -7,6 +7,7 @@ use costream_mixer::control::{AudioMix, Codec, LayoutSpec, MediaKind, OutputStat
 use costream_mixer::redact::redact_url;
 use serde::Serialize;
 
+use super::quality::{ParticipantQualityView, ProgramQualityView};
 use super::state::{track_kind, Broadcast, MixerPhase, OutputStatus, RoomState};
 use super::tokens::Role;
 
@@ -33,6 +34,9 @@ pub struct RoomStatus {
     /// Cores the mixer pool reserved for this room while it is live (admission by cost).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
+    /// The program's quality figures while live (README "Quality figures").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<ProgramQualityView>,
 }
 
 /// A room's look without the logo's bytes (up to 256 KiB: not for every status poll).
@@ -68,6 +72,8 @@ pub struct ParticipantStatus {
     pub audio: AudioMix,
     /// Active WHEP subscriptions to this participant's media.
     pub subscribers: usize,
+    /// Reception (loss, jitter), A/V offset and join → visible of this publisher.
+    pub quality: ParticipantQualityView,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,6 +194,7 @@ impl RoomStatus {
                         .collect(),
                     audio: p.audio,
                     subscribers: room.subscriber_count(id),
+                    quality: ParticipantQualityView::default(),
                 })
                 .collect(),
             layout: room.settings().layout.clone(),
@@ -196,6 +203,7 @@ impl RoomStatus {
             mixer,
             outputs: room.outputs().iter().map(OutputStatusView::of).collect(),
             cost: None,
+            quality: None,
         }
     }
 }

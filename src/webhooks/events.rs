@@ -164,6 +164,7 @@ mod tests {
             tracks: Vec::new(),
             audio: Default::default(),
             subscribers: 0,
+            quality: Default::default(),
         }
     }
 

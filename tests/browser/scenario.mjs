@@ -490,6 +490,25 @@ try {
     const guestSide = await check('latency host to guest', () => latency(guest.page, hostId));
     if (hostSide) metrics.guest_to_host = hostSide;
     if (guestSide) metrics.host_to_guest = guestSide;
+    // Chromium sends RTCP sender reports (audio every ~5 s), from which serve measures each
+    // publisher's A/V offset; the mixer reports its latency and whether the program moves.
+    const quality = await check('studio quality panel: mixer latency, moving program, guest on air and A/V offset', async () =>
+      waitInPage(
+        host.page,
+        'quality figures',
+        (id) => {
+          const latency = document.getElementById('quality-latency').textContent;
+          const program = document.getElementById('quality-program').textContent;
+          const row = document.querySelector(`#quality-people li[data-participant-id="${id}"]`)?.textContent ?? '';
+          const ok = /^\d+ ms/.test(latency) && program === 'moving' && /on air \d+ ms/.test(row)
+            && /A\/V (in sync|picture \d+ ms late|sound \d+ ms late)/.test(row);
+          return ok ? { latency, program, row } : null;
+        },
+        guestId,
+        30000,
+      ),
+    );
+    if (quality) metrics.quality_panel = quality;
   } else {
     for (const name of ['host page plays the guest video', 'guest page plays the host video']) {
       skip(name, 'no guest or host session');

@@ -38,6 +38,17 @@ pub struct Serve {
     log_path: Option<std::path::PathBuf>,
     /// The `--config` file, when started with one (tests rewrite it before SIGHUP).
     pub config_path: Option<std::path::PathBuf>,
+    /// serve's `--data-dir`: its own per serve, so tests never restore each other's rooms.
+    pub data_dir: std::path::PathBuf,
+    /// Removed on drop (made here, not given by the test).
+    owns_data_dir: bool,
+}
+
+/// A fresh data directory for one serve (its room store), under the system's temp dir.
+pub fn temp_data_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("costream-data-{}-{n}", std::process::id()))
 }
 
 impl Serve {
@@ -92,6 +103,18 @@ impl Serve {
         Self::spawn_with(stderr, log_path, default_filter, None, &[])
     }
 
+    /// With the room store in `data_dir` (kept on drop: the test restarts serve on it).
+    pub fn start_with_data_dir(data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        Self::spawn_in(
+            Stdio::inherit(),
+            None,
+            "info",
+            None,
+            &[],
+            Some(data_dir.to_path_buf()),
+        )
+    }
+
     fn spawn_with(
         stderr: Stdio,
         log_path: Option<std::path::PathBuf>,
@@ -99,6 +122,19 @@ impl Serve {
         config: Option<std::path::PathBuf>,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::spawn_in(stderr, log_path, default_filter, config, env, None)
+    }
+
+    fn spawn_in(
+        stderr: Stdio,
+        log_path: Option<std::path::PathBuf>,
+        default_filter: &str,
+        config: Option<std::path::PathBuf>,
+        env: &[(&str, &str)],
+        data_dir: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let owns_data_dir = data_dir.is_none();
+        let data_dir = data_dir.unwrap_or_else(temp_data_dir);
         let mut command = Command::new(BIN);
         command.envs(env.iter().copied());
         if let Some(config) = &config {
@@ -114,6 +150,8 @@ impl Serve {
                 "--origin-rtmp-listen",
                 "127.0.0.1:0",
             ])
+            .arg("--data-dir")
+            .arg(&data_dir)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| default_filter.into()),
@@ -136,6 +174,8 @@ impl Serve {
             base_url,
             log_path,
             config_path: None,
+            data_dir,
+            owns_data_dir,
         })
     }
 
@@ -189,6 +229,9 @@ impl Drop for Serve {
         }
         if let Some(path) = &self.config_path {
             let _ = std::fs::remove_file(path);
+        }
+        if self.owns_data_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
         }
     }
 }

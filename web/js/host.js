@@ -8,6 +8,7 @@ import {
 import { LocalMedia, wireMediaToggles } from './devices.js';
 import { playFlv } from './player.js';
 import { ProgramControls } from './program.js';
+import { renderQuality } from './quality.js';
 import { publish, Subscriptions } from './rtc.js';
 import { displayName, RemoteTiles } from './tiles.js';
 
@@ -188,6 +189,7 @@ function render(status) {
   tiles.update(status.participants);
   renderPeople();
   renderProgram(status);
+  renderQuality(status);
 }
 
 function renderPeople() {

@@ -134,6 +134,8 @@ pub struct RoomStatus {
     pub lifetime: RoomLifetime,
     /// Present when the room pushes to the built-in origin.
     pub origin: Option<OriginStatus>,
+    /// The program's quality figures, while live (README "Quality figures").
+    pub quality: Option<crate::room::quality::ProgramQualityView>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -167,6 +169,7 @@ pub struct ParticipantStatus {
     pub audio: AudioMix,
     /// Active WHEP subscriptions to this participant.
     pub subscribers: u64,
+    pub quality: crate::room::quality::ParticipantQualityView,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -1,0 +1,135 @@
+//! The one writer of the database. Room actors must never wait for a disk (a redb commit
+//! fsyncs), so they leave the newest record of their room in a pending map and go on; a
+//! dedicated thread takes whatever is pending and commits it in one transaction. Per room only
+//! the newest change is kept, so writes cannot reorder (last write wins) and memory is bounded
+//! by the number of rooms, however fast they change.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::sync::watch;
+
+use super::db::{Change, RoomDb};
+
+/// Ended rooms remembered so a save racing the end (the actor answering one last command)
+/// does not bring the record back. Room ids are random and never reused, so a bounded memory
+/// of the latest ends is enough: a racing save arrives within moments of its end.
+const REMEMBERED_ENDS: usize = 4096;
+
+#[derive(Default)]
+struct Pending {
+    changes: HashMap<String, Change>,
+    ended: HashSet<String>,
+    ended_order: VecDeque<String>,
+    /// Count of changes handed in so far; `committed` catches up with it.
+    seq: u64,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    /// The `seq` the writer has committed (or given up on) up to.
+    committed: watch::Sender<u64>,
+}
+
+#[derive(Clone)]
+pub struct Journal {
+    shared: Arc<Shared>,
+}
+
+impl Journal {
+    /// Starts the writer thread; it runs as long as the process (it holds the database).
+    pub fn start(db: Arc<RoomDb>) -> Self {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            committed: watch::channel(0).0,
+        });
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("room-store".into())
+            .spawn(move || write_forever(&db, &writer))
+            .expect("spawn the room store's writer thread");
+        Self { shared }
+    }
+
+    pub fn put(&self, room_id: &str, bytes: Vec<u8>) {
+        let mut pending = self.shared.pending.lock().expect("store lock");
+        if pending.ended.contains(room_id) {
+            return;
+        }
+        pending
+            .changes
+            .insert(room_id.to_string(), Change::Put(bytes));
+        pending.seq += 1;
+        drop(pending);
+        self.shared.wake.notify_one();
+    }
+
+    pub fn delete(&self, room_id: &str) {
+        let mut pending = self.shared.pending.lock().expect("store lock");
+        pending.changes.insert(room_id.to_string(), Change::Delete);
+        if pending.ended.insert(room_id.to_string()) {
+            pending.ended_order.push_back(room_id.to_string());
+            while pending.ended_order.len() > REMEMBERED_ENDS {
+                if let Some(oldest) = pending.ended_order.pop_front() {
+                    pending.ended.remove(&oldest);
+                }
+            }
+        }
+        pending.seq += 1;
+        drop(pending);
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits until every change handed in before this call is committed (or failed).
+    pub async fn flushed(&self) {
+        let target = self.shared.pending.lock().expect("store lock").seq;
+        let mut committed = self.shared.committed.subscribe();
+        // The sender lives in `shared`, which we hold: the channel cannot close.
+        let _ = committed.wait_for(|done| *done >= target).await;
+    }
+}
+
+fn write_forever(db: &RoomDb, shared: &Shared) {
+    loop {
+        let (changes, seq) = {
+            let mut pending = shared.pending.lock().expect("store lock");
+            while pending.changes.is_empty() {
+                pending = shared.wake.wait(pending).expect("store lock");
+            }
+            (std::mem::take(&mut pending.changes), pending.seq)
+        };
+        if let Err(e) = db.apply(changes.iter().map(|(id, change)| (id.as_str(), change))) {
+            // The rooms go on; their next change tries again with their newest record.
+            tracing::error!(rooms = changes.len(), "cannot save rooms: {e}");
+        }
+        shared.committed.send_replace(seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_newest_change_wins_and_an_end_sticks() {
+        let dir = std::env::temp_dir().join(format!("costream-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("j.redb");
+        let _ = std::fs::remove_file(&path);
+        let db = Arc::new(RoomDb::open(&path).unwrap());
+        let journal = Journal::start(db.clone());
+        journal.put("a", b"1".to_vec());
+        journal.put("a", b"2".to_vec());
+        journal.put("b", b"1".to_vec());
+        journal.delete("b");
+        journal.put("b", b"late".to_vec());
+        journal.flushed().await;
+        assert_eq!(
+            db.load_all().unwrap(),
+            vec![("a".to_string(), b"2".to_vec())]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
