@@ -40,6 +40,8 @@ pub struct Reception {
     clock_rate: f64,
     /// Extended highest sequence number and the first one, once a packet arrived.
     seq: Option<SeqRange>,
+    /// After a big sequence jump: the number that would confirm a sender restart.
+    probation: Option<u16>,
     received: u64,
     /// RFC 3550's J, in RTP timestamp units.
     jitter: f64,
@@ -66,8 +68,8 @@ impl Reception {
 
     /// One packet: its sequence number and RTP timestamp, and its arrival as Unix time.
     pub fn on_packet(&mut self, seq: u16, rtp_time: u32, arrival_unix: Duration) {
-        self.track_sequence(seq);
         self.received += 1;
+        self.track_sequence(seq);
         let arrival = arrival_unix.as_secs_f64();
         // Jitter: transit differences in RTP units; only the differences matter, so the
         // arrival's epoch does not.
@@ -128,15 +130,21 @@ impl Reception {
             range.highest += u64::from(ahead);
         } else if ahead > u16::MAX - MAX_DROPOUT {
             // Late or reordered: older than the highest, nothing to extend.
-        } else {
-            // A big jump: the sender restarted its sequence; count from here (in a later
-            // cycle, so the extended numbers keep growing).
-            let first = (((range.highest >> 16) + 1) << 16) + u64::from(seq);
+        } else if self.probation == Some(seq) {
+            // Two in a row after a big jump: the sender restarted its sequence; count from
+            // the first of them (in a later cycle, so the extended numbers keep growing).
+            let first = (((range.highest >> 16) + 1) << 16) + u64::from(seq.wrapping_sub(1));
             *range = SeqRange {
                 first,
-                highest: first,
+                highest: first + 1,
             };
-            self.received = 0;
+            self.received = 2;
+            self.probation = None;
+        } else {
+            // A big jump once is a stray packet (or a hostile one), not a restart: it must not
+            // wipe the figures (RFC 3550 A.1 waits for a second packet in sequence).
+            self.probation = Some(seq.wrapping_add(1));
+            self.received -= 1;
         }
     }
 }
@@ -225,7 +233,22 @@ mod tests {
         r.on_packet(101, 0, ms(10));
         r.on_packet(40_000, 0, ms(20));
         r.on_packet(40_001, 0, ms(30));
-        assert_eq!(r.stats().lost, 0);
+        r.on_packet(40_003, 0, ms(40));
+        assert_eq!(r.stats().expected, 4);
+        assert_eq!(r.stats().lost, 1);
+    }
+
+    #[test]
+    fn a_stray_packet_far_off_does_not_wipe_the_figures() {
+        let mut r = Reception::new(90_000);
+        for seq in [100u16, 101, 103] {
+            r.on_packet(seq, 0, ms(0));
+        }
+        r.on_packet(30_000, 0, ms(10));
+        r.on_packet(104, 0, ms(20));
+        let s = r.stats();
+        assert_eq!(s.expected, 5);
+        assert_eq!(s.lost, 1);
     }
 
     #[test]

@@ -15,11 +15,16 @@ pub fn redact_url(raw: &str) -> String {
     if url.query().is_some() {
         url.set_query(Some("***"));
     }
+    if url.fragment().is_some() {
+        url.set_fragment(Some("***"));
+    }
     let path = url.path().trim_end_matches('/').to_string();
     match path.rsplit_once('/') {
         Some((app, key)) if !app.is_empty() && !key.is_empty() => {
             url.set_path(&format!("{app}/***"));
         }
+        // A single segment (`rtmp://host/KEY`): there is no application to keep.
+        Some((_, key)) if !key.is_empty() => url.set_path("/***"),
         _ => {}
     }
     url.to_string()
@@ -42,6 +47,16 @@ mod tests {
         let shown = redact_url("rtmps://user:pw@cdn.example/app/key?token=secret");
         assert!(!shown.contains("secret") && !shown.contains("key") && !shown.contains("pw"));
         assert!(shown.starts_with("rtmps://***@cdn.example/app/"), "{shown}");
+    }
+
+    #[test]
+    fn a_lone_path_segment_and_a_fragment_are_hidden_too() {
+        assert_eq!(
+            redact_url("rtmp://cdn.example/SECRETKEY"),
+            "rtmp://cdn.example/***"
+        );
+        let shown = redact_url("rtmp://cdn.example/app/key#SECRET");
+        assert!(!shown.contains("SECRET"), "{shown}");
     }
 
     #[test]

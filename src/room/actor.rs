@@ -224,6 +224,7 @@ impl RoomHandle {
             wants_live: durable.live,
             created_at: durable.created_at,
         };
+        let save_at_start = !durable.stored;
         // A root span: the actor outlives the HTTP request that created the room.
         let span = tracing::info_span!(parent: None, "room", room = %id);
         tokio::spawn(
@@ -234,6 +235,7 @@ impl RoomHandle {
                     mixer_rx,
                     subscription_rx,
                     cancel.clone(),
+                    save_at_start,
                 )
                 .instrument(span),
         );
@@ -510,10 +512,13 @@ impl RoomActor {
         mut mixer_reports: mpsc::Receiver<MixerReport>,
         mut subscription_events: mpsc::Receiver<(SubscriptionId, SubscriptionEvent)>,
         cancel: CancellationToken,
+        save_at_start: bool,
     ) {
         let mut live_status = tokio::time::interval(LIVE_STATUS_INTERVAL);
         live_status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.save();
+        if save_at_start {
+            self.save();
+        }
         loop {
             // The state machine's own deadlines: a pending mixer restart, a heartbeat.
             let timeout = self.state.poll_timeout();

@@ -25,6 +25,10 @@ pub struct Durable {
     pub live: bool,
     /// Unix seconds.
     pub created_at: u64,
+    /// The store holds this room's record already (a restored room): it is not saved again
+    /// until it changes, so what could not be restored (an origin output while the origin is
+    /// off) stays in the record for a later start.
+    pub stored: bool,
 }
 
 impl Durable {
@@ -35,6 +39,7 @@ impl Durable {
             guests: GuestList::default(),
             live: false,
             created_at: crate::access::unix_now(),
+            stored: false,
         }
     }
 }
@@ -103,6 +108,7 @@ pub async fn restore_rooms(
             guests: GuestList::restored(&record.banned, record.shared_link_revoked),
             live: record.live,
             created_at: record.created_at,
+            stored: true,
         };
         let room = match rooms.restore(&room_id, settings, durable) {
             Ok(room) => room,

@@ -3,7 +3,7 @@
 //! `kill -9` mid-write leaves the last committed state), and locks its file so two servers
 //! cannot share one data directory by mistake.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, TableDefinition};
@@ -27,9 +27,15 @@ pub struct RoomDb {
 impl RoomDb {
     /// Opens or creates the file (and its table).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // Created 0600 before redb opens it: room names and bans are nobody else's business
+        // (the directory is 0700 too).
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| StoreError::db(path, e))?;
         let db = Database::create(path).map_err(|e| StoreError::db(path, e))?;
-        // Sealed stream keys only, but still nobody else's business (the directory is 0700 too).
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         let this = Self {
             db,
             path: path.to_path_buf(),

@@ -40,6 +40,11 @@ pub fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
             std::io::Error::from(std::io::ErrorKind::NotADirectory),
         ));
     }
+    // An existing directory keeps its mode: tighten it (keys and records are in it).
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io("cannot make it private (chmod 0700)", e))?;
+    }
     Ok(())
 }
 

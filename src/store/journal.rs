@@ -82,12 +82,16 @@ impl Journal {
         self.shared.wake.notify_one();
     }
 
-    /// Waits until every change handed in before this call is committed (or failed).
+    /// Waits until every change handed in before this call is committed, or at most
+    /// [`FLUSH_WAIT`] while the disk refuses writes (the writer keeps retrying after that).
     pub async fn flushed(&self) {
         let target = self.shared.pending.lock().expect("store lock").seq;
         let mut committed = self.shared.committed.subscribe();
         // The sender lives in `shared`, which we hold: the channel cannot close.
-        let _ = committed.wait_for(|done| *done >= target).await;
+        let done = committed.wait_for(|done| *done >= target);
+        if tokio::time::timeout(FLUSH_WAIT, done).await.is_err() {
+            tracing::warn!("room store: changes not on disk after {FLUSH_WAIT:?}; still retrying");
+        }
     }
 }
 
@@ -100,13 +104,31 @@ fn write_forever(db: &RoomDb, shared: &Shared) {
             }
             (std::mem::take(&mut pending.changes), pending.seq)
         };
-        if let Err(e) = db.apply(changes.iter().map(|(id, change)| (id.as_str(), change))) {
-            // The rooms go on; their next change tries again with their newest record.
-            tracing::error!(rooms = changes.len(), "cannot save rooms: {e}");
+        match db.apply(changes.iter().map(|(id, change)| (id.as_str(), change))) {
+            Ok(()) => {
+                shared.committed.send_replace(seq);
+            }
+            Err(e) => {
+                // The rooms go on. The batch goes back (behind anything newer handed in
+                // meanwhile) and is tried again: a lost delete would bring an ended room back
+                // at the next start, a lost save would restore stale settings.
+                tracing::error!(rooms = changes.len(), "cannot save rooms (retrying): {e}");
+                let mut pending = shared.pending.lock().expect("store lock");
+                for (id, change) in changes {
+                    pending.changes.entry(id).or_insert(change);
+                }
+                drop(pending);
+                std::thread::sleep(RETRY_AFTER_FAILURE);
+            }
         }
-        shared.committed.send_replace(seq);
     }
 }
+
+/// How long a caller waits for the disk (an API `DELETE`, shutdown) before going on.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Pause between attempts while the disk refuses writes (full, read-only).
+const RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

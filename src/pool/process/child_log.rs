@@ -115,7 +115,9 @@ pub fn parse_line(raw: RawLine) -> Option<MixerLine> {
     if let Some((level, message)) = parse_event(text) {
         return Some(MixerLine {
             level,
-            message,
+            // JSON decoding turns an escaped `\n` back into a line break: a display name or an
+            // error string must not forge lines in serve's text log.
+            message: without_line_breaks(&message),
             truncated: raw.truncated,
         });
     }
@@ -125,6 +127,23 @@ pub fn parse_line(raw: RawLine) -> Option<MixerLine> {
         message: text.to_string(),
         truncated: raw.truncated,
     })
+}
+
+/// `text` with CR, LF and other control characters escaped (`\n`), so it stays one line.
+fn without_line_breaks(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// A `tracing-subscriber` JSON event: `level`, `fields` (`message` among them), maybe `spans`.
@@ -349,6 +368,18 @@ mod tests {
         assert_eq!(got[0].text, "x".repeat(16));
         assert!(got[0].truncated);
         assert_eq!(got[1], raw("next"));
+    }
+
+    #[test]
+    fn an_escaped_line_break_in_a_message_does_not_forge_a_line() {
+        let line = r#"{"level":"INFO","fields":{"message":"joined\nERROR forged line"}}"#;
+        let parsed = parse_line(RawLine {
+            text: line.to_string(),
+            truncated: false,
+        })
+        .unwrap();
+        assert_eq!(parsed.message, "joined\\nERROR forged line");
+        assert!(!parsed.message.contains('\n'));
     }
 
     #[test]
