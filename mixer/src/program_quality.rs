@@ -87,11 +87,13 @@ impl LatencyWindow {
 const MAX_PENDING_JOINS: usize = 64;
 
 /// Join → visible: an input is visible once a program frame at or after the running time of its
-/// first shown frame has left the muxer. Inputs are named by their serial (no strings on the
-/// streaming threads).
+/// first frame has left the muxer while the layout shows it. Shown-ness is asked when the
+/// program frame leaves, not when the input frame arrives: layouts are applied between program
+/// frames, so the first frames may arrive before the placement and still be the ones shown.
+/// Inputs are named by their serial (no strings on the streaming threads).
 #[derive(Debug, Default)]
 pub struct JoinTracker {
-    /// (serial, running time in ns of its first frame that arrived shown).
+    /// (serial, running time in ns of its first frame).
     pending: Vec<(u64, u64)>,
     /// Serials now visible, not yet reported.
     visible: Vec<u64>,
@@ -110,15 +112,16 @@ impl JoinTracker {
         self.pending.push((serial, running_ns));
     }
 
-    /// A program frame of this running time left the muxer.
-    pub fn on_program(&mut self, running_ns: u64) {
+    /// A program frame of this running time left the muxer; `shown` says whether the layout
+    /// shows an input now.
+    pub fn on_program(&mut self, running_ns: u64, shown: impl Fn(u64) -> bool) {
         if self.pending.is_empty() {
             return;
         }
         let mut i = 0;
         while i < self.pending.len() {
             let (serial, first) = self.pending[i];
-            if running_ns >= first {
+            if running_ns >= first && shown(serial) {
                 self.pending.remove(i);
                 if self.visible.len() < MAX_PENDING_JOINS {
                     self.visible.push(serial);
@@ -411,16 +414,27 @@ mod tests {
         j.arm(1, 1_000);
         j.arm(2, 5_000);
         j.arm(1, 9_000); // a second arming changes nothing
-        j.on_program(999);
+        let all = |_| true;
+        j.on_program(999, all);
         assert!(j.take_visible().is_empty());
-        j.on_program(1_000);
+        j.on_program(1_000, all);
         assert_eq!(j.take_visible(), vec![1]);
-        j.on_program(4_000);
+        j.on_program(4_000, all);
         assert!(j.take_visible().is_empty());
-        j.on_program(6_000);
+        j.on_program(6_000, all);
         assert_eq!(j.take_visible(), vec![2]);
-        j.on_program(100_000);
+        j.on_program(100_000, all);
         assert!(j.take_visible().is_empty(), "once per input");
+    }
+
+    #[test]
+    fn a_hidden_input_is_reported_when_the_layout_shows_it() {
+        let mut j = JoinTracker::default();
+        j.arm(1, 1_000);
+        j.on_program(5_000, |_| false);
+        assert!(j.take_visible().is_empty());
+        j.on_program(6_000, |serial| serial == 1);
+        assert_eq!(j.take_visible(), vec![1]);
     }
 
     #[test]
@@ -428,11 +442,11 @@ mod tests {
         let mut j = JoinTracker::default();
         j.arm(1, 1_000);
         j.arm(2, 1_000);
-        j.on_program(2_000);
+        j.on_program(2_000, |serial| serial != 1);
         j.forget(1);
         j.arm(3, 3_000);
         j.forget(3);
-        j.on_program(4_000);
+        j.on_program(4_000, |_| true);
         assert_eq!(j.take_visible(), vec![2]);
         for s in 0..1000 {
             j.arm(100 + s, u64::MAX);

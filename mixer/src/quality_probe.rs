@@ -35,6 +35,9 @@ pub struct QualityProbes {
     muxed: Mutex<Muxed>,
     /// Written per program frame and per input frame.
     stillness: Mutex<StillnessWatch>,
+    /// Each pending input's compositor pad, to ask whether the layout shows it when a program
+    /// frame leaves (weak: the branch owns its pad).
+    input_pads: Mutex<Vec<(u64, gst::glib::WeakRef<gst::Pad>)>>,
 }
 
 #[derive(Default)]
@@ -60,6 +63,7 @@ impl QualityProbes {
             video_offset_ns,
             muxed: Mutex::default(),
             stillness: Mutex::default(),
+            input_pads: Mutex::default(),
         });
 
         let reader = LumaReader::default();
@@ -82,8 +86,9 @@ impl QualityProbes {
     }
 
     /// Probes one video input's compositor pad: its frames (for the stillness watch) and its
-    /// first frame that arrives shown (join → visible). `serial` names the input.
+    /// first frame (join → visible). `serial` names the input.
     pub fn attach_input(self: &Arc<Self>, pad: &gst::Pad, serial: u64) {
+        lock(&self.input_pads).push((serial, pad.downgrade()));
         let reader = LumaReader::default();
         let armed = AtomicBool::new(false);
         let shared = self.clone();
@@ -92,8 +97,8 @@ impl QualityProbes {
                 return gst::PadProbeReturn::Ok;
             };
             // The compositor skips alpha 0 pads: the layout hides unplaced inputs that way.
-            let visible = pad.property::<f64>("alpha") > 0.0;
-            if visible && !armed.load(Ordering::Relaxed) {
+            let visible = is_shown(pad);
+            if !armed.load(Ordering::Relaxed) {
                 if let Some(running) = running_time(pad, buffer) {
                     armed.store(true, Ordering::Relaxed);
                     lock(&shared.muxed).joins.arm(serial, running);
@@ -108,6 +113,7 @@ impl QualityProbes {
 
     /// The input is gone (call after its branch stopped, so no probe call comes later).
     pub fn forget_input(&self, serial: u64) {
+        lock(&self.input_pads).retain(|(s, _)| *s != serial);
         lock(&self.muxed).joins.forget(serial);
         lock(&self.stillness).forget(serial);
     }
@@ -154,8 +160,19 @@ impl QualityProbes {
                 .latency
                 .record(i128::from(now.nseconds()) - i128::from(frame));
         }
-        muxed.joins.on_program(frame);
+        let pads = lock(&self.input_pads);
+        muxed.joins.on_program(frame, |serial| {
+            pads.iter()
+                .find(|(s, _)| *s == serial)
+                .and_then(|(_, pad)| pad.upgrade())
+                .is_some_and(|pad| is_shown(&pad))
+        });
     }
+}
+
+/// Whether the layout shows the input of this compositor pad (hidden pads have alpha 0).
+fn is_shown(pad: &gst::Pad) -> bool {
+    pad.property::<f64>("alpha") > 0.0
 }
 
 /// A buffer's running time in its pad's segment (what the compositor compares).
