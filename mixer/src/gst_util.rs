@@ -7,6 +7,12 @@ use gstreamer::prelude::*;
 
 use crate::error::MixerError;
 
+/// Locks a mutex shared with pad probes, recovering it if a holder panicked: a probe runs on a
+/// streaming thread, where a second panic would take the pipeline down.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Creates element `factory` named `name`; a missing plugin becomes a typed error naming it.
 pub fn make(factory: &'static str, name: &str) -> Result<gst::Element, MixerError> {
     if gst::ElementFactory::find(factory).is_none() {

@@ -10,7 +10,7 @@
 //! frame interval of alignment in the compositor).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use gstreamer as gst;
@@ -20,6 +20,7 @@ use gstreamer_video::prelude::*;
 
 use crate::control::ProgramQuality;
 use crate::error::MixerError;
+use crate::gst_util::lock;
 use crate::program_quality::{
     sample_luma, JoinTracker, LatencyWindow, LumaSignature, StillnessWatch,
 };
@@ -220,8 +221,4 @@ impl LumaReader {
             frame.height() as usize,
         )
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -20,6 +20,7 @@ use gstreamer::prelude::*;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
+use crate::gst_util::lock;
 use crate::timecode;
 
 /// Directory for the per-process timecode log; unset (the default) disables the probe.
@@ -153,10 +154,6 @@ pub fn attach_stages(
         }
         gst::PadProbeReturn::Ok
     });
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn write_line(value: u32, name: &str) {
