@@ -7,8 +7,10 @@
 //! - `fleet_failover_kill_*`: `kill -9` of the worker running a room (and its mixers) → a new
 //!   publisher of the room's key receiving bytes at the CDN.
 //! - `fleet_failover_partition_*`: the same after `SIGSTOP` of the worker (silent but alive).
-//! - `fleet_move_gap_ms`: a worker drained (SIGTERM, 1 s drain deadline) with a room live: the
-//!   gap at the CDN between the old publisher's last bytes and the new one's first.
+//! - `fleet_move_gap_ms`: a worker drained (SIGTERM, 1 s drain deadline) with a room live; the
+//!   room moves make before break (successor started first, each output handed over once the
+//!   old mixer let go of it): the gap at the CDN between the old publisher's last bytes and the
+//!   new one's first.
 //! - `fleet_burst_all_live_ms`: 20 light rooms (320x180 at 15 fps) go live at once across 3
 //!   workers → every one of them receiving bytes at the CDN.
 //!

@@ -326,6 +326,8 @@ async fn a_draining_worker_takes_no_new_room_and_hands_its_room_over() -> anyhow
     let api = Api::new(&serve.base_url);
     wait_for_workers(&api, 1).await?;
     let a = api.create_room(small_room(&nginx, "da")).await?;
+    let _guest = red_guest(&a)?;
+    api.wait_for_tracks(&a, 2).await?;
     assert_eq!(go_live_on_a_worker(&api, &a).await?, "w-old");
 
     // A new version joins; the old one is told to go (SIGTERM).
@@ -334,6 +336,7 @@ async fn a_draining_worker_takes_no_new_room_and_hands_its_room_over() -> anyhow
     let old_ids = nginx.publisher_ids("da");
     assert_eq!(old_ids.len(), 1);
     old.signal("TERM")?;
+    let started_draining = Instant::now();
     eventually("old worker draining", Duration::from_secs(5), || async {
         let view = pool(&api).await?;
         let draining = view["workers"]
@@ -347,20 +350,50 @@ async fn a_draining_worker_takes_no_new_room_and_hands_its_room_over() -> anyhow
     // New rooms go to the new worker only, though the old one has room.
     let b = api.create_room(small_room(&nginx, "db")).await?;
     assert_eq!(go_live_on_a_worker(&api, &b).await?, "w-new");
-    // Room a streams on the old worker until the drain deadline, then moves.
-    old.wait_exit(Duration::from_secs(15))?;
-    let (_, gap) = new_publisher_at_cdn(
-        &nginx,
-        "da",
-        &old_ids,
-        Instant::now(),
-        Duration::from_secs(10),
-    )
-    .await?;
+    // Room a streams on the old worker until the drain deadline, then moves make before
+    // break: its successor on w-new starts (the status names it and says "moving") while the
+    // old publisher is still at the CDN, and the output moves once the successor shows the
+    // program.
+    let mut successor_seen_at = None;
+    let gone_at = loop {
+        let status = api.status(&a).await?;
+        if successor_seen_at.is_none() && status["mixer"]["worker"] == "w-new" {
+            successor_seen_at = Some(Instant::now());
+            assert_eq!(status["mixer"]["state"], "moving", "{status}");
+        }
+        let ids = nginx.publisher_ids("da");
+        if !ids.iter().any(|id| old_ids.contains(id)) {
+            break Instant::now();
+        }
+        anyhow::ensure!(
+            started_draining.elapsed() < Duration::from_secs(30),
+            "room a never left the old worker"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let successor_seen_at = successor_seen_at.ok_or_else(|| {
+        anyhow::anyhow!("the successor never showed before the old publisher left")
+    })?;
+    assert!(successor_seen_at <= gone_at);
+    let (_, gap) =
+        new_publisher_at_cdn(&nginx, "da", &old_ids, gone_at, Duration::from_secs(10)).await?;
     println!(
-        "MEASURE fleet_drain_worker_exit_to_new_publisher_ms={}",
-        gap.as_millis()
+        "MEASURE fleet_drain_output_gap_ms={} successor_started_before_ms={}",
+        gap.as_millis(),
+        gone_at.duration_since(successor_seen_at).as_millis()
     );
+    assert!(gap < Duration::from_secs(3), "output gap {gap:?}");
+    // The old worker exits once its room has moved, well before its hard limit.
+    old.wait_exit(Duration::from_secs(20))?;
+    let status = api.status(&a).await?;
+    assert_eq!(
+        status["mixer"]["restarts"], 0,
+        "a planned move is no restart: {status}"
+    );
+    assert_eq!(status["mixer"]["state"], "running", "{status}");
+    assert_eq!(status["outputs"][0]["state"], "live", "{status}");
+    // The guest's RTP now goes to the successor: the mix still shows it.
+    red_on_air(&nginx.rtmp_url("da")).await?;
     assert_eq!(api.status(&a).await?["mixer"]["worker"], "w-new");
     wait_for_workers(&api, 1).await?;
     Ok(())

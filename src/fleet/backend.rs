@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::link::{LinkParams, RemoteMixer};
 use super::placement::{place, Placement};
-use super::record::WorkerRecord;
+use super::record::{WorkerRecord, WorkerState};
 use super::store::FleetStore;
 use super::wire::PROTOCOL;
 use super::WorkerView;
@@ -248,10 +248,13 @@ impl MixerBackend for FleetBackend {
             placement.inputs,
             placement.worker_id.clone(),
         );
-        // A restart after its worker failed goes elsewhere: re-placed on the current view.
-        let worker_id = if avoid.contains(&current)
-            || !st.workers.iter().any(|w| w.worker_id == current)
-        {
+        // A restart after its worker failed, or a move off a draining worker, goes elsewhere:
+        // re-placed on the current view.
+        let current_serving = st
+            .workers
+            .iter()
+            .any(|w| w.worker_id == current && w.state == WorkerState::Serving);
+        let worker_id = if avoid.contains(&current) || !current_serving {
             match place(&st.workers, &pending, cost, &avoid, PROTOCOL) {
                 Placement::On { worker_id, .. } => worker_id,
                 Placement::NoFit(no_fit) => {

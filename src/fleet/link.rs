@@ -382,6 +382,13 @@ async fn relay(
                         Ok(FromWorker::Exited { epoch: e, reason }) if e == epoch => {
                             return End::MixerEnded(format!("worker {worker_id}: {reason}"));
                         }
+                        Ok(FromWorker::Moving { epoch: e }) if e == epoch => {
+                            info!("the worker is draining: moving the room (make before break)");
+                            let report = MixerReport::MoveRequested { epoch: params.room_epoch };
+                            if params.reports.send(report).await.is_err() {
+                                return End::Deliberate("the room is gone".into());
+                            }
+                        }
                         Ok(FromWorker::Alive) => {}
                         Ok(other) => warn!(epoch, "ignoring a message of another placement: {other:?}"),
                         Err(e) => warn!("unreadable message from the worker ({e}): {line:.200}"),

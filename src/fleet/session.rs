@@ -32,6 +32,9 @@ const LEASE_RENEW: Duration = Duration::from_secs(1);
 const LEASE_TTL: Duration = Duration::from_secs(5);
 /// The mixer is told its parent is alive this often (see `WATCHDOG_ENV`).
 const KEEPALIVE: Duration = Duration::from_secs(1);
+/// After asking serve to move the room, how long this mixer stays on air although the lease
+/// names its successor: serve stops it over this connection once the successor has taken over.
+const MOVE_GRACE: Duration = Duration::from_secs(20);
 
 type Lines = Framed<TcpStream, LinesCodec>;
 
@@ -221,8 +224,25 @@ async fn run_placement(
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_word = tokio::time::Instant::now();
     let mut renewing: Option<tokio::task::JoinHandle<Result<LeaseCheck, String>>> = None;
+    let mut move_requests = ctx.move_requests();
+    let mut moving_since: Option<tokio::time::Instant> = None;
+    let mut watching_moves = true;
     loop {
         tokio::select! {
+            changed = move_requests.changed(), if moving_since.is_none() && watching_moves => {
+                if changed.is_err() {
+                    watching_moves = false;
+                    continue;
+                }
+                if !*move_requests.borrow_and_update() {
+                    continue;
+                }
+                info!("asking serve to move the room (make before break)");
+                moving_since = Some(tokio::time::Instant::now());
+                if let Err(e) = send_line(lines, &FromWorker::Moving { epoch }).await {
+                    return e;
+                }
+            }
             line = lines.next() => match line {
                 Some(Ok(line)) => {
                     last_word = tokio::time::Instant::now();
@@ -259,6 +279,8 @@ async fn run_placement(
                         continue;
                     }
                     Some(MixerReport::Exited { reason, .. }) => reason,
+                    // A local process never asks to move.
+                    Some(MixerReport::MoveRequested { .. }) => continue,
                     None => "the mixer's reports ended".into(),
                 };
                 let _ = send_line(lines, &FromWorker::Exited { epoch, reason: reason.clone() }).await;
@@ -286,6 +308,12 @@ async fn run_placement(
                 match checked {
                     Ok(Ok(LeaseCheck::Renewed)) => {}
                     Ok(Ok(LeaseCheck::Reclaimed)) => info!("lease was gone (Redis restarted?); taken back"),
+                    // The successor serve started for the move holds it: serve stops us.
+                    Ok(Ok(LeaseCheck::Lost { holder }))
+                        if moving_since.is_some_and(|t| t.elapsed() < MOVE_GRACE) =>
+                    {
+                        debug!(%holder, "the room's successor holds the lease; on air until serve stops this mixer");
+                    }
                     Ok(Ok(LeaseCheck::Lost { holder })) => {
                         warn!(%holder, "the room was placed elsewhere: stopping this mixer (fenced)");
                         let reason = format!("fenced: the room is now held by {holder}");

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol; a peer of another version is refused with a log line.
 /// Includes the mixer protocol it carries.
-pub const PROTOCOL: u32 = 1 + costream_mixer::control::PROTOCOL_VERSION * 100;
+pub const PROTOCOL: u32 = 2 + costream_mixer::control::PROTOCOL_VERSION * 100;
 
 /// The first line (`Open`) must be this short: it comes before any authentication.
 pub const MAX_OPEN_LINE: usize = 16 * 1024;
@@ -68,6 +68,10 @@ pub enum FromWorker {
     Exited { epoch: u64, reason: String },
     /// The worker is alive (every second): serve moves a room whose worker falls silent.
     Alive,
+    /// The worker is draining and its deadline has come: serve starts the room's mixer on
+    /// another worker and stops this one once the successor has taken every output over. The
+    /// lease moves to the successor meanwhile; this placement is not fenced for it.
+    Moving { epoch: u64 },
 }
 
 /// What a placement token asserts: this serve may run `sub` at `epoch` on worker `wid`.

@@ -32,6 +32,9 @@ const MIXER_WATCHDOG: Duration = Duration::from_secs(3);
 /// Connections not yet authenticated (each has 5 s to open a room): a flood of idle
 /// connections takes at most these slots, never the rooms already placed.
 const MAX_UNAUTHENTICATED: usize = 32;
+/// After the drain deadline, how long serve has to move the rooms (its own limits for a
+/// handover add up to about 14 s) before this worker exits anyway.
+const MOVE_WAIT: Duration = Duration::from_secs(20);
 
 /// What `costream worker` is started with (see `cli::WorkerArgs`).
 #[derive(Debug, Clone)]
@@ -73,11 +76,18 @@ pub struct WorkerCtx {
     /// Live placements by ledger key (`room@epoch`).
     rooms: Mutex<HashMap<String, Placement>>,
     live: watch::Sender<usize>,
+    /// Set at the drain deadline: every placement asks serve to move its room.
+    moving: watch::Sender<bool>,
 }
 
 impl WorkerCtx {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Becomes true when this worker's rooms must move (its drain deadline came).
+    pub fn move_requests(&self) -> watch::Receiver<bool> {
+        self.moving.subscribe()
     }
 
     /// Records a placement; false when it is already open here (a replayed opening).
@@ -273,6 +283,7 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
         draining: AtomicBool::new(false),
         rooms: Mutex::new(HashMap::new()),
         live: watch::Sender::new(0),
+        moving: watch::Sender::new(false),
     });
     info!(worker = %ctx.id, redis = %redact_url(&settings.redis_url), %control_addr,
         advertise_ip = %settings.advertise_ip, capacity_cores = settings.capacity_cores,
@@ -298,10 +309,24 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
         "draining: taking no new rooms; live rooms stream on until they end (signal again to stop now)");
     publish(&ctx).await;
     let mut live = ctx.live.subscribe();
-    tokio::select! {
-        _ = live.wait_for(|&n| n == 0) => info!("drained: no room is live"),
-        _ = tokio::time::sleep(settings.drain_timeout) => warn!("drain deadline reached; the rooms still live move to other workers"),
-        _ = signals.next() => warn!("second signal: stopping now"),
+    let deadline_reached = tokio::select! {
+        _ = live.wait_for(|&n| n == 0) => { info!("drained: no room is live"); false }
+        _ = tokio::time::sleep(settings.drain_timeout) => true,
+        _ = signals.next() => { warn!("second signal: stopping now"); false }
+    };
+    if deadline_reached {
+        // Make before break: serve starts each room elsewhere and stops its mixer here once
+        // the successor has the outputs. Rooms not moved by then move the hard way (we exit).
+        warn!(
+            rooms = *live.borrow(),
+            "drain deadline reached: moving the rooms still live to other workers"
+        );
+        ctx.moving.send_replace(true);
+        tokio::select! {
+            _ = live.wait_for(|&n| n == 0) => info!("every room moved"),
+            _ = tokio::time::sleep(MOVE_WAIT) => warn!("rooms not moved within {MOVE_WAIT:?}: stopping them"),
+            _ = signals.next() => warn!("second signal: stopping now"),
+        }
     }
     accept.abort();
     heartbeat.abort();

@@ -31,6 +31,11 @@ pub enum MixerReport {
         /// not the mixer itself: the room moves at once and it does not count as a crash.
         worker_lost: bool,
     },
+    /// The machine running the mixer is draining and asks for the room to move (make before
+    /// break: the mixer stays on air until the room stops it). Only fleet workers send it.
+    MoveRequested {
+        epoch: u64,
+    },
 }
 
 /// A started `costream mixer` not yet given to a room: it warms up (GStreamer init, plugins)

@@ -210,6 +210,7 @@ impl RoomHandle {
             subscriber_identities: HashMap::new(),
             subscription_tx,
             mixer: None,
+            outgoing: None,
             mixer_identity: None,
             charged_inputs: None,
             runtime,
@@ -479,6 +480,8 @@ struct RoomActor {
     subscriber_identities: HashMap<SubscriptionId, String>,
     subscription_tx: mpsc::Sender<(SubscriptionId, SubscriptionEvent)>,
     mixer: Option<Box<dyn MixerLink>>,
+    /// The mixer a planned move is replacing: on air until the successor has its outputs.
+    outgoing: Option<Box<dyn MixerLink>>,
     /// (epoch, version, binary) the current mixer reported in `Ready`.
     mixer_identity: Option<(u64, String, String)>,
     /// Participants the pool charges this room for, while it holds a reservation.
@@ -901,10 +904,7 @@ impl RoomActor {
                         quality: Some(quality),
                         ..
                     } if current => self.quality.program(quality.clone(), Instant::now()),
-                    Event::InputVisible { input_id } if current => {
-                        self.input_visible(input_id);
-                        return;
-                    }
+                    Event::InputVisible { input_id } if current => self.input_visible(input_id),
                     _ => {}
                 }
                 Input::Mixer { epoch, event }
@@ -918,12 +918,16 @@ impl RoomActor {
                     self.mixer = None;
                     self.quality.program_ended();
                 }
+                if self.outgoing.as_ref().map(|m| m.epoch()) == Some(epoch) {
+                    self.outgoing = None;
+                }
                 Input::MixerExited {
                     epoch,
                     reason,
                     worker_lost,
                 }
             }
+            MixerReport::MoveRequested { epoch } => Input::MoveMixer { epoch },
         };
         let _ = self.input(input);
     }
@@ -943,6 +947,42 @@ impl RoomActor {
         self.mixer.as_ref().map(|m| m.epoch())
     }
 
+    /// The current mixer, or the one a planned move is replacing, by epoch.
+    fn mixer_of(&self, epoch: u64) -> Option<&dyn MixerLink> {
+        [&self.mixer, &self.outgoing]
+            .into_iter()
+            .flatten()
+            .find(|m| m.epoch() == epoch)
+            .map(|m| m.as_ref())
+    }
+
+    fn take_mixer(&mut self, epoch: u64) -> Option<Box<dyn MixerLink>> {
+        [&mut self.mixer, &mut self.outgoing]
+            .into_iter()
+            .find(|m| m.as_ref().is_some_and(|m| m.epoch() == epoch))
+            .and_then(Option::take)
+    }
+
+    fn launch_mixer(&mut self, epoch: u64) {
+        match self
+            .runtime
+            .pool
+            .launch(&self.id, epoch, self.mixer_tx.clone())
+        {
+            Ok(link) => self.mixer = Some(link),
+            Err(e) => {
+                warn!("{e}");
+                // No mixer to be had (no process, no worker fits): counts as a crash, so a
+                // fleet that cannot take the room ends the broadcast in time.
+                let _ = self.input(Input::MixerExited {
+                    epoch,
+                    reason: e.to_string(),
+                    worker_lost: false,
+                });
+            }
+        }
+    }
+
     fn run_effects(&mut self) {
         while let Some(effect) = self.state.poll_effect() {
             self.run_effect(effect);
@@ -955,45 +995,33 @@ impl RoomActor {
                 if let Some(old) = self.mixer.take() {
                     old.stop(self.runtime.stop_grace);
                 }
-                match self
-                    .runtime
-                    .pool
-                    .launch(&self.id, epoch, self.mixer_tx.clone())
-                {
-                    Ok(link) => self.mixer = Some(link),
-                    Err(e) => {
-                        warn!("{e}");
-                        // No mixer to be had (no process, no worker fits): counts as a crash,
-                        // so a fleet that cannot take the room ends the broadcast in time.
-                        let _ = self.input(Input::MixerExited {
-                            epoch,
-                            reason: e.to_string(),
-                            worker_lost: false,
-                        });
+                self.launch_mixer(epoch);
+            }
+            Effect::SpawnSuccessor { epoch } => {
+                // The current mixer stays on air until the room stops it.
+                if let Some(current) = self.mixer.take() {
+                    if let Some(older) = self.outgoing.replace(current) {
+                        older.stop(self.runtime.stop_grace);
                     }
                 }
+                self.launch_mixer(epoch);
             }
-            Effect::ToMixer { epoch, command } => match &self.mixer {
-                Some(mixer) if mixer.epoch() == epoch => {
+            Effect::ToMixer { epoch, command } => {
+                if let Some(mixer) = self.mixer_of(epoch) {
                     mixer.send(command);
                 }
-                _ => {}
-            },
+            }
             Effect::KillMixer { epoch } => {
-                if self.mixer_epoch() == Some(epoch) {
-                    if let Some(mixer) = self.mixer.take() {
-                        let info = mixer.info();
-                        warn!(epoch, pid = ?info.pid, worker = ?info.worker, "killing the mixer");
-                        // Dropping the handle kills the process.
-                        drop(mixer);
-                    }
+                if let Some(mixer) = self.take_mixer(epoch) {
+                    let info = mixer.info();
+                    warn!(epoch, pid = ?info.pid, worker = ?info.worker, "killing the mixer");
+                    // Dropping the handle kills the process.
+                    drop(mixer);
                 }
             }
             Effect::StopMixer { epoch } => {
-                if self.mixer_epoch() == Some(epoch) {
-                    if let Some(mixer) = self.mixer.take() {
-                        mixer.stop(self.runtime.stop_grace);
-                    }
+                if let Some(mixer) = self.take_mixer(epoch) {
+                    mixer.stop(self.runtime.stop_grace);
                 }
             }
             Effect::Forward {

@@ -175,12 +175,22 @@ pub enum Input {
     Unsubscribe {
         subscription_id: SubscriptionId,
     },
+    /// The machine running mixer `epoch` is draining: move the room to a successor mixer
+    /// before this one stops (make before break, see `handover`).
+    MoveMixer {
+        epoch: u64,
+    },
 }
 
 /// IO the actor must carry out, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     SpawnMixer {
+        epoch: u64,
+    },
+    /// Like `SpawnMixer`, but the current mixer stays on air beside it (a planned move): it is
+    /// stopped later by its own `StopMixer`.
+    SpawnSuccessor {
         epoch: u64,
     },
     ToMixer {
@@ -272,6 +282,8 @@ pub struct RoomState {
     active_speaker: Option<ParticipantId>,
     /// Active subscriptions and whose media each carries.
     subscriptions: BTreeMap<SubscriptionId, ParticipantId>,
+    /// A planned move of the mixer in progress (the old one still on air).
+    handover: Option<handover::Handover>,
 }
 
 impl RoomState {
@@ -301,6 +313,7 @@ impl RoomState {
             last_heard: None,
             active_speaker: None,
             subscriptions: BTreeMap::new(),
+            handover: None,
         }
     }
 
@@ -321,10 +334,14 @@ impl RoomState {
             }),
             _ => None,
         };
-        match (self.restart_at, heartbeat_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.restart_at,
+            heartbeat_deadline,
+            self.handover.as_ref().map(handover::Handover::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn settings(&self) -> &RoomSettings {
@@ -392,8 +409,14 @@ impl RoomState {
             Input::Mixer { epoch, event } => {
                 if self.live_epoch() == Some(epoch) {
                     self.last_heard = Some(now);
-                    self.mixer_event(epoch, event);
+                    self.successor_event(now, epoch, event);
+                } else if self.old_mixer_epoch() == Some(epoch) {
+                    self.old_mixer_event(now, event);
                 }
+                Ok(())
+            }
+            Input::MoveMixer { epoch } => {
+                self.begin_handover(now, epoch);
                 Ok(())
             }
             Input::MixerExited {
@@ -401,7 +424,14 @@ impl RoomState {
                 reason,
                 worker_lost,
             } => {
-                if self.live_epoch() == Some(epoch) && self.restart_at.is_none() {
+                if self.old_mixer_epoch() == Some(epoch) {
+                    self.old_mixer_gone();
+                } else if self.live_epoch() == Some(epoch)
+                    && self.restart_at.is_none()
+                    && self.handover.is_some()
+                {
+                    self.successor_failed(now, reason);
+                } else if self.live_epoch() == Some(epoch) && self.restart_at.is_none() {
                     if worker_lost {
                         self.worker_lost(now, reason);
                     } else {
@@ -540,6 +570,7 @@ impl RoomState {
             return;
         };
         let track = participant.tracks.remove(pos);
+        self.forget_old_input(&track.input_id);
         if let Some(epoch) = self.live_epoch() {
             self.effects.push_back(Effect::ToMixer {
                 epoch,
@@ -555,6 +586,9 @@ impl RoomState {
             .participants
             .remove(participant_id)
             .ok_or_else(|| RoomError::UnknownParticipant(participant_id.to_string()))?;
+        for track in &participant.tracks {
+            self.forget_old_input(&track.input_id);
+        }
         if let Some(epoch) = self.live_epoch() {
             for track in &participant.tracks {
                 self.effects.push_back(Effect::ToMixer {
@@ -640,14 +674,9 @@ impl RoomState {
             )));
         }
         self.settings.layout = layout;
-        if let Some(epoch) = self.live_epoch() {
-            self.effects.push_back(Effect::ToMixer {
-                epoch,
-                command: Command::SetLayout {
-                    layout: self.settings.layout.clone(),
-                },
-            });
-        }
+        self.send_to_live_mixers(Command::SetLayout {
+            layout: self.settings.layout.clone(),
+        });
         Ok(())
     }
 
@@ -655,14 +684,9 @@ impl RoomState {
     fn set_look(&mut self, look: Look) -> Result<(), RoomError> {
         look.validate().map_err(RoomError::InvalidLook)?;
         self.settings.look = look;
-        if let Some(epoch) = self.live_epoch() {
-            self.effects.push_back(Effect::ToMixer {
-                epoch,
-                command: Command::SetLook {
-                    look: self.mixer_look(),
-                },
-            });
-        }
+        self.send_to_live_mixers(Command::SetLook {
+            look: self.mixer_look(),
+        });
         Ok(())
     }
 
@@ -693,15 +717,10 @@ impl RoomState {
         };
         audio.validate().map_err(RoomError::InvalidAudio)?;
         participant.audio = audio;
-        if let Some(epoch) = self.live_epoch() {
-            self.effects.push_back(Effect::ToMixer {
-                epoch,
-                command: Command::SetAudio {
-                    participant_id: participant_id.to_string(),
-                    audio,
-                },
-            });
-        }
+        self.send_to_live_mixers(Command::SetAudio {
+            participant_id: participant_id.to_string(),
+            audio,
+        });
         Ok(())
     }
 
@@ -753,6 +772,9 @@ impl RoomState {
             .ok_or_else(|| RoomError::UnknownOutput(output_id.to_string()))?;
         self.outputs.remove(pos);
         self.settings.outputs.retain(|o| o.output_id != output_id);
+        if self.remove_old_output(output_id) {
+            return Ok(());
+        }
         if let Some(epoch) = self.live_epoch() {
             self.effects.push_back(Effect::ToMixer {
                 epoch,
@@ -769,6 +791,25 @@ impl RoomState {
         self.active_speaker.as_deref()
     }
 
+    /// A presentational command for the live mixer, and for the one it replaces while a
+    /// handover runs (both are on air).
+    fn send_to_live_mixers(&mut self, command: Command) {
+        self.mirror_to_old_mixer(&command);
+        if let Some(epoch) = self.live_epoch() {
+            self.effects.push_back(Effect::ToMixer { epoch, command });
+        }
+    }
+
+    /// A planned move of the mixer is under way (the old one still on air).
+    pub fn is_moving(&self) -> bool {
+        self.handover.is_some()
+    }
+
+    /// The mixer a running handover replaces.
+    fn old_mixer_epoch(&self) -> Option<u64> {
+        self.handover.as_ref().map(handover::Handover::old_epoch)
+    }
+
     fn next_epoch(&mut self) -> u64 {
         self.last_epoch += 1;
         self.last_epoch
@@ -776,14 +817,26 @@ impl RoomState {
 
     /// Spawns mixer `epoch` and feeds it the room: start, then every known track.
     fn start_mixer(&mut self, now: Instant, epoch: u64) {
+        let outputs = self.settings.outputs.clone();
+        self.start_mixer_as(now, epoch, Effect::SpawnMixer { epoch }, outputs);
+    }
+
+    /// `spawn` starts the process; `outputs` are those it pushes from the start.
+    fn start_mixer_as(
+        &mut self,
+        now: Instant,
+        epoch: u64,
+        spawn: Effect,
+        outputs: Vec<OutputSpec>,
+    ) {
         self.restart_at = None;
         self.last_heard = Some(now);
-        self.effects.push_back(Effect::SpawnMixer { epoch });
+        self.effects.push_back(spawn);
         self.effects.push_back(Effect::ToMixer {
             epoch,
             command: Command::Start {
                 video: self.settings.video,
-                outputs: self.settings.outputs.clone(),
+                outputs,
                 destinations: self.settings.destinations.clone(),
             },
         });
@@ -844,6 +897,7 @@ impl RoomState {
         else {
             return;
         };
+        self.abandon_handover();
         self.effects.push_back(Effect::KillMixer { epoch });
         self.detach_from_mixer();
         match decision {
@@ -883,6 +937,7 @@ impl RoomState {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.handover_tick(now);
         if self.restart_at.is_some_and(|at| at <= now) {
             if let Some(epoch) = self.live_epoch() {
                 if let Broadcast::Live { mixer, .. } = &mut self.broadcast {
@@ -915,6 +970,7 @@ impl RoomState {
         self.restart_at = None;
         self.last_heard = None;
         self.active_speaker = None;
+        self.abandon_handover();
         self.effects.push_back(Effect::StopMixer { epoch });
         self.detach_from_mixer();
         self.broadcast = Broadcast::Offline;
@@ -925,6 +981,7 @@ impl RoomState {
     }
 
     fn mixer_failed(&mut self, reason: String) {
+        self.abandon_handover();
         if let Some(epoch) = self.live_epoch() {
             self.effects.push_back(Effect::StopMixer { epoch });
         }
@@ -1099,6 +1156,9 @@ fn legacy_mixer_rtp_addr(port: u16) -> SocketAddr {
 pub fn track_kind(track: &Track) -> MediaKind {
     track.desc.codec.kind()
 }
+
+#[path = "handover.rs"]
+mod handover;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

@@ -87,7 +87,9 @@ pub struct TrackStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MixerStatus {
-    /// `none`, `starting`, `running`, `restarting` (the last one crashed or hung) or `failed`.
+    /// `none`, `starting`, `running`, `moving` (a planned move to another worker: the old
+    /// mixer is on air until its successor takes the outputs over), `restarting` (the last one
+    /// crashed or hung) or `failed`.
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -156,6 +158,8 @@ impl RoomStatus {
                 ..
             } => {
                 let phase = match mixer {
+                    // The old mixer is on air while its successor takes over.
+                    _ if room.is_moving() => "moving",
                     MixerPhase::Starting => "starting",
                     MixerPhase::Running => "running",
                     MixerPhase::Restarting => "restarting",
