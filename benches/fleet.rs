@@ -223,7 +223,11 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(10);
     let mut results: BTreeMap<String, Value> = BTreeMap::new();
     let redis = Redis::start()?;
-    let serve = Serve::start_with_config(&format!("[cluster]\nredis_url = \"{}\"\n", redis.url()))?;
+    // The burst creates its rooms from one address: above the per-address creation limit.
+    let serve = Serve::start_with_config(&format!(
+        "[cluster]\nredis_url = \"{}\"\n[limits]\nroom_creations_per_minute_per_ip = 1000\n",
+        redis.url()
+    ))?;
     let mut bench = Bench {
         redis,
         nginx: Nginx::start()?,

@@ -212,7 +212,7 @@ impl RoomHandle {
             mixer: None,
             outgoing: None,
             mixer_identity: None,
-            charged_inputs: None,
+            refusal: None,
             runtime,
             session_tx,
             mixer_tx,
@@ -484,8 +484,8 @@ struct RoomActor {
     outgoing: Option<Box<dyn MixerLink>>,
     /// (epoch, version, binary) the current mixer reported in `Ready`.
     mixer_identity: Option<(u64, String, String)>,
-    /// Participants the pool charges this room for, while it holds a reservation.
-    charged_inputs: Option<u32>,
+    /// Why the last reservation was refused, for the go-live's answer.
+    refusal: Option<Refusal>,
     runtime: RoomRuntime,
     session_tx: mpsc::Sender<(ParticipantId, SessionEvent)>,
     mixer_tx: mpsc::Sender<MixerReport>,
@@ -563,7 +563,6 @@ impl RoomActor {
                 }
             }
             self.run_effects();
-            self.sync_reservation();
             if changed {
                 self.publish_status();
             }
@@ -615,50 +614,20 @@ impl RoomActor {
         self.status_tx.send_replace(Arc::new(self.status()));
     }
 
-    fn participants_count(&self) -> u32 {
-        u32::try_from(self.state.participant_ids().len()).unwrap_or(u32::MAX)
-    }
-
-    /// Asks the pool for this room's share before going live (admission by cost).
+    /// Going live: the room reserves its capacity first (`Effect::Reserve`, run at once), so a
+    /// refusal is the answer.
     fn go_live(&mut self) -> Result<RoomStatus, GoLiveError> {
         let live = matches!(self.state.broadcast(), super::state::Broadcast::Live { .. });
         if !live {
-            let inputs = self.participants_count();
-            let video = self.state.settings().video;
-            self.runtime.pool.admit(&self.id, &video, inputs)?;
-            self.charged_inputs = Some(inputs);
-            if let Err(e) = self.input(Input::GoLive) {
-                self.release_reservation();
-                return Err(e.into());
+            self.refusal = None;
+            self.input(Input::GoLive)?;
+            self.run_effects();
+            if let Some(refusal) = self.refusal.take() {
+                return Err(refusal.into());
             }
             self.quality.went_live(Instant::now());
         }
         Ok(self.status())
-    }
-
-    /// Keeps the pool's reservation in step with the broadcast: re-charged when participants
-    /// come and go, released when the broadcast stops or fails.
-    fn sync_reservation(&mut self) {
-        let Some(charged) = self.charged_inputs else {
-            return;
-        };
-        let live = matches!(self.state.broadcast(), super::state::Broadcast::Live { .. });
-        if !live {
-            self.release_reservation();
-            return;
-        }
-        let inputs = self.participants_count();
-        if inputs != charged {
-            let video = self.state.settings().video;
-            self.runtime.pool.resize(&self.id, &video, inputs);
-            self.charged_inputs = Some(inputs);
-        }
-    }
-
-    fn release_reservation(&mut self) {
-        if self.charged_inputs.take().is_some() {
-            self.runtime.pool.release(&self.id);
-        }
     }
 
     fn on_command(&mut self, command: RoomCommand) {
@@ -719,7 +688,7 @@ impl RoomActor {
                 self.wants_live = false;
                 let _ = self.input(Input::StopLive);
                 // Free the pool's share before answering, so the capacity is there at once.
-                self.sync_reservation();
+                self.run_effects();
                 let _ = reply.send(self.status());
             }
             RoomCommand::SetAudio {
@@ -991,6 +960,19 @@ impl RoomActor {
 
     fn run_effect(&mut self, effect: Effect) {
         match effect {
+            Effect::Reserve { video, inputs } => {
+                let answer = match self.runtime.pool.admit(&self.id, &video, inputs) {
+                    Ok(_) => Input::Admitted,
+                    Err(refusal) => {
+                        let reason = refusal.to_string();
+                        self.refusal = Some(refusal);
+                        Input::Refused { reason }
+                    }
+                };
+                let _ = self.input(answer);
+            }
+            Effect::Resize { video, inputs } => self.runtime.pool.resize(&self.id, &video, inputs),
+            Effect::Release => self.runtime.pool.release(&self.id),
             Effect::SpawnMixer { epoch } => {
                 if let Some(old) = self.mixer.take() {
                     old.stop(self.runtime.stop_grace);
@@ -1081,7 +1063,6 @@ impl RoomActor {
             let _ = self.input(Input::Leave { participant_id });
         }
         self.run_effects();
-        self.release_reservation();
         info!("room ended");
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use costream_mixer::control::{Codec, Command, Event, LayoutSpec, OutputState};
 
 use super::super::{Broadcast, Effect, Input, MixerPhase, RoomState, TrackDesc};
-use crate::room::state::tests::settings;
+use crate::room::state::tests::{go_live, settings};
 use crate::room::tokens::Role;
 
 const OLD: u64 = 1;
@@ -74,7 +74,7 @@ fn live_room(now: Instant) -> RoomState {
         };
         room.handle(now, track).unwrap();
     }
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     mixer(&mut room, now, OLD, ready());
     input_ready(&mut room, now, OLD, 0);
     input_ready(&mut room, now, OLD, 1);

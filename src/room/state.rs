@@ -129,7 +129,15 @@ pub enum Input {
     Leave {
         participant_id: ParticipantId,
     },
+    /// The host asks to go live: capacity is reserved first (`Effect::Reserve`), the mixer
+    /// starts once `Admitted`.
     GoLive,
+    /// The capacity reserved for going live is held for this room.
+    Admitted,
+    /// No capacity for it (the reason is the API's answer): the room stays offline.
+    Refused {
+        reason: String,
+    },
     StopLive,
     Mixer {
         epoch: u64,
@@ -185,6 +193,19 @@ pub enum Input {
 /// IO the actor must carry out, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// Hold capacity for the room going live with `inputs` participants (admission by cost);
+    /// answered with `Input::Admitted` or `Input::Refused`.
+    Reserve {
+        video: VideoSpec,
+        inputs: u32,
+    },
+    /// Re-charge the held capacity: the participants changed while live.
+    Resize {
+        video: VideoSpec,
+        inputs: u32,
+    },
+    /// The broadcast ended: the capacity is free again.
+    Release,
     SpawnMixer {
         epoch: u64,
     },
@@ -284,6 +305,10 @@ pub struct RoomState {
     subscriptions: BTreeMap<SubscriptionId, ParticipantId>,
     /// A planned move of the mixer in progress (the old one still on air).
     handover: Option<handover::Handover>,
+    /// Capacity held for the broadcast: the participants it is charged for.
+    reserved_inputs: Option<u32>,
+    /// A go-live waits for `Admitted` or `Refused`.
+    awaiting_admission: bool,
 }
 
 impl RoomState {
@@ -314,6 +339,8 @@ impl RoomState {
             active_speaker: None,
             subscriptions: BTreeMap::new(),
             handover: None,
+            reserved_inputs: None,
+            awaiting_admission: false,
         }
     }
 
@@ -375,6 +402,12 @@ impl RoomState {
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) -> Result<(), RoomError> {
+        let result = self.apply(now, input);
+        self.sync_reservation();
+        result
+    }
+
+    fn apply(&mut self, now: Instant, input: Input) -> Result<(), RoomError> {
         match input {
             Input::Join {
                 participant_id,
@@ -394,7 +427,18 @@ impl RoomState {
                 Ok(())
             }
             Input::Leave { participant_id } => self.leave(&participant_id),
-            Input::GoLive => self.go_live(now),
+            Input::GoLive => self.request_go_live(),
+            Input::Admitted => {
+                if std::mem::take(&mut self.awaiting_admission) {
+                    self.reserved_inputs = Some(self.participant_count());
+                    self.go_live(now);
+                }
+                Ok(())
+            }
+            Input::Refused { .. } => {
+                self.awaiting_admission = false;
+                Ok(())
+            }
             Input::SetLayout { layout } => self.set_layout(layout),
             Input::SetLook { look } => self.set_look(look),
             Input::SetAudio {
@@ -619,13 +663,49 @@ impl RoomState {
         Ok(())
     }
 
-    fn go_live(&mut self, now: Instant) -> Result<(), RoomError> {
-        if self.live_epoch().is_some() {
+    /// Going live starts with a reservation of capacity for the room as it is now.
+    fn request_go_live(&mut self) -> Result<(), RoomError> {
+        if self.live_epoch().is_some() || self.awaiting_admission {
             return Ok(());
         }
         if self.outputs.is_empty() {
             return Err(RoomError::NoOutputs);
         }
+        self.awaiting_admission = true;
+        self.effects.push_back(Effect::Reserve {
+            video: self.settings.video,
+            inputs: self.participant_count(),
+        });
+        Ok(())
+    }
+
+    fn participant_count(&self) -> u32 {
+        u32::try_from(self.participants.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Keeps the held capacity in step with the broadcast: re-charged when participants come
+    /// and go while live, released when it stops or fails.
+    fn sync_reservation(&mut self) {
+        let Some(charged) = self.reserved_inputs else {
+            return;
+        };
+        if self.live_epoch().is_none() {
+            self.reserved_inputs = None;
+            self.effects.push_back(Effect::Release);
+            return;
+        }
+        let inputs = self.participant_count();
+        if inputs != charged {
+            self.reserved_inputs = Some(inputs);
+            self.effects.push_back(Effect::Resize {
+                video: self.settings.video,
+                inputs,
+            });
+        }
+    }
+
+    /// Admitted: the mixer starts with every output.
+    fn go_live(&mut self, now: Instant) {
         self.crashes.clear();
         for output in &mut self.outputs {
             output.state = OutputState::Connecting;
@@ -641,7 +721,6 @@ impl RoomState {
             restarts: 0,
         };
         self.start_mixer(now, epoch);
-        Ok(())
     }
 
     /// Validates and stores a layout; a live mixer gets it at once. Pins and custom tiles must

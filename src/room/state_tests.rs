@@ -36,6 +36,19 @@ fn opus(track_id: &str) -> TrackDesc {
     }
 }
 
+/// Goes live with the capacity admitted (the reservation it asks for is checked and taken).
+pub(crate) fn go_live(room: &mut RoomState, now: Instant) {
+    room.handle(now, Input::GoLive).unwrap();
+    let reserve = room
+        .effects
+        .iter()
+        .rposition(|e| matches!(e, Effect::Reserve { .. }))
+        .expect("going live reserves capacity first");
+    assert_eq!(reserve, room.effects.len() - 1, "nothing before admission");
+    room.effects.remove(reserve);
+    room.handle(now, Input::Admitted).unwrap();
+}
+
 fn drain(room: &mut RoomState) -> Vec<Effect> {
     std::iter::from_fn(|| room.poll_effect()).collect()
 }
@@ -83,7 +96,7 @@ fn tracks_before_go_live_do_nothing_until_live() {
     join(&mut room, now, "a", &[vp8("v"), opus("a")]);
     assert!(drain(&mut room).is_empty());
 
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     let effects = drain(&mut room);
     assert_eq!(effects[0], Effect::SpawnMixer { epoch: 1 });
     assert!(matches!(
@@ -106,7 +119,7 @@ fn the_mixer_gets_the_rooms_destination_policy() {
         destinations: strict.clone(),
         ..settings(1)
     });
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     let effects = drain(&mut room);
     assert!(
         matches!(
@@ -133,7 +146,7 @@ fn the_mixer_gets_the_rooms_destination_policy() {
 fn input_ready_forwards_rtp_and_asks_for_a_keyframe() {
     let now = Instant::now();
     let mut room = RoomState::new(settings(1));
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     drain(&mut room);
     join(&mut room, now, "a", &[vp8("v")]);
     assert_eq!(input_ids(&drain(&mut room)), vec!["in0"]);
@@ -172,7 +185,7 @@ fn leaving_while_live_removes_inputs_and_closes_the_session() {
     let now = Instant::now();
     let mut room = RoomState::new(settings(1));
     join(&mut room, now, "a", &[vp8("v"), opus("a")]);
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     drain(&mut room);
 
     room.handle(
@@ -195,7 +208,10 @@ fn leaving_while_live_removes_inputs_and_closes_the_session() {
         .collect();
     assert_eq!(removed, vec!["in0", "in1"]);
     assert_eq!(
-        effects.last(),
+        effects
+            .iter()
+            .rev()
+            .find(|e| !matches!(e, Effect::Resize { .. })),
         Some(&Effect::CloseSession {
             participant_id: "a".into()
         })
@@ -207,9 +223,9 @@ fn leaving_while_live_removes_inputs_and_closes_the_session() {
 fn events_from_an_old_mixer_are_ignored() {
     let now = Instant::now();
     let mut room = RoomState::new(settings(1));
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     room.handle(now, Input::StopLive).unwrap();
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     drain(&mut room);
 
     room.handle(
@@ -241,7 +257,7 @@ fn events_from_an_old_mixer_are_ignored() {
 fn live_room_with_one_input(now: Instant, policy: CrashPolicy) -> RoomState {
     let mut room = RoomState::new(settings(2)).with_crash_policy(policy);
     join(&mut room, now, "a", &[vp8("v")]);
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     room.handle(
         now,
         Input::Mixer {
@@ -463,7 +479,7 @@ fn stopping_on_purpose_is_not_a_crash() {
 fn output_events_and_heartbeats_update_status() {
     let now = Instant::now();
     let mut room = RoomState::new(settings(2));
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     let live = |event| Input::Mixer { epoch: 1, event };
     room.handle(
         now,
@@ -544,7 +560,7 @@ fn refusals() {
 fn input_ready_for_a_departed_track_removes_it_from_the_mixer() {
     let now = Instant::now();
     let mut room = RoomState::new(settings(1));
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     drain(&mut room);
     room.handle(
         now,
@@ -672,7 +688,7 @@ fn layout_while_offline_is_kept_for_go_live() {
     )
     .unwrap();
     assert!(drain(&mut room).is_empty());
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     assert_eq!(layouts_sent(&drain(&mut room)), vec![(1, speaker)]);
 }
 
@@ -920,7 +936,7 @@ fn a_mixer_restart_never_touches_subscriptions() {
     let mut room = RoomState::new(settings(1));
     join(&mut room, now, "a", &[vp8("v")]);
     subscribe(&mut room, "s1", "a").unwrap();
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     room.handle(
         now,
         Input::MixerExited {
@@ -957,7 +973,7 @@ fn outputs_added_offline_are_pushed_to_on_the_next_go_live() {
     let added = room.outputs().last().unwrap();
     assert_eq!(added.spec.output_id, "out1");
     assert_eq!(added.state, OutputState::Idle);
-    room.handle(t0, Input::GoLive).unwrap();
+    go_live(&mut room, t0);
     let start = drain(&mut room)
         .into_iter()
         .find_map(|e| match e {
@@ -976,7 +992,7 @@ fn outputs_added_offline_are_pushed_to_on_the_next_go_live() {
 fn outputs_added_and_removed_live_go_to_the_mixer_and_survive_a_restart() {
     let t0 = Instant::now();
     let mut room = RoomState::new(settings(1));
-    room.handle(t0, Input::GoLive).unwrap();
+    go_live(&mut room, t0);
     drain(&mut room);
     add_output(&mut room, t0, "rtmp://cdn.example/live/second").unwrap();
     let fx = drain(&mut room);
@@ -1150,7 +1166,7 @@ fn a_look_set_before_going_live_is_sent_with_the_start_and_keeps_its_title() {
     room.handle(now, Input::SetLook { look: look.clone() })
         .unwrap();
     assert!(drain(&mut room).is_empty(), "nothing to tell while offline");
-    room.handle(now, Input::GoLive).unwrap();
+    go_live(&mut room, now);
     let effects = drain(&mut room);
     assert_eq!(looks_sent(&effects), vec![(1, look)]);
     // The audio-only guest's slate shows its display name: the mixer gets it with the input.
@@ -1211,4 +1227,110 @@ fn invalid_looks_are_refused_naming_the_field_and_change_nothing() {
     }
     assert!(drain(&mut room).is_empty());
     assert_eq!(room.settings().look, Look::default());
+}
+
+fn reservations(effects: &[Effect]) -> Vec<Effect> {
+    effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Reserve { .. } | Effect::Resize { .. } | Effect::Release
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn going_live_reserves_capacity_first_and_a_refusal_keeps_the_room_offline() {
+    let now = Instant::now();
+    let mut room = RoomState::new(settings(1));
+    join(&mut room, now, "a", &[vp8("v")]);
+    drain(&mut room);
+    room.handle(now, Input::GoLive).unwrap();
+    let video = VideoSpec::default();
+    assert_eq!(drain(&mut room), [Effect::Reserve { video, inputs: 1 }]);
+    // Asking again while the answer is pending reserves nothing more.
+    room.handle(now, Input::GoLive).unwrap();
+    assert!(drain(&mut room).is_empty());
+    room.handle(
+        now,
+        Input::Refused {
+            reason: "over capacity".into(),
+        },
+    )
+    .unwrap();
+    assert!(drain(&mut room).is_empty(), "no mixer, nothing to release");
+    assert!(matches!(room.broadcast(), Broadcast::Offline));
+    // A late or stray admission starts nothing.
+    room.handle(now, Input::Admitted).unwrap();
+    assert!(drain(&mut room).is_empty());
+    // No outputs: refused before any capacity is asked for.
+    let mut bare = RoomState::new(settings(0));
+    assert_eq!(bare.handle(now, Input::GoLive), Err(RoomError::NoOutputs));
+    assert!(drain(&mut bare).is_empty());
+}
+
+#[test]
+fn the_reservation_follows_the_participants_and_is_released_when_the_broadcast_ends() {
+    let now = Instant::now();
+    let video = VideoSpec::default();
+    let mut room = RoomState::new(settings(1));
+    join(&mut room, now, "a", &[vp8("v")]);
+    room.handle(now, Input::GoLive).unwrap();
+    room.handle(now, Input::Admitted).unwrap();
+    let fx = drain(&mut room);
+    assert_eq!(
+        reservations(&fx),
+        [Effect::Reserve { video, inputs: 1 }],
+        "{fx:?}"
+    );
+    assert!(matches!(fx[1], Effect::SpawnMixer { epoch: 1 }), "{fx:?}");
+    join(&mut room, now, "b", &[]);
+    assert_eq!(
+        reservations(&drain(&mut room)),
+        [Effect::Resize { video, inputs: 2 }]
+    );
+    // A crash and restart keeps the reservation.
+    room.handle(
+        now,
+        Input::MixerExited {
+            epoch: 1,
+            reason: "exit status 139".into(),
+            worker_lost: false,
+        },
+    )
+    .unwrap();
+    assert!(reservations(&drain(&mut room)).is_empty());
+    room.handle(now, Input::StopLive).unwrap();
+    assert_eq!(reservations(&drain(&mut room)), [Effect::Release]);
+    // Offline, participants coming and going charge nothing.
+    room.handle(
+        now,
+        Input::Leave {
+            participant_id: "b".into(),
+        },
+    )
+    .unwrap();
+    assert!(reservations(&drain(&mut room)).is_empty());
+}
+
+#[test]
+fn a_broadcast_that_fails_releases_its_capacity() {
+    let now = Instant::now();
+    let mut room = RoomState::new(settings(1));
+    go_live(&mut room, now);
+    drain(&mut room);
+    room.handle(
+        now,
+        Input::Mixer {
+            epoch: 1,
+            event: Event::Fatal {
+                reason: "no element x264enc".into(),
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(reservations(&drain(&mut room)), [Effect::Release]);
 }

@@ -229,7 +229,7 @@ fn mixer_status(state: &'static str, reason: Option<String>, frames_out: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::state::{Input, RoomSettings};
+    use crate::room::state::RoomSettings;
     use costream_mixer::control::OutputSpec;
 
     #[test]
@@ -266,7 +266,7 @@ mod tests {
             layout: Default::default(),
             look: Default::default(),
         });
-        room.handle(t0, Input::GoLive).unwrap();
+        crate::room::state::tests::go_live(&mut room, t0);
         let status = RoomStatus::of("r1", &room, t0 + std::time::Duration::from_secs(3));
         assert_eq!(status.broadcast, "live");
         assert_eq!(status.live_seconds, Some(3.0));
