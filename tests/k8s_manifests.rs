@@ -113,6 +113,7 @@ async fn manifests_match_the_kubernetes_api_and_each_other() -> anyhow::Result<(
         "Service/costream-redis",
         "PodDisruptionBudget/costream-worker",
         "Secret/costream",
+        "PersistentVolumeClaim/costream-serve-data",
         "ScaledObject/costream-worker",
     ] {
         assert!(
@@ -187,6 +188,28 @@ async fn manifests_match_the_kubernetes_api_and_each_other() -> anyhow::Result<(
         }
     }
     assert!(worker_args.redis.contains("costream-redis:6379"));
+    // serve's rooms outlive the pod: the data dir is the claimed volume, the key a Secret.
+    let serve_env = serve["containers"][0]["env"].as_array().unwrap();
+    let env_of = |name: &str| serve_env.iter().find(|e| e["name"] == name).cloned();
+    let data_dir = env_of("COSTREAM_DATA_DIR").expect("COSTREAM_DATA_DIR set");
+    let mount = serve["containers"][0]["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"] == data_dir["value"])
+        .expect("the data dir is a mounted volume");
+    let volume = serve["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mount names a volume");
+    assert_eq!(
+        volume["persistentVolumeClaim"]["claimName"],
+        "costream-serve-data"
+    );
+    assert!(env_of("COSTREAM_STORE_KEY")
+        .is_some_and(|e| e["valueFrom"]["secretKeyRef"]["key"] == "store-key"));
     // The worker's own /metrics: the flag, the container port and the scrape annotation agree.
     let metrics_port = worker_args
         .metrics_listen
