@@ -13,7 +13,7 @@ pub use media::{
     close_to, grab_audio_s16, grab_frame_rgb, mean_rgb, packets, probe_stream, rgb_filter,
     rms_dbfs, video_packets, ColourTags, Packet, StreamInfo,
 };
-pub use nginx::Nginx;
+pub use nginx::{Nginx, NginxOptions};
 pub use redis::Redis;
 pub use sync::{av_onsets, Onsets};
 

@@ -21,14 +21,28 @@ pub struct Nginx {
     pub http_port: u16,
 }
 
+/// How a test's nginx differs from the default one.
+#[derive(Debug, Clone, Default)]
+pub struct NginxOptions {
+    /// RTMP also listens on this address (e.g. the host end of a network namespace's link).
+    pub also_listen: Option<std::net::IpAddr>,
+    /// `drop_idle_publisher` of `application live`: a publisher that sends nothing for this long
+    /// is dropped (as CDN edges do), freeing its key. Off by default, like nginx.
+    pub drop_idle_publisher: Option<Duration>,
+}
+
 impl Nginx {
     /// Writes a conf, spawns `nginx -c conf -p dir` in the foreground, waits (10 s at most)
     /// until the RTMP port accepts connections.
     pub fn start() -> anyhow::Result<Nginx> {
+        Self::start_with(&NginxOptions::default())
+    }
+
+    pub fn start_with(options: &NginxOptions) -> anyhow::Result<Nginx> {
         let dir = tempfile::tempdir().context("tempdir for nginx")?;
         let rtmp_port = crate::free_port()?;
         let http_port = crate::free_port()?;
-        let conf = conf_text(dir.path(), rtmp_port, http_port);
+        let conf = conf_text(dir.path(), rtmp_port, http_port, options);
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         std::fs::create_dir_all(dir.path().join("logs"))?;
@@ -188,8 +202,16 @@ fn spawn(dir: &Path) -> anyhow::Result<Child> {
         .context("spawn nginx (is it installed?)")
 }
 
-fn conf_text(dir: &Path, rtmp_port: u16, http_port: u16) -> String {
+fn conf_text(dir: &Path, rtmp_port: u16, http_port: u16, options: &NginxOptions) -> String {
     let d = dir.display();
+    let also_listen = options
+        .also_listen
+        .map(|ip| format!("listen {ip}:{rtmp_port};"))
+        .unwrap_or_default();
+    let drop_idle = options
+        .drop_idle_publisher
+        .map(|d| format!("drop_idle_publisher {}ms;", d.as_millis()))
+        .unwrap_or_default();
     format!(
         r#"load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
 daemon off;
@@ -201,6 +223,7 @@ events {{ worker_connections 256; }}
 rtmp {{
     server {{
         listen 127.0.0.1:{rtmp_port};
+        {also_listen}
         chunk_size 4096;
         # Acknowledge every 256 KB instead of nginx's 5 MB: like a CDN edge that acks often,
         # so the stall test sees missing acknowledgements within seconds (see OutputTracker).
@@ -209,6 +232,7 @@ rtmp {{
             live on;
             record off;
             wait_key on;
+            {drop_idle}
         }}
         application rec {{
             live on;

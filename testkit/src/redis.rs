@@ -12,17 +12,26 @@ pub struct Redis {
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub port: u16,
+    /// Addresses it listens on besides 127.0.0.1.
+    also_bind: Vec<std::net::IpAddr>,
 }
 
 impl Redis {
     /// Starts a server on a free port of 127.0.0.1 and waits (10 s at most) until it answers.
     pub fn start() -> anyhow::Result<Redis> {
+        Self::start_also_on(&[])
+    }
+
+    /// Like [`Redis::start`], also listening on `also_bind` (e.g. the host end of a network
+    /// namespace's link, for workers inside it).
+    pub fn start_also_on(also_bind: &[std::net::IpAddr]) -> anyhow::Result<Redis> {
         let dir = tempfile::tempdir().context("tempdir for redis")?;
         let port = crate::free_port()?;
         let mut redis = Redis {
             child: None,
             dir,
             port,
+            also_bind: also_bind.to_vec(),
         };
         redis.spawn()?;
         Ok(redis)
@@ -60,7 +69,19 @@ impl Redis {
     fn spawn(&mut self) -> anyhow::Result<()> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .args(self.also_bind.iter().map(|ip| ip.to_string()))
+            // Protected mode refuses clients from other addresses without a password; the extra
+            // address is a link of the test's own.
+            .args([
+                "--protected-mode",
+                if self.also_bind.is_empty() {
+                    "yes"
+                } else {
+                    "no"
+                },
+            ])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())

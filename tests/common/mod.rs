@@ -30,6 +30,20 @@ fn wait_for_line(child: &mut Child, prefix: &str, timeout: Duration) -> anyhow::
         .with_context(|| format!("no stdout line starting with {prefix:?} within {timeout:?}"))
 }
 
+/// Every stdout line of `child`, with the instant it was read, from a reader thread.
+pub fn follow_lines(child: &mut Child) -> anyhow::Result<mpsc::Receiver<(Instant, String)>> {
+    let stdout = child.stdout.take().context("stdout not piped")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
 /// A running `costream serve` on a free loopback port. Killed on drop.
 pub struct Serve {
     child: Child,
@@ -125,6 +139,31 @@ impl Serve {
         Self::spawn_in(stderr, log_path, default_filter, config, env, None)
     }
 
+    /// With the room store in `data_dir` (kept on drop), listening on `listen` (e.g.
+    /// `127.0.0.1:41234`): a restart on the same port and data dir, so the links handed out
+    /// before still reach it.
+    pub fn start_with_data_dir_on(
+        data_dir: &std::path::Path,
+        listen: &str,
+    ) -> anyhow::Result<Self> {
+        Self::spawn_listening(
+            Stdio::inherit(),
+            None,
+            "info",
+            None,
+            &[],
+            Some(data_dir.to_path_buf()),
+            listen,
+        )
+    }
+
+    /// `host:port` of the HTTP listener.
+    pub fn listen_addr(&self) -> &str {
+        self.base_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+    }
+
     fn spawn_in(
         stderr: Stdio,
         log_path: Option<std::path::PathBuf>,
@@ -132,6 +171,26 @@ impl Serve {
         config: Option<std::path::PathBuf>,
         env: &[(&str, &str)],
         data_dir: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
+        Self::spawn_listening(
+            stderr,
+            log_path,
+            default_filter,
+            config,
+            env,
+            data_dir,
+            "127.0.0.1:0",
+        )
+    }
+
+    fn spawn_listening(
+        stderr: Stdio,
+        log_path: Option<std::path::PathBuf>,
+        default_filter: &str,
+        config: Option<std::path::PathBuf>,
+        env: &[(&str, &str)],
+        data_dir: Option<std::path::PathBuf>,
+        listen: &str,
     ) -> anyhow::Result<Self> {
         let owns_data_dir = data_dir.is_none();
         let data_dir = data_dir.unwrap_or_else(temp_data_dir);
@@ -144,12 +203,7 @@ impl Serve {
         }
         let mut child = command
             // Port 0 for the built-in origin too, so parallel tests never fight over 1935.
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--origin-rtmp-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["--listen", listen, "--origin-rtmp-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data_dir)
             .env(
@@ -248,7 +302,31 @@ impl Worker {
     /// `costream worker --redis URL --advertise-ip IP --worker-id ID` plus `extra` flags; waits
     /// until it listens.
     pub fn start(redis_url: &str, ip: &str, id: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(BIN)
+        Self::start_via(Command::new(BIN), redis_url, ip, id, extra)
+    }
+
+    /// The same inside network namespace `netns` (`ip netns exec`, which execs the worker: the
+    /// child's pid is the worker's).
+    pub fn start_in_netns(
+        netns: &str,
+        redis_url: &str,
+        ip: &str,
+        id: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns, BIN]);
+        Self::start_via(command, redis_url, ip, id, extra)
+    }
+
+    fn start_via(
+        mut command: Command,
+        redis_url: &str,
+        ip: &str,
+        id: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut child = command
             .args([
                 "worker",
                 "--redis",
@@ -424,6 +502,52 @@ impl Publisher {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// As `start_with_args`, and every later stdout line of the publisher (`reconnecting …`,
+    /// `reconnected …`, `publishing`) with the instant it was read.
+    pub fn start_following(
+        whip_url: &str,
+        token: &str,
+        opts: PublisherOptions<'_>,
+        extra: &[&str],
+    ) -> anyhow::Result<(Self, mpsc::Receiver<(Instant, String)>)> {
+        let mut child = Command::new(BIN)
+            .args([
+                "publish",
+                "--whip",
+                whip_url,
+                "--color",
+                opts.color,
+                "--tone",
+                &opts.tone_hz.to_string(),
+                "--codec",
+                opts.codec,
+                "--name",
+                opts.name,
+            ])
+            .args(extra)
+            .env("COSTREAM_TOKEN", token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawn costream publish")?;
+        let lines = follow_lines(&mut child)?;
+        let publisher = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok((_, line)) if line == "publishing" => return Ok((publisher, lines)),
+                Ok(_) => {}
+                Err(_) => bail!("publisher {} did not connect", opts.name),
+            }
+        }
+    }
+
+    /// Waits (up to `timeout`) for the publisher to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        wait_with_deadline(&mut self.child, timeout)
     }
 
     /// Vanishes without leaving (`kill -9`, no WHIP DELETE), like a crashed browser.
