@@ -233,7 +233,8 @@ impl OutputTracker {
         }
         self.acked_before += self.acked_now;
         self.acked_now = 0;
-        if !self.ever_live && !key_still_held(&reason) {
+        let glitch = transport_glitch(&reason) && self.attempt < FIRST_CONNECT_GLITCH_RETRIES;
+        if !self.ever_live && !key_still_held(&reason) && !glitch {
             // The URL or key was never accepted: retrying will not help, say so now.
             return self.fail(reason);
         }
@@ -265,6 +266,23 @@ impl OutputTracker {
             },
         ]
     }
+}
+
+/// Retries of a first connection cut by the network (see [`transport_glitch`]) before the
+/// output is failed: with the default backoff (250 ms, 500 ms) a rejected URL is still reported
+/// within a second.
+const FIRST_CONNECT_GLITCH_RETRIES: u32 = 2;
+
+/// The TCP connection was reset or timed out under the RTMP session, rather than the server
+/// refusing it: a server rejecting a key or an application closes the connection during a
+/// command ("'publish' cmd failed: connection closed remotely"), an absent one refuses it. A
+/// reset on the very first connection happens with a healthy server too (seen with nginx-rtmp
+/// right after it started), so it is retried a little before the output is called failed.
+pub fn transport_glitch(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    reason.contains("reset by peer")
+        || reason.contains("broken pipe")
+        || reason.contains("timed out")
 }
 
 /// The server refused the publish because it still holds another session of this stream key
@@ -331,6 +349,30 @@ mod tests {
             }
         );
         assert!(o.on_error(t0 + ms(20), "again".into()).is_empty());
+    }
+
+    #[test]
+    fn a_first_connection_reset_is_retried_a_little_then_failed() {
+        let t0 = Instant::now();
+        let mut o = tracker(t0);
+        let reset = "Connection error: Connection reset by peer (os error 104)";
+        let fx = o.on_error(t0, reset.into());
+        assert_eq!(states(&fx), report(OutputState::Reconnecting));
+        assert_eq!(o.tick(t0 + ms(500), None), vec![OutputEffect::Restart]);
+        let fx = o.on_error(t0 + ms(510), reset.into());
+        assert!(fx.contains(&OutputEffect::Stop), "{fx:?}");
+        assert_eq!(o.tick(t0 + ms(1510), None), vec![OutputEffect::Restart]);
+        // The third reset in a row: a server that never takes the connection.
+        let fx = o.on_error(t0 + ms(1520), reset.into());
+        assert_eq!(states(&fx), report(OutputState::Failed));
+        // A refusal by the server still fails at once.
+        let mut o = tracker(t0);
+        let refused = "Failed to connect: 'publish' cmd failed: connection closed remotely";
+        assert!(!transport_glitch(refused));
+        assert_eq!(
+            states(&o.on_error(t0, refused.into())),
+            report(OutputState::Failed)
+        );
     }
 
     #[test]
