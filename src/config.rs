@@ -381,6 +381,9 @@ pub struct LimitsConfig {
     pub sessions_per_minute_per_ip: u32,
     /// Personal invites (`POST …/invites`) one client address may create a minute.
     pub invites_per_minute_per_ip: u32,
+    /// Requests to join (`POST …/requests`, viewers without a token) one client address may
+    /// make a minute.
+    pub join_requests_per_minute_per_ip: u32,
     /// Event streams (`GET …/events`) open at once per room; `503` beyond.
     pub event_streams_per_room: usize,
     /// WebRTC peer connections (WHIP sessions + WHEP subscriptions) open at once on this
@@ -468,6 +471,7 @@ impl Default for LimitsConfig {
             room_creations_per_minute_per_ip: 60,
             sessions_per_minute_per_ip: 600,
             invites_per_minute_per_ip: 120,
+            join_requests_per_minute_per_ip: 10,
             event_streams_per_room: 64,
             max_peer_connections: 1000,
             max_subscriptions_per_room: 64,
@@ -639,6 +643,10 @@ impl Config {
             (
                 "limits.invites_per_minute_per_ip",
                 u64::from(self.limits.invites_per_minute_per_ip),
+            ),
+            (
+                "limits.join_requests_per_minute_per_ip",
+                u64::from(self.limits.join_requests_per_minute_per_ip),
             ),
             (
                 "limits.event_streams_per_room",

@@ -5,90 +5,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use common::sse::Events;
 use common::{Api, Publisher, PublisherOptions, Serve};
-use serde_json::{json, Value};
-
-/// Reads Server-Sent Events off a streaming response.
-struct Events {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl Events {
-    async fn open(api: &Api, room_id: &str, token: &str) -> anyhow::Result<Self> {
-        let response = api
-            .http()
-            .get(api.url(&format!("/api/v1/rooms/{room_id}/events")))
-            .bearer_auth(token)
-            // The client's overall timeout would cut a long stream; each read has its own below.
-            .timeout(Duration::from_secs(120))
-            .send()
-            .await?;
-        if response.status() != 200 {
-            bail!("events: {}", response.status());
-        }
-        Ok(Self {
-            response,
-            buffer: String::new(),
-        })
-    }
-
-    /// The next event as (name, data); None when the stream ended.
-    async fn next(&mut self, timeout: Duration) -> anyhow::Result<Option<(String, Value)>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut name = "message".to_string();
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event: ") {
-                        name = v.to_string();
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data.push_str(v);
-                    }
-                }
-                if data.is_empty() {
-                    continue; // keep-alive comment
-                }
-                return Ok(Some((name, serde_json::from_str(&data)?)));
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .context("no event in time")??;
-            match chunk {
-                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
-                None => return Ok(None),
-            }
-        }
-    }
-
-    /// Skips events until `pick` returns Some for one.
-    async fn until<T>(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        mut pick: impl FnMut(&str, &Value) -> Option<T>,
-    ) -> anyhow::Result<T> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some((name, data)) = self
-                .next(left)
-                .await
-                .with_context(|| format!("waiting for {what}"))?
-            else {
-                bail!("the stream ended while waiting for {what}");
-            };
-            if let Some(found) = pick(&name, &data) {
-                return Ok(found);
-            }
-        }
-    }
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn room_events_follow_joins_live_output_removal_and_end() -> anyhow::Result<()> {

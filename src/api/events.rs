@@ -3,6 +3,8 @@
 //! - `status`: the whole room status (as `GET /api/v1/rooms/{id}` shows it), first on connect,
 //!   then on every change and about once a second while live;
 //! - `removed`: `{"type":"removed","participant_id":…}` when the host removes someone;
+//! - host only: `join_request` `{type, request_id, name}` when a viewer asks to join, and
+//!   `join_request_closed` `{type, request_id, outcome}` when it is answered, withdrawn or expires;
 //! - `ended`: the room ended; the stream closes after it.
 //!
 //! Auth is the bearer token (pages read the stream with `fetch`, which can send headers; no
@@ -138,6 +140,7 @@ impl RoomEvents {
                     return Some(self.status_event(&status));
                 }
                 notice = recv_notice(&mut self.notices) => match notice {
+                    Ok(notice) if notice.host_only() && self.role != Role::Host => continue,
                     Ok(notice) => {
                         let data = serde_json::to_string(&notice).unwrap_or_default();
                         return Some(Event::default().event(notice_name(&notice)).data(data));
@@ -168,6 +171,8 @@ async fn recv_notice(
 fn notice_name(notice: &RoomNotice) -> &'static str {
     match notice {
         RoomNotice::Removed { .. } => "removed",
+        RoomNotice::JoinRequest { .. } => "join_request",
+        RoomNotice::JoinRequestClosed { .. } => "join_request_closed",
     }
 }
 
@@ -199,6 +204,10 @@ pub fn without_operator_details(mut json: Value) -> Value {
     }
     if let Some(mixer) = json.get_mut("mixer") {
         *mixer = serde_json::json!({ "state": mixer["state"] });
+    }
+    // Who asks to join, by name, is the host's to know; whether one may ask is public.
+    if let Some(requests) = json.get_mut("join_requests") {
+        *requests = serde_json::json!({ "enabled": requests["enabled"] });
     }
     // Identities may be people's account names or e-mail addresses (whatever an app backend
     // put in `sub`): the host's to know, not every viewer's.

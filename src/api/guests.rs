@@ -173,6 +173,11 @@ pub async fn remove_participant(
         let _ = room.remove(&session.participant_id).await?;
     }
     room.unsubscribe_identity(&identity).await?;
+    // A viewer let in by a request: its address may not ask again at once.
+    room.join_requests
+        .lock()
+        .expect("join requests lock")
+        .removed(std::time::Instant::now(), &identity);
     tracing::info!(room = %room_id, identity = %identity, "participant removed and banned");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -6,6 +6,7 @@ pub(crate) mod body;
 pub mod error;
 mod events;
 mod guests;
+mod join_requests;
 pub(crate) mod metrics;
 pub(crate) mod openapi;
 mod pages;
@@ -53,6 +54,10 @@ pub fn router(state: AppState) -> Router {
     );
     let invites_quota =
         rate_limit::IpLimiter::per_minute("invites created", limits.invites_per_minute_per_ip);
+    let join_requests_quota = rate_limit::IpLimiter::per_minute(
+        "requests to join",
+        limits.join_requests_per_minute_per_ip,
+    );
     let limited = |quota: &rate_limit::IpLimiter| {
         axum::middleware::from_fn_with_state(quota.clone(), rate_limit::limit)
     };
@@ -130,6 +135,29 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/rooms/{room_id}/participants/{participant_id}/audio",
             axum::routing::put(rooms::set_audio),
+        )
+        .route(
+            "/api/v1/rooms/{room_id}/requests",
+            post(join_requests::ask)
+                .layer(limited(&join_requests_quota))
+                .get(join_requests::list)
+                .put(join_requests::set_settings),
+        )
+        .route(
+            "/api/v1/rooms/{room_id}/requests/{request_id}",
+            axum::routing::delete(join_requests::withdraw),
+        )
+        .route(
+            "/api/v1/rooms/{room_id}/requests/{request_id}/events",
+            get(join_requests::follow),
+        )
+        .route(
+            "/api/v1/rooms/{room_id}/requests/{request_id}/accept",
+            post(join_requests::accept),
+        )
+        .route(
+            "/api/v1/rooms/{room_id}/requests/{request_id}/decline",
+            post(join_requests::decline),
         )
         .route("/api/v1/rooms/{room_id}/outputs", post(rooms::add_output))
         .route(

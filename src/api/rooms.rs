@@ -50,11 +50,12 @@ pub struct CreateRoom {
     pub labels: Option<bool>,
 }
 
-/// One RTMP destination (`POST …/outputs`, `outputs` at create).
+/// One RTMP or SRT destination (`POST …/outputs`, `outputs` at create).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputRequest {
-    /// `rtmp://` or `rtmps://host[:port]/app/streamkey`.
+    /// `rtmp://` or `rtmps://host[:port]/app/streamkey`, or
+    /// `srt://host:port?streamid=…&passphrase=…&latency=ms` (MPEG-TS over SRT, caller).
     #[schema(example = "rtmp://live.example.com/app/streamkey")]
     pub url: String,
 }
@@ -281,13 +282,14 @@ async fn check_destination(app: &AppState, raw: &str) -> Result<(), String> {
     policy.check(&name, &addresses)
 }
 
-/// An RTMP push URL: `rtmp(s)://host[:port]/app/stream-key`. The message never repeats the URL,
-/// since it holds the stream key.
+/// An RTMP push URL, `rtmp(s)://host[:port]/app/stream-key`, or an SRT one,
+/// `srt://host:port?streamid=…&passphrase=…&latency=…` (see `costream_mixer::srt_url`). The
+/// message never repeats the URL, since it holds the stream key or passphrase.
 pub fn validate_output_url(raw: &str) -> Result<(), String> {
     let url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
-    if !matches!(url.scheme(), "rtmp" | "rtmps") {
+    if !matches!(url.scheme(), "rtmp" | "rtmps" | "srt") {
         return Err(format!(
-            "scheme {:?} is not supported; use rtmp:// or rtmps://",
+            "scheme {:?} is not supported; use rtmp://, rtmps:// or srt://",
             url.scheme()
         ));
     }
@@ -304,6 +306,11 @@ pub fn validate_output_url(raw: &str) -> Result<(), String> {
                 "the host must be a plain name (letters, digits, '-', '.') or an IP address".into(),
             );
         }
+    }
+    if url.scheme() == "srt" {
+        return costream_mixer::srt_url::parse_srt_url(raw)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
     }
     let segments: Vec<_> = url
         .path_segments()
@@ -408,6 +415,16 @@ pub(super) fn status_json(app: &AppState, status: &RoomStatus) -> serde_json::Va
             "live": stats.live,
             "viewers": stats.viewers,
             "dropped_tags": stats.dropped_tags,
+        });
+    }
+    // Viewers asking to join (names: the host's only; see `events::without_operator_details`).
+    if let Some(room) = app.rooms.get(&status.room_id) {
+        let mut requests = room.join_requests.lock().expect("join requests lock");
+        let settings = requests.settings();
+        json["join_requests"] = serde_json::json!({
+            "enabled": settings.enabled,
+            "max_guests": settings.max_guests,
+            "pending": requests.pending_list(std::time::Instant::now()),
         });
     }
     json
@@ -821,6 +838,14 @@ mod tests {
         assert!(err.contains("rtmp://"), "{err}");
         assert!(validate_output_url("rtmp://a.example/live").is_err());
         assert!(validate_output_url("rtmp:///live/key").is_err());
+        assert!(validate_output_url("srt://a.example:9000?streamid=live/k&latency=200").is_ok());
+        let err = validate_output_url("srt://a.example:9000?passphrase=SECRET").unwrap_err();
+        assert!(err.contains("10 to 79") && !err.contains("SECRET"), "{err}");
+        assert!(
+            validate_output_url("srt://a.example?streamid=k").is_err(),
+            "no port"
+        );
+        assert!(validate_output_url("srt://127%2E0%2E0%2E1:9000").is_err());
         let err = validate_output_url("garbage secretkey").unwrap_err();
         assert!(!err.contains("secretkey"), "{err}");
     }

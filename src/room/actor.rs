@@ -133,6 +133,21 @@ pub enum GoLiveError {
 pub enum RoomNotice {
     /// The host removed this participant.
     Removed { participant_id: ParticipantId },
+    /// A viewer asks to join (for the host only).
+    JoinRequest { request_id: String, name: String },
+    /// A request left the waiting list: `accepted`, `declined`, `withdrawn` or `expired`
+    /// (for the host only).
+    JoinRequestClosed {
+        request_id: String,
+        outcome: &'static str,
+    },
+}
+
+impl RoomNotice {
+    /// Whether only the host's event stream carries it (viewers' names are the host's).
+    pub fn host_only(&self) -> bool {
+        !matches!(self, RoomNotice::Removed { .. })
+    }
 }
 
 /// While live, the status is republished this often so bitrate and durations move.
@@ -153,6 +168,9 @@ pub struct RoomHandle {
     pub tokens: RoomTokens,
     /// Who the host removed, and whether the shared guest link still works.
     pub guests: Arc<std::sync::Mutex<GuestList>>,
+    /// Viewers asking to join, and the host's settings for that (in memory: requests last
+    /// two minutes).
+    pub join_requests: std::sync::Mutex<super::join_requests::JoinRequests>,
     /// Bounded: a flood of requests waits instead of growing memory.
     commands: mpsc::Sender<RoomCommand>,
     /// Ends the actor: stops the mixer and closes every session.
@@ -244,6 +262,7 @@ impl RoomHandle {
             id,
             tokens,
             guests,
+            join_requests: std::sync::Mutex::default(),
             commands,
             cancel,
             status,
@@ -450,6 +469,11 @@ impl RoomHandle {
         let identity = identity.to_string();
         self.ask(|reply| RoomCommand::UnsubscribeIdentity { identity, reply })
             .await
+    }
+
+    /// Tells every event stream of the room (those it concerns, see [`RoomNotice::host_only`]).
+    pub fn notify(&self, notice: RoomNotice) {
+        let _ = self.notices.send(notice);
     }
 
     /// Tells the room its guest list changed (a ban, an unban, the shared link revoked), so it

@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod durable;
 pub mod guest_list;
+pub mod join_requests;
 pub mod lifetime;
 mod media;
 pub mod meter;

@@ -2,6 +2,8 @@
 //! HTTP client for the API. nginx-rtmp and ffmpeg helpers live in `costream-testkit`.
 #![allow(dead_code)]
 
+pub mod sse;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;

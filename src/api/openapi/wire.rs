@@ -136,6 +136,18 @@ pub struct RoomStatus {
     pub origin: Option<OriginStatus>,
     /// The program's quality figures, while live (README "Quality figures").
     pub quality: Option<crate::room::quality::ProgramQualityView>,
+    /// Viewers asking to join: whether they may (anyone), the cap and who waits (host only).
+    pub join_requests: Option<JoinRequestsStatus>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = JoinRequestsStatus)]
+pub struct JoinRequestsStatus {
+    pub enabled: bool,
+    /// Host only.
+    pub max_guests: Option<u32>,
+    /// Host only; oldest first.
+    pub pending: Option<Vec<crate::room::join_requests::PendingRequest>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -232,6 +244,9 @@ pub enum MixerState {
     None,
     Starting,
     Running,
+    /// A planned move to another fleet worker: the old mixer is on air until its successor
+    /// has the outputs.
+    Moving,
     Restarting,
     Failed,
 }
