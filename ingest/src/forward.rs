@@ -297,13 +297,14 @@ impl SessionStats {
     /// The publisher's A/V offset in seconds (positive: its picture trails its sound), from
     /// its first live audio and video tracks; `None` until both had a sender report.
     pub fn av_offset_secs(&self) -> Option<f64> {
-        let first = |kind| {
-            self.tracks
-                .iter()
-                .find(|t| t.live && t.kind == Some(kind))
-                .map(|t| t.reception)
-        };
-        crate::reception::av_offset_secs(&first(MediaKind::Video)?, &first(MediaKind::Audio)?)
+        let video = self.live_track(MediaKind::Video)?;
+        let audio = self.live_track(MediaKind::Audio)?;
+        crate::reception::av_offset_secs(&video.reception, &audio.reception)
+    }
+
+    /// The publisher's first live track of `kind` (the one the figures describe).
+    pub fn live_track(&self, kind: MediaKind) -> Option<&TrackStats> {
+        self.tracks.iter().find(|t| t.live && t.kind == Some(kind))
     }
 }
 

@@ -118,9 +118,7 @@ impl QualityTracker {
         }
         let jitter_of = |kind| {
             stats
-                .tracks
-                .iter()
-                .find(|t| t.live && t.kind == Some(kind))
+                .live_track(kind)
                 .map(|t| t.reception.jitter_secs * 1000.0)
         };
         view.jitter_ms = round_ms(
