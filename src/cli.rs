@@ -264,4 +264,10 @@ pub struct PublishArgs {
     /// many rooms). A keyframe request restarts the loop at its first (key) frame.
     #[arg(long, conflicts_with = "timecode")]
     pub replay_secs: Option<f64>,
+    /// Exit with an error when the session is lost instead of reconnecting. By default a lost
+    /// session (the server restarted or became unreachable: no answer to ICE checks for 2 s) is
+    /// published again with the same token and media, retrying every 0.2–1 s while the server
+    /// is down and stopping when it answers 400, 401, 403, 404 or 410 (token or room gone).
+    #[arg(long)]
+    pub no_reconnect: bool,
 }

@@ -2,7 +2,8 @@
 //! driven by `tests/browser/scenario.mjs` (npm `playwright-core`, pinned; never a downloaded
 //! browser) against a real `costream serve`. The host starts a room from `/` and goes live, a
 //! guest joins from the invite link, both see and hear each other, a viewer watches the mix
-//! from the built-in origin, the guest leaves and is removed, the host stops and ends the room.
+//! from the built-in origin, the guest leaves and is removed, the viewer asks to join and the
+//! host accepts it on air, the host stops and ends the room.
 //! Screenshots and console logs land in `tests/artifacts/browser/`.
 //!
 //! Needs `node`, `/usr/bin/chromium` and `npm ci` in tests/browser: `scripts/setup.sh --test`.
@@ -152,6 +153,7 @@ fn check_scenario(
         "studio quality panel: mixer latency, moving program, guest on air and A/V offset",
         "guest leaves and the studio updates within 5 s",
         "host removes a guest; the guest page shows removed",
+        "a viewer asks from the watch page, the studio accepts, the viewer comes on air",
         "no token in any URL the pages requested",
         "host ends the room",
     ] {

@@ -37,6 +37,15 @@ use crate::whip::{resolve_location, truncate_body};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A publisher's ICE timeouts: how fast it notices that the server is gone (killed, restarted,
+/// unreachable), so `costream publish` can reconnect. webrtc-rs's defaults (disconnected after
+/// 5 s, failed 25 s later, keepalive every 2 s) would add seconds to every reconnect. With a
+/// keepalive every 500 ms the server answers at least four checks (and sends RTCP) inside the
+/// 2 s window, so a healthy but busy server does not trip it.
+const PUBLISHER_ICE_DISCONNECTED: Duration = Duration::from_secs(2);
+const PUBLISHER_ICE_FAILED: Duration = Duration::from_secs(2);
+const PUBLISHER_ICE_KEEPALIVE: Duration = Duration::from_millis(500);
+
 /// What to publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishMedia {
@@ -63,6 +72,8 @@ pub struct WhipPublisher {
     closed: AtomicBool,
     /// Time from POST to Connected, for diagnostics.
     connect_time: Duration,
+    /// The peer connection's state, for [`session_lost`](Self::session_lost).
+    state: watch::Receiver<RTCPeerConnectionState>,
 }
 
 impl std::fmt::Debug for WhipPublisher {
@@ -105,7 +116,7 @@ impl WhipPublisher {
         token: &str,
         media: PublishMedia,
     ) -> Result<Self, IngestError> {
-        let pc = Arc::new(new_peer_connection().await?);
+        let pc = Arc::new(new_peer_connection(IceProfile::DetectLossFast).await?);
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         pc.on_peer_connection_state_change(Box::new(move |state| {
             debug!(%state, "publisher connection state");
@@ -162,6 +173,7 @@ impl WhipPublisher {
             keyframe_rx: Some(keyframe_rx),
             closed: AtomicBool::new(false),
             connect_time: Duration::ZERO,
+            state: state_rx.clone(),
         };
         // From here on a failure must also end the server-side session: leave() does both.
         match publisher.finish_connect(answer, state_rx).await {
@@ -258,6 +270,26 @@ impl WhipPublisher {
         self.connect_time
     }
 
+    /// Resolves when the session is lost: the peer connection went `disconnected` (no answer
+    /// from the server for 2 s), `failed` or `closed`. Returns that state's name. The server
+    /// keeps no session it cannot reach, so a caller that wants to carry on connects anew.
+    pub async fn session_lost(&self) -> String {
+        let mut state = self.state.clone();
+        let lost = state
+            .wait_for(|s| {
+                matches!(
+                    s,
+                    RTCPeerConnectionState::Disconnected
+                        | RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Closed
+                )
+            })
+            .await
+            .map(|s| s.to_string());
+        // The sender only goes away with the peer connection.
+        lost.unwrap_or_else(|_| RTCPeerConnectionState::Closed.to_string())
+    }
+
     /// Ends the session: DELETE on the resource, then close the peer connection (always,
     /// even if the DELETE fails).
     pub async fn leave(self) -> Result<(), IngestError> {
@@ -318,7 +350,16 @@ impl Drop for WhipPublisher {
     }
 }
 
-pub(crate) async fn new_peer_connection() -> Result<RTCPeerConnection, IngestError> {
+/// ICE timing of a client peer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IceProfile {
+    /// webrtc-rs's defaults.
+    Default,
+    /// Short timeouts: a publisher notices a vanished server within ~2 s.
+    DetectLossFast,
+}
+
+pub(crate) async fn new_peer_connection(ice: IceProfile) -> Result<RTCPeerConnection, IngestError> {
     let mut media_engine = MediaEngine::default();
     register_codecs(&mut media_engine)?;
     // The NACK responder retransmits what the server's NACK generator asks for.
@@ -326,6 +367,13 @@ pub(crate) async fn new_peer_connection() -> Result<RTCPeerConnection, IngestErr
     let mut setting_engine = SettingEngine::default();
     // The WHIP server may well be on this machine (tests, local origin).
     setting_engine.set_include_loopback_candidate(true);
+    if ice == IceProfile::DetectLossFast {
+        setting_engine.set_ice_timeouts(
+            Some(PUBLISHER_ICE_DISCONNECTED),
+            Some(PUBLISHER_ICE_FAILED),
+            Some(PUBLISHER_ICE_KEEPALIVE),
+        );
+    }
     let api = APIBuilder::new()
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)

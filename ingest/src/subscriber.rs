@@ -17,7 +17,7 @@ use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 
-use crate::client::{delete_resource, local_offer, new_peer_connection, post_offer};
+use crate::client::{delete_resource, local_offer, new_peer_connection, post_offer, IceProfile};
 use crate::codec::CodecName;
 use crate::error::IngestError;
 use crate::rtp_keyframe::starts_keyframe;
@@ -83,7 +83,7 @@ impl WhepSubscriber {
     }
 
     async fn connect_inner(url: Url, token: &str) -> Result<Self, IngestError> {
-        let pc = Arc::new(new_peer_connection().await?);
+        let pc = Arc::new(new_peer_connection(IceProfile::Default).await?);
         let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
         pc.on_peer_connection_state_change(Box::new(move |s| {
             debug!(state = %s, "subscriber connection state");

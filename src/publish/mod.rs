@@ -3,11 +3,12 @@
 //! it to check a deployment end to end.
 
 mod color;
+mod reconnect;
 mod replay;
 mod tone;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use costream_ingest::{CodecName, PublishMedia, WhipPublisher};
@@ -15,6 +16,7 @@ use costream_mixer::control::Codec;
 use costream_mixer::synth::{Pattern, SynthVideo, SynthVideoSpec};
 use tokio::sync::mpsc;
 
+use reconnect::{is_permanent, Backoff};
 use replay::ReplayLoop;
 
 use crate::cli::PublishArgs;
@@ -38,11 +40,13 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     };
     // The join-latency benchmark measures from this instant (the WHIP POST) to first sight.
     println!("whip_post_unix_ms {}", unix_ms());
-    let mut publisher = WhipPublisher::connect(&whip_url, &args.token, media)
+    let publisher = WhipPublisher::connect(&whip_url, &args.token, media)
         .await
         .context("WHIP publish failed")?;
-    let keyframe_requests = publisher.keyframe_requests();
-    let publisher = Arc::new(publisher);
+    // Keyframe requests of every session, one after the other, reach the one encoder.
+    let (keyframe_tx, keyframe_requests) = mpsc::channel(1);
+    let session = Session::default();
+    session.install(publisher, &keyframe_tx);
 
     let mut tasks = tokio::task::JoinSet::new();
     if !args.no_video {
@@ -63,18 +67,18 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             Some(secs) => {
                 let frames = (secs * f64::from(args.fps)).ceil().max(1.0) as usize;
                 tasks.spawn(replay_video(
-                    publisher.clone(),
+                    session.clone(),
                     synth,
                     frames,
                     keyframe_requests,
                 ));
             }
             None => {
-                tasks.spawn(send_video(publisher.clone(), synth, keyframe_requests));
+                tasks.spawn(send_video(session.clone(), synth, keyframe_requests));
             }
         }
     }
-    tasks.spawn(send_tone(publisher.clone(), args.tone));
+    tasks.spawn(send_tone(session.clone(), args.tone));
     tracing::info!("publishing to {}", args.whip);
     // Scripts (and the tests) wait for this stdout line.
     println!("publishing");
@@ -85,22 +89,133 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = stop => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        Some(done) = tasks.join_next() => {
-            done.context("sender task panicked")??;
-            bail!("a media sender stopped unexpectedly");
+    tokio::pin!(stop);
+    loop {
+        let current = session.current().context("no WHIP session")?;
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            Some(done) = tasks.join_next() => {
+                done.context("sender task panicked")??;
+                bail!("a media sender stopped unexpectedly");
+            }
+            lost = current.session_lost() => {
+                drop(current);
+                session.abandon();
+                if args.no_reconnect {
+                    bail!("the WHIP session was lost (connection {lost}); not reconnecting (--no-reconnect)");
+                }
+                tracing::warn!(connection = %lost, "the WHIP session was lost; reconnecting");
+                // Scripts (and the tests) follow these stdout lines.
+                println!("reconnecting {} {lost}", unix_ms());
+                let started = Instant::now();
+                let publisher = tokio::select! {
+                    publisher = reconnect(&whip_url, &args.token, media) => publisher?,
+                    _ = &mut stop => break,
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                };
+                session.install(publisher, &keyframe_tx);
+                tracing::info!(
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "reconnected to {}",
+                    args.whip
+                );
+                println!("reconnected {}", unix_ms());
+                println!("publishing");
+            }
         }
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    let Some(publisher) = session.take() else {
+        return Ok(());
+    };
     let publisher = Arc::try_unwrap(publisher)
         .map_err(|_| anyhow::anyhow!("publisher still in use at shutdown"))?;
     publisher.leave().await.context("WHIP DELETE failed")?;
     tracing::info!("left");
     Ok(())
+}
+
+/// POSTs the WHIP offer again (a new peer connection, the same token) until the server takes
+/// it, with [`Backoff`] between attempts; gives up at once when the server says the token or
+/// the room is gone.
+async fn reconnect(
+    whip_url: &str,
+    token: &str,
+    media: PublishMedia,
+) -> anyhow::Result<WhipPublisher> {
+    let mut backoff = Backoff::default();
+    for attempt in 1u32.. {
+        match WhipPublisher::connect(whip_url, token, media).await {
+            Ok(publisher) => return Ok(publisher),
+            Err(e) if is_permanent(&e) => {
+                return Err(e).context("cannot reconnect: the server refused this token or room")
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::info!(attempt, "reconnect failed ({e}); next try in {delay:?}");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    unreachable!("attempts are unbounded")
+}
+
+/// The WHIP session the media senders write to. Replaced on every reconnect and empty in
+/// between: frames made meanwhile are dropped while the sources keep running, so the same
+/// encoder and tone carry on into the new session.
+#[derive(Clone, Default)]
+struct Session(Arc<RwLock<Option<Arc<WhipPublisher>>>>);
+
+impl Session {
+    fn current(&self) -> Option<Arc<WhipPublisher>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn take(&self) -> Option<Arc<WhipPublisher>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Makes `publisher` the session; its keyframe requests go to `keyframes`, and one is
+    /// asked for at once (the new server session needs one to show the video).
+    fn install(&self, mut publisher: WhipPublisher, keyframes: &mpsc::Sender<()>) {
+        let mut requests = publisher.keyframe_requests();
+        let forward = keyframes.clone();
+        // Ends when the session's RTCP reader does (its peer connection closed).
+        tokio::spawn(async move {
+            while requests.recv().await.is_some() {
+                let _ = forward.try_send(());
+            }
+        });
+        let _ = keyframes.try_send(());
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(publisher));
+    }
+
+    /// Drops a lost session: a DELETE in the background (a server that is back, or was only
+    /// unreachable, frees the participant at once instead of after its ICE timeout); the
+    /// peer connection closes either way.
+    fn abandon(&self) {
+        let Some(publisher) = self.take() else { return };
+        tokio::spawn(async move {
+            // A sender may hold it for the length of one write.
+            let mut publisher = publisher;
+            for _ in 0..20 {
+                match Arc::try_unwrap(publisher) {
+                    Ok(owned) => {
+                        if let Err(e) = owned.leave().await {
+                            tracing::debug!("DELETE of the lost session: {e}");
+                        }
+                        return;
+                    }
+                    Err(shared) => publisher = shared,
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
 }
 
 fn unix_ms() -> u128 {
@@ -119,7 +234,7 @@ fn with_name(whip: &str, name: &str) -> anyhow::Result<String> {
 /// Encoded frames come from a GStreamer appsink on a blocking thread; a small channel hands them
 /// to the async writer. Keyframe requests (PLI) from the server go back to the encoder.
 async fn send_video(
-    publisher: Arc<WhipPublisher>,
+    session: Session,
     synth: Arc<SynthVideo>,
     mut keyframe_requests: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
@@ -138,7 +253,9 @@ async fn send_video(
         tokio::select! {
             frame = frames.recv() => {
                 let Some(frame) = frame else { bail!("the synthetic video source stopped") };
-                publisher.write_video(&frame.data, frame.duration).await?;
+                if let Some(publisher) = session.current() {
+                    log_lost_write(publisher.write_video(&frame.data, frame.duration).await);
+                }
             }
             Some(()) = keyframe_requests.recv() => synth.force_keyframe(),
         }
@@ -148,7 +265,7 @@ async fn send_video(
 /// Records `count` frames from the encoder, stops it, then sends the recording in a loop at
 /// its own frame rate.
 async fn replay_video(
-    publisher: Arc<WhipPublisher>,
+    session: Session,
     synth: Arc<SynthVideo>,
     count: usize,
     mut keyframe_requests: mpsc::Receiver<()>,
@@ -175,14 +292,16 @@ async fn replay_video(
         tokio::select! {
             _ = ticker.tick() => {
                 let frame = replay.next_frame();
-                publisher.write_video(&frame.data, frame.duration).await?;
+                if let Some(publisher) = session.current() {
+                    log_lost_write(publisher.write_video(&frame.data, frame.duration).await);
+                }
             }
             Some(()) = keyframe_requests.recv() => replay.restart(),
         }
     }
 }
 
-async fn send_tone(publisher: Arc<WhipPublisher>, frequency: f32) -> anyhow::Result<()> {
+async fn send_tone(session: Session, frequency: f32) -> anyhow::Result<()> {
     let mut encoder =
         opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Audio)?;
     let mut tone = ToneGenerator::new(frequency, 0.3);
@@ -195,8 +314,16 @@ async fn send_tone(publisher: Arc<WhipPublisher>, frequency: f32) -> anyhow::Res
         let pcm = tone.next_frame();
         debug_assert_eq!(pcm.len(), FRAME_SAMPLES);
         let len = encoder.encode(&pcm, &mut packet)?;
-        publisher
-            .write_audio(&packet[..len], frame_duration)
-            .await?;
+        if let Some(publisher) = session.current() {
+            log_lost_write(publisher.write_audio(&packet[..len], frame_duration).await);
+        }
+    }
+}
+
+/// A write fails only on a session that is going away; the main loop notices the loss (and
+/// reconnects), so the sender carries on with the next frame.
+fn log_lost_write(result: Result<(), costream_ingest::IngestError>) {
+    if let Err(e) = result {
+        tracing::trace!("write to a lost session: {e}");
     }
 }

@@ -627,6 +627,46 @@ try {
     });
   }
 
+  // 8b. A viewer asks to join from the watch page (连麦); the studio accepts; the viewer comes on
+  // air with its own token, leaves, and is back to watching.
+  await check('a viewer asks from the watch page, the studio accepts, the viewer comes on air', async () => {
+    await viewer.page.fill('#apply-name', 'Viewer V');
+    await viewer.page.click('#apply-ask');
+    await waitInPage(viewer.page, 'request pending', () => document.body.dataset.apply === 'pending');
+    const accept = '#requests li[data-request-id] [data-action="accept"]';
+    await host.page.waitForSelector(accept, { timeout: 5000 });
+    const name = await host.page.textContent('#requests li[data-request-id] .output-name');
+    if (name !== 'Viewer V') throw new Error(`the studio shows ${name}`);
+    const acceptedAt = Date.now();
+    await Promise.all([viewer.page.waitForURL(/\/join\//, { timeout: 10000 }), host.page.click(accept)]);
+    await waitInPage(viewer.page, 'join enabled', () => !document.getElementById('join').disabled, null, 15000);
+    await viewer.page.click('#join');
+    const onAir = await waitInPage(
+      viewer.page,
+      'viewer on air',
+      () => document.body.dataset.state === 'live' && window.costream.participantId,
+      null,
+      20000,
+    );
+    metrics.accept_to_viewer_on_air_ms = Date.now() - acceptedAt;
+    await waitInPage(
+      host.page,
+      'the viewer in the studio',
+      (id) => !!document.querySelector(`#people li[data-participant-id="${id}"]`),
+      onAir,
+      10000,
+    );
+    const status = await (
+      await fetch(`${base}/api/v1/rooms/${roomId}`, { headers: { Authorization: `Bearer ${hostToken}` } })
+    ).json();
+    const me = status.participants.find((p) => p.participant_id === onAir);
+    if (!me?.identity?.startsWith('req-')) throw new Error(`identity ${me?.identity}`);
+    await viewer.page.click('#leave');
+    await viewer.page.goto(`${base}/watch/${roomId}`);
+    await waitInPage(viewer.page, 'watching again', () => document.body.dataset.state === 'live', null, 30000);
+    return { acceptToOnAirMs: metrics.accept_to_viewer_on_air_ms };
+  });
+
   await check('no token in any URL the pages requested', async () => {
     const leaked = requestedUrls.filter(
       (url) =>

@@ -1,5 +1,7 @@
 // Shared by every page: tokens, API calls, the room's event stream, small DOM helpers.
 
+import { readEventStream } from './sse.js';
+
 /** The `{room}` segment of /host/{room}, /join/{room}, /watch/{room}. */
 export function roomIdFromPath() {
   return decodeURIComponent(location.pathname.split('/')[2] || '');
@@ -67,13 +69,14 @@ export async function api(path, { method = 'GET', token, body } = {}) {
 /**
  * Follows `GET /api/v1/rooms/{id}/events` (Server-Sent Events read with fetch, so the token
  * goes in the Authorization header, never in a URL). Reconnects with backoff when the stream
- * drops. Handlers: status(json), removed(notice), ended(), reconnecting(), connected(),
+ * drops. Handlers: status(json), removed(notice), joinRequests(name, notice) (host only:
+ * `join_request`, `join_request_closed`), ended(), reconnecting(), connected(),
  * fatal(ApiError) for answers that retrying cannot fix (404 room gone, 401/403).
  */
 export function followRoom(roomId, token, handlers) {
   const controller = new AbortController();
   let stopped = false;
-  let delay = 500;
+  let delay = 250;
 
   const dispatch = (name, data) => {
     let payload = null;
@@ -84,6 +87,7 @@ export function followRoom(roomId, token, handlers) {
     }
     if (name === 'status') handlers.status?.(payload);
     else if (name === 'removed') handlers.removed?.(payload);
+    else if (name.startsWith('join_request')) handlers.joinRequests?.(name, payload);
     else if (name === 'ended') {
       stopped = true;
       handlers.ended?.();
@@ -108,35 +112,8 @@ export function followRoom(roomId, token, handlers) {
       throw error;
     }
     handlers.connected?.();
-    delay = 500;
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = '';
-    let event = 'message';
-    let data = [];
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let newline;
-      while ((newline = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, newline).replace(/\r$/, '');
-        buffer = buffer.slice(newline + 1);
-        if (line === '') {
-          if (data.length) dispatch(event, data.join('\n'));
-          event = 'message';
-          data = [];
-        } else if (line.startsWith(':')) {
-          // keep-alive comment
-        } else {
-          const colon = line.indexOf(':');
-          const field = colon < 0 ? line : line.slice(0, colon);
-          const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-          if (field === 'event') event = value;
-          else if (field === 'data') data.push(value);
-        }
-      }
-    }
+    delay = 250;
+    await readEventStream(response, dispatch);
   };
 
   (async () => {
@@ -154,7 +131,10 @@ export function followRoom(roomId, token, handlers) {
       if (stopped) return;
       handlers.reconnecting?.();
       await sleep(delay);
-      delay = Math.min(delay * 2, 5000);
+      // At most 0.5 s between tries (a refused connection costs nothing): after a serve
+      // restart the pages learn from the first status that their sessions are gone (see
+      // session.js), so this wait is part of the time guests take to come back.
+      delay = Math.min(delay * 2, 500);
     }
   })();
 

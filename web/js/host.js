@@ -2,14 +2,16 @@
 // plays every guest (one WHEP subscription each), runs the broadcast, shows its health.
 
 import {
-  $, api, copyText, el, followRoom, formatBitrate, formatDuration, roomIdFromPath, sleep,
-  takeToken, toast,
+  $, api, copyText, el, followRoom, formatBitrate, formatDuration, roomIdFromPath, takeToken,
+  toast,
 } from './common.js';
 import { LocalMedia, wireMediaToggles } from './devices.js';
 import { playFlv } from './player.js';
 import { ProgramControls } from './program.js';
 import { renderQuality } from './quality.js';
-import { publish, Subscriptions } from './rtc.js';
+import { JoinRequestsPanel } from './requests.js';
+import { Subscriptions } from './rtc.js';
+import { PublishSession } from './session.js';
 import { displayName, RemoteTiles } from './tiles.js';
 
 const roomId = roomIdFromPath();
@@ -19,7 +21,14 @@ const state = {
   status: null,
   ended: false,
   program: null,
+  serverReachable: true,
+  /** When the event stream dropped; the first status after it comes back is checked for us. */
+  streamDroppedAt: null,
+  /** Every publish state shown, with its time (diagnostics; the restart test reads it). */
+  history: [],
 };
+/** Publishes the camera and mic, and again after a lost session. */
+let session = null;
 
 const media = new LocalMedia({
   preview: $('preview'),
@@ -28,6 +37,7 @@ const media = new LocalMedia({
   video: { width: 1280, height: 720, frameRate: 30 },
 });
 const tiles = new RemoteTiles($('tiles'), $('unmute-remote'));
+const joinRequests = new JoinRequestsPanel({ roomId, token });
 const program = new ProgramControls({
   roomId,
   token,
@@ -71,6 +81,9 @@ window.costream = {
   get status() {
     return state.status;
   },
+  get history() {
+    return state.history;
+  },
 };
 
 function fatal(message) {
@@ -80,56 +93,71 @@ function fatal(message) {
   for (const id of ['go-live', 'stop-live', 'end-room']) $(id).disabled = true;
 }
 
-function setPublishState(text, kind = '') {
+/** The pill on the self view; `shown` (data-state) is one of connecting, connected,
+ * reconnecting, refused, ended, or absent before publishing starts. */
+function setPublishState(text, kind = '', shown = '') {
   const pill = $('publish-state');
   pill.textContent = text;
   pill.className = `pill ${kind}`;
+  pill.dataset.state = shown;
+  if (shown && state.history.at(-1)?.state !== shown) state.history.push({ state: shown, at: Date.now() });
 }
 
-async function startPublishing() {
-  let delay = 1000;
-  while (!state.ended) {
-    setPublishState('connecting…');
-    try {
-      const publisher = await publish(roomId, token, media.stream, 'Host');
-      state.publisher = publisher;
-      media.attach(publisher.senders);
-      setPublishState('connected', 'ok');
-      subscriptions.enable();
-      const lost = await connectionLost(publisher.pc);
-      if (state.ended) return;
-      media.detach();
-      publisher.leave();
-      state.publisher = null;
-      setPublishState(`reconnecting (${lost})…`, 'warn');
-      delay = 1000;
-    } catch (e) {
-      if (e.status === 404 || e.status === 410) {
-        roomEnded();
-        return;
-      }
-      setPublishState(`cannot publish: ${e.message}`, 'error');
-    }
-    await sleep(delay);
-    delay = Math.min(delay * 2, 10000);
+function showPublishState() {
+  if (state.ended || !session) return;
+  const error = session.error?.message;
+  switch (session.state) {
+    case 'connected':
+      if (state.serverReachable) setPublishState('connected', 'ok', 'connected');
+      else setPublishState('reconnecting to the server…', 'warn', 'reconnecting');
+      break;
+    case 'reconnecting':
+      setPublishState(error ? `reconnecting (${error})…` : 'reconnecting…', 'warn', 'reconnecting');
+      break;
+    case 'connecting':
+      if (error) setPublishState(`cannot publish: ${error}; retrying`, 'error', 'connecting');
+      else setPublishState('connecting…', '', 'connecting');
+      break;
+    case 'refused':
+      setPublishState(`cannot publish: ${error}`, 'error', 'refused');
+      break;
+    default:
+      break;
   }
 }
 
-/** Resolves when a published connection is lost for good. */
-function connectionLost(pc) {
-  return new Promise((resolve) => {
-    let timer = null;
-    pc.addEventListener('connectionstatechange', () => {
-      const s = pc.connectionState;
-      if (s === 'failed' || s === 'closed') resolve(s);
-      // "disconnected" often heals by itself within seconds; give it a chance.
-      if (s === 'disconnected' && !timer) timer = setTimeout(() => resolve('disconnected'), 8000);
-      if (s === 'connected' && timer) {
-        clearTimeout(timer);
-        timer = null;
-      }
-    });
+function startPublishing() {
+  const mine = new PublishSession({
+    roomId,
+    token,
+    stream: () => media.stream,
+    displayName: () => 'Host',
+    changed: (s) => {
+      if (session !== mine) return;
+      if (s === 'refused') hostRefused(mine.error);
+      showPublishState();
+    },
+    published: (publisher) => {
+      state.publisher = publisher;
+      media.attach(publisher.senders);
+      subscriptions.enable();
+      showPublishState();
+    },
+    lost: () => {
+      // The guests' subscriptions were on the same server session: open them anew with ours.
+      state.publisher = null;
+      media.detach();
+      subscriptions.closeAll();
+    },
   });
+  session = mine;
+  mine.start();
+}
+
+/** The server refused to take the host back: the room ended, or the token is no good. */
+function hostRefused(error) {
+  if (error?.status === 404 || error?.status === 410) roomEnded();
+  else fatal(`The server no longer accepts this studio link: ${error?.message ?? 'refused'}`);
 }
 
 function outputName(output) {
@@ -190,6 +218,7 @@ function render(status) {
   renderPeople();
   renderProgram(status);
   renderQuality(status);
+  joinRequests.update(status);
 }
 
 function renderPeople() {
@@ -283,10 +312,12 @@ function roomEnded() {
   subscriptions.closeAll();
   tiles.clear();
   media.detach();
-  state.publisher?.pc.close();
+  session?.abandon();
+  session = null;
+  state.publisher = null;
   state.program?.stop();
   state.program = null;
-  setPublishState('room ended');
+  setPublishState('room ended', '', 'ended');
 }
 
 async function runCommand(button, method, path) {
@@ -399,13 +430,25 @@ async function main() {
   $('watch-link').value = new URL(new URL(links.watch_url).pathname, location.origin).href;
 
   followRoom(roomId, token, {
-    status: render,
-    ended: roomEnded,
-    fatal: (e) => (e.status === 404 ? roomEnded() : fatal(e.message)),
-    reconnecting: () => setPublishState('reconnecting to the server…', 'warn'),
-    connected: () => {
-      if (state.publisher) setPublishState('connected', 'ok');
+    status: (status) => {
+      state.serverReachable = true;
+      if (state.streamDroppedAt !== null) {
+        session?.absentFrom(status, state.streamDroppedAt);
+        state.streamDroppedAt = null;
+      }
+      render(status);
+      showPublishState();
     },
+    ended: roomEnded,
+    // A viewer asked (or a request closed): the status would tell only at its next change.
+    joinRequests: () => joinRequests.refresh(),
+    fatal: (e) => (e.status === 404 ? roomEnded() : fatal(e.message)),
+    reconnecting: () => {
+      state.serverReachable = false;
+      state.streamDroppedAt ??= Date.now();
+      showPublishState();
+    },
+    // Reachable again once the first status arrives (and shows whether we are still in).
   });
 
   try {

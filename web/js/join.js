@@ -1,24 +1,32 @@
 // `/join/{room}#token=GUEST_TOKEN`: a guest checks camera and mic, joins, and then sees and
 // hears the host and the other guests in real time (one WHEP subscription per participant).
 
-import { $, followRoom, roomIdFromPath, sleep, takeToken } from './common.js';
+import { $, followRoom, roomIdFromPath, takeToken } from './common.js';
 import { LocalMedia, wireMediaToggles } from './devices.js';
-import { publish, Subscriptions } from './rtc.js';
+import { Subscriptions } from './rtc.js';
+import { PublishSession } from './session.js';
 import { RemoteTiles } from './tiles.js';
 
 const roomId = roomIdFromPath();
 const token = takeToken(roomId, 'guest');
 
-/** phase: 'waiting' | 'joining' | 'joined' | 'removed' | 'ended' */
+/** phase: 'waiting' | 'joining' | 'joined' | 'refused' | 'removed' | 'ended' */
 const state = {
   phase: 'waiting',
   publisher: null,
   status: null,
   serverReachable: true,
-  mediaLost: false,
   mediaReady: false,
   error: null,
+  /** When the event stream dropped; the first status after it comes back is checked for us. */
+  streamDroppedAt: null,
+  /** Our participant id in the room, kept while reconnecting. */
+  lastParticipantId: null,
+  /** Every state the banner showed, with its time (diagnostics; the restart test reads it). */
+  history: [],
 };
+/** Publishes the camera and mic while joined, and again after a lost session. */
+let session = null;
 
 const media = new LocalMedia({
   preview: $('preview'),
@@ -52,13 +60,19 @@ window.costream = {
   get status() {
     return state.status;
   },
+  get history() {
+    return state.history;
+  },
 };
 
 /** The state the banner shows, from the most to the least important. */
 function shownState() {
   if (state.phase === 'removed') return 'removed';
   if (state.phase === 'ended') return 'ended';
-  if (state.phase === 'joined' && (!state.serverReachable || state.mediaLost)) return 'reconnecting';
+  if (state.phase === 'refused') return 'refused';
+  if (state.phase === 'joined' && (!state.serverReachable || session?.state !== 'connected')) {
+    return 'reconnecting';
+  }
   if (state.phase === 'joined') return state.status?.broadcast === 'live' ? 'live' : 'joined';
   if (state.phase === 'joining') return 'joining';
   return 'waiting';
@@ -69,19 +83,22 @@ const BANNERS = {
   joining: ['Joining…', 'Connecting your camera and microphone to the room.'],
   joined: ['You are in the room', 'The host and the other guests see and hear you. The show is not live yet.'],
   live: ['You are live', 'Viewers see and hear you now.'],
-  reconnecting: ['Reconnecting…', 'The connection dropped; trying again.'],
+  reconnecting: ['Reconnecting…', 'The connection dropped; trying again. Your camera and mic stay on.'],
+  refused: ['Cannot rejoin', 'The server no longer accepts this invite link. Ask the host for a new one.'],
   removed: ['You were removed', 'The host removed you from this room.'],
   ended: ['The room has ended', 'Thanks for joining. You can close this page.'],
 };
 
 function update() {
   const shown = shownState();
+  if (state.history.at(-1)?.state !== shown) state.history.push({ state: shown, at: Date.now() });
   const banner = $('state-banner');
   const [title, detail] = BANNERS[shown];
   banner.dataset.state = shown;
   banner.className = `banner banner-${shown}`;
   $('state-title').textContent = title;
-  $('state-detail').textContent = state.error && shown === 'waiting' ? state.error : detail;
+  $('state-detail').textContent =
+    state.error && (shown === 'waiting' || shown === 'refused') ? state.error : detail;
   document.body.dataset.state = shown;
   const inRoom = state.phase === 'joined' || state.phase === 'joining';
   const over = state.phase === 'removed' || state.phase === 'ended';
@@ -102,91 +119,87 @@ async function join() {
   state.phase = 'joining';
   state.error = null;
   update();
-  let delay = 1000;
-  while (state.phase === 'joining' || state.phase === 'joined') {
-    try {
-      const name = $('display-name').value.trim() || 'Guest';
-      const publisher = await publish(roomId, token, media.stream, name);
-      if (state.phase !== 'joining' && state.phase !== 'joined') {
-        publisher.leave();
-        return;
-      }
+  const mine = new PublishSession({
+    roomId,
+    token,
+    stream: () => media.stream,
+    displayName: () => $('display-name').value.trim() || 'Guest',
+    // A first join that fails goes back to the join button; only a lost session retries.
+    retryFirst: false,
+    changed: (s) => {
+      if (session !== mine) return;
+      if (s === 'refused' && state.phase === 'joined') refused(mine.error);
+      update();
+    },
+    published: (publisher) => {
       state.publisher = publisher;
-      state.phase = 'joined';
-      state.mediaLost = false;
+      state.lastParticipantId = publisher.participantId;
       media.attach(publisher.senders);
       subscriptions.enable();
       update();
-      delay = 1000;
-      await connectionLost(publisher.pc);
-      if (state.publisher !== publisher) return;
-      // Removed or ended rooms close the connection too; their notices come first, but give
-      // them a moment before reconnecting.
-      state.mediaLost = true;
-      update();
-      await sleep(1000);
-      if (state.phase !== 'joined') return;
-      media.detach();
-      publisher.leave();
+    },
+    lost: () => {
+      // The others' subscriptions were on the same server session: open them anew with ours.
       state.publisher = null;
-    } catch (e) {
-      if (e.status === 404 || e.status === 410) {
-        enterFinal('ended');
-        return;
-      }
-      if (e.status === 409 && e.code === 'room_full') {
-        state.phase = 'waiting';
-        state.error = e.message;
-        update();
-        return;
-      }
-      if (state.phase === 'joining') {
-        state.phase = 'waiting';
-        state.error = `Could not join: ${e.message}`;
-        update();
-        return;
-      }
-      state.mediaLost = true;
+      media.detach();
+      subscriptions.closeAll();
       update();
+    },
+  });
+  session = mine;
+  try {
+    await mine.start();
+  } catch (e) {
+    if (session !== mine) return;
+    session = null;
+    if (e.status === 404 || e.status === 410) {
+      enterFinal('ended');
+      return;
     }
-    await sleep(delay);
-    delay = Math.min(delay * 2, 10000);
+    state.phase = 'waiting';
+    state.error = e.status === 409 && e.code === 'room_full' ? e.message : `Could not join: ${e.message}`;
+    update();
+    return;
   }
+  if (session === mine && state.phase === 'joining') state.phase = 'joined';
+  update();
 }
 
-function connectionLost(pc) {
-  return new Promise((resolve) => {
-    let timer = null;
-    pc.addEventListener('connectionstatechange', () => {
-      const s = pc.connectionState;
-      if (s === 'failed' || s === 'closed') resolve(s);
-      if (s === 'disconnected' && !timer) timer = setTimeout(() => resolve(s), 8000);
-      if (s === 'connected' && timer) {
-        clearTimeout(timer);
-        timer = null;
-      }
-    });
-  });
+/** The server refused to take us back (token, room or person gone): stop, say why. */
+function refused(error) {
+  if (error?.status === 404 || error?.status === 410) {
+    enterFinal('ended');
+    return;
+  }
+  if (error?.status === 403 && error?.code === 'removed') {
+    enterFinal('removed');
+    return;
+  }
+  enterFinal('refused');
+  state.error = `Cannot rejoin: ${error?.message ?? 'the server refused this link'}`;
+  update();
 }
 
 async function leave() {
-  const publisher = state.publisher;
+  const leaving = session;
+  session = null;
   state.publisher = null;
   state.phase = 'waiting';
   subscriptions.closeAll();
   tiles.clear();
   media.detach();
   update();
-  await publisher?.leave();
+  await leaving?.stop();
 }
 
-/** Removed or ended: drop every connection, keep the page as a message. */
+/** Removed, ended or refused: drop every connection, keep the page as a message. */
 function enterFinal(phase) {
-  if (state.phase === 'removed' || state.phase === 'ended') return;
+  if (['removed', 'ended', 'refused'].includes(state.phase)) return;
   state.phase = phase;
-  const publisher = state.publisher;
+  const ending = session;
+  session = null;
   state.publisher = null;
-  publisher?.pc.close();
+  ending?.abandon();
   subscriptions.closeAll();
   tiles.clear();
   media.detach();
@@ -221,12 +234,17 @@ async function main() {
     status: (status) => {
       state.status = status;
       state.serverReachable = true;
+      if (state.streamDroppedAt !== null) {
+        session?.absentFrom(status, state.streamDroppedAt);
+        state.streamDroppedAt = null;
+      }
       subscriptions.sync(status.participants);
       tiles.update(status.participants);
       update();
     },
     removed: (notice) => {
-      if (notice.participant_id === state.publisher?.participantId) enterFinal('removed');
+      // Also while reconnecting: the removal closed the session we were in.
+      if (notice.participant_id === state.lastParticipantId) enterFinal('removed');
     },
     ended: () => enterFinal('ended'),
     fatal: (e) => {
@@ -238,12 +256,10 @@ async function main() {
     },
     reconnecting: () => {
       state.serverReachable = false;
+      state.streamDroppedAt ??= Date.now();
       update();
     },
-    connected: () => {
-      state.serverReachable = true;
-      update();
-    },
+    // Reachable again once the first status arrives (and shows whether we are still in).
   });
   try {
     await media.start();

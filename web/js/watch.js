@@ -1,7 +1,8 @@
 // `/watch/{room}`: the room's mix from the built-in origin (HTTP-FLV through mpegts.js).
 // Offline until the host goes live; starts by itself, and goes back to waiting when it stops.
 
-import { $, api, roomIdFromPath } from './common.js';
+import { AskToJoin } from './apply.js';
+import { $, api, rememberToken, roomIdFromPath } from './common.js';
 import { playFlv } from './player.js';
 
 const roomId = roomIdFromPath();
@@ -32,11 +33,19 @@ $('unmute').addEventListener('click', () => {
   $('unmute').hidden = true;
 });
 
+/** Accepted: on to the guest view with the personal token (kept for this tab, not in history). */
+function comeOnAir(accepted) {
+  rememberToken(roomId, 'guest', accepted.token);
+  location.assign(`/join/${encodeURIComponent(roomId)}?from=watch`);
+}
+
 async function main() {
+  const apply = new AskToJoin({ roomId, onAccepted: comeOnAir });
   try {
     const room = await api(`/api/v1/rooms/${encodeURIComponent(roomId)}`);
     $('room-name').textContent = room.name || 'Live';
     document.title = `costream · ${room.name || 'watch'}`;
+    apply.update(room);
   } catch (e) {
     if (e.status === 404) {
       $('offline-title').textContent = 'No such stream';
