@@ -301,6 +301,12 @@ impl WhipPublisher {
         deleted
     }
 
+    /// DELETE on the session resource without closing anything here: how a client whose
+    /// session was lost asks the server why (`403 removed`: the host removed it).
+    pub async fn delete_session(&self) -> Result<(), IngestError> {
+        self.delete_resource().await
+    }
+
     async fn delete_resource(&self) -> Result<(), IngestError> {
         delete_resource(&self.http, &self.resource, &self.token).await
     }

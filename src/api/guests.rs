@@ -171,6 +171,10 @@ pub async fn remove_participant(
     {
         // One that left meanwhile is gone already, which is what was asked.
         let _ = room.remove(&session.participant_id).await?;
+        room.guests
+            .lock()
+            .expect("guest list lock")
+            .session_removed(&session.participant_id);
     }
     room.unsubscribe_identity(&identity).await?;
     // A viewer let in by a request: its address may not ask again at once.

@@ -127,7 +127,7 @@ pub struct LeaveQuery {
     responses(
         (status = 200, description = "Left"),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`forbidden`: a guest without its session's key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a guest without its session's key; `removed`: the host removed this session (a client that lost it must not publish again)", body = ErrorBody),
         (status = 404, description = "`room_not_found`, `participant_not_found`", body = ErrorBody),
         (status = 410, description = "`room_ended`", body = ErrorBody),
     ),
@@ -155,6 +155,21 @@ pub async fn leave(
         }
         return Err(ApiError::forbidden(
             "a guest can only end its own session: DELETE the exact Location URL the WHIP answer gave",
+        ));
+    }
+    // A client whose session vanished asks about it before publishing again: removed by the
+    // host is final (a shared-link guest would otherwise come back as a new person).
+    let removed = own_session
+        && room
+            .guests
+            .lock()
+            .expect("guest list lock")
+            .was_session_removed(&participant_id);
+    if removed && room.session(&participant_id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "removed",
+            "the host removed this participant from the room; do not publish again",
         ));
     }
     room.leave(&participant_id).await??;

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use costream_ingest::{CodecName, PublishMedia, WhipPublisher};
+use costream_ingest::{CodecName, IngestError, PublishMedia, WhipPublisher};
 use costream_mixer::control::Codec;
 use costream_mixer::synth::{Pattern, SynthVideo, SynthVideoSpec};
 use tokio::sync::mpsc;
@@ -22,6 +22,10 @@ use replay::ReplayLoop;
 use crate::cli::PublishArgs;
 pub use color::parse_color;
 use tone::{ToneGenerator, FRAME_SAMPLES, SAMPLE_RATE};
+
+/// How long a lost session's DELETE may take: it tells a removal (`403 removed`) from a server
+/// that went away (refused or no answer), and must not hold up reconnecting for long.
+const ASK_WHY_LOST: Duration = Duration::from_secs(1);
 
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     // Installed first: a SIGTERM during set-up must still end in a clean WHIP DELETE.
@@ -101,10 +105,19 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
                 bail!("a media sender stopped unexpectedly");
             }
             lost = current.session_lost() => {
+                if args.no_reconnect {
+                    drop(current);
+                    session.abandon();
+                    bail!("the WHIP session was lost (connection {lost}); not reconnecting (--no-reconnect)");
+                }
+                // Removed by the host, or did the server go away? Only a removal is final.
+                let asked = tokio::time::timeout(ASK_WHY_LOST, current.delete_session()).await;
                 drop(current);
                 session.abandon();
-                if args.no_reconnect {
-                    bail!("the WHIP session was lost (connection {lost}); not reconnecting (--no-reconnect)");
+                if let Ok(Err(IngestError::Http { status: 403, body })) = &asked {
+                    if body.contains("removed") {
+                        bail!("the host removed this participant from the room; not reconnecting");
+                    }
                 }
                 tracing::warn!(connection = %lost, "the WHIP session was lost; reconnecting");
                 // Scripts (and the tests) follow these stdout lines.

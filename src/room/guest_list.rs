@@ -36,6 +36,9 @@ pub struct GuestList {
     /// Ban order, to forget the oldest beyond [`MAX_BANNED`].
     ban_order: VecDeque<String>,
     shared_link_revoked: bool,
+    /// Sessions the host removed (newest last, at most [`MAX_BANNED`]): a client that lost its
+    /// session and asks about it learns it was removed, not that the server restarted.
+    removed_sessions: VecDeque<String>,
 }
 
 impl GuestList {
@@ -93,6 +96,18 @@ impl GuestList {
 
     pub fn is_banned(&self, identity: &str) -> bool {
         self.banned.contains(identity)
+    }
+
+    /// The host removed session `participant_id` (kept in memory only).
+    pub fn session_removed(&mut self, participant_id: &str) {
+        self.removed_sessions.push_back(participant_id.to_string());
+        while self.removed_sessions.len() > MAX_BANNED {
+            self.removed_sessions.pop_front();
+        }
+    }
+
+    pub fn was_session_removed(&self, participant_id: &str) -> bool {
+        self.removed_sessions.iter().any(|p| p == participant_id)
     }
 
     pub fn banned_count(&self) -> usize {
