@@ -639,8 +639,7 @@ try {
     if (name !== 'Viewer V') throw new Error(`the studio shows ${name}`);
     const acceptedAt = Date.now();
     await Promise.all([viewer.page.waitForURL(/\/join\//, { timeout: 10000 }), host.page.click(accept)]);
-    await waitInPage(viewer.page, 'join enabled', () => !document.getElementById('join').disabled, null, 15000);
-    await viewer.page.click('#join');
+    // On air without another click (camera and mic preview first).
     const onAir = await waitInPage(
       viewer.page,
       'viewer on air',
@@ -656,15 +655,27 @@ try {
       onAir,
       10000,
     );
-    const status = await (
-      await fetch(`${base}/api/v1/rooms/${roomId}`, { headers: { Authorization: `Bearer ${hostToken}` } })
-    ).json();
+    // Visible in the program: the mixer reports it (join → visible in the room status).
+    let status = null;
+    for (let i = 0; i < 100; i++) {
+      status = await (
+        await fetch(`${base}/api/v1/rooms/${roomId}`, { headers: { Authorization: `Bearer ${hostToken}` } })
+      ).json();
+      const seen = status.participants.find((p) => p.participant_id === onAir)?.quality?.join_to_visible_ms;
+      if (typeof seen === 'number') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    metrics.accept_to_viewer_in_the_mix_ms = Date.now() - acceptedAt;
     const me = status.participants.find((p) => p.participant_id === onAir);
+    if (typeof me?.quality?.join_to_visible_ms !== 'number') throw new Error('the viewer never showed in the mix');
     if (!me?.identity?.startsWith('req-')) throw new Error(`identity ${me?.identity}`);
-    await viewer.page.click('#leave');
-    await viewer.page.goto(`${base}/watch/${roomId}`);
+    // Leave takes it back to watching.
+    await Promise.all([viewer.page.waitForURL(/\/watch\//, { timeout: 10000 }), viewer.page.click('#leave')]);
     await waitInPage(viewer.page, 'watching again', () => document.body.dataset.state === 'live', null, 30000);
-    return { acceptToOnAirMs: metrics.accept_to_viewer_on_air_ms };
+    return {
+      acceptToOnAirMs: metrics.accept_to_viewer_on_air_ms,
+      acceptToInTheMixMs: metrics.accept_to_viewer_in_the_mix_ms,
+    };
   });
 
   await check('no token in any URL the pages requested', async () => {

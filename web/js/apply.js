@@ -1,7 +1,8 @@
 // The watch page's "Ask to join" (连麦 apply): a viewer gives a name and asks; the host sees the
 // request at once and accepts or declines. The request is followed as Server-Sent Events with
 // the secret the server handed out (no token before the host accepts); on Accept the viewer
-// gets a personal guest token and goes to the guest view with it.
+// gets a personal guest token and goes to the guest view with it, where it goes on air by
+// itself and whose Leave brings it back here.
 
 import { $, api, ApiError } from './common.js';
 import { readEventStream } from './sse.js';

@@ -9,6 +9,9 @@ import { RemoteTiles } from './tiles.js';
 
 const roomId = roomIdFromPath();
 const token = takeToken(roomId, 'guest');
+/** Came from the watch page, where the host accepted this viewer's request to join: it goes on
+ * air without another click, and leaving takes it back to watching. */
+const fromWatch = new URLSearchParams(location.search).get('from') === 'watch';
 
 /** phase: 'waiting' | 'joining' | 'joined' | 'refused' | 'removed' | 'ended' */
 const state = {
@@ -190,6 +193,7 @@ async function leave() {
   media.detach();
   update();
   await leaving?.stop();
+  if (fromWatch) location.assign(`/watch/${encodeURIComponent(roomId)}`);
 }
 
 /** Removed, ended or refused: drop every connection, keep the page as a message. */
@@ -268,6 +272,7 @@ async function main() {
     state.error = e.message;
   }
   update();
+  if (fromWatch && state.mediaReady) join();
 }
 
 main();
