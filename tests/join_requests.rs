@@ -41,6 +41,22 @@ async fn host_post(
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+async fn withdraw(api: &Api, room: &Room, asked: &Value) -> anyhow::Result<()> {
+    let path = format!(
+        "/api/v1/rooms/{}/requests/{}",
+        room.id,
+        asked["request_id"].as_str().unwrap_or_default()
+    );
+    let response = api
+        .http()
+        .delete(api.url(&path))
+        .bearer_auth(asked["secret"].as_str().unwrap_or_default())
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 204, "withdraw: {}", response.status());
+    Ok(())
+}
+
 async fn settings(api: &Api, room: &Room, body: Value) -> anyhow::Result<Value> {
     let response = api
         .http()
@@ -149,6 +165,10 @@ async fn a_viewer_asks_the_host_accepts_and_the_viewer_publishes_with_its_own_to
     );
     let (code, _) = host_post(&api, &room, &format!("requests/{request_id}/accept"), None).await?;
     assert_eq!(code, 409, "accepting twice");
+    assert!(
+        withdraw(&api, &room, &asked).await.is_err(),
+        "an accepted request cannot be withdrawn"
+    );
     let _on_air = Publisher::start(&whip_url, &token, PublisherOptions::red_vp8())?;
     let joined = eventually(
         "the viewer in the room",
@@ -166,6 +186,19 @@ async fn a_viewer_asks_the_host_accepts_and_the_viewer_publishes_with_its_own_to
     )
     .await?;
     assert_eq!(joined["role"], "guest", "{joined}");
+
+    // Two requests of one address wait at once, not more.
+    let (_, first) = ask(&api, &room, "One").await?;
+    let (_, second) = ask(&api, &room, "Two").await?;
+    let (code, third) = ask(&api, &room, "Three").await?;
+    assert_eq!(
+        (code, third["error"].as_str()),
+        (429, Some("already_waiting")),
+        "{third}"
+    );
+    for asked in [&first, &second] {
+        withdraw(&api, &room, asked).await?;
+    }
 
     // A cap of one guest on air: the next accept is refused with the reason.
     settings(&api, &room, json!({"enabled": true, "max_guests": 1})).await?;
@@ -265,6 +298,7 @@ async fn a_flood_of_requests_is_refused_and_a_viewer_may_withdraw() -> anyhow::R
             break;
         }
         assert_eq!(code, 201, "{body}");
+        withdraw(&api, &room, &body).await?;
     }
     let limited = limited.expect("20 requests a minute from one address went through");
     assert_eq!(limited["error"], "rate_limited", "{limited}");

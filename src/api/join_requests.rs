@@ -73,6 +73,11 @@ fn request_error(error: RequestError) -> ApiError {
             e.retry_after = Some(30);
             e
         }
+        RequestError::AlreadyWaiting => {
+            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "already_waiting", message);
+            e.retry_after = Some(30);
+            e
+        }
         RequestError::CoolingDown(secs) => {
             let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "cooling_down", message);
             e.retry_after = Some(secs);
@@ -125,7 +130,7 @@ fn requests_view(room: &RoomHandle) -> JoinRequestsView {
         (status = 403, description = "`requests_off`: the host takes no requests now", body = ErrorBody),
         (status = 404, description = "`room_not_found`", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
-        (status = 429, description = "`rate_limited` (`limits.join_requests_per_minute_per_ip`), `too_many_requests` (50 waiting), `cooling_down` (declined or removed in the last minute); with `Retry-After`", body = ErrorBody,
+        (status = 429, description = "`rate_limited` (`limits.join_requests_per_minute_per_ip`), `too_many_requests` (50 waiting), `already_waiting` (2 waiting from this address), `cooling_down` (declined or removed in the last minute); with `Retry-After`", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds"))),
     ),
 )]
@@ -266,41 +271,38 @@ pub async fn accept(
 ) -> Result<Response, ApiError> {
     let room = host_room(&app, &room_id, &headers).await?;
     let status = room.status().await?;
-    let guests_on_air = status
+    let mut guests: std::collections::HashSet<String> = status
         .participants
         .iter()
         .filter(|p| p.role == Role::Guest)
-        .map(|p| p.identity.as_str())
-        .collect::<std::collections::HashSet<_>>()
-        .len();
-    let settings = room
-        .join_requests
-        .lock()
-        .expect("join requests lock")
-        .settings();
-    if let Some(max) = settings.max_guests {
-        if guests_on_air >= max as usize {
+        .map(|p| p.identity.clone())
+        .collect();
+    let ttl = room.tokens.default_ttl_secs();
+    // The cap and the accept under one lock: two quick accepts cannot both take the last place.
+    let mut requests = room.join_requests.lock().expect("join requests lock");
+    if let Some(max) = requests.settings().max_guests {
+        // Viewers already accepted count too, on air or on their way.
+        guests.extend(requests.accepted_identities());
+        if guests.len() >= max as usize {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "max_guests_reached",
                 format!(
-                    "{guests_on_air} guests are on air, the most this room takes (max_guests = {max}); \
-                     remove one or raise max_guests first"
+                    "{} guests are on air or on their way, the most this room takes \
+                     (max_guests = {max}); remove one or raise max_guests first",
+                    guests.len()
                 ),
             ));
         }
     }
-    let ttl = room.tokens.default_ttl_secs();
-    let identity = room
-        .join_requests
-        .lock()
-        .expect("join requests lock")
+    let identity = requests
         .accept(Instant::now(), &request_id, |name| {
             let identity = format!("req-{}", random_id(6));
             let (token, expires_at) = room.tokens.invite(&identity, Some(name.to_string()), ttl);
             (identity, token, expires_at)
         })
         .map_err(request_error)?;
+    drop(requests);
     room.notify(RoomNotice::JoinRequestClosed {
         request_id: request_id.clone(),
         outcome: "accepted",

@@ -655,6 +655,19 @@ impl RoomActor {
         while let Some(effect) = self.state.poll_effect() {
             self.run_effect(effect);
         }
+        self.settle_mixer_links();
+    }
+
+    /// A planned move that was called off leaves the old mixer as the room's mixer again: its
+    /// link goes back from `outgoing` to `mixer` (status, quality and exits follow it).
+    fn settle_mixer_links(&mut self) {
+        let live_epoch = match self.state.broadcast() {
+            super::state::Broadcast::Live { epoch, .. } => Some(*epoch),
+            _ => None,
+        };
+        if self.mixer.is_none() && self.outgoing.as_ref().map(|m| m.epoch()) == live_epoch {
+            self.mixer = self.outgoing.take();
+        }
     }
 
     fn run_effect(&mut self, effect: Effect) {

@@ -74,11 +74,11 @@ impl RoomState {
         if !running || self.handover.is_some() || self.restart_at.is_some() {
             return;
         }
+        // A running mixer was given every track (some may not have answered `InputReady` yet).
         let old_inputs = self
             .participants
             .values()
             .flat_map(|p| &p.tracks)
-            .filter(|t| t.mixer_addr.is_some())
             .map(|t| t.input_id.clone())
             .collect();
         let old_outputs = self
@@ -171,6 +171,33 @@ impl RoomState {
         let old_epoch = handover.old_epoch;
         let on_air = handover.releasing_since.is_none();
         match event {
+            // A track it was given just before the move: it goes on air there too meanwhile.
+            Event::InputReady {
+                input_id,
+                rtp_port,
+                rtp_addr,
+            } => {
+                let target = rtp_addr.unwrap_or_else(|| super::legacy_mixer_rtp_addr(rtp_port));
+                let successor = handover.successor_addrs.get(&input_id).copied();
+                let Some((participant_id, track)) = self.find_input(&input_id) else {
+                    self.effects.push_back(Effect::ToMixer {
+                        epoch: old_epoch,
+                        command: Command::RemoveInput { input_id },
+                    });
+                    return;
+                };
+                track.mixer_addr = Some(target);
+                let track_id = track.desc.track_id.clone();
+                self.effects.push_back(Effect::Forward {
+                    participant_id: participant_id.clone(),
+                    track_id: track_id.clone(),
+                    targets: std::iter::once(target).chain(successor).collect(),
+                });
+                self.effects.push_back(Effect::RequestKeyframe {
+                    participant_id,
+                    track_id,
+                });
+            }
             Event::OutputRemoved { output_id } => {
                 if handover.old_outputs.remove(&output_id) {
                     self.hand_output_to_successor(&output_id);
@@ -299,6 +326,13 @@ impl RoomState {
                 SUCCESSOR_LIMIT.as_secs()
             ),
         );
+    }
+
+    /// A handover runs and the old mixer still has the outputs: the successor is on trial.
+    pub(super) fn successor_on_trial(&self) -> bool {
+        self.handover
+            .as_ref()
+            .is_some_and(|h| h.releasing_since.is_none())
     }
 
     /// Layout, look and audio changes reach the old mixer too while it is on air.

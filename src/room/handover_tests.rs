@@ -393,3 +393,68 @@ fn only_a_running_mixer_is_moved() {
         .iter()
         .any(|e| matches!(e, Effect::SpawnSuccessor { .. })));
 }
+
+#[test]
+fn a_successor_that_hangs_after_ready_is_called_off_not_counted_as_a_crash() {
+    let now = Instant::now();
+    let mut room = live_room(now);
+    room.handle(now, Input::MoveMixer { epoch: OLD }).unwrap();
+    drain(&mut room);
+    mixer(&mut room, now, NEW, ready());
+    // Running, then silent past the heartbeat timeout, before it has every input.
+    let later = now + Duration::from_secs(5);
+    room.handle(later, Input::Tick).unwrap();
+    let fx = drain(&mut room);
+    assert!(fx.contains(&Effect::KillMixer { epoch: NEW }), "{fx:?}");
+    assert!(
+        !fx.iter().any(|e| matches!(
+            e,
+            Effect::StopMixer { epoch: OLD } | Effect::KillMixer { epoch: OLD }
+        )),
+        "the old mixer stays on air: {fx:?}"
+    );
+    assert_eq!(live_epoch(&room), (OLD, MixerPhase::Running, 0));
+}
+
+#[test]
+fn a_late_input_of_the_old_mixer_goes_on_air_there_and_is_not_added_twice() {
+    let now = Instant::now();
+    let mut room = live_room(now);
+    // A track given to the old mixer whose InputReady is still on its way.
+    room.handle(
+        now,
+        Input::TrackStarted {
+            participant_id: "a".into(),
+            track: track("v2", Codec::Vp8),
+        },
+    )
+    .unwrap();
+    drain(&mut room);
+    room.handle(now, Input::MoveMixer { epoch: OLD }).unwrap();
+    drain(&mut room);
+    let fx = input_ready(&mut room, now, NEW, 2);
+    assert_eq!(forwards(&fx), vec![("v2".into(), vec![addr(NEW, 2)])]);
+    let fx = input_ready(&mut room, now, OLD, 2);
+    assert_eq!(
+        forwards(&fx),
+        vec![("v2".into(), vec![addr(OLD, 2), addr(NEW, 2)])]
+    );
+    // Called off: the old mixer has it already, no second AddInput.
+    room.handle(
+        now,
+        Input::MixerExited {
+            epoch: NEW,
+            reason: "gone".into(),
+            worker_lost: true,
+        },
+    )
+    .unwrap();
+    let fx = drain(&mut room);
+    assert!(
+        !commands_to(&fx, OLD)
+            .iter()
+            .any(|c| matches!(c, Command::AddInput { .. })),
+        "{fx:?}"
+    );
+    assert!(forwards(&fx).contains(&("v2".into(), vec![addr(OLD, 2)])));
+}

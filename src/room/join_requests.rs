@@ -5,7 +5,7 @@
 //! A request carries no token: the viewer holds a random secret that lets it follow (and
 //! withdraw) its own request, and gets a personal guest token only when the host accepts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,8 @@ use tokio::sync::watch;
 pub const REQUEST_TTL: Duration = Duration::from_secs(120);
 /// Requests waiting at once in one room: a flood cannot bury the host's list.
 pub const MAX_PENDING: usize = 50;
+/// Requests waiting at once from one client (an IPv4 address or an IPv6 /64).
+pub const MAX_PENDING_PER_CLIENT: usize = 2;
 /// After a decline or a removal, the same address may not ask again for this long.
 pub const COOLDOWN: Duration = Duration::from_secs(60);
 /// Addresses remembered for the cool-down (oldest forgotten first).
@@ -78,6 +80,8 @@ pub enum RequestError {
     TooMany,
     #[error("this address asked recently and was declined or removed; try again in {0} s")]
     CoolingDown(u64),
+    #[error("{MAX_PENDING_PER_CLIENT} requests from this address are waiting already; wait for the host's answer")]
+    AlreadyWaiting,
     #[error("a name is required (1–{MAX_NAME_CHARS} characters)")]
     BadName,
     #[error("no request {0} waiting in this room (answered, expired or withdrawn)")]
@@ -101,6 +105,9 @@ pub struct JoinRequests {
     settings: RequestSettings,
     requests: BTreeMap<String, Request>,
     cooldowns: HashMap<IpAddr, Instant>,
+    /// Where each accepted viewer asked from (newest kept, at most [`MAX_COOLDOWNS`]), so a
+    /// removal long after the request still cools that client down.
+    accepted_from: VecDeque<(String, IpAddr)>,
 }
 
 impl JoinRequests {
@@ -142,12 +149,21 @@ impl JoinRequests {
         if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
             return Err(RequestError::BadName);
         }
+        let from = crate::per_ip::client_key(from);
         if let Some(until) = self.cooldowns.get(&from).filter(|until| **until > now) {
             let left = until.saturating_duration_since(now).as_secs().max(1);
             return Err(RequestError::CoolingDown(left));
         }
-        if self.pending_ids().len() >= MAX_PENDING {
+        let waiting: Vec<&Request> = self
+            .requests
+            .values()
+            .filter(|r| *r.outcome.borrow() == Outcome::Pending)
+            .collect();
+        if waiting.len() >= MAX_PENDING {
             return Err(RequestError::TooMany);
+        }
+        if waiting.iter().filter(|r| r.from == from).count() >= MAX_PENDING_PER_CLIENT {
+            return Err(RequestError::AlreadyWaiting);
         }
         let (outcome, _) = watch::channel(Outcome::Pending);
         self.requests.insert(
@@ -175,11 +191,26 @@ impl JoinRequests {
         Ok((request.outcome.subscribe(), request.asked_at + REQUEST_TTL))
     }
 
-    /// The viewer gives up waiting (or leaves the page).
+    /// The viewer gives up waiting (or leaves the page); an answered request stays answered.
     pub fn withdraw(&mut self, request_id: &str, secret: &str) -> Result<(), RequestError> {
-        self.authorized(request_id, secret)?;
+        let request = self.authorized(request_id, secret)?;
+        if *request.outcome.borrow() != Outcome::Pending {
+            return Err(RequestError::NotPending(request_id.to_string()));
+        }
         self.close(request_id, Outcome::Withdrawn);
         Ok(())
+    }
+
+    /// Identities handed out by accepts whose requests are still remembered (viewers on their
+    /// way on air, or there already): the cap on guests counts them.
+    pub fn accepted_identities(&self) -> Vec<String> {
+        self.requests
+            .values()
+            .filter_map(|r| match &*r.outcome.borrow() {
+                Outcome::Accepted { identity, .. } => Some(identity.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The host accepts: `mint` makes the personal token (identity, token, expiry) for the
@@ -190,8 +221,15 @@ impl JoinRequests {
         request_id: &str,
         mint: impl FnOnce(&str) -> (String, String, u64),
     ) -> Result<String, RequestError> {
-        let name = self.pending(now, request_id)?.name.clone();
+        let (name, from) = {
+            let request = self.pending(now, request_id)?;
+            (request.name.clone(), request.from)
+        };
         let (identity, token, expires_at) = mint(&name);
+        self.accepted_from.push_back((identity.clone(), from));
+        while self.accepted_from.len() > MAX_COOLDOWNS {
+            self.accepted_from.pop_front();
+        }
         self.close(
             request_id,
             Outcome::Accepted {
@@ -219,12 +257,10 @@ impl JoinRequests {
     /// The host removed the guest this request let in: its address cools down too.
     pub fn removed(&mut self, now: Instant, identity: &str) {
         let from = self
-            .requests
+            .accepted_from
             .iter()
-            .find_map(|(_, r)| match &*r.outcome.borrow() {
-                Outcome::Accepted { identity: i, .. } if i == identity => Some(r.from),
-                _ => None,
-            });
+            .find(|(i, _)| i == identity)
+            .map(|(_, from)| *from);
         if let Some(from) = from {
             self.cool_down(now, from);
         }
@@ -393,10 +429,26 @@ mod tests {
             r.ask(now, VIEWER, &"x".repeat(65), "q2".into(), "s".into()),
             Err(RequestError::BadName)
         );
-        for i in 1..MAX_PENDING {
-            ask(&mut r, now, &format!("f{i}")).unwrap();
+        // Two waiting per client (an IPv6 /64 counts as one).
+        ask(&mut r, now, "q1b").unwrap();
+        assert_eq!(ask(&mut r, now, "q1c"), Err(RequestError::AlreadyWaiting));
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        r.ask(now, v6(1), "A", "v1".into(), "s".into()).unwrap();
+        r.ask(now, v6(2), "A", "v2".into(), "s".into()).unwrap();
+        assert_eq!(
+            r.ask(now, v6(3), "A", "v3".into(), "s".into()),
+            Err(RequestError::AlreadyWaiting)
+        );
+        for i in 5..=MAX_PENDING {
+            let from = IpAddr::from([198, 51, 100, i as u8]);
+            r.ask(now, from, "Flood", format!("f{i}"), "s".into())
+                .unwrap();
         }
-        assert_eq!(ask(&mut r, now, "over"), Err(RequestError::TooMany));
+        let from = IpAddr::from([198, 51, 100, 200]);
+        assert_eq!(
+            r.ask(now, from, "Over", "over".into(), "s".into()),
+            Err(RequestError::TooMany)
+        );
         // Off: every waiting request is declined, new ones are refused.
         let (events, _) = r.follow(now, "q1", "secret-q1").unwrap();
         r.set_settings(RequestSettings {
@@ -432,8 +484,23 @@ mod tests {
             ask(&mut r, later + COOLDOWN, "q4"),
             Err(RequestError::CoolingDown(_))
         ));
+        // Accepted identities count toward the cap until forgotten; an answered request cannot
+        // be withdrawn (a removal still cools its client down, however late).
+        assert_eq!(r.accepted_identities(), ["req-Ann"]);
+        assert_eq!(
+            r.withdraw("q3", "secret-q3"),
+            Err(RequestError::NotPending("q3".into()))
+        );
+        let much_later = later + COOLDOWN + REQUEST_TTL * 3;
+        r.expire(much_later);
+        assert!(r.accepted_identities().is_empty());
+        r.removed(much_later, "req-Ann");
+        assert!(matches!(
+            ask(&mut r, much_later, "q6"),
+            Err(RequestError::CoolingDown(_))
+        ));
         // A viewer may withdraw its own request only.
-        let t = later + COOLDOWN * 2;
+        let t = much_later + COOLDOWN;
         ask(&mut r, t, "q5").unwrap();
         assert_eq!(r.withdraw("q5", "wrong"), Err(RequestError::BadSecret));
         r.withdraw("q5", "secret-q5").unwrap();

@@ -155,18 +155,23 @@ impl RoomState {
             return;
         }
         let hung = self.restart_at.is_none()
-            && self.poll_timeout().is_some_and(|deadline| deadline <= now);
+            && self
+                .heartbeat_deadline()
+                .is_some_and(|deadline| deadline <= now);
         if hung {
             let silent_for = self
                 .last_heard
                 .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-            self.mixer_crashed(
-                now,
-                format!(
-                    "mixer unresponsive for {:.1} s (hung?)",
-                    silent_for.as_secs_f64()
-                ),
+            let reason = format!(
+                "mixer unresponsive for {:.1} s (hung?)",
+                silent_for.as_secs_f64()
             );
+            if self.successor_on_trial() {
+                // A move's successor that hangs is called off: the old mixer is still on air.
+                self.successor_failed(now, reason);
+            } else {
+                self.mixer_crashed(now, reason);
+            }
         }
     }
 

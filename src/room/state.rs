@@ -352,7 +352,19 @@ impl RoomState {
 
     /// When `handle(now, Input::Tick)` is next due: a pending restart or a heartbeat deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let heartbeat_deadline = match &self.broadcast {
+        [
+            self.restart_at,
+            self.heartbeat_deadline(),
+            self.handover.as_ref().map(handover::Handover::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// When the live mixer counts as hung if it says nothing more.
+    fn heartbeat_deadline(&self) -> Option<Instant> {
+        match &self.broadcast {
             Broadcast::Live { mixer, .. } => self.last_heard.map(|t| {
                 t + match mixer {
                     MixerPhase::Running => self.policy.heartbeat_timeout,
@@ -360,15 +372,7 @@ impl RoomState {
                 }
             }),
             _ => None,
-        };
-        [
-            self.restart_at,
-            heartbeat_deadline,
-            self.handover.as_ref().map(handover::Handover::deadline),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        }
     }
 
     pub fn settings(&self) -> &RoomSettings {

@@ -65,20 +65,30 @@ export class AskToJoin {
     this.follow();
   }
 
+  /** Follows the request until it is answered; a dropped stream is opened again (the request
+   * still waits on the host's list), a forgotten one (404) counts as expired. */
   async follow() {
     const { request_id: id, secret } = this.request;
     this.controller = new AbortController();
-    try {
-      const response = await fetch(`${this.base}/${encodeURIComponent(id)}/events`, {
-        headers: { Authorization: `Bearer ${secret}`, Accept: 'text/event-stream' },
-        signal: this.controller.signal,
-        cache: 'no-store',
-      });
-      if (!response.ok) throw new ApiError(response.status, 'http_error', `the server answered ${response.status}`);
-      await readEventStream(response, (name, data) => this.outcome(name, JSON.parse(data)));
-    } catch (e) {
-      if (this.controller.signal.aborted) return;
-      if (this.state === 'pending') this.show('expired', `Lost touch with the server (${e.message}); ask again.`);
+    const { signal } = this.controller;
+    while (!signal.aborted && ['asking', 'pending'].includes(this.state)) {
+      try {
+        const response = await fetch(`${this.base}/${encodeURIComponent(id)}/events`, {
+          headers: { Authorization: `Bearer ${secret}`, Accept: 'text/event-stream' },
+          signal,
+          cache: 'no-store',
+        });
+        if (response.status === 404 || response.status === 401) {
+          this.show('expired');
+          return;
+        }
+        if (!response.ok) throw new ApiError(response.status, 'http_error', `the server answered ${response.status}`);
+        await readEventStream(response, (name, data) => this.outcome(name, JSON.parse(data)));
+      } catch (e) {
+        if (signal.aborted) return;
+        console.warn(`request to join: ${e.message}; following it again`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
     }
   }
 
