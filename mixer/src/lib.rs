@@ -26,6 +26,8 @@ mod quality_probe;
 pub mod redact;
 pub mod retry;
 mod scene;
+mod srt_output;
+pub mod srt_url;
 mod stills;
 pub mod synth;
 pub mod timecode;

@@ -119,7 +119,7 @@ impl Mixer {
         for (i, spec) in outputs.into_iter().enumerate() {
             branches.push(OutputBranch::build(
                 &core.pipeline.0,
-                &core.tee,
+                &core.output_taps(),
                 i,
                 spec,
                 &destinations,
@@ -313,7 +313,7 @@ impl Mixer {
         st.next_output_serial += 1;
         let branch = OutputBranch::build(
             &sh.core.pipeline.0,
-            &sh.core.tee,
+            &sh.core.output_taps(),
             serial,
             spec,
             &st.destinations,

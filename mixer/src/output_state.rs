@@ -1,4 +1,4 @@
-//! Pure state machine of one RTMP output: Connecting → Live, errors → Reconnecting with backoff
+//! Pure state machine of one output (RTMP or SRT, same rules): Connecting → Live, errors → Reconnecting with backoff
 //! (only if the URL was ever accepted) or Failed, stall detection. It never touches GStreamer:
 //! the IO side feeds it acked-byte counts and errors and carries out the effects it returns.
 //!
@@ -373,6 +373,31 @@ mod tests {
             states(&o.on_error(t0, refused.into())),
             report(OutputState::Failed)
         );
+    }
+
+    #[test]
+    fn srt_errors_follow_the_same_rules() {
+        let t0 = Instant::now();
+        // srtsink after its connect timeout: nobody listening, or passphrase refused.
+        let never = "Failed to write to SRT socket: Connection does not exist";
+        assert!(!transport_glitch(never) && !key_still_held(never));
+        let mut o = tracker(t0);
+        assert_eq!(
+            states(&o.on_error(t0, never.into())),
+            report(OutputState::Failed)
+        );
+        // A listener that goes away after the output was live: reconnect.
+        let mut o = tracker(t0);
+        o.tick(t0, sent(200));
+        let gone = "Failed to write to SRT socket: Error on SRT socket: Unknown or erroneous";
+        assert_eq!(
+            states(&o.on_error(t0, gone.into())),
+            report(OutputState::Reconnecting)
+        );
+        assert_eq!(o.tick(t0 + ms(500), None), vec![OutputEffect::Restart]);
+        // Still not back: each attempt fails as a never-connected one would, but retries.
+        let fx = o.on_error(t0 + ms(3500), never.into());
+        assert!(fx.contains(&OutputEffect::Stop), "{fx:?}");
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct Core {
     pub audiomixer: gst::Element,
     pub encoder: gst::Element,
     pub tee: gst::Element,
+    /// The parsed H.264 (avc) and AAC (raw) streams on their way to flvmux: outputs that mux
+    /// for themselves (SRT's MPEG-TS) hang off these.
+    pub video_tee: gst::Element,
+    pub audio_tee: gst::Element,
     /// Encoded video frames so far (heartbeat).
     pub frames_out: Arc<AtomicU64>,
     /// Latency, join → visible, frozen/black program (heartbeat and `InputVisible`).
@@ -173,6 +177,10 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
     flvmux.set_property("streamable", true);
     let tee = make("tee", "tee")?;
     tee.set_property("allow-not-linked", true);
+    let video_tee = make("tee", "video-tee")?;
+    video_tee.set_property("allow-not-linked", true);
+    let audio_tee = make("tee", "audio-tee")?;
+    audio_tee.set_property("allow-not-linked", true);
 
     pipeline.add_many([
         &bg,
@@ -195,6 +203,8 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
         &aacparse,
         &flvmux,
         &tee,
+        &video_tee,
+        &audio_tee,
     ])?;
 
     link_chain(&[&bg, &bg_caps])?;
@@ -208,8 +218,9 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
         &encoder,
         &h264caps,
         &h264parse,
+        &video_tee,
     ])?;
-    link_to_pad(&h264parse, &request_pad(&flvmux, "video")?)?;
+    link_pads(&video_tee, "src_%u", &flvmux, "video")?;
 
     link_chain(&[&bga, &bga_caps])?;
     link_to_pad(&bga_caps, &request_pad(&audiomixer, "sink_%u")?)?;
@@ -222,8 +233,9 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
         &acaps,
         &aenc,
         &aacparse,
+        &audio_tee,
     ])?;
-    link_to_pad(&aacparse, &request_pad(&flvmux, "audio")?)?;
+    link_pads(&audio_tee, "src_%u", &flvmux, "audio")?;
     // AAC starts with one frame of encoder priming that FLV cannot signal, so every player plays
     // it: the sound would trail the picture by 1024 samples. Hold the picture back as much
     // (stamping audio earlier instead gives its first buffers negative running times).
@@ -251,7 +263,36 @@ pub fn build_core(video: &VideoSpec) -> Result<Core, MixerError> {
         audiomixer,
         encoder,
         tee,
+        video_tee,
+        audio_tee,
         frames_out,
         quality,
     })
+}
+
+impl Core {
+    /// Where output branches attach.
+    pub fn output_taps(&self) -> crate::outputs::Taps<'_> {
+        crate::outputs::Taps {
+            flv: &self.tee,
+            video: &self.video_tee,
+            audio: &self.audio_tee,
+        }
+    }
+}
+
+/// Links request pad `src_template` of `src` to request pad `sink_template` of `sink`.
+fn link_pads(
+    src: &gst::Element,
+    src_template: &str,
+    sink: &gst::Element,
+    sink_template: &str,
+) -> Result<(), MixerError> {
+    let from = request_pad(src, src_template)?;
+    let to = request_pad(sink, sink_template)?;
+    from.link(&to).map_err(|e| MixerError::Link {
+        from: format!("{}: {e:?}", src.name()),
+        to: sink.name().to_string(),
+    })?;
+    Ok(())
 }

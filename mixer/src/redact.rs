@@ -4,6 +4,11 @@
 /// with `***`, keeping scheme, host, port and application so a person can still tell outputs
 /// apart. Input that is not a URL is hidden whole.
 pub fn redact_url(raw: &str) -> String {
+    if crate::srt_url::is_srt(raw) {
+        // SRT keeps its secrets in the query (`streamid`, `passphrase`), next to settings worth
+        // seeing (`latency`).
+        return crate::srt_url::redact_srt_url(raw).unwrap_or_else(|| "***".to_string());
+    }
     let Ok(mut url) = url::Url::parse(raw) else {
         return "***".to_string();
     };
@@ -57,6 +62,18 @@ mod tests {
         );
         let shown = redact_url("rtmp://cdn.example/app/key#SECRET");
         assert!(!shown.contains("SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn srt_urls_hide_streamid_and_passphrase() {
+        let shown = redact_url(
+            "srt://ingest.example:9000?streamid=live/SECRET&passphrase=PASSWORD123&latency=200",
+        );
+        assert_eq!(
+            shown,
+            "srt://ingest.example:9000?streamid=***&passphrase=***&latency=200"
+        );
+        assert_eq!(redact_url("srt://bad url?passphrase=PASSWORD123"), "***");
     }
 
     #[test]
