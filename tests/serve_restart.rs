@@ -75,10 +75,15 @@ async fn pages_and_publish_reconnect_by_themselves_after_kill_9() -> anyhow::Res
         trial.output_back
     );
 
-    // The same room (same links), everyone in it under a new session, live with a new mixer.
-    let after = stage.api.status(&stage.room).await?;
+    // The same room (same links), everyone in it under a new session and in the mix (the new
+    // mixer may still be opening the last track's input when everyone is back), live with a
+    // new mixer.
+    let after = common::eventually("everyone in the mix", Duration::from_secs(10), || async {
+        let status = stage.api.status(&stage.room).await?;
+        Ok((common::participants_in_mix(&status) == 3).then_some(status))
+    })
+    .await?;
     assert_eq!(after["broadcast"], "live", "{after}");
-    assert_eq!(common::participants_in_mix(&after), 3, "{after}");
     for p in after["participants"].as_array().into_iter().flatten() {
         let id = p["participant_id"].as_str().unwrap_or_default();
         assert!(
