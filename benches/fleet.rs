@@ -21,6 +21,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use common::{eventually, Api, Room, Serve, Worker};
 use costream_testkit::{Nginx, Redis};
 use serde_json::{json, Value};
+use support::{ms, percentile};
 
 const WORKER_CAPACITY: &[&str] = &["--capacity-cores", "1.0", "--max-utilization", "1.0"];
 
@@ -117,17 +119,6 @@ async fn worker_of(api: &Api, room: &Room) -> anyhow::Result<String> {
     .await
 }
 
-fn percentile(samples: &[f64], p: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10_000.0).round() / 10.0
-}
-
 /// The processes of the benchmark: Redis, the CDN, serve and its workers.
 struct Bench {
     redis: Redis,
@@ -215,12 +206,7 @@ impl Bench {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let trials: usize = std::env::args()
-        .skip_while(|a| a != "--trials")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(10);
+    let trials: usize = support::flag("--trials", 10)?;
     let mut results: BTreeMap<String, Value> = BTreeMap::new();
     let redis = Redis::start()?;
     // The burst creates its rooms from one address: above the per-address creation limit.
@@ -336,15 +322,7 @@ async fn main() -> anyhow::Result<()> {
     );
     bench.api.end_room(&room).await?;
 
-    println!("{}", serde_json::to_string_pretty(&results)?);
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results.json");
-    let mut all: BTreeMap<String, Value> = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
-    all.extend(results);
-    std::fs::write(path, serde_json::to_string_pretty(&all)? + "\n")?;
-    Ok(())
+    support::record(results)
 }
 
 /// Go-live → first bytes at the CDN, `n` times on fresh rooms (ended after each).

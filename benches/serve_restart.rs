@@ -20,6 +20,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 #[path = "../tests/serve_restart/trial.rs"]
 mod trial;
 
@@ -28,33 +29,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::{ms, percentile};
 use trial::Stage;
-
-fn percentile(samples: &[f64], p: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10_000.0).round() / 10.0
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let trials: usize = std::env::args()
-        .skip_while(|a| a != "--trials")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(5);
-    let down_ms: u64 = std::env::args()
-        .skip_while(|a| a != "--down-ms")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(0);
+    let trials: usize = support::flag("--trials", 5)?;
+    let down_ms: u64 = support::flag("--down-ms", 0)?;
     // Restarted at once: serve_restart_*; left down first: serve_restart_down_<ms>ms_*.
     let prefix = match down_ms {
         0 => "serve_restart".to_string(),
@@ -111,13 +92,5 @@ async fn main() -> anyhow::Result<()> {
     )?;
     drop(stage);
 
-    println!("{}", serde_json::to_string_pretty(&results)?);
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results.json");
-    let mut all: BTreeMap<String, Value> = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
-    all.extend(results);
-    std::fs::write(path, serde_json::to_string_pretty(&all)? + "\n")?;
-    Ok(())
+    support::record(results)
 }

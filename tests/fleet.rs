@@ -41,25 +41,6 @@ fn serve_on(redis: &Redis) -> anyhow::Result<Serve> {
     Serve::start_with_config(&format!("[cluster]\nredis_url = \"{}\"\n", redis.url()))
 }
 
-async fn pool(api: &Api) -> anyhow::Result<Value> {
-    Ok(api
-        .http()
-        .get(api.url("/api/v1/pool"))
-        .send()
-        .await?
-        .json()
-        .await?)
-}
-
-async fn wait_for_workers(api: &Api, count: usize) -> anyhow::Result<Value> {
-    eventually("workers registered", Duration::from_secs(20), || async {
-        let view = pool(api).await?;
-        let n = view["workers"].as_array().map_or(0, Vec::len);
-        Ok((n == count).then_some(view))
-    })
-    .await
-}
-
 /// Goes live and waits until the output is live; returns the worker running the mixer.
 async fn go_live_on_a_worker(api: &Api, room: &Room) -> anyhow::Result<String> {
     let (code, body) = api.go_live(room).await?;
@@ -148,7 +129,7 @@ async fn rooms_spread_over_workers_and_move_when_a_worker_dies_or_freezes() -> a
     ];
     let serve = serve_on(&redis)?;
     let api = Api::new(&serve.base_url);
-    let view = wait_for_workers(&api, 3).await?;
+    let view = api.wait_for_workers(3).await?;
     assert!(
         (view["free"].as_f64().unwrap() - 1.5).abs() < 0.01,
         "{view}"
@@ -171,7 +152,7 @@ async fn rooms_spread_over_workers_and_move_when_a_worker_dies_or_freezes() -> a
         "the pool lists each worker's room",
         Duration::from_secs(5),
         || async {
-            let view = pool(&api).await?;
+            let view = api.pool().await?;
             let hosting = view["workers"]
                 .as_array()
                 .into_iter()
@@ -245,7 +226,7 @@ async fn rooms_spread_over_workers_and_move_when_a_worker_dies_or_freezes() -> a
     // Room c never moved.
     assert_eq!(api.status(&c).await?["mixer"]["worker"], placed[2].as_str());
     // The dead worker leaves the registry when its record expires.
-    wait_for_workers(&api, 2).await?;
+    api.wait_for_workers(2).await?;
     guest.leave()?;
     Ok(())
 }
@@ -258,7 +239,7 @@ async fn with_redis_away_live_rooms_stream_on_and_new_go_lives_wait() -> anyhow:
     let _worker = Worker::start(&redis.url(), "127.0.0.5", "w-r", WORKER_FLAGS)?;
     let serve = serve_on(&redis)?;
     let api = Api::new(&serve.base_url);
-    wait_for_workers(&api, 1).await?;
+    api.wait_for_workers(1).await?;
     let a = api.create_room(small_room(&nginx, "ra")).await?;
     let b = api.create_room(small_room(&nginx, "rb")).await?;
     go_live_on_a_worker(&api, &a).await?;
@@ -324,7 +305,7 @@ async fn a_draining_worker_takes_no_new_room_and_hands_its_room_over() -> anyhow
     let mut old = Worker::start(&redis.url(), "127.0.0.6", "w-old", &flags)?;
     let serve = serve_on(&redis)?;
     let api = Api::new(&serve.base_url);
-    wait_for_workers(&api, 1).await?;
+    api.wait_for_workers(1).await?;
     let a = api.create_room(small_room(&nginx, "da")).await?;
     let _guest = red_guest(&a)?;
     api.wait_for_tracks(&a, 2).await?;
@@ -332,13 +313,13 @@ async fn a_draining_worker_takes_no_new_room_and_hands_its_room_over() -> anyhow
 
     // A new version joins; the old one is told to go (SIGTERM).
     let _new = Worker::start(&redis.url(), "127.0.0.7", "w-new", WORKER_FLAGS)?;
-    wait_for_workers(&api, 2).await?;
+    api.wait_for_workers(2).await?;
     let old_ids = nginx.publisher_ids("da");
     assert_eq!(old_ids.len(), 1);
     old.signal("TERM")?;
     let started_draining = Instant::now();
     eventually("old worker draining", Duration::from_secs(5), || async {
-        let view = pool(&api).await?;
+        let view = api.pool().await?;
         let draining = view["workers"]
             .as_array()
             .into_iter()
@@ -395,7 +376,7 @@ async fn a_draining_worker_takes_no_new_room_and_hands_its_room_over() -> anyhow
     // The guest's RTP now goes to the successor: the mix still shows it.
     red_on_air(&nginx.rtmp_url("da")).await?;
     assert_eq!(api.status(&a).await?["mixer"]["worker"], "w-new");
-    wait_for_workers(&api, 1).await?;
+    api.wait_for_workers(1).await?;
     Ok(())
 }
 
@@ -409,7 +390,7 @@ async fn a_serve_with_pool_local_is_a_worker_of_its_own_fleet() -> anyhow::Resul
         redis.url()
     ))?;
     let api = Api::new(&serve.base_url);
-    let view = wait_for_workers(&api, 1).await?;
+    let view = api.wait_for_workers(1).await?;
     let local = view["workers"][0]["worker_id"]
         .as_str()
         .unwrap()
@@ -423,7 +404,7 @@ async fn a_serve_with_pool_local_is_a_worker_of_its_own_fleet() -> anyhow::Resul
     assert_eq!(go_live_on_a_worker(&api, &a).await?, local);
     // A worker of its own joins: the next room goes where there is more room.
     let _other = Worker::start(&redis.url(), "127.0.0.8", "w-other", WORKER_FLAGS)?;
-    wait_for_workers(&api, 2).await?;
+    api.wait_for_workers(2).await?;
     let b = api.create_room(small_room(&nginx, "local-b")).await?;
     assert_eq!(go_live_on_a_worker(&api, &b).await?, "w-other");
     Ok(())

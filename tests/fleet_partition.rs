@@ -139,7 +139,7 @@ async fn a_partitioned_worker_loses_its_room_to_another_and_never_publishes_twic
         redis.url()
     ))?;
     let api = Api::new(&serve.base_url);
-    wait_for_workers(&api, 1).await?;
+    api.wait_for_workers(1).await?;
 
     // The room goes live on the worker in the namespace (the only one yet), with a guest whose
     // RTP crosses the link; the output URL is reachable from both sides.
@@ -154,12 +154,7 @@ async fn a_partitioned_worker_loses_its_room_to_another_and_never_publishes_twic
     let _guest = Publisher::start(
         &room.whip_url,
         &room.guest_token,
-        PublisherOptions {
-            color: "red",
-            tone_hz: 440,
-            codec: "vp8",
-            name: "guest",
-        },
+        PublisherOptions::red_vp8(),
     )?;
     api.wait_for_tracks(&room, 2).await?;
     let (code, body) = api.go_live(&room).await?;
@@ -177,7 +172,7 @@ async fn a_partitioned_worker_loses_its_room_to_another_and_never_publishes_twic
     )
     .await?;
     let _healthy = Worker::start(&redis.url(), "127.0.0.9", "w-main", WORKER_FLAGS)?;
-    wait_for_workers(&api, 2).await?;
+    api.wait_for_workers(2).await?;
     let old_ids = nginx.publisher_ids(key);
     anyhow::ensure!(old_ids.len() == 1, "publishers before the cut: {old_ids:?}");
     let status = api.status(&room).await?;
@@ -240,23 +235,8 @@ async fn a_partitioned_worker_loses_its_room_to_another_and_never_publishes_twic
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The island worker is alive and serving again (it registers once Redis is reachable).
-    wait_for_workers(&api, 2).await?;
+    api.wait_for_workers(2).await?;
     let status = api.status(&room).await?;
     assert_eq!(status["outputs"][0]["state"], "live", "{status}");
     Ok(())
-}
-
-async fn wait_for_workers(api: &Api, count: usize) -> anyhow::Result<()> {
-    eventually("workers registered", Duration::from_secs(20), || async {
-        let view: serde_json::Value = api
-            .http()
-            .get(api.url("/api/v1/pool"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let n = view["workers"].as_array().map_or(0, Vec::len);
-        Ok((n == count).then_some(()))
-    })
-    .await
 }

@@ -19,16 +19,6 @@ fn small_room(nginx: &Nginx, key: &str) -> Value {
     })
 }
 
-async fn pool(api: &Api) -> anyhow::Result<Value> {
-    Ok(api
-        .http()
-        .get(api.url("/api/v1/pool"))
-        .send()
-        .await?
-        .json()
-        .await?)
-}
-
 async fn readyz(api: &Api) -> anyhow::Result<u16> {
     Ok(api
         .http()
@@ -41,7 +31,7 @@ async fn readyz(api: &Api) -> anyhow::Result<u16> {
 
 async fn warm_pids(api: &Api, count: usize) -> anyhow::Result<Vec<u64>> {
     eventually("warm mixers ready", Duration::from_secs(20), || async {
-        let view = pool(api).await?;
+        let view = api.pool().await?;
         let pids: Vec<u64> = view["warm_pids"]
             .as_array()
             .into_iter()
@@ -167,7 +157,7 @@ async fn warm_pool_admission_by_cost_and_pool_view() -> anyhow::Result<()> {
     bytes_grow(&nginx, "a").await?;
     assert_eq!(api.status(&a).await?["broadcast"], "live");
 
-    let view = pool(&api).await?;
+    let view = api.pool().await?;
     println!("MEASURE pool_view={view}");
     assert_eq!(view["capacity"], 0.25, "{view}");
     assert_eq!(view["used"].as_f64(), Some(cost), "{view}");
@@ -179,7 +169,7 @@ async fn warm_pool_admission_by_cost_and_pool_view() -> anyhow::Result<()> {
     let a_pid = status["mixer"]["pid"].as_u64().unwrap() as u32;
     let (code, _) = api.stop_live(&a).await?;
     assert_eq!(code, 200);
-    assert_eq!(pool(&api).await?["used"], 0.0);
+    assert_eq!(api.pool().await?["used"], 0.0);
     eventually("a's mixer gone", Duration::from_secs(10), || async {
         Ok(process_gone(a_pid).then_some(()))
     })
@@ -380,7 +370,7 @@ async fn sighup_rolls_new_rooms_onto_a_new_mixer_binary() -> anyhow::Result<()> 
         "warm mixers of the new binary",
         Duration::from_secs(20),
         || async {
-            let view = pool(&api).await?;
+            let view = api.pool().await?;
             let pids = warm_pids(&api, 1).await?;
             let on_new = view["mixer_binary"] == new.display().to_string()
                 && exe_of(pids[0]) == new.display().to_string();

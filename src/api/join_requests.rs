@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -25,7 +25,7 @@ use crate::room::actor::{RoomHandle, RoomNotice};
 use crate::room::join_requests::{
     Outcome, PendingRequest, RequestError, RequestSettings, REQUEST_TTL,
 };
-use crate::room::tokens::{bearer_token, random_id, Role};
+use crate::room::tokens::{random_id, Role};
 
 /// Body of `POST /api/v1/rooms/{id}/requests`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -350,13 +350,9 @@ pub async fn decline(
 }
 
 fn secret_of(headers: &HeaderMap) -> Result<&str, ApiError> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .ok_or_else(|| {
-            ApiError::unauthorized("send the request's secret as Authorization: Bearer SECRET")
-        })
+    super::auth::bearer(headers).ok_or_else(|| {
+        ApiError::unauthorized("send the request's secret as Authorization: Bearer SECRET")
+    })
 }
 
 /// `DELETE /api/v1/rooms/{id}/requests/{request_id}` (the viewer, with its secret): withdraws.
@@ -380,24 +376,16 @@ pub async fn withdraw(
 ) -> Result<Response, ApiError> {
     let room = find_room(&app, &room_id).await?;
     let secret = secret_of(&headers)?;
-    let was_pending = room
-        .join_requests
-        .lock()
-        .expect("join requests lock")
-        .pending_list(Instant::now())
-        .iter()
-        .any(|p| p.request_id == request_id);
+    // Only a waiting request can be withdrawn: the host's list loses it.
     room.join_requests
         .lock()
         .expect("join requests lock")
-        .withdraw(&request_id, secret)
+        .withdraw(Instant::now(), &request_id, secret)
         .map_err(request_error)?;
-    if was_pending {
-        room.notify(RoomNotice::JoinRequestClosed {
-            request_id,
-            outcome: "withdrawn",
-        });
-    }
+    room.notify(RoomNotice::JoinRequestClosed {
+        request_id,
+        outcome: "withdrawn",
+    });
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -100,6 +100,12 @@ struct Request {
     outcome: watch::Sender<Outcome>,
 }
 
+impl Request {
+    fn is_pending(&self) -> bool {
+        *self.outcome.borrow() == Outcome::Pending
+    }
+}
+
 #[derive(Default)]
 pub struct JoinRequests {
     settings: RequestSettings,
@@ -154,11 +160,7 @@ impl JoinRequests {
             let left = until.saturating_duration_since(now).as_secs().max(1);
             return Err(RequestError::CoolingDown(left));
         }
-        let waiting: Vec<&Request> = self
-            .requests
-            .values()
-            .filter(|r| *r.outcome.borrow() == Outcome::Pending)
-            .collect();
+        let waiting: Vec<&Request> = self.waiting().map(|(_, r)| r).collect();
         if waiting.len() >= MAX_PENDING {
             return Err(RequestError::TooMany);
         }
@@ -192,9 +194,15 @@ impl JoinRequests {
     }
 
     /// The viewer gives up waiting (or leaves the page); an answered request stays answered.
-    pub fn withdraw(&mut self, request_id: &str, secret: &str) -> Result<(), RequestError> {
+    pub fn withdraw(
+        &mut self,
+        now: Instant,
+        request_id: &str,
+        secret: &str,
+    ) -> Result<(), RequestError> {
+        self.expire(now);
         let request = self.authorized(request_id, secret)?;
-        if *request.outcome.borrow() != Outcome::Pending {
+        if !request.is_pending() {
             return Err(RequestError::NotPending(request_id.to_string()));
         }
         self.close(request_id, Outcome::Withdrawn);
@@ -270,9 +278,7 @@ impl JoinRequests {
     pub fn pending_list(&mut self, now: Instant) -> Vec<PendingRequest> {
         self.expire(now);
         let mut list: Vec<PendingRequest> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| *r.outcome.borrow() == Outcome::Pending)
+            .waiting()
             .map(|(id, r)| PendingRequest {
                 request_id: id.clone(),
                 name: r.name.clone(),
@@ -310,18 +316,19 @@ impl JoinRequests {
         self.cooldowns.retain(|_, until| *until > now);
     }
 
+    /// The requests still waiting for an answer.
+    fn waiting(&self) -> impl Iterator<Item = (&String, &Request)> {
+        self.requests.iter().filter(|(_, r)| r.is_pending())
+    }
+
     fn pending_ids(&self) -> Vec<String> {
-        self.requests
-            .iter()
-            .filter(|(_, r)| *r.outcome.borrow() == Outcome::Pending)
-            .map(|(id, _)| id.clone())
-            .collect()
+        self.waiting().map(|(id, _)| id.clone()).collect()
     }
 
     fn pending(&mut self, now: Instant, request_id: &str) -> Result<&Request, RequestError> {
         self.expire(now);
         match self.requests.get(request_id) {
-            Some(r) if *r.outcome.borrow() == Outcome::Pending => Ok(r),
+            Some(r) if r.is_pending() => Ok(r),
             _ => Err(RequestError::NotPending(request_id.to_string())),
         }
     }
@@ -488,7 +495,7 @@ mod tests {
         // be withdrawn (a removal still cools its client down, however late).
         assert_eq!(r.accepted_identities(), ["req-Ann"]);
         assert_eq!(
-            r.withdraw("q3", "secret-q3"),
+            r.withdraw(later, "q3", "secret-q3"),
             Err(RequestError::NotPending("q3".into()))
         );
         let much_later = later + COOLDOWN + REQUEST_TTL * 3;
@@ -502,8 +509,8 @@ mod tests {
         // A viewer may withdraw its own request only.
         let t = much_later + COOLDOWN;
         ask(&mut r, t, "q5").unwrap();
-        assert_eq!(r.withdraw("q5", "wrong"), Err(RequestError::BadSecret));
-        r.withdraw("q5", "secret-q5").unwrap();
+        assert_eq!(r.withdraw(t, "q5", "wrong"), Err(RequestError::BadSecret));
+        r.withdraw(t, "q5", "secret-q5").unwrap();
         assert!(r.pending_list(t).is_empty());
     }
 }

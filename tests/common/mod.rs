@@ -385,6 +385,35 @@ impl Drop for Worker {
     }
 }
 
+/// `costream publish` with the options and `extra` flags, its stdout piped.
+fn spawn_publish(
+    whip_url: &str,
+    token: &str,
+    opts: &PublisherOptions<'_>,
+    extra: &[&str],
+) -> anyhow::Result<Child> {
+    Command::new(BIN)
+        .args([
+            "publish",
+            "--whip",
+            whip_url,
+            "--color",
+            opts.color,
+            "--tone",
+            &opts.tone_hz.to_string(),
+            "--codec",
+            opts.codec,
+            "--name",
+            opts.name,
+        ])
+        .args(extra)
+        .env("COSTREAM_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawn costream publish")
+}
+
 /// Live (non-zombie) processes whose parent is `parent`.
 pub fn children_of(parent: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -477,26 +506,7 @@ impl Publisher {
         opts: PublisherOptions<'_>,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(BIN)
-            .args([
-                "publish",
-                "--whip",
-                whip_url,
-                "--color",
-                opts.color,
-                "--tone",
-                &opts.tone_hz.to_string(),
-                "--codec",
-                opts.codec,
-                "--name",
-                opts.name,
-            ])
-            .args(extra)
-            .env("COSTREAM_TOKEN", token)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawn costream publish")?;
+        let mut child = spawn_publish(whip_url, token, &opts, extra)?;
         wait_for_line(&mut child, "publishing", Duration::from_secs(30))
             .with_context(|| format!("publisher {} did not connect", opts.name))?;
         Ok(Self { child })
@@ -514,26 +524,7 @@ impl Publisher {
         opts: PublisherOptions<'_>,
         extra: &[&str],
     ) -> anyhow::Result<(Self, mpsc::Receiver<(Instant, String)>)> {
-        let mut child = Command::new(BIN)
-            .args([
-                "publish",
-                "--whip",
-                whip_url,
-                "--color",
-                opts.color,
-                "--tone",
-                &opts.tone_hz.to_string(),
-                "--codec",
-                opts.codec,
-                "--name",
-                opts.name,
-            ])
-            .args(extra)
-            .env("COSTREAM_TOKEN", token)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawn costream publish")?;
+        let mut child = spawn_publish(whip_url, token, &opts, extra)?;
         let lines = follow_lines(&mut child)?;
         let publisher = Self { child };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -631,6 +622,27 @@ impl Api {
             whip_url: field("whip_url")?,
             created,
         })
+    }
+
+    /// `GET /api/v1/pool` (an open server: no token needed).
+    pub async fn pool(&self) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(self.url("/api/v1/pool"))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Waits (20 s at most) until the pool lists exactly `count` fleet workers; its view then.
+    pub async fn wait_for_workers(&self, count: usize) -> anyhow::Result<Value> {
+        eventually("workers registered", Duration::from_secs(20), || async {
+            let view = self.pool().await?;
+            let n = view["workers"].as_array().map_or(0, Vec::len);
+            Ok((n == count).then_some(view))
+        })
+        .await
     }
 
     /// The room status as its host sees it (outputs' URLs and reasons, mixer details).
