@@ -20,6 +20,7 @@ pub mod per_ip;
 pub mod pool;
 pub mod proc_stats;
 pub mod publish;
+pub mod recordings;
 pub mod room;
 pub mod serve;
 pub mod store;

@@ -109,6 +109,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             RoomRuntime {
                 pool: pool.clone(),
                 stop_grace: Duration::from_millis(config.mixer.stop_grace_ms),
+                recordings: recordings_dir(&config)
+                    .map(|dir| Arc::new(crate::recordings::Catalog::new(dir))),
             },
             config.limits.max_rooms,
             access,
@@ -233,7 +235,7 @@ async fn mixer_backend(config: &Config, args: &ServeArgs) -> anyhow::Result<Arc<
     }
     let spawner = Spawner::start(
         tokio::runtime::Handle::current(),
-        MixerEnv::local(config.mixer.rtp_bind),
+        MixerEnv::local(config.mixer.rtp_bind, recordings_dir(config)),
     )
     .context("cannot start the mixer spawner thread")?;
     let pool = MixerPool::new(
@@ -311,6 +313,12 @@ fn start_local_worker(config: &Config, redis_url: &str) -> anyhow::Result<()> {
 }
 
 /// `[mixer] binary`, or this very executable.
+/// Where this machine's recordings go: `recordings/` under the data directory (whether or not
+/// rooms are stored there). No data directory: recording is refused with a reason.
+fn recordings_dir(config: &Config) -> Option<std::path::PathBuf> {
+    config.store.data_dir().map(|dir| dir.join("recordings"))
+}
+
 fn mixer_binary(config: &Config) -> anyhow::Result<std::path::PathBuf> {
     Ok(if config.mixer.binary.is_empty() {
         std::env::current_exe().context("cannot find this executable to run mixers")?

@@ -3,13 +3,15 @@
 //! that input; anything in the shared core (mixers, encoders, muxer) is fatal.
 //!
 //! Element names carry the owner: `out{n}-…` belongs to output branch `n`, `in{n}-…` to input
-//! `n` (a serial number, not the caller's id, so ids never need escaping into element names).
+//! `n`, `rec{n}-…` to recording `n` (a serial number, not the caller's id, so ids never need escaping into element names).
 
 /// Who owns a pipeline element, parsed from its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
     Output(usize),
     Input(u64),
+    /// A recording branch (see `recording`).
+    Recording(usize),
     /// A still picture (slate, label, logo) of the room's look.
     Look(u64),
     Core,
@@ -20,6 +22,8 @@ pub enum Owner {
 pub enum ErrorAction {
     /// Reset or fail that output branch; the rest keeps running.
     Output(usize),
+    /// Fail that recording alone; the broadcast keeps running.
+    Recording(usize),
     /// Remove that input; the rest keeps running.
     DropInput(u64),
     /// Remove that still picture; the rest keeps running.
@@ -31,6 +35,11 @@ pub enum ErrorAction {
 /// Element name for part `part` of output branch `n`.
 pub fn output_element(n: usize, part: &str) -> String {
     format!("out{n}-{part}")
+}
+
+/// Element name for part `part` of recording branch `n`.
+pub fn recording_element(n: usize, part: &str) -> String {
+    format!("rec{n}-{part}")
 }
 
 /// Element name for part `part` of input `n`.
@@ -53,6 +62,9 @@ pub fn owner_of(name: &str) -> Owner {
     if let Some(n) = parse("out") {
         return Owner::Output(n as usize);
     }
+    if let Some(n) = parse("rec") {
+        return Owner::Recording(n as usize);
+    }
     if let Some(n) = parse("in") {
         return Owner::Input(n);
     }
@@ -68,6 +80,7 @@ pub fn classify_error(path: &[&str]) -> ErrorAction {
     for name in path {
         match owner_of(name) {
             Owner::Output(n) => return ErrorAction::Output(n),
+            Owner::Recording(n) => return ErrorAction::Recording(n),
             Owner::Input(n) => return ErrorAction::DropInput(n),
             Owner::Look(n) => return ErrorAction::DropLook(n),
             Owner::Core => {}
@@ -85,6 +98,7 @@ mod tests {
         assert_eq!(owner_of(&output_element(3, "sink")), Owner::Output(3));
         assert_eq!(owner_of(&input_element(17, "depay")), Owner::Input(17));
         assert_eq!(owner_of(&look_element(5, "dec")), Owner::Look(5));
+        assert_eq!(owner_of(&recording_element(2, "sink")), Owner::Recording(2));
         assert_eq!(owner_of("compositor"), Owner::Core);
         assert_eq!(owner_of("outX-sink"), Owner::Core);
         assert_eq!(owner_of("input"), Owner::Core);
@@ -103,6 +117,10 @@ mod tests {
         assert_eq!(
             classify_error(&["look3-dec", "mixer"]),
             ErrorAction::DropLook(3)
+        );
+        assert_eq!(
+            classify_error(&["rec0-sink", "mixer"]),
+            ErrorAction::Recording(0)
         );
         assert_eq!(classify_error(&["x264", "mixer"]), ErrorAction::Fatal);
         assert_eq!(

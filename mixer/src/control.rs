@@ -24,7 +24,10 @@ pub use crate::looks::Look;
 ///
 /// 4: [`Event::InputVisible`] events and heartbeat [`ProgramQuality`]; a v3 serve cannot decode
 /// `InputVisible`.
-pub const PROTOCOL_VERSION: u32 = 4;
+///
+/// 5: [`Command::StartRecording`] / [`Command::StopRecording`] and [`Event::Recording`]; a v4
+/// mixer cannot decode the commands.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Where a mixer binds its RTP sockets: the environment variable its parent sets, and the
 /// default (serve and mixer on one machine).
@@ -171,7 +174,13 @@ pub enum Command {
     /// Stop pushing to one destination (its server sees the publisher leave); the others and
     /// the encode keep running.
     RemoveOutput { output_id: String },
-    /// Send EOS, stop every output, exit 0.
+    /// Record the program to `file`, a relative `.mp4` name under the mixer's recordings
+    /// directory (see `recording::RECORDINGS_DIR_ENV`); answered with `Event::Recording`.
+    StartRecording { recording_id: String, file: String },
+    /// Close the recording (its last fragment is written) and answer `Event::Recording`
+    /// `stopped`. The broadcast goes on.
+    StopRecording { recording_id: String },
+    /// Send EOS, stop every output and recording (their files are closed), exit 0.
     Shutdown,
     /// Nothing to do: the parent is alive (see [`WATCHDOG_ENV`]).
     Keepalive,
@@ -218,6 +227,19 @@ pub enum OutputState {
     Connecting,
     Live,
     Reconnecting,
+    Failed,
+}
+
+/// State of one recording in a mixer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingState {
+    /// Writing.
+    Recording,
+    /// Closed cleanly (a stop): the file is complete.
+    Stopped,
+    /// Could not start, or a write failed (`reason` says why): the file holds what was
+    /// written before.
     Failed,
 }
 
@@ -287,6 +309,14 @@ pub enum Event {
     ActiveSpeaker {
         #[serde(default)]
         participant_id: Option<String>,
+    },
+    /// A recording started, stopped or failed. The broadcast is never affected.
+    Recording {
+        recording_id: String,
+        state: RecordingState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        bytes_written: u64,
     },
     /// The mixer cannot go on (e.g. a missing GStreamer element); it exits after this.
     Fatal { reason: String },

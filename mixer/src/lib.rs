@@ -23,6 +23,7 @@ mod pipeline;
 pub mod process;
 pub mod program_quality;
 mod quality_probe;
+pub mod recording;
 pub mod redact;
 pub mod retry;
 mod scene;

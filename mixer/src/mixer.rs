@@ -18,7 +18,8 @@ use gstreamer::prelude::*;
 use crate::active_speaker::{ActiveSpeaker, SpeakerTuning};
 use crate::bus::{classify_error, owner_of, ErrorAction, Owner};
 use crate::control::{
-    AudioMix, DestinationPolicy, Event, MediaKind, OutputBytes, OutputSpec, OutputState, VideoSpec,
+    AudioMix, DestinationPolicy, Event, MediaKind, OutputBytes, OutputSpec, OutputState,
+    RecordingState, VideoSpec,
 };
 use crate::error::MixerError;
 use crate::gst_util::{force_key_unit_event, object_path, set_state_bounded};
@@ -29,6 +30,7 @@ use crate::looks::Look;
 use crate::output_state::OutputEffect;
 use crate::outputs::OutputBranch;
 use crate::pipeline::{build_core, pin_base_time, Core};
+use crate::recording::RecordingBranch;
 use crate::scene::{PadPlacement, Scene, Seat};
 
 /// How often output statistics are polled (Live detection, stall detection, byte counts).
@@ -74,6 +76,10 @@ struct State {
     throttle: KeyframeThrottle,
     /// Background, slates, labels, logo.
     scene: Scene,
+    /// Recordings being written or closing.
+    recordings: Vec<RecordingBranch>,
+    /// Serial of the next recording branch (element names), never reused.
+    next_recording_serial: usize,
 }
 
 impl Mixer {
@@ -164,6 +170,8 @@ impl Mixer {
                 destinations,
                 throttle: KeyframeThrottle::new(KEYFRAME_INTERVAL),
                 scene,
+                recordings: Vec::new(),
+                next_recording_serial: 0,
             }),
         });
         // Places the "starting soon" slate: the room starts empty.
@@ -349,6 +357,54 @@ impl Mixer {
         Ok(())
     }
 
+    /// Starts recording the program to `path` (fragmented MP4) from the next keyframe, which
+    /// is forced now. Reported as `Event::Recording`; the broadcast is never affected.
+    pub fn start_recording(
+        &self,
+        recording_id: &str,
+        path: std::path::PathBuf,
+    ) -> Result<(), MixerError> {
+        let sh = &self.shared;
+        let mut st = sh.lock();
+        if st.recordings.iter().any(|r| r.recording_id == recording_id) {
+            return Err(MixerError::Invalid(format!(
+                "recording {recording_id} already exists"
+            )));
+        }
+        let serial = st.next_recording_serial;
+        st.next_recording_serial += 1;
+        let branch = RecordingBranch::start(
+            &sh.core.pipeline.0,
+            &sh.core.video_tee,
+            &sh.core.audio_tee,
+            serial,
+            recording_id.to_string(),
+            path,
+        )?;
+        sh.core.encoder.send_event(force_key_unit_event());
+        sh.emit(Event::Recording {
+            recording_id: recording_id.to_string(),
+            state: RecordingState::Recording,
+            reason: None,
+            bytes_written: 0,
+        });
+        st.recordings.push(branch);
+        Ok(())
+    }
+
+    /// Begins closing a recording; `Event::Recording` `stopped` follows once its file is
+    /// complete (within `recording::STOP_TIMEOUT`).
+    pub fn stop_recording(&self, recording_id: &str) -> Result<(), MixerError> {
+        let mut st = self.shared.lock();
+        let rec = st
+            .recordings
+            .iter_mut()
+            .find(|r| r.recording_id == recording_id)
+            .ok_or_else(|| MixerError::Invalid(format!("no recording {recording_id}")))?;
+        rec.begin_stop(Instant::now());
+        Ok(())
+    }
+
     /// The participant currently featured by voice.
     pub fn active_speaker(&self) -> Option<String> {
         self.shared.lock().speaker.current().map(str::to_string)
@@ -394,6 +450,10 @@ impl Mixer {
             );
         }
         let _ = pipeline.set_state(gst::State::Null);
+        // The EOS went through every recording too: their files are closed.
+        for rec in self.shared.lock().recordings.drain(..) {
+            self.shared.emit(recording_closed(&rec));
+        }
         tracing::info!("mixer shut down");
     }
 
@@ -568,6 +628,22 @@ impl Shared {
                 let fx = st.outputs[idx].tracker.on_error(Instant::now(), reason);
                 self.apply_output_effects(&mut st, idx, fx);
             }
+            ErrorAction::Recording(serial) => {
+                let Some(pos) = st.recordings.iter().position(|r| r.serial == serial) else {
+                    tracing::debug!(serial, "error from a removed recording, ignored");
+                    return;
+                };
+                let mut rec = st.recordings.remove(pos);
+                rec.teardown(&self.core.pipeline.0);
+                let reason = format!("writing {} failed: {text}", rec.path.display());
+                tracing::warn!(recording = %rec.recording_id, %reason, "recording failed");
+                self.emit(Event::Recording {
+                    recording_id: rec.recording_id.clone(),
+                    state: RecordingState::Failed,
+                    reason: Some(reason),
+                    bytes_written: rec.bytes_written(),
+                });
+            }
             ErrorAction::DropLook(serial) => {
                 tracing::warn!(still = serial, error = %text, "look element failed, removing it");
                 if st.scene.drop_serial(serial) {
@@ -587,6 +663,18 @@ impl Shared {
                     reason: format!("{}: {}", refs.first().unwrap_or(&"?"), msg.error()),
                 });
             }
+        }
+    }
+
+    /// Removes the recordings whose stop finished and says so.
+    fn poll_recordings(&self, now: Instant) {
+        let mut st = self.lock();
+        while let Some(pos) = st.recordings.iter().position(|r| r.stop_done(now)) {
+            let mut rec = st.recordings.remove(pos);
+            rec.teardown(&self.core.pipeline.0);
+            tracing::info!(recording = %rec.recording_id, bytes = rec.bytes_written(),
+                complete = rec.completed(), "recording stopped");
+            self.emit(recording_closed(&rec));
         }
     }
 
@@ -676,10 +764,23 @@ fn watch(shared: &Shared, stop: &AtomicBool, keyframes: &Receiver<u64>) {
         }
         shared.report_visible();
         shared.poll_checks(now);
+        shared.poll_recordings(now);
         if now >= next_poll {
             next_poll = now + STATS_INTERVAL;
             shared.poll_outputs(now);
         }
+    }
+}
+
+/// How a recording that is no longer written ended.
+fn recording_closed(rec: &RecordingBranch) -> Event {
+    let reason = (!rec.completed())
+        .then(|| "closed before its last fragment was written (the file plays up to it)".into());
+    Event::Recording {
+        recording_id: rec.recording_id.clone(),
+        state: RecordingState::Stopped,
+        reason,
+        bytes_written: rec.bytes_written(),
     }
 }
 

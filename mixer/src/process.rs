@@ -115,12 +115,14 @@ fn warm_up() -> Result<(), String> {
 }
 
 /// What the parent (serve, or a fleet worker) set for this mixer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ProcessSettings {
     /// Where inputs receive RTP.
     rtp_bind: std::net::IpAddr,
     /// Stop when the parent is silent this long (see [`crate::control::WATCHDOG_ENV`]).
     watchdog: Option<Duration>,
+    /// Where recordings go (see [`crate::recording::RECORDINGS_DIR_ENV`]); none: refused.
+    recordings_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ProcessSettings {
@@ -128,6 +130,7 @@ impl Default for ProcessSettings {
         Self {
             rtp_bind: crate::control::DEFAULT_RTP_BIND,
             watchdog: None,
+            recordings_dir: None,
         }
     }
 }
@@ -146,6 +149,9 @@ fn settings_from_env() -> Result<ProcessSettings, String> {
             .map_err(|e| format!("{WATCHDOG_ENV}={value:?} is not milliseconds: {e}"))?;
         settings.watchdog = Some(Duration::from_millis(ms.max(100)));
     }
+    settings.recordings_dir = std::env::var_os(crate::recording::RECORDINGS_DIR_ENV)
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
     Ok(settings)
 }
 
@@ -347,6 +353,40 @@ fn run_loop(
                 }
                 None => tracing::warn!(output = %output_id, "RemoveOutput before Start, ignored"),
             },
+            Msg::Cmd(Command::StartRecording { recording_id, file }) => {
+                let Some(m) = &mixer else {
+                    tracing::warn!(recording = %recording_id, "StartRecording before Start, ignored");
+                    continue;
+                };
+                let started = settings
+                    .recordings_dir
+                    .as_deref()
+                    .ok_or_else(|| "this mixer has no recordings directory".to_string())
+                    .and_then(|dir| crate::recording::resolve_file(dir, &file))
+                    .and_then(|path| {
+                        m.start_recording(&recording_id, path)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(reason) = started {
+                    tracing::warn!(recording = %recording_id, %reason, "recording not started");
+                    let ev = Event::Recording {
+                        recording_id,
+                        state: crate::control::RecordingState::Failed,
+                        reason: Some(reason),
+                        bytes_written: 0,
+                    };
+                    if !write_event(out, &ev) {
+                        return stop(mixer, "stdout closed", ExitCode::SUCCESS);
+                    }
+                }
+            }
+            Msg::Cmd(Command::StopRecording { recording_id }) => {
+                if let Some(m) = &mixer {
+                    if let Err(e) = m.stop_recording(&recording_id) {
+                        tracing::warn!(error = %e, "stop recording failed");
+                    }
+                }
+            }
             Msg::Cmd(Command::Shutdown) => return stop(mixer, "shutdown", ExitCode::SUCCESS),
             Msg::StdinClosed => return stop(mixer, "stdin closed", ExitCode::SUCCESS),
             Msg::Event(ev) => {

@@ -64,7 +64,7 @@ impl KeyframeGate {
         self.0.store(false, Ordering::Release);
     }
 
-    fn attach(&self, pad: &gst::Pad) {
+    pub(crate) fn attach(&self, pad: &gst::Pad) {
         let open = self.0.clone();
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             if open.load(Ordering::Acquire) {

@@ -154,6 +154,12 @@ impl From<crate::room::state::RoomError> for ApiError {
             RoomError::TooManyOutputs { .. } => (StatusCode::CONFLICT, "too_many_outputs"),
             RoomError::DuplicateOutput(_) => (StatusCode::CONFLICT, "duplicate_output"),
             RoomError::UnknownOutput(_) => (StatusCode::NOT_FOUND, "output_not_found"),
+            RoomError::NotLive => (StatusCode::CONFLICT, "not_live"),
+            RoomError::AlreadyRecording(_) => (StatusCode::CONFLICT, "already_recording"),
+            RoomError::NotRecording => (StatusCode::NOT_FOUND, "not_recording"),
+            RoomError::RecordingUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "recording_unavailable")
+            }
             RoomError::TooManySubscriptions { .. } => {
                 let mut error = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

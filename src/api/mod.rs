@@ -12,6 +12,7 @@ pub(crate) mod openapi;
 mod pages;
 mod pool;
 mod rate_limit;
+mod recordings;
 pub(crate) mod rooms;
 pub(crate) mod sdp;
 mod whep;
@@ -158,6 +159,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/rooms/{room_id}/requests/{request_id}/decline",
             post(join_requests::decline),
+        )
+        .route(
+            "/api/v1/rooms/{room_id}/recordings",
+            post(recordings::start).get(recordings::list),
+        )
+        // A static segment wins over the parameter: `active` is never a recording id.
+        .route(
+            "/api/v1/rooms/{room_id}/recordings/active",
+            axum::routing::delete(recordings::stop),
+        )
+        .route(
+            "/api/v1/rooms/{room_id}/recordings/{recording_id}",
+            get(recordings::download).delete(recordings::delete),
         )
         .route("/api/v1/rooms/{room_id}/outputs", post(rooms::add_output))
         .route(

@@ -48,6 +48,9 @@ pub struct CreateRoom {
     /// Shorthand for `look.labels`: name labels on the tiles.
     #[serde(default)]
     pub labels: Option<bool>,
+    /// Record every broadcast of the room (`GET …/recordings` lists them).
+    #[serde(default)]
+    pub record: bool,
 }
 
 /// One RTMP or SRT destination (`POST …/outputs`, `outputs` at create).
@@ -231,6 +234,7 @@ pub(crate) fn room_settings(
         max_subscriptions: limits.max_subscriptions_per_room,
         layout: LayoutSpec::default(),
         look,
+        record: request.record,
     })
 }
 

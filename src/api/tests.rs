@@ -32,6 +32,7 @@ pub(super) fn test_rooms(config: &Config) -> Arc<Rooms> {
             RoomRuntime {
                 pool: Arc::new(crate::pool::fake::FakeMixers::new(1800)),
                 stop_grace: Duration::from_millis(100),
+                recordings: None,
             },
             3,
             Arc::new(crate::access::Access::from_config(&config.auth)),

@@ -39,6 +39,7 @@ async fn go_live_launches_through_the_backend_and_admission_refuses_with_retry_a
         RoomRuntime {
             pool: Arc::new(mixers.clone()),
             stop_grace: Duration::from_millis(50),
+            recordings: None,
         },
         3,
         Arc::new(crate::access::Access::from_config(&config.auth)),

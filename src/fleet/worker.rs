@@ -255,6 +255,8 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
         MixerEnv {
             rtp_bind: settings.advertise_ip,
             watchdog: Some(MIXER_WATCHDOG),
+            // Recordings are serve's files: a worker's mixers refuse to record (say so).
+            recordings_dir: None,
         },
     )
     .context("cannot start the mixer spawner thread")?;

@@ -45,7 +45,7 @@ impl Spawner {
                 let _entered = runtime.enter();
                 // Ends when every Spawner handle is gone, i.e. when serve shuts down.
                 while let Ok(request) = rx.recv() {
-                    let _ = request.reply.send(spawn_mixer(&request.binary, env));
+                    let _ = request.reply.send(spawn_mixer(&request.binary, &env));
                 }
             })?;
         Ok(Self { requests })
@@ -79,26 +79,31 @@ const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
 const MIXER_MALLOC_ARENAS: &str = "2";
 
 /// What every mixer of this parent is told through its environment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MixerEnv {
     /// Where its inputs receive RTP (see `costream_mixer::control::RTP_BIND_ENV`).
     pub rtp_bind: IpAddr,
     /// Stop when the parent is silent this long (a fleet worker's mixers; see
     /// `costream_mixer::control::WATCHDOG_ENV`).
     pub watchdog: Option<Duration>,
+    /// Where its recordings go (see `costream_mixer::recording::RECORDINGS_DIR_ENV`); none:
+    /// it refuses to record.
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 impl MixerEnv {
-    /// Mixers next to serve: loopback, no watchdog (PDEATHSIG and stdin EOF suffice).
-    pub fn local(rtp_bind: IpAddr) -> Self {
+    /// Mixers next to serve: loopback, no watchdog (PDEATHSIG and stdin EOF suffice),
+    /// recordings in serve's catalog.
+    pub fn local(rtp_bind: IpAddr, recordings_dir: Option<std::path::PathBuf>) -> Self {
         Self {
             rtp_bind,
             watchdog: None,
+            recordings_dir,
         }
     }
 }
 
-fn spawn_mixer(binary: &Path, env: MixerEnv) -> Result<tokio::process::Child, SpawnError> {
+fn spawn_mixer(binary: &Path, env: &MixerEnv) -> Result<tokio::process::Child, SpawnError> {
     let parent = std::process::id();
     let mut command = tokio::process::Command::new(binary);
     command
@@ -118,6 +123,9 @@ fn spawn_mixer(binary: &Path, env: MixerEnv) -> Result<tokio::process::Child, Sp
             costream_mixer::control::WATCHDOG_ENV,
             watchdog.as_millis().to_string(),
         );
+    }
+    if let Some(dir) = &env.recordings_dir {
+        command.env(costream_mixer::recording::RECORDINGS_DIR_ENV, dir);
     }
     if std::env::var_os(MALLOC_ARENA_MAX).is_none() {
         command.env(MALLOC_ARENA_MAX, MIXER_MALLOC_ARENAS);

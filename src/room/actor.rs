@@ -17,6 +17,7 @@ use super::guest_list::GuestList;
 use super::media::track_desc;
 use super::meter::OutputMeters;
 use super::quality::QualityTracker;
+use super::recorder::{Recorder, RecordingStatus};
 use super::state::{
     Broadcast, Effect, Input, ParticipantId, RoomError, RoomSettings, RoomState, SubscriptionId,
 };
@@ -99,6 +100,23 @@ enum RoomCommand {
     GuestsChanged {
         reply: oneshot::Sender<()>,
     },
+    StartRecording {
+        reply: oneshot::Sender<Result<RecordingStatus, RoomError>>,
+    },
+    StopRecording {
+        reply: oneshot::Sender<Result<(), RoomError>>,
+    },
+    /// Where the room's recordings are and which parts are being written now.
+    Recordings {
+        reply: oneshot::Sender<RecordingsAccess>,
+    },
+}
+
+/// What the API needs to list, serve or delete a room's recordings (the file IO is its own).
+pub struct RecordingsAccess {
+    pub catalog: Option<Arc<crate::recordings::Catalog>>,
+    /// Parts a mixer writes now (not to be deleted, listed as recording).
+    pub active: Vec<String>,
 }
 
 impl RoomCommand {
@@ -167,6 +185,8 @@ pub struct RoomRuntime {
     pub pool: Arc<dyn MixerBackend>,
     /// How long a stopping mixer may flush before it is killed.
     pub stop_grace: Duration,
+    /// Where recordings are kept (`None`: no data directory, recording is refused).
+    pub recordings: Option<Arc<crate::recordings::Catalog>>,
 }
 
 struct RoomActor {
@@ -204,6 +224,8 @@ struct RoomActor {
     wants_live: bool,
     /// Unix seconds, for the record.
     created_at: u64,
+    /// The recordings' files and records (see `recorder`).
+    recorder: Recorder,
 }
 
 impl RoomActor {
@@ -276,6 +298,9 @@ impl RoomActor {
     fn status(&self) -> RoomStatus {
         let now = Instant::now();
         let mut status = RoomStatus::of(&self.id, &self.state, now);
+        status.recording = self
+            .recorder
+            .status(self.state.recording().map(|r| r.session_id.as_str()));
         if let Some(mixer) = &self.mixer {
             let info = mixer.info();
             status.mixer.pid = info.pid;
@@ -325,6 +350,11 @@ impl RoomActor {
                 return Err(refusal.into());
             }
             self.quality.went_live(Instant::now());
+            if self.state.settings().record {
+                if let Err(e) = self.start_recording() {
+                    warn!("the room records every broadcast, but this one is not recorded: {e}");
+                }
+            }
         }
         Ok(self.status())
     }
@@ -488,7 +518,35 @@ impl RoomActor {
             RoomCommand::GuestsChanged { reply } => {
                 let _ = reply.send(());
             }
+            RoomCommand::StartRecording { reply } => {
+                let _ = reply.send(self.start_recording());
+            }
+            RoomCommand::StopRecording { reply } => {
+                let _ = reply.send(self.input(Input::StopRecording));
+            }
+            RoomCommand::Recordings { reply } => {
+                let _ = reply.send(RecordingsAccess {
+                    catalog: self.recorder.catalog().cloned(),
+                    active: self.recorder.active_ids(),
+                });
+            }
         }
+    }
+
+    /// Starts a recording of the program (a new session id), live or going live.
+    fn start_recording(&mut self) -> Result<RecordingStatus, RoomError> {
+        if let Some(why) = self.recorder.unavailable() {
+            return Err(RoomError::RecordingUnavailable(why));
+        }
+        let session_id = Recorder::new_session_id();
+        self.input(Input::StartRecording {
+            session_id: session_id.clone(),
+        })?;
+        self.run_effects();
+        Ok(self
+            .recorder
+            .status(Some(&session_id))
+            .expect("a recording just started"))
     }
 
     /// Hands the room's record to the store (which writes it off this task).
@@ -573,6 +631,14 @@ impl RoomActor {
                         ..
                     } if current => self.quality.program(quality.clone(), Instant::now()),
                     Event::InputVisible { input_id } if current => self.input_visible(input_id),
+                    Event::Recording {
+                        recording_id,
+                        state,
+                        reason,
+                        ..
+                    } => self
+                        .recorder
+                        .on_event(epoch, recording_id, *state, reason.clone()),
                     _ => {}
                 }
                 Input::Mixer { epoch, event }
@@ -589,6 +655,7 @@ impl RoomActor {
                 if self.outgoing.as_ref().map(|m| m.epoch()) == Some(epoch) {
                     self.outgoing = None;
                 }
+                self.recorder.mixer_exited(epoch, &reason);
                 Input::MixerExited {
                     epoch,
                     reason,
@@ -714,6 +781,7 @@ impl RoomActor {
                 }
             }
             Effect::StopMixer { epoch } => {
+                self.recorder.mixer_stopping(epoch);
                 if let Some(mixer) = self.take_mixer(epoch) {
                     mixer.stop(self.runtime.stop_grace);
                 }
@@ -745,6 +813,24 @@ impl RoomActor {
                 ) {
                     info!(subscription = %subscription_id, source = %source, "subscription started");
                     session.add_subscription(subscription);
+                }
+            }
+            Effect::RecordPart {
+                epoch,
+                session_id,
+                part,
+            } => {
+                if let Some(command) = self.recorder.begin(epoch, &session_id, part) {
+                    if let Some(mixer) = self.mixer_of(epoch) {
+                        mixer.send(command);
+                    }
+                }
+            }
+            Effect::EndRecordingPart { epoch } => {
+                if let Some(command) = self.recorder.end(epoch) {
+                    if let Some(mixer) = self.mixer_of(epoch) {
+                        mixer.send(command);
+                    }
                 }
             }
             Effect::CloseSubscription {

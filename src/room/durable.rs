@@ -69,6 +69,7 @@ pub fn record_of(
         shared_link_revoked: guests.shared_link_revoked(),
         live,
         created_at,
+        record: settings.record,
     }
 }
 
@@ -169,6 +170,7 @@ fn settings_of(
         max_subscriptions: limits.max_subscriptions_per_room,
         layout: record.layout.clone(),
         look: record.look.clone(),
+        record: record.record,
     })
 }
 
@@ -199,6 +201,7 @@ mod tests {
                 labels: true,
                 ..Look::default()
             },
+            record: true,
         };
         let record = record_of(&key, "r1", &settings, &guests, true, 7);
         assert!(record.live && record.shared_link_revoked && record.banned == ["alice"]);
@@ -207,6 +210,10 @@ mod tests {
         assert_eq!(back.outputs, settings.outputs);
         assert_eq!(back.layout, settings.layout);
         assert_eq!(back.look, settings.look);
+        assert!(
+            back.record,
+            "a room that records every broadcast still does"
+        );
         assert!(settings_of(&record, &StoreKey::generate(), &config, None).is_err());
     }
 
@@ -220,6 +227,7 @@ mod tests {
             crate::room::RoomRuntime {
                 pool: Arc::new(crate::pool::fake::FakeMixers::new(1800)),
                 stop_grace: std::time::Duration::from_millis(100),
+                recordings: None,
             },
             10,
             Arc::new(crate::access::Access::from_config(&config.auth)),
@@ -264,6 +272,7 @@ mod tests {
             max_subscriptions: 4,
             layout: LayoutSpec::default(),
             look: Look::default(),
+            record: false,
         };
         record_of(key, room_id, &settings, &guests, true, 7)
     }

@@ -61,6 +61,7 @@ impl RoomHandle {
         let (session_tx, session_rx) = mpsc::channel(256);
         let (mixer_tx, mixer_rx) = mpsc::channel(256);
         let state = RoomState::new(settings);
+        let runtime_recordings = runtime.recordings.clone();
         let (status_tx, status) =
             watch::channel(Arc::new(RoomStatus::of(&id, &state, Instant::now())));
         let (notices, _) = broadcast::channel(NOTICE_BUFFER);
@@ -87,6 +88,7 @@ impl RoomHandle {
             guests: guests.clone(),
             wants_live: durable.live,
             created_at: durable.created_at,
+            recorder: super::Recorder::new(&id, runtime_recordings),
         };
         let save_at_start = !durable.stored;
         // A root span: the actor outlives the HTTP request that created the room.
@@ -255,6 +257,22 @@ impl RoomHandle {
             participants: status.participants.len(),
             live: status.broadcast == "live",
         }
+    }
+
+    /// Starts recording the program (live, or going live).
+    pub async fn start_recording(&self) -> Result<Result<RecordingStatus, RoomError>, RoomGone> {
+        self.ask(|reply| RoomCommand::StartRecording { reply })
+            .await
+    }
+
+    /// Stops the recording in progress; the broadcast goes on.
+    pub async fn stop_recording(&self) -> Result<Result<(), RoomError>, RoomGone> {
+        self.ask(|reply| RoomCommand::StopRecording { reply }).await
+    }
+
+    /// Where the room's recordings are, and which parts are being written.
+    pub async fn recordings(&self) -> Result<RecordingsAccess, RoomGone> {
+        self.ask(|reply| RoomCommand::Recordings { reply }).await
     }
 
     pub async fn status(&self) -> Result<RoomStatus, RoomGone> {

@@ -75,6 +75,7 @@ impl RoomState {
             })
             .collect();
         self.effects.extend(add_inputs);
+        self.record_part(epoch);
     }
 
     /// The machine running the current mixer was lost (a fleet worker died, froze or was cut
@@ -176,6 +177,8 @@ impl RoomState {
     }
 
     pub(super) fn stop_live(&mut self) {
+        // The mixer's EOS closes the part it writes: the recording ends with the broadcast.
+        self.recording = None;
         let Some(epoch) = self.live_epoch() else {
             return;
         };
@@ -199,6 +202,7 @@ impl RoomState {
         }
         self.restart_at = None;
         self.last_heard = None;
+        self.recording = None;
         self.detach_from_mixer();
         for output in &mut self.outputs {
             if output.state != OutputState::Failed {
@@ -276,7 +280,10 @@ impl RoomState {
                     track_id,
                 });
             }
+            // Recordings are the actor's (files and their records); the room only says which
+            // mixer writes which part.
             Event::InputRemoved { .. }
+            | Event::Recording { .. }
             | Event::OutputRemoved { .. }
             | Event::InputVisible { .. } => {}
             Event::ActiveSpeaker { participant_id } => self.active_speaker = participant_id,

@@ -9,11 +9,13 @@ pub mod lifetime;
 mod media;
 pub mod meter;
 pub mod quality;
+mod recorder;
 pub mod recovery;
 pub mod registry;
 pub mod state;
 pub mod status;
 pub mod tokens;
 
-pub use actor::{EventStreamSlot, RoomHandle, RoomRuntime};
+pub use actor::{EventStreamSlot, RecordingsAccess, RoomHandle, RoomRuntime};
+pub use recorder::{Recorder, RecordingStatus};
 pub use registry::Rooms;

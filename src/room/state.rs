@@ -41,6 +41,8 @@ pub struct RoomSettings {
     /// Background, name labels, logo, slate title; the host changes it live with
     /// `Input::SetLook`. An empty title means the room name.
     pub look: Look,
+    /// Record every broadcast from its start (`record: true` at creation).
+    pub record: bool,
 }
 
 /// A media track a participant publishes.
@@ -188,6 +190,12 @@ pub enum Input {
     MoveMixer {
         epoch: u64,
     },
+    /// The host starts recording the program (live, or going live); `session_id` names it.
+    StartRecording {
+        session_id: String,
+    },
+    /// The host stops the recording in progress (the broadcast goes on).
+    StopRecording,
 }
 
 /// IO the actor must carry out, in order.
@@ -249,6 +257,16 @@ pub enum Effect {
         source: ParticipantId,
         subscription_id: SubscriptionId,
     },
+    /// Mixer `epoch` records part `part` of recording `session_id` (sent after its `Start`).
+    RecordPart {
+        epoch: u64,
+        session_id: String,
+        part: u32,
+    },
+    /// Mixer `epoch` closes the part it records (the recording was stopped).
+    EndRecordingPart {
+        epoch: u64,
+    },
 }
 
 /// Why an input was refused; the API turns these into HTTP errors.
@@ -280,6 +298,14 @@ pub enum RoomError {
     UnknownOutput(String),
     #[error("{0}")]
     InvalidLook(String),
+    #[error("the room is not live; recording starts with the broadcast (go live first, or create the room with \"record\": true)")]
+    NotLive,
+    #[error("recording {0} is already running; stop it with DELETE /api/v1/rooms/{{id}}/recordings/active first")]
+    AlreadyRecording(String),
+    #[error("nothing is being recorded in this room")]
+    NotRecording,
+    #[error("{0}")]
+    RecordingUnavailable(&'static str),
 }
 
 #[derive(Debug)]
@@ -309,6 +335,8 @@ pub struct RoomState {
     reserved_inputs: Option<u32>,
     /// A go-live waits for `Admitted` or `Refused`.
     awaiting_admission: bool,
+    /// The recording in progress (see `recording_session`).
+    recording: Option<recording_session::RecordingSession>,
 }
 
 impl RoomState {
@@ -341,6 +369,7 @@ impl RoomState {
             handover: None,
             reserved_inputs: None,
             awaiting_admission: false,
+            recording: None,
         }
     }
 
@@ -441,8 +470,11 @@ impl RoomState {
             }
             Input::Refused { .. } => {
                 self.awaiting_admission = false;
+                self.recording = None;
                 Ok(())
             }
+            Input::StartRecording { session_id } => self.start_recording(session_id),
+            Input::StopRecording => self.stop_recording(),
             Input::SetLayout { layout } => self.set_layout(layout),
             Input::SetLook { look } => self.set_look(look),
             Input::SetAudio {
@@ -933,6 +965,10 @@ mod handover;
 
 #[path = "mixer_lifecycle.rs"]
 mod mixer_lifecycle;
+
+#[path = "recording_session.rs"]
+mod recording_session;
+pub use recording_session::RecordingSession;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

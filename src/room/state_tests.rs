@@ -15,6 +15,7 @@ pub(crate) fn settings(outputs: usize) -> RoomSettings {
         max_subscriptions: 8,
         layout: LayoutSpec::default(),
         look: Default::default(),
+        record: false,
     }
 }
 

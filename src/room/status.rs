@@ -37,6 +37,9 @@ pub struct RoomStatus {
     /// The program's quality figures while live (README "Quality figures").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<ProgramQualityView>,
+    /// The recording in progress (`POST /api/v1/rooms/{id}/recordings`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<super::RecordingStatus>,
 }
 
 /// A room's look without the logo's bytes (up to 256 KiB: not for every status poll).
@@ -208,6 +211,7 @@ impl RoomStatus {
             outputs: room.outputs().iter().map(OutputStatusView::of).collect(),
             cost: None,
             quality: None,
+            recording: None,
         }
     }
 }
@@ -244,6 +248,7 @@ mod tests {
             max_subscriptions: 64,
             layout: Default::default(),
             look: Default::default(),
+            record: false,
         });
         let status = RoomStatus::of("r1", &room, Instant::now());
         let json = serde_json::to_string(&status).unwrap();
@@ -265,6 +270,7 @@ mod tests {
             max_subscriptions: 64,
             layout: Default::default(),
             look: Default::default(),
+            record: false,
         });
         crate::room::state::tests::go_live(&mut room, t0);
         let status = RoomStatus::of("r1", &room, t0 + std::time::Duration::from_secs(3));

@@ -29,6 +29,9 @@ pub struct RoomRecord {
     pub live: bool,
     /// Unix seconds.
     pub created_at: u64,
+    /// Every broadcast is recorded (`record: true` at creation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record: bool,
 }
 
 /// One output. `url` is sealed; `internal` outputs (the built-in origin) keep no URL at all:
@@ -162,6 +165,7 @@ pub(crate) mod tests {
             shared_link_revoked: true,
             live: true,
             created_at: 1_700_000_000,
+            record: false,
         }
     }
 

@@ -9,6 +9,7 @@ import { LocalMedia, wireMediaToggles } from './devices.js';
 import { playFlv } from './player.js';
 import { ProgramControls } from './program.js';
 import { renderQuality } from './quality.js';
+import { RecordingsPanel } from './recordings.js';
 import { JoinRequestsPanel } from './requests.js';
 import { Subscriptions } from './rtc.js';
 import { PublishSession } from './session.js';
@@ -38,6 +39,7 @@ const media = new LocalMedia({
 });
 const tiles = new RemoteTiles($('tiles'), $('unmute-remote'));
 const joinRequests = new JoinRequestsPanel({ roomId, token });
+const recordings = new RecordingsPanel({ roomId, token });
 const program = new ProgramControls({
   roomId,
   token,
@@ -219,6 +221,7 @@ function render(status) {
   renderProgram(status);
   renderQuality(status);
   joinRequests.update(status);
+  recordings.update(status);
 }
 
 function renderPeople() {

@@ -138,6 +138,8 @@ pub struct RoomStatus {
     pub quality: Option<crate::room::quality::ProgramQualityView>,
     /// Viewers asking to join: whether they may (anyone), the cap and who waits (host only).
     pub join_requests: Option<JoinRequestsStatus>,
+    /// The recording in progress (`POST …/recordings`).
+    pub recording: Option<crate::room::RecordingStatus>,
 }
 
 #[derive(Serialize, ToSchema)]
