@@ -312,13 +312,17 @@ fn start_local_worker(config: &Config, redis_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `[mixer] binary`, or this very executable.
 /// Where this machine's recordings go: `recordings/` under the data directory (whether or not
-/// rooms are stored there). No data directory: recording is refused with a reason.
+/// rooms are stored there). No data directory, or mixers on a fleet's workers (whose disks
+/// serve cannot serve files from): recording is refused with a reason.
 fn recordings_dir(config: &Config) -> Option<std::path::PathBuf> {
+    if config.cluster.redis_url.is_some() {
+        return None;
+    }
     config.store.data_dir().map(|dir| dir.join("recordings"))
 }
 
+/// `[mixer] binary`, or this very executable.
 fn mixer_binary(config: &Config) -> anyhow::Result<std::path::PathBuf> {
     Ok(if config.mixer.binary.is_empty() {
         std::env::current_exe().context("cannot find this executable to run mixers")?

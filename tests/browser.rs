@@ -142,6 +142,7 @@ fn check_scenario(
         "viewer page plays the mix from the built-in origin",
         "the mix shows the camera in its own colours (within 6 per channel)",
         "studio shows the output live with bitrate and duration",
+        "host records the program from the studio and the part is listed complete",
         "host switches camera and mutes the mic while live, without renegotiation",
         "guest joins from the invite link",
         "host page plays the guest video",

@@ -1,8 +1,8 @@
 //! Recording the program through serve, with real processes: a room created with
 //! `record: true` records from going live; its mixer is `kill -9`ed mid-way and the recording
-//! goes on in a second part; the host stops it while the broadcast goes on. Both parts are
-//! listed, download as MP4 (ranges too) and decode from start to end with `ffmpeg -v error`
-//! silent: the killed mixer's part included. Then the API's refusals: a second recording, a
+//! goes on in a second part; the host stops it while the broadcast goes on, and records again
+//! at once on the same mixer. Every part is listed, downloads as MP4 (ranges too) and decodes
+//! from start to end with `ffmpeg -v error` silent: the killed mixer's part included. Then the API's refusals: a second recording, a
 //! guest, an unknown part, recording while offline.
 
 mod common;
@@ -123,11 +123,23 @@ async fn a_recording_survives_a_killed_mixer_and_every_part_plays() -> anyhow::R
         .await?;
     assert_eq!((code, body["error"].as_str()), (404, Some("not_recording")));
 
-    let list = eventually("both parts finished", Duration::from_secs(10), || async {
+    // Recording again at once, on the same mixer, while the stopped part may still be closing:
+    // a new recording, and the stopped part is left to finish cleanly.
+    let (code, body) = api.send(Method::POST, &recordings, host).await?;
+    assert_eq!(code, 201, "{body}");
+    assert_ne!(body["session_id"], session, "a new recording");
+    let third = recording_part(&api, &room, Some(&second)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, body) = api
+        .send(Method::DELETE, &format!("{recordings}/active"), host)
+        .await?;
+    assert_eq!(code, 204, "{body}");
+
+    let list = eventually("every part finished", Duration::from_secs(10), || async {
         let (code, list) = api.send(Method::GET, &recordings, host).await?;
         anyhow::ensure!(code == 200, "list: {code} {list}");
         let parts = list.as_array().cloned().unwrap_or_default();
-        let done = parts.len() == 2 && parts.iter().all(|p| p["state"] != "recording");
+        let done = parts.len() == 3 && parts.iter().all(|p| p["state"] != "recording");
         Ok(done.then_some(parts))
     })
     .await?;
@@ -136,10 +148,13 @@ async fn a_recording_survives_a_killed_mixer_and_every_part_plays() -> anyhow::R
     assert_eq!(list[0]["state"], "interrupted");
     assert_eq!(list[1]["recording_id"], second.as_str());
     assert_eq!(list[1]["state"], "complete");
+    assert_eq!(list[2]["recording_id"], third.as_str());
+    assert_eq!(list[2]["state"], "complete");
     for part in &list {
-        assert_eq!(part["session_id"], session);
         assert!(part["duration_s"].as_f64().unwrap() > 2.0, "{part}");
     }
+    assert_eq!(list[0]["session_id"], session);
+    assert_eq!(list[1]["session_id"], session);
 
     let dir = common::temp_data_dir();
     std::fs::create_dir_all(&dir)?;
@@ -200,7 +215,7 @@ async fn a_recording_survives_a_killed_mixer_and_every_part_plays() -> anyhow::R
         assert_eq!(code, 404, "{missing}: {body}");
     }
     let (_, list) = api.send(Method::GET, &recordings, host).await?;
-    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
     let on_disk = serve.data_dir.join("recordings").join(&room.id);
     assert!(!on_disk.join(format!("{first}.mp4")).exists());
 

@@ -441,6 +441,18 @@ impl Mixer {
     pub fn shutdown(mut self) {
         self.stop_watcher();
         self.shared.lock().scene.clear();
+        // A recording closing on its own is cut off from the tees already and keeps its EOS
+        // from the pipeline: it would never count as done, and the EOS wait would time out.
+        {
+            let mut st = self.shared.lock();
+            let (closing, running): (Vec<_>, Vec<_>) =
+                st.recordings.drain(..).partition(|r| r.is_stopping());
+            st.recordings = running;
+            for mut rec in closing {
+                rec.teardown(&self.shared.core.pipeline.0);
+                self.shared.emit(recording_closed(&rec));
+            }
+        }
         let pipeline = &self.shared.core.pipeline.0;
         pipeline.send_event(gst::event::Eos::new());
         if let Some(bus) = pipeline.bus() {

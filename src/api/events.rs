@@ -205,6 +205,11 @@ pub fn without_operator_details(mut json: Value) -> Value {
     if let Some(mixer) = json.get_mut("mixer") {
         *mixer = serde_json::json!({ "state": mixer["state"] });
     }
+    // Whether the room records is public (a viewer may want to know); why a file could not be
+    // written names the server's paths.
+    if let Some(recording) = json.get_mut("recording").filter(|r| r.is_object()) {
+        *recording = serde_json::json!({ "state": recording["state"] });
+    }
     // Who asks to join, by name, is the host's to know; whether one may ask is public.
     if let Some(requests) = json.get_mut("join_requests") {
         *requests = serde_json::json!({ "enabled": requests["enabled"] });
@@ -241,6 +246,12 @@ mod tests {
         let public = without_operator_details(with_people).to_string();
         assert!(!public.contains("ann@example.com"), "{public}");
         assert!(public.contains("p1"));
+        let failing = serde_json::json!({
+            "recording": {"session_id": "rec-a", "state": "failed",
+                          "reason": "writing /srv/costream/recordings/r/rec-a-1.mp4 failed"},
+        });
+        let public = without_operator_details(failing);
+        assert_eq!(public["recording"], serde_json::json!({"state": "failed"}));
         assert!(!guest.contains("rtmp://"), "{guest}");
         assert!(guest.contains(r#""state":"live""#), "{guest}");
         let host = for_role(json, Role::Host).to_string();

@@ -31,14 +31,25 @@ pub enum CatalogError {
 }
 
 /// The recordings of every room under one directory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Catalog {
     root: PathBuf,
+    /// One change of a record at a time: the room finishing a part, a listing finding it
+    /// stale and a delete must not interleave (a record rewritten after its delete would bring
+    /// it back; two writers of one record could tear it).
+    records: std::sync::Mutex<()>,
 }
 
 impl Catalog {
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            records: std::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// What mixers get as their recordings directory.
@@ -65,9 +76,15 @@ impl Catalog {
 
     /// Writes a part's record (atomically: a crash leaves the old one or the new one).
     pub fn save(&self, room_id: &str, record: &PartRecord) -> io::Result<()> {
+        let _one_at_a_time = self.lock();
+        self.write_record(room_id, record)
+    }
+
+    fn write_record(&self, room_id: &str, record: &PartRecord) -> io::Result<()> {
         let dir = self.room_dir(room_id);
         std::fs::create_dir_all(&dir)?;
         let path = self.record_path(room_id, &record.recording_id);
+        // Only this process writes records, one at a time (the lock).
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
         std::fs::write(&tmp, bytes)?;
@@ -79,8 +96,10 @@ impl Catalog {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Ends a part: its final state, and for an interrupted one the torn end of its file cut
-    /// off (so it plays to its last whole fragment without errors).
+    /// Ends a part whose writer is gone: its final state, and the torn end of its file cut
+    /// off (a no-op for a file closed cleanly), so it plays to its last whole fragment without
+    /// errors. Only for a part no mixer writes any more: cutting a file being written would
+    /// corrupt it.
     pub fn finish(
         &self,
         room_id: &str,
@@ -89,19 +108,34 @@ impl Catalog {
         reason: Option<String>,
         now: SystemTime,
     ) -> io::Result<()> {
+        let _one_at_a_time = self.lock();
+        self.finish_locked(room_id, recording_id, |_| true, state, reason, now)
+    }
+
+    /// [`Catalog::finish`] under the lock, when `still` holds for the record as it is now.
+    fn finish_locked(
+        &self,
+        room_id: &str,
+        recording_id: &str,
+        still: impl Fn(&PartRecord) -> bool,
+        state: PartState,
+        reason: Option<String>,
+        now: SystemTime,
+    ) -> io::Result<()> {
         let Some(mut record) = self.load(room_id, recording_id) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("no record of part {recording_id}"),
+                format!("no record of part {recording_id} (deleted?)"),
             ));
         };
-        if state != PartState::Complete {
-            self.cut_torn_end(room_id, recording_id);
+        if !still(&record) {
+            return Ok(());
         }
+        self.cut_torn_end(room_id, recording_id);
         record.state = state;
         record.reason = reason.or(record.reason);
         record.ended_at_ms = Some(part::unix_ms(now));
-        self.save(room_id, &record)
+        self.write_record(room_id, &record)
     }
 
     fn cut_torn_end(&self, room_id: &str, recording_id: &str) {
@@ -152,9 +186,17 @@ impl Catalog {
             {
                 let reason = "its mixer stopped without closing it (serve restarted)".to_string();
                 let ended = last_write.unwrap_or(now);
-                if let Err(e) =
-                    self.finish(room_id, id, PartState::Interrupted, Some(reason), ended)
-                {
+                let _one_at_a_time = self.lock();
+                // The room may have finished it meanwhile: only a part still running is.
+                let running = |r: &PartRecord| r.state == PartState::Recording;
+                if let Err(e) = self.finish_locked(
+                    room_id,
+                    id,
+                    running,
+                    PartState::Interrupted,
+                    Some(reason),
+                    ended,
+                ) {
                     tracing::warn!(room = %room_id, recording = %id, "cannot update the record: {e}");
                 }
                 record = self.load(room_id, id).unwrap_or(record);
@@ -183,6 +225,7 @@ impl Catalog {
         recording_id: &str,
         active: &[String],
     ) -> Result<(), CatalogError> {
+        let _one_at_a_time = self.lock();
         if self.load(room_id, recording_id).is_none() {
             return Err(CatalogError::Unknown(recording_id.to_string()));
         }

@@ -542,6 +542,7 @@ impl RoomActor {
         self.input(Input::StartRecording {
             session_id: session_id.clone(),
         })?;
+        self.recorder.session_started();
         self.run_effects();
         Ok(self
             .recorder
@@ -636,9 +637,7 @@ impl RoomActor {
                         state,
                         reason,
                         ..
-                    } => self
-                        .recorder
-                        .on_event(epoch, recording_id, *state, reason.clone()),
+                    } => self.recorder.on_event(recording_id, *state, reason.clone()),
                     _ => {}
                 }
                 Input::Mixer { epoch, event }
@@ -820,14 +819,17 @@ impl RoomActor {
                 session_id,
                 part,
             } => {
-                if let Some(command) = self.recorder.begin(epoch, &session_id, part) {
-                    if let Some(mixer) = self.mixer_of(epoch) {
-                        mixer.send(command);
+                // A mixer that could not be launched records nothing (its replacement will).
+                if self.mixer_of(epoch).is_some() {
+                    if let Some(command) = self.recorder.begin(epoch, &session_id, part) {
+                        if let Some(mixer) = self.mixer_of(epoch) {
+                            mixer.send(command);
+                        }
                     }
                 }
             }
             Effect::EndRecordingPart { epoch } => {
-                if let Some(command) = self.recorder.end(epoch) {
+                for command in self.recorder.end(epoch) {
                     if let Some(mixer) = self.mixer_of(epoch) {
                         mixer.send(command);
                     }

@@ -17,5 +17,5 @@ pub mod status;
 pub mod tokens;
 
 pub use actor::{EventStreamSlot, RecordingsAccess, RoomHandle, RoomRuntime};
-pub use recorder::{Recorder, RecordingStatus};
+pub use recorder::{Recorder, RecordingPhase, RecordingStatus};
 pub use registry::Rooms;

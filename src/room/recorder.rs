@@ -3,7 +3,6 @@
 //! finishes each part in the catalog (complete, failed or interrupted). The state decides
 //! which mixer records which part; this keeps the files' books.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,14 +11,17 @@ use serde::Serialize;
 
 use crate::recordings::{part::unix_ms, Catalog, PartRecord, PartState};
 
-/// A part a mixer writes.
+/// A part a mixer writes (or is closing).
 #[derive(Debug, Clone)]
 struct ActivePart {
+    /// The mixer writing it.
+    epoch: u64,
     recording_id: String,
     session_id: String,
     /// The mixer said it writes (`Recording` event).
     writing: bool,
-    /// Its mixer was asked to stop (cleanly): an exit then completes the part.
+    /// It was asked to close cleanly (a stop, or its mixer's shutdown): an exit then
+    /// completes it.
     stopping: bool,
 }
 
@@ -30,20 +32,32 @@ pub struct RecordingStatus {
     /// The part being written now (`GET …/recordings/{recording_id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording_id: Option<String>,
-    /// `starting` (the mixer is opening the file), `recording`, or `failed` (the last part
-    /// could not be written: `reason` says why; the next mixer tries again).
-    #[schema(value_type = String)]
-    pub state: &'static str,
+    pub state: RecordingPhase,
+    /// Why the last part failed (host only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
+/// Where the recording in progress stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingPhase {
+    /// The mixer is opening the file (or the broadcast is starting).
+    Starting,
+    Recording,
+    /// The last part could not be written (`reason`); the next mixer tries again.
+    Failed,
+}
+
 pub struct Recorder {
+    /// Names the room's directory in the catalog.
     room_id: String,
+    /// Where parts and their records go (`None`: recording is refused here).
     catalog: Option<Arc<Catalog>>,
-    /// By mixer epoch.
-    parts: BTreeMap<u64, ActivePart>,
-    /// Why the latest part failed, for the status (cleared by the next part that writes).
+    /// Parts being written or closing, oldest first; a mixer may have a closing part and a new
+    /// one at once (stop, then start again).
+    parts: Vec<ActivePart>,
+    /// Why the latest part failed, for the status (cleared by a new part).
     last_failure: Option<String>,
 }
 
@@ -52,7 +66,7 @@ impl Recorder {
         Self {
             room_id: room_id.to_string(),
             catalog,
-            parts: BTreeMap::new(),
+            parts: Vec::new(),
             last_failure: None,
         }
     }
@@ -60,7 +74,9 @@ impl Recorder {
     /// Why recording cannot start here, if it cannot.
     pub fn unavailable(&self) -> Option<&'static str> {
         self.catalog.is_none().then_some(
-            "recording needs a data directory (--data-dir or COSTREAM_DATA_DIR, or HOME)",
+            "recording is not available on this server: it needs a data directory (--data-dir, \
+             COSTREAM_DATA_DIR or HOME) on the machine running the mixers, and is not yet \
+             supported with mixers on a fleet's workers",
         )
     }
 
@@ -76,7 +92,11 @@ impl Recorder {
     }
 
     /// Mixer `epoch` starts part `part` of `session_id`: its record is made, and the command
-    /// for the mixer returned. `None` when nothing can be recorded here (no catalog).
+    /// for the mixer returned. `None` when it cannot be recorded (no catalog, or its record
+    /// cannot be written: a file nobody could list or delete is not made).
+    ///
+    /// The record is written here, on the room's task, before the mixer hears of the part: a
+    /// few hundred bytes, so that a listing never finds a file without its record.
     pub fn begin(&mut self, epoch: u64, session_id: &str, part: u32) -> Option<Command> {
         let catalog = self.catalog.as_ref()?;
         let recording_id = format!("{session_id}-{part}");
@@ -90,21 +110,19 @@ impl Recorder {
             reason: None,
         };
         if let Err(e) = catalog.save(&self.room_id, &record) {
-            tracing::warn!(room = %self.room_id, recording = %recording_id,
-                "cannot write the recording's record: {e}");
+            let reason = format!("cannot write the recording's record: {e}");
+            tracing::warn!(room = %self.room_id, recording = %recording_id, "{reason}");
+            self.last_failure = Some(reason);
+            return None;
         }
-        // A mixer writes one part at a time; a stale entry would be a bug, not a file.
-        if let Some(old) = self.parts.insert(
+        self.last_failure = None;
+        self.parts.push(ActivePart {
             epoch,
-            ActivePart {
-                recording_id: recording_id.clone(),
-                session_id: session_id.to_string(),
-                writing: false,
-                stopping: false,
-            },
-        ) {
-            self.finish(&old, PartState::Interrupted, None);
-        }
+            recording_id: recording_id.clone(),
+            session_id: session_id.to_string(),
+            writing: false,
+            stopping: false,
+        });
         tracing::info!(room = %self.room_id, recording = %recording_id, epoch, "recording part");
         Some(Command::StartRecording {
             file: Catalog::relative_file(&self.room_id, &recording_id),
@@ -112,92 +130,92 @@ impl Recorder {
         })
     }
 
-    /// The command that closes mixer `epoch`'s part, if it writes one.
-    pub fn end(&mut self, epoch: u64) -> Option<Command> {
-        let part = self.parts.get_mut(&epoch)?;
-        part.stopping = true;
-        Some(Command::StopRecording {
-            recording_id: part.recording_id.clone(),
-        })
+    /// The commands that close the parts mixer `epoch` writes (the recording was stopped).
+    pub fn end(&mut self, epoch: u64) -> Vec<Command> {
+        self.parts
+            .iter_mut()
+            .filter(|p| p.epoch == epoch && !p.stopping)
+            .map(|part| {
+                part.stopping = true;
+                Command::StopRecording {
+                    recording_id: part.recording_id.clone(),
+                }
+            })
+            .collect()
     }
 
-    /// Mixer `epoch` is being stopped cleanly (its EOS closes its file).
+    /// Mixer `epoch` is being stopped cleanly (its EOS closes its files).
     pub fn mixer_stopping(&mut self, epoch: u64) {
-        if let Some(part) = self.parts.get_mut(&epoch) {
+        for part in self.parts.iter_mut().filter(|p| p.epoch == epoch) {
             part.stopping = true;
         }
     }
 
     /// A mixer's `Recording` event.
-    pub fn on_event(
-        &mut self,
-        epoch: u64,
-        recording_id: &str,
-        state: RecordingState,
-        reason: Option<String>,
-    ) {
-        let Some(part) = self
+    pub fn on_event(&mut self, recording_id: &str, state: RecordingState, reason: Option<String>) {
+        let Some(pos) = self
             .parts
-            .get_mut(&epoch)
-            .filter(|p| p.recording_id == recording_id)
+            .iter()
+            .position(|p| p.recording_id == recording_id)
         else {
             return;
         };
         match state {
-            RecordingState::Recording => {
-                part.writing = true;
-                self.last_failure = None;
-            }
+            RecordingState::Recording => self.parts[pos].writing = true,
             RecordingState::Stopped => {
-                if let Some(part) = self.parts.remove(&epoch) {
-                    self.finish(&part, PartState::Complete, reason);
-                }
+                let part = self.parts.remove(pos);
+                // A reason: the stop was cut short (its last fragment may be torn).
+                let state = match reason {
+                    None => PartState::Complete,
+                    Some(_) => PartState::Interrupted,
+                };
+                self.finish(&part, state, reason);
             }
             RecordingState::Failed => {
                 tracing::warn!(room = %self.room_id, recording = %recording_id, reason = ?reason,
                     "recording failed (the broadcast goes on)");
                 self.last_failure = reason.clone();
-                if let Some(part) = self.parts.remove(&epoch) {
-                    self.finish(&part, PartState::Failed, reason);
-                }
+                let part = self.parts.remove(pos);
+                self.finish(&part, PartState::Failed, reason);
             }
         }
     }
 
-    /// Mixer `epoch` is gone: its part ends complete if it was stopped cleanly, else
+    /// Mixer `epoch` is gone: its parts end complete if they were being closed cleanly, else
     /// interrupted (crash, kill, lost worker).
     pub fn mixer_exited(&mut self, epoch: u64, reason: &str) {
-        let Some(part) = self.parts.remove(&epoch) else {
-            return;
-        };
-        if part.stopping {
-            self.finish(&part, PartState::Complete, None);
-        } else {
-            let why = format!("its mixer ended: {reason}; the recording goes on in the next part");
-            self.finish(&part, PartState::Interrupted, Some(why));
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parts)
+            .into_iter()
+            .partition(|p| p.epoch == epoch);
+        self.parts = kept;
+        for part in gone {
+            if part.stopping {
+                self.finish(&part, PartState::Complete, None);
+            } else {
+                let why =
+                    format!("its mixer ended: {reason}; the recording goes on in the next part");
+                self.finish(&part, PartState::Interrupted, Some(why));
+            }
         }
     }
 
     /// Parts being written now.
     pub fn active_ids(&self) -> Vec<String> {
-        self.parts
-            .values()
-            .map(|p| p.recording_id.clone())
-            .collect()
+        self.parts.iter().map(|p| p.recording_id.clone()).collect()
     }
 
-    /// The status of the recording `session` (the state's), with the newest part of it.
+    /// The status of the recording `session` (the state's), with its newest part.
     pub fn status(&self, session: Option<&str>) -> Option<RecordingStatus> {
         let session_id = session?.to_string();
         let part = self
             .parts
-            .values()
+            .iter()
             .rev()
             .find(|p| p.session_id == session_id && !p.stopping);
         let (state, reason) = match (part, &self.last_failure) {
-            (Some(p), _) if p.writing => ("recording", None),
-            (None, Some(reason)) => ("failed", Some(reason.clone())),
-            _ => ("starting", None),
+            (Some(p), _) if p.writing => (RecordingPhase::Recording, None),
+            (None, Some(reason)) => (RecordingPhase::Failed, Some(reason.clone())),
+            _ => (RecordingPhase::Starting, None),
         };
         Some(RecordingStatus {
             session_id,
@@ -205,6 +223,11 @@ impl Recorder {
             state,
             reason,
         })
+    }
+
+    /// A new recording starts: an old failure is not its own.
+    pub fn session_started(&mut self) {
+        self.last_failure = None;
     }
 
     /// Records the part's end off the room's task (a torn file is repaired first, which reads

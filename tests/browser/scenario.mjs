@@ -390,6 +390,32 @@ try {
     ),
   );
 
+  await check('host records the program from the studio and the part is listed complete', async () => {
+    await host.page.click('#record');
+    await waitInPage(host.page, 'recording', () => document.getElementById('record-state').textContent === 'recording');
+    await host.page.waitForTimeout(3000);
+    await host.page.click('#stop-record');
+    const row = await waitInPage(
+      host.page,
+      'a complete part listed',
+      () => {
+        const li = document.querySelector('#recordings li');
+        const state = li?.querySelector('.state')?.textContent;
+        return state === 'complete' ? { state, stats: li.querySelector('.output-stats').textContent } : null;
+      },
+      null,
+      20000,
+    );
+    const response = await fetch(`${base}/api/v1/rooms/${roomId}/recordings`, {
+      headers: { Authorization: `Bearer ${hostToken}` },
+    });
+    const list = await response.json();
+    if (!Array.isArray(list) || list.length !== 1 || !(list[0].size_bytes > 0) || !(list[0].duration_s >= 2)) {
+      throw new Error(`recordings: ${JSON.stringify(list)}`);
+    }
+    return { ...row, duration_s: list[0].duration_s, size_bytes: list[0].size_bytes };
+  });
+
   await check('host switches camera and mutes the mic while live, without renegotiation', async () => {
     const postsBefore = whipPosts.host;
     const options = await host.page.$$eval('#camera option', (list) => list.map((o) => o.value));

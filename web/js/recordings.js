@@ -28,9 +28,10 @@ export class RecordingsPanel {
     state.textContent = rec ? rec.state : live ? 'not recording' : 'records while live';
     state.className = `state state-${rec ? (rec.state === 'recording' ? 'live' : rec.state) : 'idle'}`;
     $('record-reason').textContent = rec?.reason ?? '';
-    // A part began or ended: the list changed.
+    // A part began or ended: the list changed. A part still closing (its mixer writes the
+    // last fragment) is looked at again with the next statuses until it is finished.
     const now = rec ? `${rec.recording_id}:${rec.state}` : 'none';
-    if (now !== this.seen) {
+    if (now !== this.seen || (this.closing && Date.now() - this.listedAt > 1500)) {
       this.seen = now;
       this.refresh();
     }
@@ -65,6 +66,9 @@ export class RecordingsPanel {
   }
 
   render(parts) {
+    const active = this.seen?.split(':')[0];
+    this.closing = parts.some((p) => p.state === 'recording' && p.recording_id !== active);
+    this.listedAt = Date.now();
     $('recordings-empty').hidden = parts.length > 0;
     $('recordings').replaceChildren(
       ...parts.map((part) =>
