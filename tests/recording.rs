@@ -191,6 +191,34 @@ async fn a_recording_survives_a_killed_mixer_and_every_part_plays() -> anyhow::R
         assert!(seconds > 2.0, "{id}: {seconds} s");
     }
 
+    // A download link works without the token, for that part only, and cannot be forged.
+    let (code, body) = api
+        .send(Method::POST, &format!("{recordings}/{second}/link"), host)
+        .await?;
+    assert_eq!(code, 200, "{body}");
+    let url = body["url"].as_str().expect("a link").to_string();
+    assert!(!url.contains(&room.host_token));
+    let linked = api.http().get(api.url(&url)).send().await?;
+    assert_eq!(linked.status(), 200);
+    assert_eq!(
+        linked.bytes().await?.len() as u64,
+        list[1]["size_bytes"].as_u64().unwrap()
+    );
+    let other_part = url.replace(&second, &third);
+    let forged = url.replace("ticket=", "ticket=1");
+    for bad in [other_part, forged] {
+        let (code, body) = api.send(Method::GET, &bad, None).await?;
+        assert_eq!(code, 401, "{bad}: {body}");
+    }
+    let (code, _) = api
+        .send(
+            Method::POST,
+            &format!("{recordings}/{second}/link"),
+            Some(&room.guest_token),
+        )
+        .await?;
+    assert_eq!(code, 403, "a guest gets no link");
+
     // A player seeks with ranges.
     let ranged = api
         .http()

@@ -34,7 +34,11 @@ use crate::error::IngestError;
 use crate::gather::set_local_and_gather;
 use crate::whip::{resolve_location, truncate_body};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// ICE + DTLS after the answer. A healthy connection takes milliseconds on a LAN and well under
+/// two seconds across the internet; a handshake that stalls (seen once in ~50 serve restarts:
+/// ICE connected, webrtc-rs's DTLS never finished) is better abandoned early and tried again
+/// than waited out, since `costream publish` reconnects with a fresh offer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(6);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A publisher's ICE timeouts: how fast it notices that the server is gone (killed, restarted,

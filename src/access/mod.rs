@@ -10,6 +10,7 @@
 pub mod claims;
 pub mod cli;
 pub mod destinations;
+pub mod tickets;
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -182,6 +183,20 @@ impl Access {
             &EncodingKey::from_secret(secret.as_bytes()),
         )
         .ok()
+    }
+
+    /// A download ticket for `what` (see [`tickets`]), signed with the server's key; with its
+    /// lifetime in seconds.
+    pub fn ticket(&self, what: &str) -> (String, u64) {
+        let secret = &self.secrets[&self.signing_key];
+        let ttl = tickets::TICKET_TTL_SECS;
+        (tickets::issue(secret, what, unix_now() + ttl), ttl)
+    }
+
+    /// Whether `ticket` allows `what` now.
+    pub fn ticket_allows(&self, ticket: &str, what: &str) -> bool {
+        let secret = &self.secrets[&self.signing_key];
+        tickets::check(secret, ticket, what, unix_now())
     }
 
     /// Lifetime of the tokens the API hands out unless asked otherwise.

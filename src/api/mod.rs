@@ -173,6 +173,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/rooms/{room_id}/recordings/{recording_id}",
             get(recordings::download).delete(recordings::delete),
         )
+        .route(
+            "/api/v1/rooms/{room_id}/recordings/{recording_id}/link",
+            post(recordings::link),
+        )
         .route("/api/v1/rooms/{room_id}/outputs", post(rooms::add_output))
         .route(
             "/api/v1/rooms/{room_id}/outputs/{output_id}",

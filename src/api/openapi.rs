@@ -56,6 +56,7 @@ use super::error::ErrorBody;
         super::recordings::stop,
         super::recordings::list,
         super::recordings::download,
+        super::recordings::link,
         super::recordings::delete,
         super::whip::publish,
         super::whip::options,

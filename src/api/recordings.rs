@@ -3,7 +3,7 @@
 //! listing, downloading and deleting are file IO here, off the runtime's threads.
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -153,6 +153,66 @@ pub async fn list(
     Ok(Json(views).into_response())
 }
 
+/// What a download ticket allows (see `access::tickets`).
+fn ticket_subject(room_id: &str, recording_id: &str) -> String {
+    format!("recording/{room_id}/{recording_id}")
+}
+
+/// A link that downloads one part without the host token: for browsers (a plain link streams
+/// to disk; fetching with a header would hold the whole file in memory) and players.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DownloadLink {
+    /// `/api/v1/rooms/{id}/recordings/{recording_id}?ticket=…`, relative to the server.
+    pub url: String,
+    /// The ticket works this long (a download under way is not cut off).
+    pub expires_in_secs: u64,
+}
+
+/// `POST /api/v1/rooms/{id}/recordings/{recording_id}/link`: a short-lived download link.
+#[utoipa::path(
+    post,
+    path = "/api/v1/rooms/{room_id}/recordings/{recording_id}/link",
+    tag = "recordings",
+    summary = "A short-lived download link",
+    description = "The URL carries a ticket for this one part (HMAC-signed, 120 s): it downloads with a plain GET, no `Authorization` header, so a browser link or a player can use it.",
+    params(("room_id" = String, Path, description = "The room id"), ("recording_id" = String, Path, description = "A part's `recording_id`")),
+    responses(
+        (status = 200, description = "The link", body = DownloadLink),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the host token", body = ErrorBody),
+        (status = 404, description = "`room_not_found`, `recording_not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn link(
+    State(app): State<AppState>,
+    Path((room_id, recording_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let room = host_room(&app, &room_id, &headers).await?;
+    checked_id(&recording_id)?;
+    let catalog = catalog_of(&room.recordings().await?)?;
+    let (room_for_io, id) = (room_id.clone(), recording_id.clone());
+    blocking(move || catalog.media_of(&room_for_io, &id))
+        .await?
+        .map_err(catalog_error)?;
+    let (ticket, expires_in_secs) = app
+        .rooms
+        .access()
+        .ticket(&ticket_subject(&room_id, &recording_id));
+    Ok(Json(DownloadLink {
+        url: format!("/api/v1/rooms/{room_id}/recordings/{recording_id}?ticket={ticket}"),
+        expires_in_secs,
+    })
+    .into_response())
+}
+
+/// `?ticket=` of a download link.
+#[derive(serde::Deserialize)]
+pub struct TicketQuery {
+    ticket: Option<String>,
+}
+
 /// `GET /api/v1/rooms/{id}/recordings/{recording_id}`: download one part (ranges supported).
 #[utoipa::path(
     get,
@@ -160,7 +220,7 @@ pub async fn list(
     tag = "recordings",
     summary = "Download a recording",
     description = "`video/mp4` (fragmented MP4). `Range` requests are honoured, so players can seek; a part still being written is served as far as it is written.",
-    params(("room_id" = String, Path, description = "The room id"), ("recording_id" = String, Path, description = "A part's `recording_id`")),
+    params(("room_id" = String, Path, description = "The room id"), ("recording_id" = String, Path, description = "A part's `recording_id`"), ("ticket" = Option<String>, Query, description = "A download link's ticket, instead of the host token")),
     responses(
         (status = 200, description = "The file", content_type = "video/mp4"),
         (status = 206, description = "Part of the file (a `Range` request)", content_type = "video/mp4"),
@@ -173,10 +233,25 @@ pub async fn list(
 pub async fn download(
     State(app): State<AppState>,
     Path((room_id, recording_id)): Path<(String, String)>,
+    Query(query): Query<TicketQuery>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let room = host_room(&app, &room_id, request.headers()).await?;
     checked_id(&recording_id)?;
+    let ticketed = query.ticket.as_deref().is_some_and(|ticket| {
+        app.rooms
+            .access()
+            .ticket_allows(ticket, &ticket_subject(&room_id, &recording_id))
+    });
+    let room = if ticketed {
+        super::rooms::find_room(&app, &room_id).await?
+    } else if query.ticket.is_some() {
+        return Err(ApiError::unauthorized(
+            "the download link has expired or is not for this recording; ask for a new one \
+             (POST …/recordings/{recording_id}/link)",
+        ));
+    } else {
+        host_room(&app, &room_id, request.headers()).await?
+    };
     let catalog = catalog_of(&room.recordings().await?)?;
     let id = recording_id.clone();
     let path = blocking(move || catalog.media_of(&room_id, &id))

@@ -663,6 +663,10 @@ try {
     await host.page.waitForSelector(accept, { timeout: 5000 });
     const name = await host.page.textContent('#requests li[data-request-id] .output-name');
     if (name !== 'Viewer V') throw new Error(`the studio shows ${name}`);
+    // The page turns into the guest view without a reload: this mark survives it.
+    await viewer.page.evaluate(() => {
+      window.sameDocument = true;
+    });
     const acceptedAt = Date.now();
     await Promise.all([viewer.page.waitForURL(/\/join\//, { timeout: 10000 }), host.page.click(accept)]);
     // On air without another click (camera and mic preview first).
@@ -674,6 +678,9 @@ try {
       20000,
     );
     metrics.accept_to_viewer_on_air_ms = Date.now() - acceptedAt;
+    if (!(await viewer.page.evaluate(() => window.sameDocument === true))) {
+      throw new Error('the watch page reloaded to become the guest view');
+    }
     await waitInPage(
       host.page,
       'the viewer in the studio',

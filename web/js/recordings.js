@@ -102,17 +102,16 @@ export class RecordingsPanel {
     button.addEventListener('click', async () => {
       button.disabled = true;
       try {
-        // The token goes in a header, so the file comes through fetch, not a plain link.
-        const response = await fetch(`${this.base}/${encodeURIComponent(part.recording_id)}`, {
-          headers: { Authorization: `Bearer ${this.token}` },
+        // A short-lived link with a ticket for this file: the browser streams it to disk (the
+        // token stays in headers; fetching the file itself would hold it all in memory).
+        const { url } = await api(`${this.base}/${encodeURIComponent(part.recording_id)}/link`, {
+          method: 'POST',
+          token: this.token,
         });
-        if (!response.ok) throw new Error(`download failed (${response.status})`);
-        const url = URL.createObjectURL(await response.blob());
         const link = el('a', { href: url, download: `${part.recording_id}.mp4` });
         document.body.append(link);
         link.click();
         link.remove();
-        setTimeout(() => URL.revokeObjectURL(url), 60_000);
       } catch (e) {
         toast(e.message, 'error');
       }

@@ -7,6 +7,8 @@ import { playFlv } from './player.js';
 
 const roomId = roomIdFromPath();
 const video = $('player');
+/** The FLV player, stopped when this page turns into the guest view. */
+let playing = null;
 
 const LABELS = {
   connecting: ['connecting', 'Connecting…', ''],
@@ -33,10 +35,32 @@ $('unmute').addEventListener('click', () => {
   $('unmute').hidden = true;
 });
 
-/** Accepted: on to the guest view with the personal token (kept for this tab, not in history). */
-function comeOnAir(accepted) {
+/**
+ * Accepted: this page turns into the guest view, without a reload, with the personal token
+ * (kept for this tab, never in a URL). The guest view's markup is the join page's own (one
+ * source of truth), fetched and swapped in; its module then runs here as it would there, and
+ * goes on air at once. Leaving it comes back to watching. Should the swap fail, the join page
+ * is opened instead.
+ */
+async function comeOnAir(accepted) {
   rememberToken(roomId, 'guest', accepted.token);
-  location.assign(`/join/${encodeURIComponent(roomId)}?from=watch`);
+  const guestView = `/join/${encodeURIComponent(roomId)}?from=watch`;
+  try {
+    const response = await fetch(guestView);
+    if (!response.ok) throw new Error(`guest view: ${response.status}`);
+    const page = new DOMParser().parseFromString(await response.text(), 'text/html');
+    playing?.stop();
+    // Scripts in parsed markup never run: the guest view's module is imported below.
+    document.body.replaceChildren(...[...page.body.childNodes].map((n) => document.adoptNode(n)));
+    document.body.className = page.body.className;
+    delete document.body.dataset.apply;
+    document.title = page.title;
+    history.pushState(null, '', guestView);
+    await import('./join.js');
+  } catch (e) {
+    console.warn(`cannot turn into the guest view in place (${e.message}); opening it`);
+    location.assign(guestView);
+  }
 }
 
 async function main() {
@@ -54,7 +78,7 @@ async function main() {
       return;
     }
   }
-  playFlv(video, `/live/${encodeURIComponent(roomId)}.flv`, show);
+  playing = playFlv(video, `/live/${encodeURIComponent(roomId)}.flv`, show);
 }
 
 main();
