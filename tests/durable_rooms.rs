@@ -80,6 +80,20 @@ async fn scenario(data_dir: &std::path::Path) -> anyhow::Result<()> {
     assert_eq!(status, 200, "revoke the guest link");
     let (status, body) = api.go_live(&room).await?;
     assert_eq!(status, 200, "go live: {body}");
+    // A recording in progress: it goes on after the restart, in the next part.
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/rooms/{}/recordings", room.id),
+            Some(&room.host_token),
+        )
+        .await?;
+    assert_eq!(status, 201, "record: {body}");
+    let session = body["session_id"]
+        .as_str()
+        .context("session_id")?
+        .to_string();
+    let session = &session;
     // A second room, offline, with its guest link; a third, ended: it must stay gone.
     let quiet = api.create_room(json!({"name": "Quiet"})).await?;
     let ended = api.create_room(json!({"name": "Ended"})).await?;
@@ -96,7 +110,8 @@ async fn scenario(data_dir: &std::path::Path) -> anyhow::Result<()> {
         async move {
             let bytes = std::fs::read(&db)?;
             let text = String::from_utf8_lossy(&bytes);
-            Ok((text.contains("\"live\":true") && text.contains("Quiet")).then_some(()))
+            let saved = text.contains("\"live\":true") && text.contains("Quiet");
+            Ok((saved && text.contains(session.as_str())).then_some(()))
         }
     })
     .await?;
@@ -137,6 +152,41 @@ async fn scenario(data_dir: &std::path::Path) -> anyhow::Result<()> {
     assert_eq!(
         after["broadcast"], "live",
         "live again after the restart: {after}"
+    );
+    // The recording goes on: same session, part 2 (part 1 was the killed serve's mixer's).
+    let recording = eventually(
+        "the recording going on",
+        Duration::from_secs(15),
+        || async {
+            let rec = api.status(&room).await?["recording"].clone();
+            Ok((rec["state"] == "recording").then_some(rec))
+        },
+    )
+    .await?;
+    assert_eq!(recording["session_id"], session.as_str(), "{recording}");
+    assert_eq!(
+        recording["recording_id"],
+        format!("{session}-2").as_str(),
+        "{recording}"
+    );
+    let (status, parts) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/rooms/{}/recordings", room.id),
+            Some(&room.host_token),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = parts
+        .as_array()
+        .context("parts")?
+        .iter()
+        .filter_map(|p| p["recording_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [format!("{session}-1"), format!("{session}-2")],
+        "{parts}"
     );
 
     let (status, links) = api

@@ -210,6 +210,24 @@ impl Catalog {
         views
     }
 
+    /// The number the next part of recording `session_id` takes: one past its parts on disk
+    /// (a recording resumed after a serve restart goes on where it was).
+    pub fn next_part(&self, room_id: &str, session_id: &str) -> u32 {
+        let prefix = format!("{session_id}-");
+        let Ok(entries) = std::fs::read_dir(self.room_dir(room_id)) else {
+            return 1;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let stem = name.strip_suffix(".json")?;
+                stem.strip_prefix(&prefix)?.parse::<u32>().ok()
+            })
+            .max()
+            .map_or(1, |last| last + 1)
+    }
+
     /// The file of a part, for download.
     pub fn media_of(&self, room_id: &str, recording_id: &str) -> Result<PathBuf, CatalogError> {
         if self.load(room_id, recording_id).is_none() {
@@ -300,6 +318,8 @@ mod tests {
         let list = catalog.list(room, &active[1..], now);
         assert_eq!(list[0].state, PartState::Complete);
         assert!((list[0].duration_s - 5.0).abs() < 0.01, "{:?}", list[0]);
+        assert_eq!(catalog.next_part(room, "rec-a"), 3);
+        assert_eq!(catalog.next_part(room, "rec-b"), 1);
         catalog.delete(room, "rec-a-1", &active[1..]).unwrap();
         assert!(!file.exists());
         assert!(matches!(

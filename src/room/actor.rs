@@ -103,6 +103,7 @@ enum RoomCommand {
     StartRecording {
         reply: oneshot::Sender<Result<RecordingStatus, RoomError>>,
     },
+
     StopRecording {
         reply: oneshot::Sender<Result<(), RoomError>>,
     },
@@ -131,6 +132,8 @@ impl RoomCommand {
                 | RoomCommand::AddOutput { .. }
                 | RoomCommand::RemoveOutput { .. }
                 | RoomCommand::GuestsChanged { .. }
+                | RoomCommand::StartRecording { .. }
+                | RoomCommand::StopRecording { .. }
         )
     }
 }
@@ -226,6 +229,8 @@ struct RoomActor {
     created_at: u64,
     /// The recordings' files and records (see `recorder`).
     recorder: Recorder,
+    /// The recording in progress when serve stopped: it goes on with the first go-live.
+    resume_recording: Option<String>,
 }
 
 impl RoomActor {
@@ -350,9 +355,13 @@ impl RoomActor {
                 return Err(refusal.into());
             }
             self.quality.went_live(Instant::now());
-            if self.state.settings().record {
-                if let Err(e) = self.start_recording() {
-                    warn!("the room records every broadcast, but this one is not recorded: {e}");
+            // A recording in progress before a restart goes on; a room that records every
+            // broadcast starts one.
+            let resume = self.resume_recording.take();
+            if resume.is_some() || self.state.settings().record {
+                match self.start_recording(resume) {
+                    Ok(status) => info!(recording = %status.session_id, "recording"),
+                    Err(e) => warn!("this broadcast is not recorded: {e}"),
                 }
             }
         }
@@ -519,8 +528,9 @@ impl RoomActor {
                 let _ = reply.send(());
             }
             RoomCommand::StartRecording { reply } => {
-                let _ = reply.send(self.start_recording());
+                let _ = reply.send(self.start_recording(None));
             }
+
             RoomCommand::StopRecording { reply } => {
                 let _ = reply.send(self.input(Input::StopRecording));
             }
@@ -533,14 +543,27 @@ impl RoomActor {
         }
     }
 
-    /// Starts a recording of the program (a new session id), live or going live.
-    fn start_recording(&mut self) -> Result<RecordingStatus, RoomError> {
-        if let Some(why) = self.recorder.unavailable() {
+    /// Starts a recording of the program, live or going live: a new one, or `resume` one that
+    /// was in progress before a restart (its parts go on from those on disk).
+    fn start_recording(&mut self, resume: Option<String>) -> Result<RecordingStatus, RoomError> {
+        let Some(catalog) = self.recorder.catalog().cloned() else {
+            let why = self
+                .recorder
+                .unavailable()
+                .unwrap_or("recording is not available");
             return Err(RoomError::RecordingUnavailable(why));
-        }
-        let session_id = Recorder::new_session_id();
+        };
+        let (session_id, first_part) = match resume {
+            // A few directory entries, once per room at start-up.
+            Some(session) => {
+                let next = catalog.next_part(&self.id, &session);
+                (session, next)
+            }
+            None => (Recorder::new_session_id(), 1),
+        };
         self.input(Input::StartRecording {
             session_id: session_id.clone(),
+            first_part,
         })?;
         self.recorder.session_started();
         self.run_effects();
@@ -565,6 +588,10 @@ impl RoomActor {
             self.created_at,
         );
         drop(guests);
+        let record = crate::store::RoomRecord {
+            recording: self.state.recording().map(|r| r.session_id.clone()),
+            ..record
+        };
         store.save(&record);
     }
 

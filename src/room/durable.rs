@@ -29,6 +29,9 @@ pub struct Durable {
     /// until it changes, so what could not be restored (an origin output while the origin is
     /// off) stays in the record for a later start.
     pub stored: bool,
+    /// The recording that was in progress (its session id): it goes on when the room is live
+    /// again.
+    pub recording: Option<String>,
 }
 
 impl Durable {
@@ -40,6 +43,7 @@ impl Durable {
             live: false,
             created_at: crate::access::unix_now(),
             stored: false,
+            recording: None,
         }
     }
 }
@@ -70,6 +74,7 @@ pub fn record_of(
         live,
         created_at,
         record: settings.record,
+        recording: None,
     }
 }
 
@@ -110,6 +115,7 @@ pub async fn restore_rooms(
             live: record.live,
             created_at: record.created_at,
             stored: true,
+            recording: record.recording.clone(),
         };
         let room = match rooms.restore(&room_id, settings, durable) {
             Ok(room) => room,

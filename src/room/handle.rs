@@ -89,6 +89,7 @@ impl RoomHandle {
             wants_live: durable.live,
             created_at: durable.created_at,
             recorder: super::Recorder::new(&id, runtime_recordings),
+            resume_recording: durable.recording,
         };
         let save_at_start = !durable.stored;
         // A root span: the actor outlives the HTTP request that created the room.

@@ -23,7 +23,11 @@ impl RoomState {
     /// Starts recording the program: live (or about to be), the current mixer begins a part at
     /// once and every later mixer of this broadcast its own. It ends with the broadcast or
     /// [`RoomState::stop_recording`].
-    pub(super) fn start_recording(&mut self, session_id: String) -> Result<(), RoomError> {
+    pub(super) fn start_recording(
+        &mut self,
+        session_id: String,
+        first_part: u32,
+    ) -> Result<(), RoomError> {
         if let Some(active) = &self.recording {
             return Err(RoomError::AlreadyRecording(active.session_id.clone()));
         }
@@ -33,7 +37,7 @@ impl RoomState {
         }
         self.recording = Some(RecordingSession {
             session_id,
-            next_part: 1,
+            next_part: first_part.max(1),
         });
         // Restarting (no mixer): the replacement records from its start.
         if self.restart_at.is_none() {
@@ -109,6 +113,7 @@ mod tests {
             now,
             Input::StartRecording {
                 session_id: "rec-a".into(),
+                first_part: 1,
             },
         )
     }

@@ -190,9 +190,12 @@ pub enum Input {
     MoveMixer {
         epoch: u64,
     },
-    /// The host starts recording the program (live, or going live); `session_id` names it.
+    /// The host starts recording the program (live, or going live); `session_id` names it,
+    /// its parts are numbered from `first_part` (1, or on from the parts a recording resumed
+    /// after a serve restart already has).
     StartRecording {
         session_id: String,
+        first_part: u32,
     },
     /// The host stops the recording in progress (the broadcast goes on).
     StopRecording,
@@ -473,7 +476,10 @@ impl RoomState {
                 self.recording = None;
                 Ok(())
             }
-            Input::StartRecording { session_id } => self.start_recording(session_id),
+            Input::StartRecording {
+                session_id,
+                first_part,
+            } => self.start_recording(session_id, first_part),
             Input::StopRecording => self.stop_recording(),
             Input::SetLayout { layout } => self.set_layout(layout),
             Input::SetLook { look } => self.set_look(look),

@@ -32,6 +32,9 @@ pub struct RoomRecord {
     /// Every broadcast is recorded (`record: true` at creation).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub record: bool,
+    /// The recording in progress (its session id): it goes on after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
 }
 
 /// One output. `url` is sealed; `internal` outputs (the built-in origin) keep no URL at all:
@@ -166,6 +169,7 @@ pub(crate) mod tests {
             live: true,
             created_at: 1_700_000_000,
             record: false,
+            recording: Some("rec-20261206t101952z-ab12".into()),
         }
     }
 
