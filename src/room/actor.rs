@@ -103,7 +103,6 @@ enum RoomCommand {
     StartRecording {
         reply: oneshot::Sender<Result<RecordingStatus, RoomError>>,
     },
-
     StopRecording {
         reply: oneshot::Sender<Result<(), RoomError>>,
     },
@@ -530,7 +529,6 @@ impl RoomActor {
             RoomCommand::StartRecording { reply } => {
                 let _ = reply.send(self.start_recording(None));
             }
-
             RoomCommand::StopRecording { reply } => {
                 let _ = reply.send(self.input(Input::StopRecording));
             }
