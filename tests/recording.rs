@@ -7,45 +7,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{eventually, Api, Publisher, PublisherOptions, Room};
-use costream_testkit::{probe_stream, Nginx};
+use costream_testkit::{decode_errors, duration_s, probe_stream, Nginx};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-/// What `ffmpeg -v error` says decoding the whole file: empty when it decodes cleanly.
-fn decode_errors(file: &Path) -> String {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
-        .arg(file)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The media's duration in seconds, as ffprobe reads it.
-fn duration_s(file: &Path) -> f64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0.0)
-}
 
 async fn recording_status(api: &Api, room: &Room) -> anyhow::Result<Value> {
     Ok(api.status(room).await?["recording"].clone())

@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{input_of, opus_sender, video_input, vp8_sender, Events, HEAVY, SMALL};
 use costream_mixer::control::{Codec, Event, RecordingState};
 use costream_mixer::Mixer;
-use costream_testkit::{probe_stream, wait_for};
+use costream_testkit::{decode_errors, duration_s, probe_stream, wait_for};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("costream-rec-{name}-{}", std::process::id()));
@@ -47,37 +46,6 @@ fn wait_recording(
         Some((_, reason)) => reason,
         None => panic!("recording {id} never {want:?}; events: {:?}", events.seen),
     }
-}
-
-/// What `ffmpeg -v error` says decoding the whole file: empty when it decodes cleanly.
-fn decode_errors(file: &Path) -> String {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
-        .arg(file)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The container's duration in seconds, as ffprobe reads it.
-fn duration_s(file: &Path) -> f64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0.0)
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{input_of, opus_sender, video_input, vp8_sender, Events, HEAVY, SMALL};
 use costream_mixer::control::{Codec, OutputSpec, OutputState};
 use costream_mixer::Mixer;
-use costream_testkit::{free_port, probe_stream, wait_until};
+use costream_testkit::{decode_errors, free_port, probe_stream, wait_until};
 
 const PASSPHRASE: &str = "s3cret-pass-phrase";
 const STREAM_ID: &str = "room-7f3a-secret-id";
@@ -71,17 +71,6 @@ impl Drop for Listener {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// What `ffmpeg -v error` says decoding the whole file: empty when it decodes cleanly.
-fn decode_errors(file: &Path) -> String {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
-        .arg(file)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn assert_decodable(file: &Path) {

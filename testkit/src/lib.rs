@@ -10,8 +10,8 @@ mod sync;
 
 pub use frames::FrameReader;
 pub use media::{
-    close_to, grab_audio_s16, grab_frame_rgb, mean_rgb, packets, probe_stream, rgb_filter,
-    rms_dbfs, video_packets, ColourTags, Packet, StreamInfo,
+    close_to, decode_errors, duration_s, grab_audio_s16, grab_frame_rgb, mean_rgb, packets,
+    probe_stream, rgb_filter, rms_dbfs, video_packets, ColourTags, Packet, StreamInfo,
 };
 pub use nginx::{Nginx, NginxOptions};
 pub use redis::Redis;

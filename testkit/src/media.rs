@@ -130,6 +130,37 @@ fn parse_rate(r: &str) -> Option<f64> {
     (d != 0.0).then_some(n / d)
 }
 
+/// What `ffmpeg -v error` says decoding the whole file: empty when it decodes cleanly.
+pub fn decode_errors(file: &std::path::Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The container's duration in seconds, as ffprobe reads it (0 when it cannot).
+pub fn duration_s(file: &std::path::Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0)
+}
+
 /// The ffmpeg filter that turns a decoded stream into `width`x`height` RGB as a player would:
 /// by the colour description the stream signals (its VUI), not by ffmpeg's guess. Why: ffmpeg
 /// 5.1's swscale converts YUV to RGB with BT.601 unless it happens to take a path that reads the
