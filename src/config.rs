@@ -419,6 +419,13 @@ pub struct OriginConfig {
     /// While the shared part is full, new connections wait in the free publisher places and
     /// the oldest that has not published is closed to make room (see `origin::slots`).
     pub publisher_slots: usize,
+    /// HLS and LL-HLS of every origin stream at `/live/{room}/index.m3u8` (in memory).
+    pub hls: bool,
+    /// Longest LL-HLS part in milliseconds (`PART-TARGET`); shorter is lower latency and more
+    /// requests.
+    pub hls_part_ms: u32,
+    /// Finished segments (about 2 s each) listed in the playlist and kept in memory.
+    pub hls_segments: usize,
 }
 
 impl Default for OriginConfig {
@@ -432,6 +439,9 @@ impl Default for OriginConfig {
             gop_cache_max_bytes: 16 * 1024 * 1024,
             max_connections: 2048,
             publisher_slots: 256,
+            hls: true,
+            hls_part_ms: 500,
+            hls_segments: 6,
         }
     }
 }
@@ -829,6 +839,24 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "origin.viewer_queue",
                 message: format!("{} must be 16..=65536 tags", origin.viewer_queue),
+            });
+        }
+        if !(200..=2000).contains(&origin.hls_part_ms) {
+            return Err(ConfigError::Invalid {
+                key: "origin.hls_part_ms",
+                message: format!(
+                    "{} must be 200..=2000 ms (a part is a fraction of a 2 s segment)",
+                    origin.hls_part_ms
+                ),
+            });
+        }
+        if !(3..=30).contains(&origin.hls_segments) {
+            return Err(ConfigError::Invalid {
+                key: "origin.hls_segments",
+                message: format!(
+                    "{} must be 3..=30 (players start three segments from the end)",
+                    origin.hls_segments
+                ),
             });
         }
         if origin.max_viewers_per_stream == 0 {

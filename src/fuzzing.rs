@@ -319,6 +319,7 @@ pub fn rtmp_session_tags(data: &[u8]) -> usize {
         },
         viewer_queue: 64,
         max_viewers: 4,
+        ..HubLimits::default()
     }));
     hub.register(RTMP_STREAM, PublishKey::fixed(RTMP_PUBLISH_KEY));
     hub.register(RTMP_LIVE_STREAM, PublishKey::fixed(RTMP_PUBLISH_KEY));
@@ -422,6 +423,7 @@ pub fn flv_gop(data: &[u8]) {
         cache: limits,
         viewer_queue: 8,
         max_viewers: 8,
+        ..HubLimits::default()
     });
     let key = "k";
     hub.register("s", PublishKey::fixed(key));

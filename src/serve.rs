@@ -424,6 +424,18 @@ async fn start_origin(
             },
             viewer_queue: config.viewer_queue,
             max_viewers: config.max_viewers_per_stream,
+            hls: crate::origin::hls::HlsSettings {
+                enabled: config.hls,
+                packager: crate::origin::hls::packager::PackagerSettings {
+                    part_target_ms: config.hls_part_ms,
+                    ..Default::default()
+                },
+                window: crate::origin::hls::window::WindowLimits {
+                    listed_segments: config.hls_segments,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         },
         connections: crate::origin::slots::SlotLimits {
             max_connections: config.max_connections,

@@ -212,6 +212,7 @@ pub fn router(state: AppState) -> Router {
                 )
                 // HTTP-FLV. axum matches whole segments, so `{file}` is `<room>.flv`.
                 .route("/live/{file}", get(live_flv))
+                .route("/live/{room_id}/{file}", get(live_hls))
                 .layer(media_cors)
                 .layer(axum::middleware::from_fn(whip::options_as_whip)),
         )
@@ -270,6 +271,41 @@ async fn live_flv(
         )
     })?;
     crate::origin::http_flv::respond(origin, &file)
+}
+
+/// `GET /live/{room_id}/index.m3u8` and the files it names.
+#[utoipa::path(
+    get,
+    path = "/live/{room_id}/{file}",
+    tag = "origin",
+    summary = "HLS / LL-HLS of a room on the built-in origin",
+    description = "`index.m3u8` is an LL-HLS media playlist (RFC 8216bis: parts of at most `origin.hls_part_ms`, blocking reload with `_HLS_msn` / `_HLS_part`, a preload hint); it names `init-N.mp4`, `seg-N.m4s` and `part-N-I.m4s` (CMAF fMP4) in the same directory. Players without LL-HLS use the whole segments. Kept in memory for about `origin.hls_segments` × 2 s.",
+    params(
+        ("room_id" = String, Path, description = "The room"),
+        ("file" = String, Path, description = "`index.m3u8`, `init-N.mp4`, `seg-N.m4s` or `part-N-I.m4s`"),
+        ("_HLS_msn" = Option<u64>, Query, description = "Blocking reload: answer once segment N (or its part `_HLS_part`) exists"),
+        ("_HLS_part" = Option<u64>, Query, description = "Blocking reload: the part index within `_HLS_msn`"),
+    ),
+    responses(
+        (status = 200, description = "The playlist (`application/vnd.apple.mpegurl`) or media (`video/mp4`)", body = String),
+        (status = 400, description = "`bad_hls_query`, `hls_msn_too_far_ahead`", body = error::ErrorBody),
+        (status = 404, description = "`stream_not_found`, `hls_file_not_found` (left the window, or never written), `origin_disabled`", body = error::ErrorBody),
+        (status = 503, description = "`hls_not_ready`: a blocking reload saw nothing new in three target durations", body = error::ErrorBody),
+    ),
+)]
+async fn live_hls(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    axum::extract::Path((room_id, file)): axum::extract::Path<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<axum::response::Response, error::ApiError> {
+    let origin = app.origin.as_ref().ok_or_else(|| {
+        error::ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "origin_disabled",
+            "the built-in origin is disabled on this server (origin.enabled = false)",
+        )
+    })?;
+    crate::origin::hls::http::respond(origin, &room_id, &file, query.as_deref()).await
 }
 
 async fn not_found() -> error::ApiError {

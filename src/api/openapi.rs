@@ -69,6 +69,7 @@ use super::error::ErrorBody;
         whep_trickle_not_supported,
         whep_session_options,
         super::live_flv,
+        super::live_hls,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),

@@ -5,13 +5,15 @@
 //! publisher never waits for a viewer.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rml_rtmp::sessions::StreamMetadata;
 use tokio::sync::mpsc;
 
 use super::flv::{metadata_script, Tag, TagKind};
 use super::gop::{CacheLimits, GopCache, StartBundle};
+use super::hls::packager::{PackagedPart, Packager};
+use super::hls::{HlsSettings, HlsStream};
 use super::key::PublishKey;
 
 /// Identifies one publishing connection, so a replaced publisher's late tags are refused.
@@ -24,6 +26,9 @@ pub struct HubLimits {
     pub viewer_queue: usize,
     /// Most viewers of one stream.
     pub max_viewers: usize,
+    /// HLS packaging of every stream (viewers of HLS are not counted above: they hold no
+    /// queue, only requests).
+    pub hls: HlsSettings,
 }
 
 impl Default for HubLimits {
@@ -33,6 +38,7 @@ impl Default for HubLimits {
             // ~8 s of 30 fps video + AAC: a player's read stall of a few seconds costs nothing.
             viewer_queue: 512,
             max_viewers: 1000,
+            hls: HlsSettings::default(),
         }
     }
 }
@@ -105,6 +111,31 @@ struct Stream {
     rebase_next: bool,
     /// Latest timestamp handed out, after the offset (none before the first publisher).
     last_timestamp: Option<u32>,
+    hls: Option<HlsPackaging>,
+}
+
+/// A stream's HLS: the packager runs under the hub's lock, in publish order; the window is
+/// shared with HTTP requests.
+struct HlsPackaging {
+    packager: Packager,
+    stream: Arc<HlsStream>,
+}
+
+impl HlsPackaging {
+    fn store(&self, part: Option<PackagedPart>) {
+        if let Some(part) = part {
+            self.stream.add(part);
+        }
+    }
+}
+
+impl Drop for HlsPackaging {
+    fn drop(&mut self) {
+        // Unregistered (or replaced): the playlist ends, and blocked requests answer now.
+        let last = self.packager.flush();
+        self.store(last);
+        self.stream.end();
+    }
 }
 
 fn authorize(stream: &Stream, key: Option<&str>) -> Result<(), PublishRefused> {
@@ -146,6 +177,10 @@ impl Hub {
             timestamp_offset: 0,
             rebase_next: false,
             last_timestamp: None,
+            hls: self.limits.hls.enabled.then(|| HlsPackaging {
+                packager: Packager::new(self.limits.hls.packager),
+                stream: Arc::new(HlsStream::new(self.limits.hls)),
+            }),
         };
         self.streams().insert(name.to_string(), stream);
     }
@@ -182,6 +217,10 @@ impl Hub {
         stream.publisher = Some(id);
         stream.cache.reset();
         stream.rebase_next = true;
+        if let Some(hls) = stream.hls.as_mut() {
+            let last = hls.packager.restart();
+            hls.store(last);
+        }
         for viewer in &mut stream.viewers {
             // The new publisher's first frames may refer to nothing the viewer has.
             viewer.waiting_for_keyframe = true;
@@ -194,6 +233,11 @@ impl Hub {
             if stream.publisher == Some(id) {
                 stream.publisher = None;
                 stream.cache.reset();
+                if let Some(hls) = stream.hls.as_mut() {
+                    // The segment so far is complete: a player gets everything sent.
+                    let last = hls.packager.flush();
+                    hls.store(last);
+                }
             }
         }
     }
@@ -211,6 +255,11 @@ impl Hub {
         };
         let mut streams = self.streams();
         let stream = current(&mut streams, name, id)?;
+        if let Some(hls) = stream.hls.as_mut() {
+            let dimension = |v: Option<u32>| v.and_then(|v| u16::try_from(v).ok()).unwrap_or(0);
+            hls.packager
+                .set_dimensions(dimension(metadata.video_width), dimension(metadata.video_height));
+        }
         stream.cache.set_metadata(metadata);
         stream.fan_out(&script);
         Ok(())
@@ -233,7 +282,17 @@ impl Hub {
         }
         stream.cache.push(&tag);
         stream.fan_out(&tag);
+        if let Some(hls) = stream.hls.as_mut() {
+            let part = hls.packager.push(&tag);
+            hls.store(part);
+        }
         Ok(())
+    }
+
+    /// The HLS side of a registered stream (none when HLS is off).
+    pub fn hls(&self, name: &str) -> Option<Arc<HlsStream>> {
+        let streams = self.streams();
+        Some(streams.get(name)?.hls.as_ref()?.stream.clone())
     }
 
     pub fn subscribe(&self, name: &str) -> Result<Subscription, SubscribeRefused> {

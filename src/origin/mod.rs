@@ -9,9 +9,11 @@
 //! - [`slots`]: connection slots, with places reserved for publishers (pure bookkeeping)
 //! - [`rtmp`]: the RTMP listener (`rml_rtmp` sessions over tokio TCP)
 //! - [`http_flv`]: the HTTP-FLV response body
+//! - [`hls`]: HLS and LL-HLS (fMP4 parts and segments in memory, playlists with blocking reload)
 
 pub mod flv;
 pub mod gop;
+pub mod hls;
 pub mod http_flv;
 pub mod hub;
 pub mod key;

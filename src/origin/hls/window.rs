@@ -1,0 +1,340 @@
+//! The segments of one stream kept in memory: a bounded window of finished segments, the
+//! open one, their parts and the init segments they need. Pure bookkeeping; [`super::HlsStream`]
+//! wraps it in a lock and wakes waiting requests when it changes.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::packager::PackagedPart;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowLimits {
+    /// Finished segments listed in the playlist.
+    pub listed_segments: usize,
+    /// Of those, the last ones whose parts are listed too (RFC 8216bis: parts older than
+    /// three target durations should be dropped from the playlist).
+    pub segments_with_parts: usize,
+}
+
+impl Default for WindowLimits {
+    fn default() -> Self {
+        Self {
+            listed_segments: 6,
+            segments_with_parts: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredPart {
+    pub bytes: Bytes,
+    pub duration_ms: u32,
+    pub independent: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredSegment {
+    pub msn: u64,
+    pub parts: Vec<StoredPart>,
+    pub complete: bool,
+    /// A discontinuity precedes this segment (new publisher or codec configuration).
+    pub discontinuity: bool,
+    /// Version of the init segment it needs.
+    pub init: u32,
+}
+
+impl StoredSegment {
+    pub fn duration_ms(&self) -> u64 {
+        self.parts.iter().map(|p| u64::from(p.duration_ms)).sum()
+    }
+
+    pub fn size(&self) -> usize {
+        self.parts.iter().map(|p| p.bytes.len()).sum()
+    }
+}
+
+/// What a blocking playlist request (`_HLS_msn`, `_HLS_part`) waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Awaited {
+    pub msn: u64,
+    pub part: Option<usize>,
+}
+
+/// The answer to "is what the request waits for there?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    NotYet,
+    /// Further ahead than the server will wait for (RFC 8216bis 6.2.5.2: more than two
+    /// segments past the last one): the client is confused; answer 400.
+    TooFarAhead,
+}
+
+#[derive(Debug)]
+pub struct Window {
+    limits: WindowLimits,
+    inits: VecDeque<(u32, Bytes)>,
+    /// Oldest first; the last one may be open.
+    segments: VecDeque<StoredSegment>,
+    next_msn: u64,
+    /// Discontinuities of segments that have left the playlist.
+    discontinuity_sequence: u64,
+    /// Seconds; only grows (a live playlist's target duration must not change, and a
+    /// longer-than-usual segment must still round to at most this).
+    target_duration_s: u64,
+    ended: bool,
+}
+
+impl Window {
+    pub fn new(limits: WindowLimits, target_duration_s: u64) -> Self {
+        Self {
+            limits,
+            inits: VecDeque::new(),
+            segments: VecDeque::new(),
+            next_msn: 0,
+            discontinuity_sequence: 0,
+            target_duration_s: target_duration_s.max(1),
+            ended: false,
+        }
+    }
+
+    pub fn add(&mut self, part: PackagedPart) {
+        if let Some(init) = part.new_init {
+            let version = self.inits.back().map_or(0, |(v, _)| v + 1);
+            self.inits.push_back((version, init));
+            if let Some(open) = self.segments.back_mut().filter(|s| !s.complete) {
+                // A segment is ended before a configuration change; this is defensive.
+                open.complete = true;
+            }
+        }
+        let Some(init) = self.inits.back().map(|(v, _)| *v) else {
+            // No init segment yet: nothing a player could decode.
+            return;
+        };
+        let needs_new_segment = self.segments.back().is_none_or(|s| s.complete);
+        if needs_new_segment {
+            let discontinuity = self.segments.back().is_some_and(|s| s.init != init);
+            self.segments.push_back(StoredSegment {
+                msn: self.next_msn,
+                parts: Vec::new(),
+                complete: false,
+                discontinuity,
+                init,
+            });
+            self.next_msn += 1;
+        }
+        let open = self.segments.back_mut().expect("a segment is open");
+        open.parts.push(StoredPart {
+            bytes: part.fragment,
+            duration_ms: part.duration_ms,
+            independent: part.independent,
+        });
+        if part.ends_segment {
+            open.complete = true;
+            let rounded = (open.duration_ms() + 500) / 1000;
+            self.target_duration_s = self.target_duration_s.max(rounded);
+        }
+        self.evict();
+    }
+
+    /// The stream is over: the playlist gets `EXT-X-ENDLIST` and waiting requests answer.
+    pub fn end(&mut self) {
+        if let Some(open) = self.segments.back_mut() {
+            if open.parts.is_empty() {
+                self.segments.pop_back();
+                self.next_msn -= 1;
+            } else {
+                open.complete = true;
+            }
+        }
+        self.ended = true;
+    }
+
+    fn evict(&mut self) {
+        // One finished segment more than listed stays fetchable, for a client that read the
+        // previous playlist just before it changed.
+        let keep = self.limits.listed_segments + 1;
+        while self.complete_count() > keep {
+            if let Some(gone) = self.segments.pop_front() {
+                if gone.discontinuity {
+                    self.discontinuity_sequence += 1;
+                }
+            }
+        }
+        let oldest_init = self.segments.front().map(|s| s.init);
+        while self.inits.len() > 1 && self.inits.front().map(|(v, _)| *v) < oldest_init {
+            self.inits.pop_front();
+        }
+    }
+
+    fn complete_count(&self) -> usize {
+        self.segments.iter().filter(|s| s.complete).count()
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    pub fn target_duration_s(&self) -> u64 {
+        self.target_duration_s
+    }
+
+    pub fn init(&self, version: u32) -> Option<&Bytes> {
+        self.inits
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, bytes)| bytes)
+    }
+
+    pub fn segment(&self, msn: u64) -> Option<&StoredSegment> {
+        self.segments.iter().find(|s| s.msn == msn)
+    }
+
+    pub fn part(&self, msn: u64, index: usize) -> Option<&StoredPart> {
+        self.segment(msn)?.parts.get(index)
+    }
+
+    /// The segments the playlist lists: the last `listed_segments` finished ones and the open one.
+    pub fn listed(&self) -> impl Iterator<Item = &StoredSegment> {
+        let complete = self.complete_count();
+        let skip = complete.saturating_sub(self.limits.listed_segments);
+        self.segments.iter().skip(skip)
+    }
+
+    /// Discontinuity sequence of the first listed segment.
+    pub fn listed_discontinuity_sequence(&self) -> u64 {
+        let complete = self.complete_count();
+        let skip = complete.saturating_sub(self.limits.listed_segments);
+        self.discontinuity_sequence
+            + self
+                .segments
+                .iter()
+                .take(skip)
+                .filter(|s| s.discontinuity)
+                .count() as u64
+    }
+
+    /// The part a player should ask for next (`EXT-X-PRELOAD-HINT`).
+    pub fn next_part(&self) -> (u64, usize) {
+        match self.segments.back() {
+            Some(open) if !open.complete => (open.msn, open.parts.len()),
+            _ => (self.next_msn, 0),
+        }
+    }
+
+    /// Whether a blocking playlist request can be answered now.
+    pub fn readiness(&self, awaited: Awaited) -> Readiness {
+        if self.ended {
+            return Readiness::Ready;
+        }
+        let last_msn = self.next_msn.checked_sub(1);
+        if awaited.msn > last_msn.map_or(0, |m| m + 2) {
+            return Readiness::TooFarAhead;
+        }
+        let later_exists = self.segments.iter().any(|s| s.msn > awaited.msn);
+        let ready = later_exists
+            || self.segment(awaited.msn).is_some_and(|s| match awaited.part {
+                None => s.complete,
+                Some(part) => s.complete || s.parts.len() > part,
+            });
+        if ready {
+            Readiness::Ready
+        } else {
+            Readiness::NotYet
+        }
+    }
+
+    /// Whether a part that is not there yet is worth waiting for: the next one, as hinted.
+    pub fn part_is_next(&self, msn: u64, index: usize) -> bool {
+        !self.ended && self.next_part() == (msn, index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(ms: u32, independent: bool, ends: bool, init: bool) -> PackagedPart {
+        PackagedPart {
+            fragment: Bytes::from(vec![0u8; 10]),
+            duration_ms: ms,
+            independent,
+            ends_segment: ends,
+            new_init: init.then(|| Bytes::from_static(b"init")),
+        }
+    }
+
+    /// Adds a 2 s segment of four parts.
+    fn segment(window: &mut Window, init: bool) {
+        window.add(part(500, true, false, init));
+        window.add(part(500, false, false, false));
+        window.add(part(500, false, false, false));
+        window.add(part(500, false, true, false));
+    }
+
+    #[test]
+    fn parts_fill_segments_and_the_window_slides() {
+        let mut window = Window::new(WindowLimits::default(), 2);
+        window.add(part(500, true, false, false));
+        assert!(window.segment(0).is_none(), "nothing without an init");
+        segment(&mut window, true);
+        assert!(window.segment(0).unwrap().complete);
+        assert_eq!(window.segment(0).unwrap().duration_ms(), 2000);
+        for _ in 0..9 {
+            segment(&mut window, false);
+        }
+        let listed: Vec<u64> = window.listed().map(|s| s.msn).collect();
+        assert_eq!(listed, vec![4, 5, 6, 7, 8, 9]);
+        assert!(window.segment(3).is_some(), "one more stays fetchable");
+        assert!(window.segment(2).is_none());
+        assert_eq!(window.next_part(), (10, 0));
+        window.add(part(500, true, false, false));
+        assert_eq!(window.next_part(), (10, 1));
+        assert_eq!(window.listed().count(), 7, "the open segment is listed");
+    }
+
+    #[test]
+    fn a_new_init_starts_a_discontinuity_counted_once_it_leaves() {
+        let mut window = Window::new(WindowLimits::default(), 2);
+        segment(&mut window, true);
+        segment(&mut window, true);
+        assert!(window.segment(1).unwrap().discontinuity);
+        assert_eq!(window.segment(1).unwrap().init, 1);
+        assert!(window.init(0).is_some() && window.init(1).is_some());
+        for _ in 0..6 {
+            segment(&mut window, false);
+        }
+        assert_eq!(window.listed().next().unwrap().msn, 2);
+        assert_eq!(window.listed_discontinuity_sequence(), 1);
+        assert!(window.init(0).is_none(), "no segment needs it any more");
+    }
+
+    #[test]
+    fn blocking_requests_wait_for_the_part_or_segment() {
+        let mut window = Window::new(WindowLimits::default(), 2);
+        segment(&mut window, true);
+        window.add(part(500, true, false, false));
+        let at = |msn, part| Awaited { msn, part };
+        assert_eq!(window.readiness(at(1, Some(0))), Readiness::Ready);
+        assert_eq!(window.readiness(at(1, Some(1))), Readiness::NotYet);
+        assert_eq!(window.readiness(at(1, None)), Readiness::NotYet);
+        assert_eq!(window.readiness(at(0, None)), Readiness::Ready);
+        assert_eq!(window.readiness(at(3, None)), Readiness::NotYet);
+        assert_eq!(window.readiness(at(4, None)), Readiness::TooFarAhead);
+        assert!(window.part_is_next(1, 1));
+        assert!(!window.part_is_next(1, 2));
+        window.end();
+        assert_eq!(window.readiness(at(3, None)), Readiness::Ready);
+        assert!(window.segment(1).unwrap().complete);
+    }
+
+    #[test]
+    fn target_duration_only_grows() {
+        let mut window = Window::new(WindowLimits::default(), 2);
+        window.add(part(3400, true, true, true));
+        assert_eq!(window.target_duration_s(), 3);
+        segment(&mut window, false);
+        assert_eq!(window.target_duration_s(), 3);
+    }
+}
