@@ -140,6 +140,7 @@ fn check_scenario(
         "host creates a room from /",
         "host publishes over WHIP",
         "viewer page plays the mix from the built-in origin",
+        "hls.js plays the LL-HLS and the plain HLS stream (latency measured)",
         "the mix shows the camera in its own colours (within 6 per channel)",
         "studio shows the output live with bitrate and duration",
         "host records the program from the studio and the part is listed complete",

@@ -87,6 +87,10 @@ pub struct CreatedRoom {
     /// HTTP-FLV of the mix on the built-in origin (rooms created without outputs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flv_url: Option<String>,
+    /// HLS / LL-HLS playlist of the mix on the built-in origin (iOS, hls.js); absent with
+    /// `origin.hls = false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hls_url: Option<String>,
     /// RTMP play URL of the mix on the built-in origin (ffplay, VLC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtmp_play_url: Option<String>,
@@ -163,6 +167,7 @@ pub async fn create(
         watch_url: links.watch_url,
         whip_url: links.whip_url,
         flv_url: links.flv_url,
+        hls_url: links.hls_url,
         rtmp_play_url: links.rtmp_play_url,
     };
     tracing::info!(room = %id, "room created");
@@ -415,6 +420,8 @@ pub(super) fn status_json(app: &AppState, status: &RoomStatus) -> serde_json::Va
         let stats = origin.stats(id).unwrap_or_default();
         json["origin"] = serde_json::json!({
             "flv_url": format!("{}/live/{id}.flv", app.config.public_url()),
+            "hls_url": app.config.origin.hls
+                .then(|| format!("{}/live/{id}/index.m3u8", app.config.public_url())),
             "rtmp_play_url": origin.play_url(id),
             "live": stats.live,
             "viewers": stats.viewers,
@@ -514,6 +521,8 @@ pub struct RoomLinks {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flv_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub hls_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rtmp_play_url: Option<String>,
 }
 
@@ -536,6 +545,9 @@ fn room_links(app: &AppState, room: &RoomHandle, uses_origin: bool) -> RoomLinks
         watch_url: format!("{base}/watch/{id}"),
         whip_url: format!("{base}/whip/{id}"),
         flv_url: origin.map(|_| format!("{base}/live/{id}.flv")),
+        hls_url: origin
+            .filter(|_| app.config.origin.hls)
+            .map(|_| format!("{base}/live/{id}/index.m3u8")),
         rtmp_play_url: origin.map(|o| o.play_url(id)),
     }
 }

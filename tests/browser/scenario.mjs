@@ -12,8 +12,11 @@
 // `RESULT <json>`: { checks: {name: {ok, ms, detail|error}}, metrics: {...}, screenshots: [...] }.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
 
 const [base, artifacts, creationToken] = process.argv.slice(2);
 if (!base || !artifacts) {
@@ -370,6 +373,88 @@ try {
       return { width: v.videoWidth, height: v.videoHeight };
     });
     return { ...size, advancedSeconds: round(second - first) };
+  });
+  // 3b. HLS from the origin in hls.js (npm, pinned): first as LL-HLS, then as plain HLS.
+  // Latency = now − the playing frame's EXT-X-PROGRAM-DATE-TIME, which the origin stamps when a
+  // segment's first frame reaches it (so it leaves out the mixer's own ~0.1 s).
+  await check('hls.js plays the LL-HLS and the plain HLS stream (latency measured)', async () => {
+    const { context, page } = await newPage('hls');
+    const partRequests = [];
+    page.on('request', (request) => {
+      if (/\/part-\d+-\d+\.m4s$|_HLS_msn=/.test(request.url())) partRequests.push(request.url());
+    });
+    try {
+      // A blank page of the server's origin (the playlist is fetched same-origin).
+      await page.route(`${base}/__hls_check`, (route) =>
+        route.fulfill({ contentType: 'text/html', body: '<!doctype html><video id="v" muted playsinline></video>' }),
+      );
+      await page.goto(`${base}/__hls_check`);
+      await page.addScriptTag({ path: join(here, 'node_modules/hls.js/dist/hls.min.js') });
+      const measure = (lowLatencyMode) =>
+        page.evaluate(
+          async ({ url, lowLatencyMode }) => {
+            const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+            const video = document.getElementById('v');
+            const hls = new window.Hls({ lowLatencyMode });
+            let fatal = null;
+            hls.on(window.Hls.Events.ERROR, (_, data) => {
+              if (data.fatal) fatal = `${data.type}/${data.details}`;
+            });
+            hls.loadSource(url);
+            hls.attachMedia(video);
+            video.play().catch(() => {});
+            const started = Date.now();
+            while (!(video.currentTime > 0 && hls.playingDate)) {
+              if (fatal) throw new Error(`hls.js: ${fatal}`);
+              if (Date.now() - started > 30000) throw new Error('hls.js not playing within 30 s');
+              await sleep(100);
+            }
+            const startupMs = Date.now() - started;
+            // Let the player settle at its target latency, then sample for 5 s.
+            await sleep(4000);
+            const before = video.currentTime;
+            const samples = [];
+            for (let i = 0; i < 11; i += 1) {
+              samples.push(Date.now() - hls.playingDate.getTime());
+              await sleep(500);
+            }
+            const advanced = video.currentTime - before;
+            const result = {
+              startupMs,
+              latencyMs: samples.sort((a, b) => a - b)[5],
+              playerLatencyS: Math.round(hls.latency * 100) / 100,
+              targetLatencyS: Math.round((hls.targetLatency ?? 0) * 100) / 100,
+              advancedS: Math.round(advanced * 10) / 10,
+              width: video.videoWidth,
+              fatal,
+            };
+            hls.destroy();
+            return result;
+          },
+          { url: `${base}/live/${roomId}/index.m3u8`, lowLatencyMode },
+        );
+      const low = await measure(true);
+      const llParts = partRequests.length;
+      const plain = await measure(false);
+      for (const [name, run] of [['LL-HLS', low], ['HLS', plain]]) {
+        if (run.fatal) throw new Error(`${name}: hls.js error ${run.fatal}`);
+        if (!(run.advancedS > 3)) throw new Error(`${name}: playback did not advance: ${JSON.stringify(run)}`);
+        if (run.width !== 1280) throw new Error(`${name}: picture ${run.width} wide`);
+      }
+      if (llParts === 0) throw new Error('LL-HLS mode fetched no parts and made no blocking reload');
+      // Targets: LL-HLS ≤ 3 s, plain ≤ 8 s; the bounds here leave room for a loaded CI machine.
+      if (!(low.latencyMs < 5000)) throw new Error(`LL-HLS latency ${low.latencyMs} ms`);
+      if (!(plain.latencyMs < 12000)) throw new Error(`HLS latency ${plain.latencyMs} ms`);
+      if (!(low.latencyMs < plain.latencyMs)) {
+        throw new Error(`LL-HLS (${low.latencyMs} ms) is not ahead of plain HLS (${plain.latencyMs} ms)`);
+      }
+      metrics.ll_hls_latency_ms = low.latencyMs;
+      metrics.hls_latency_ms = plain.latencyMs;
+      metrics.ll_hls_startup_ms = low.startupMs;
+      return { llHls: low, hls: plain, llRequests: llParts };
+    } finally {
+      await context.close();
+    }
   });
   await check('studio shows the output live with bitrate and duration', async () =>
     waitInPage(

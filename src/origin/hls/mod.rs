@@ -80,7 +80,10 @@ impl HlsStream {
     }
 
     pub fn add(&self, part: PackagedPart) {
-        self.window().add(part);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.window().add(part, now_ms);
         self.changed.send_modify(|n| *n += 1);
     }
 

@@ -90,6 +90,11 @@ pub fn render(window: &Window, part_target_ms: u32, segments_with_parts: usize) 
         if segment.discontinuity && i > 0 {
             line(format_args!("#EXT-X-DISCONTINUITY"));
         }
+        let started = std::time::UNIX_EPOCH + std::time::Duration::from_millis(segment.started_at_ms);
+        line(format_args!(
+            "#EXT-X-PROGRAM-DATE-TIME:{}",
+            humantime::format_rfc3339_millis(started)
+        ));
         if current_init != Some(segment.init) {
             current_init = Some(segment.init);
             line(format_args!(
@@ -136,13 +141,16 @@ mod tests {
     use bytes::Bytes;
 
     fn add(window: &mut Window, ms: u32, independent: bool, ends: bool, init: bool) {
-        window.add(PackagedPart {
-            fragment: Bytes::from_static(b"x"),
-            duration_ms: ms,
-            independent,
-            ends_segment: ends,
-            new_init: init.then(|| Bytes::from_static(b"init")),
-        });
+        window.add(
+            PackagedPart {
+                fragment: Bytes::from_static(b"x"),
+                duration_ms: ms,
+                independent,
+                ends_segment: ends,
+                new_init: init.then(|| Bytes::from_static(b"init")),
+            },
+            1_796_000_000_000,
+        );
     }
 
     #[test]
@@ -189,6 +197,7 @@ mod tests {
 #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500,HOLD-BACK=6.000\n\
 #EXT-X-PART-INF:PART-TARGET=0.500\n#EXT-X-MEDIA-SEQUENCE:0\n\
 #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+#EXT-X-PROGRAM-DATE-TIME:2026-11-30T00:53:19.000Z\n\
 #EXT-X-MAP:URI=\"init-0.mp4\"\n#EXTINF:2.000,\nseg-0.m4s\n";
         assert!(text.starts_with(expected_head), "{text}");
         assert!(!text.contains("part-1-0"), "old parts are not listed: {text}");
@@ -210,7 +219,8 @@ mod tests {
         window.end();
         let text = render(&window, 500, 3);
         assert!(text.contains(
-            "seg-0.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"\n"
+            "seg-0.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-11-30T00:53:18.000Z\n\
+#EXT-X-MAP:URI=\"init-1.mp4\"\n"
         ));
         assert!(text.ends_with("seg-1.m4s\n#EXT-X-ENDLIST\n"), "{text}");
         assert!(!text.contains("PRELOAD-HINT"));

@@ -42,6 +42,9 @@ pub struct StoredSegment {
     pub discontinuity: bool,
     /// Version of the init segment it needs.
     pub init: u32,
+    /// Wall-clock time (Unix ms) its first frame reached the origin: the playlist's
+    /// `EXT-X-PROGRAM-DATE-TIME`, from which players measure their latency.
+    pub started_at_ms: u64,
 }
 
 impl StoredSegment {
@@ -99,7 +102,8 @@ impl Window {
         }
     }
 
-    pub fn add(&mut self, part: PackagedPart) {
+    /// Stores a finished part; `now_ms` is the wall clock (Unix ms) as it finished.
+    pub fn add(&mut self, part: PackagedPart, now_ms: u64) {
         if let Some(init) = part.new_init {
             let version = self.inits.back().map_or(0, |(v, _)| v + 1);
             self.inits.push_back((version, init));
@@ -121,6 +125,7 @@ impl Window {
                 complete: false,
                 discontinuity,
                 init,
+                started_at_ms: now_ms.saturating_sub(part.duration_ms.into()),
             });
             self.next_msn += 1;
         }
@@ -265,18 +270,24 @@ mod tests {
         }
     }
 
+    impl Window {
+        fn add_now(&mut self, part: PackagedPart) {
+            self.add(part, 1_000_000);
+        }
+    }
+
     /// Adds a 2 s segment of four parts.
     fn segment(window: &mut Window, init: bool) {
-        window.add(part(500, true, false, init));
-        window.add(part(500, false, false, false));
-        window.add(part(500, false, false, false));
-        window.add(part(500, false, true, false));
+        window.add_now(part(500, true, false, init));
+        window.add_now(part(500, false, false, false));
+        window.add_now(part(500, false, false, false));
+        window.add_now(part(500, false, true, false));
     }
 
     #[test]
     fn parts_fill_segments_and_the_window_slides() {
         let mut window = Window::new(WindowLimits::default(), 2);
-        window.add(part(500, true, false, false));
+        window.add_now(part(500, true, false, false));
         assert!(window.segment(0).is_none(), "nothing without an init");
         segment(&mut window, true);
         assert!(window.segment(0).unwrap().complete);
@@ -289,7 +300,7 @@ mod tests {
         assert!(window.segment(3).is_some(), "one more stays fetchable");
         assert!(window.segment(2).is_none());
         assert_eq!(window.next_part(), (10, 0));
-        window.add(part(500, true, false, false));
+        window.add_now(part(500, true, false, false));
         assert_eq!(window.next_part(), (10, 1));
         assert_eq!(window.listed().count(), 7, "the open segment is listed");
     }
@@ -314,7 +325,7 @@ mod tests {
     fn blocking_requests_wait_for_the_part_or_segment() {
         let mut window = Window::new(WindowLimits::default(), 2);
         segment(&mut window, true);
-        window.add(part(500, true, false, false));
+        window.add_now(part(500, true, false, false));
         let at = |msn, part| Awaited { msn, part };
         assert_eq!(window.readiness(at(1, Some(0))), Readiness::Ready);
         assert_eq!(window.readiness(at(1, Some(1))), Readiness::NotYet);
@@ -332,7 +343,7 @@ mod tests {
     #[test]
     fn target_duration_only_grows() {
         let mut window = Window::new(WindowLimits::default(), 2);
-        window.add(part(3400, true, true, true));
+        window.add_now(part(3400, true, true, true));
         assert_eq!(window.target_duration_s(), 3);
         segment(&mut window, false);
         assert_eq!(window.target_duration_s(), 3);
