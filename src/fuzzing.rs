@@ -415,6 +415,12 @@ pub fn sample_gop() -> Vec<Tag> {
 /// the cache's limits; a viewer that joined a stream with video sees a keyframe before any other
 /// video frame; every HTTP-FLV chunk is well-formed FLV.
 pub fn flv_gop(data: &[u8]) {
+    flv_gop_hls_parts(data);
+}
+
+/// [`flv_gop`], returning how many HLS parts the stream's window holds at the end (so a test
+/// can tell the seeds reach the HLS packager).
+pub fn flv_gop_hls_parts(data: &[u8]) -> usize {
     let limits = CacheLimits {
         max_tags: 32,
         max_bytes: 16 * 1024,
@@ -471,6 +477,73 @@ pub fn flv_gop(data: &[u8]) {
     for viewer in &mut viewers {
         viewer.read();
     }
+    hub.stop_publish("s", publisher);
+    check_hls(&hub, "s")
+}
+
+/// The stream's HLS window after whatever was published: every part is one well-formed
+/// `moof` + `mdat` whose runs point inside it, and the playlist names only files the window
+/// serves.
+fn check_hls(hub: &Hub, name: &str) -> usize {
+    use crate::origin::hls::playlist::{render, Resource};
+    use mp4_atom::{Any, Decode};
+    let hls = hub.hls(name).expect("HLS is on by default");
+    let window = hls.window();
+    for segment in window.listed() {
+        assert!(
+            window.init(segment.init).is_some(),
+            "segment without its init"
+        );
+        for part in &segment.parts {
+            let buf = &mut &part.bytes[..];
+            let Ok(Any::Moof(moof)) = Any::decode(buf) else {
+                panic!("a part does not start with a moof")
+            };
+            let moof_and_header = part.bytes.len() - buf.len() + 8;
+            let Ok(Any::Mdat(mdat)) = Any::decode(buf) else {
+                panic!("a part's moof is not followed by its mdat")
+            };
+            assert!(buf.is_empty(), "bytes after a part's mdat");
+            let mut end = moof_and_header;
+            for traf in &moof.traf {
+                let run = &traf.trun[0];
+                let size: usize = run
+                    .samples
+                    .iter()
+                    .map(|s| s.size.unwrap_or(0) as usize)
+                    .sum();
+                assert_eq!(run.data_offset, Some(end as i32), "run offset");
+                end += size;
+            }
+            assert_eq!(
+                end,
+                moof_and_header + mdat.data.len(),
+                "runs cover the mdat"
+            );
+        }
+    }
+    let settings = hls.settings();
+    let text = render(&window, settings.packager.part_target_ms, 3);
+    for uri in text.lines().filter_map(|l| {
+        l.strip_prefix("#EXT-X-MAP:URI=\"")
+            .or_else(|| l.split("URI=\"").nth(1))
+            .map(|rest| rest.split('"').next().unwrap_or(""))
+            .or((!l.starts_with('#')).then_some(l))
+    }) {
+        let exists = match Resource::parse(uri) {
+            Some(Resource::Init(v)) => window.init(v).is_some(),
+            Some(Resource::Segment(msn)) => window.segment(msn).is_some_and(|s| s.complete),
+            Some(Resource::Part(msn, i)) => {
+                window.part(msn, i).is_some() || window.part_is_next(msn, i)
+            }
+            _ => false,
+        };
+        assert!(
+            exists,
+            "the playlist names {uri:?}, which the window does not serve:\n{text}"
+        );
+    }
+    window.listed().map(|s| s.parts.len()).sum()
 }
 
 /// At most this many tags of one input are published (each checks a start bundle).

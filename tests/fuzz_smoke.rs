@@ -188,6 +188,14 @@ fn flv_gop() {
     smoke("flv_gop", costream::fuzzing::flv_gop);
 }
 
+/// The committed FLV seeds with video reach the HLS packager (so `flv_gop` checks its parts).
+#[test]
+fn flv_seeds_package_hls() {
+    let seed = std::fs::read(corpus_dir("flv_gop").join("h264-aac.flv")).expect("seed");
+    let parts = costream::fuzzing::flv_gop_hls_parts(&seed);
+    assert!(parts >= 2, "the H.264 + AAC seed made {parts} HLS parts");
+}
+
 /// The committed RTMP seeds still publish (and play) through the origin.
 #[test]
 fn rtmp_seeds_publish() {

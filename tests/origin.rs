@@ -1,6 +1,6 @@
 //! The built-in origin end to end, all real: `costream serve` with its origin on a free port,
 //! a `costream publish` WebRTC publisher, a mixer pushing RTMP to the origin, and ffprobe /
-//! ffmpeg pulling the mix back as HTTP-FLV and RTMP. Also: a publish with a wrong key is
+//! ffmpeg pulling the mix back as HTTP-FLV, RTMP and LL-HLS. Also: a publish with a wrong key is
 //! refused, unknown streams are 404, ending the room ends the viewers' streams, and the publish
 //! key never reaches the log or the API.
 
@@ -81,6 +81,206 @@ fn has_avc_keyframe(flv: &[u8]) -> bool {
         at += 11 + size + 4;
     }
     false
+}
+
+/// The `URI="…"` of a playlist line.
+fn uri_of(line: &str) -> Option<&str> {
+    line.split("URI=\"").nth(1)?.split('"').next()
+}
+
+/// `(msn, part)` of a `part-MSN-PART.m4s` name.
+fn part_numbers(uri: &str) -> Option<(u64, u64)> {
+    let (msn, part) = uri
+        .strip_prefix("part-")?
+        .strip_suffix(".m4s")?
+        .split_once('-')?;
+    Some((msn.parse().ok()?, part.parse().ok()?))
+}
+
+/// The number after `prefix` on the playlist's line that starts with it.
+fn playlist_value(playlist: &str, prefix: &str) -> Option<f64> {
+    let line = playlist.lines().find(|l| l.starts_with(prefix))?;
+    line[prefix.len()..]
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The live room's LL-HLS: playlist shape and bounds, ffprobe and ffmpeg on what it names, a
+/// blocking reload and the hinted part answered as soon as they exist, and bad requests.
+async fn check_hls(api: &Api, room_id: &str, hls_url: Option<&str>) -> anyhow::Result<()> {
+    let base = format!("/live/{room_id}");
+    assert_eq!(
+        hls_url,
+        Some(api.url(&format!("{base}/index.m3u8")).as_str())
+    );
+    let playlist_path = format!("{base}/index.m3u8");
+    let fetch = |path: String| async move {
+        let response = api.http().get(api.url(&path)).send().await?;
+        let status = response.status().as_u16();
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        anyhow::Ok((status, kind, response.bytes().await?))
+    };
+    // Two finished segments (about 4 s of stream) in the playlist.
+    let playlist = eventually("two HLS segments", Duration::from_secs(20), || async {
+        let (status, kind, body) = fetch(playlist_path.clone()).await?;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(kind, "application/vnd.apple.mpegurl");
+        let text = String::from_utf8(body.to_vec())?;
+        Ok((text.matches("#EXTINF:").count() >= 2).then_some(text))
+    })
+    .await?;
+    for tag in [
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES",
+        "#EXT-X-PART-INF:PART-TARGET=",
+        "#EXT-X-MAP:URI=\"init-",
+        "#EXT-X-PROGRAM-DATE-TIME:",
+        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-",
+    ] {
+        assert!(playlist.contains(tag), "no {tag} in\n{playlist}");
+    }
+    let target = playlist_value(&playlist, "#EXT-X-TARGETDURATION:").context("target")?;
+    let part_target = playlist_value(&playlist, "#EXT-X-PART-INF:PART-TARGET=").context("part")?;
+    for line in playlist.lines() {
+        if let Some(d) = line.strip_prefix("#EXTINF:") {
+            let d: f64 = d.trim_end_matches(',').parse()?;
+            assert!(
+                d > 0.5 && d.round() <= target,
+                "segment of {d} s, target {target}"
+            );
+        }
+        if let Some(rest) = line.strip_prefix("#EXT-X-PART:DURATION=") {
+            let d: f64 = rest.split(',').next().unwrap_or("").parse()?;
+            // FLV's whole milliseconds: a part may end a millisecond past the target.
+            assert!(d > 0.0 && d <= part_target + 0.002, "part of {d} s");
+        }
+    }
+    assert!(
+        playlist
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-PART:"))
+            .take(1)
+            .all(|l| l.contains("INDEPENDENT=YES")),
+        "the first listed part must start with a keyframe:\n{playlist}"
+    );
+
+    // What players get: ffprobe reads the playlist, and init + a segment decode without a word.
+    tokio::task::spawn_blocking({
+        let url = api.url(&playlist_path);
+        move || assert_h264_720p_aac("HLS", &url)
+    })
+    .await??;
+    let init = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .and_then(|r| r.split('"').next())
+        .context("map")?
+        .to_string();
+    let segment = playlist
+        .lines()
+        .find(|l| l.starts_with("seg-"))
+        .context("a segment")?
+        .to_string();
+    let file = std::env::temp_dir().join(format!("costream-hls-{room_id}.mp4"));
+    let mut joined = Vec::new();
+    for name in [&init, &segment] {
+        let (status, kind, body) = fetch(format!("{base}/{name}")).await?;
+        assert_eq!((status, kind.as_str()), (200, "video/mp4"), "{name}");
+        joined.extend_from_slice(&body);
+    }
+    std::fs::write(&file, &joined)?;
+    let errors = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || costream_testkit::decode_errors(&file)
+    })
+    .await?;
+    let _ = std::fs::remove_file(&file);
+    assert!(errors.is_empty(), "ffmpeg on init + {segment}: {errors}");
+
+    // Blocking reload: ask for the hinted part; the answer comes once it exists, and lists it.
+    let (status, _, body) = fetch(playlist_path.clone()).await?;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body.to_vec())?;
+    let hint = text
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))
+        .and_then(uri_of)
+        .context("preload hint")?
+        .to_string();
+    let (msn, part) = part_numbers(&hint).context("hint name")?;
+    let asked = Instant::now();
+    let (status, _, body) =
+        fetch(format!("{playlist_path}?_HLS_msn={msn}&_HLS_part={part}")).await?;
+    let waited = asked.elapsed();
+    let reloaded = String::from_utf8(body.to_vec())?;
+    assert_eq!(status, 200, "{reloaded}");
+    assert!(
+        reloaded.contains(&format!("URI=\"{hint}\""))
+            && !reloaded.contains(&format!("PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"")),
+        "the blocking reload answered before {hint} existed:\n{reloaded}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "blocking reload took {waited:?}"
+    );
+    println!("MEASURE hls_blocking_reload_ms={}", waited.as_millis());
+    // The next hinted part, fetched before it exists, comes as soon as it is written.
+    let next_hint = reloaded
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))
+        .and_then(uri_of)
+        .context("next hint")?
+        .to_string();
+    let (status, kind, body) = fetch(format!("{base}/{next_hint}")).await?;
+    assert_eq!((status, kind.as_str()), (200, "video/mp4"), "{next_hint}");
+    assert_eq!(&body[4..8], b"moof", "a part is a fragment");
+
+    // Bad requests: a reload far past the live edge, a malformed one, an unknown file.
+    for (query, code, error) in [
+        (
+            format!("?_HLS_msn={}", msn + 10),
+            400,
+            "hls_msn_too_far_ahead",
+        ),
+        ("?_HLS_part=1".to_string(), 400, "bad_hls_query"),
+        ("?_HLS_msn=x".to_string(), 400, "bad_hls_query"),
+    ] {
+        let (status, body) = api
+            .send(
+                reqwest::Method::GET,
+                &format!("{playlist_path}{query}"),
+                None,
+            )
+            .await?;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (code, Some(error)),
+            "{query}: {body}"
+        );
+    }
+    let (status, body) = api
+        .send(reqwest::Method::GET, &format!("{base}/seg-0.ts"), None)
+        .await?;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("{base}/part-999999-0.m4s"),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("hls_file_not_found")),
+        "{body}"
+    );
+    Ok(())
 }
 
 /// Any `key=<value>` in `text` whose value is not the redaction `***`.
@@ -223,6 +423,9 @@ async fn a_room_without_outputs_is_served_as_http_flv_and_rtmp_by_the_builtin_or
     })
     .await??;
 
+    // HLS / LL-HLS of the same stream.
+    check_hls(&api, &room.id, room.created["hls_url"].as_str()).await?;
+
     // A late viewer decodes a picture at once (GOP cache), over each protocol.
     for (what, url) in [("HTTP-FLV", flv_url.clone()), ("RTMP", rtmp_url.clone())] {
         let started = Instant::now();
@@ -295,6 +498,14 @@ async fn a_room_without_outputs_is_served_as_http_flv_and_rtmp_by_the_builtin_or
         )
         .await?;
     assert_eq!(code, 404, "{body}");
+    let (code, body) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/live/{}/index.m3u8", room.id),
+            None,
+        )
+        .await?;
+    assert_eq!(code, 404, "HLS after the room ended: {body}");
 
     // SIGTERM with an HTTP-FLV viewer attached still shuts down cleanly (the endless body must
     // not hold graceful shutdown open). A room goes live without participants, too.

@@ -257,8 +257,10 @@ impl Hub {
         let stream = current(&mut streams, name, id)?;
         if let Some(hls) = stream.hls.as_mut() {
             let dimension = |v: Option<u32>| v.and_then(|v| u16::try_from(v).ok()).unwrap_or(0);
-            hls.packager
-                .set_dimensions(dimension(metadata.video_width), dimension(metadata.video_height));
+            hls.packager.set_dimensions(
+                dimension(metadata.video_width),
+                dimension(metadata.video_height),
+            );
         }
         stream.cache.set_metadata(metadata);
         stream.fan_out(&script);

@@ -365,6 +365,9 @@ try {
       30000,
     );
     metrics.go_live_to_viewer_playing_ms = Date.now() - wentLiveAt;
+    // Chromium has Media Source Extensions: the page picks HTTP-FLV (HLS is for iOS).
+    const kind = await viewer.page.evaluate(() => document.body.dataset.player);
+    if (kind !== 'flv') throw new Error(`watch page player ${kind}, expected flv`);
     await viewer.page.waitForTimeout(1500);
     const second = await viewer.page.evaluate(() => document.getElementById('player').currentTime);
     if (!(second > first)) throw new Error(`currentTime not advancing: ${first} then ${second}`);

@@ -6,7 +6,7 @@ import {
   toast,
 } from './common.js';
 import { LocalMedia, wireMediaToggles } from './devices.js';
-import { playFlv } from './player.js';
+import { playLive } from './player.js';
 import { ProgramControls } from './program.js';
 import { renderQuality } from './quality.js';
 import { RecordingsPanel } from './recordings.js';
@@ -295,7 +295,7 @@ function renderProgram(status) {
   }
   card.dataset.viewers = status.origin.viewers;
   if (live && !state.program) {
-    state.program = playFlv($('program'), `/live/${encodeURIComponent(roomId)}.flv`, (s) => {
+    state.program = playLive($('program'), roomId, (s) => {
       const label = { connecting: 'connecting…', live: 'live', offline: 'waiting for the mix…', unsupported: 'this browser cannot play the preview' }[s];
       $('program-state').textContent = label ?? s;
       $('program-state').dataset.state = s;

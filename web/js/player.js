@@ -1,6 +1,7 @@
-// Plays a room's mix from the built-in origin (HTTP-FLV) with mpegts.js, which the page loads
-// as a classic script (`window.mpegts`). Offline streams are retried until they go live; a
-// stream that ends or stalls goes back to retrying.
+// Plays a room's mix from the built-in origin: HTTP-FLV with mpegts.js (loaded by the page as
+// a classic script, `window.mpegts`) wherever Media Source Extensions allow, else the browser's
+// own HLS (iOS Safari, which has no MSE on the iPhone). Offline streams are retried until they
+// go live; a stream that ends or stalls goes back to retrying.
 
 const RETRY_MS = 2000;
 /** No progress for this long while "live": the stream is gone or stuck; start over. */
@@ -14,7 +15,7 @@ const STALL_MS = 5000;
  */
 export function playFlv(video, url, onState) {
   const mpegts = window.mpegts;
-  if (!mpegts || !mpegts.isSupported() || !mpegts.getFeatureList().mseLivePlayback) {
+  if (!flvPlayable()) {
     onState('unsupported');
     return { stop() {} };
   }
@@ -95,6 +96,87 @@ export function playFlv(video, url, onState) {
     }, 500);
   }
 
+  start();
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(retryTimer);
+      teardown();
+    },
+  };
+}
+
+/** Whether mpegts.js can play live HTTP-FLV here (Media Source Extensions). */
+function flvPlayable() {
+  const mpegts = window.mpegts;
+  return Boolean(mpegts && mpegts.isSupported() && mpegts.getFeatureList().mseLivePlayback);
+}
+
+/**
+ * The room's mix by the best way this browser has: HTTP-FLV (lowest latency) where MSE allows,
+ * the browser's native HLS elsewhere (iOS), else 'unsupported'.
+ * @returns { stop(), kind: 'flv' | 'hls' | null }
+ */
+export function playLive(video, roomId, onState) {
+  const room = encodeURIComponent(roomId);
+  if (flvPlayable()) return { ...playFlv(video, `/live/${room}.flv`, onState), kind: 'flv' };
+  if (video.canPlayType('application/vnd.apple.mpegurl')) {
+    return { ...playNativeHls(video, `/live/${room}/index.m3u8`, onState), kind: 'hls' };
+  }
+  onState('unsupported');
+  return { stop() {}, kind: null };
+}
+
+/** The browser's own HLS player (Safari plays the origin's LL-HLS as such). */
+export function playNativeHls(video, url, onState) {
+  let stopped = false;
+  let retryTimer = null;
+  let watchdog = null;
+  let lastTime = -1;
+  let lastProgress = 0;
+  let state = null;
+  const setState = (next) => {
+    if (next !== state) {
+      state = next;
+      onState(next);
+    }
+  };
+  const teardown = () => {
+    clearInterval(watchdog);
+    watchdog = null;
+    video.removeAttribute('src');
+    video.load();
+  };
+  const retry = () => {
+    teardown();
+    if (stopped) return;
+    setState('offline');
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(start, RETRY_MS);
+  };
+  video.addEventListener('error', () => state !== null && !stopped && retry());
+  video.addEventListener('ended', () => !stopped && retry());
+  function start() {
+    if (stopped) return;
+    if (state !== 'offline') setState('connecting');
+    video.src = url;
+    video.play()?.catch?.(() => {
+      video.muted = true;
+      video.play().catch(() => {});
+    });
+    lastTime = -1;
+    lastProgress = Date.now();
+    watchdog = setInterval(() => {
+      if (video.currentTime > lastTime) {
+        if (lastTime >= 0 && video.currentTime > 0) setState('live');
+        lastTime = video.currentTime;
+        lastProgress = Date.now();
+      } else if (Date.now() - lastProgress > STALL_MS * 2) {
+        // HLS starts slower than FLV (a playlist, then segments): allow it twice as long.
+        retry();
+      }
+    }, 500);
+  }
   start();
   return {
     stop() {

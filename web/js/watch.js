@@ -1,13 +1,14 @@
-// `/watch/{room}`: the room's mix from the built-in origin (HTTP-FLV through mpegts.js).
+// `/watch/{room}`: the room's mix from the built-in origin (HTTP-FLV through mpegts.js, or
+// HLS where the browser has no Media Source Extensions, as on the iPhone).
 // Offline until the host goes live; starts by itself, and goes back to waiting when it stops.
 
 import { AskToJoin } from './apply.js';
 import { $, api, rememberToken, roomIdFromPath } from './common.js';
-import { playFlv } from './player.js';
+import { playLive } from './player.js';
 
 const roomId = roomIdFromPath();
 const video = $('player');
-/** The FLV player, stopped when this page turns into the guest view. */
+/** The player, stopped when this page turns into the guest view. */
 let playing = null;
 
 const LABELS = {
@@ -78,7 +79,8 @@ async function main() {
       return;
     }
   }
-  playing = playFlv(video, `/live/${encodeURIComponent(roomId)}.flv`, show);
+  playing = playLive(video, roomId, show);
+  document.body.dataset.player = playing.kind ?? 'none';
 }
 
 main();

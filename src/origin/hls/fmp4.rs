@@ -8,8 +8,8 @@
 use bytes::Bytes;
 use mp4_atom::{
     esds, u24, Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, FourCC, Ftyp, Hdlr, Mdat, Mdhd, Mdia,
-    Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd, Traf,
-    Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd,
+    Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak,
+    Trex, Trun, TrunEntry, Url, Visual, Vmhd,
 };
 
 pub const VIDEO_TRACK: u32 = 1;
@@ -97,7 +97,9 @@ impl AudioConfig {
         let channels = (second >> 3) & 0x0f;
         // 15 (an explicit 24-bit rate) and escape object types are not what an encoder for
         // live streaming sends; refuse rather than guess the layout.
-        let sample_rate = *AAC_RATES.get(usize::from(freq_index)).ok_or(ConfigError::Aac)?;
+        let sample_rate = *AAC_RATES
+            .get(usize::from(freq_index))
+            .ok_or(ConfigError::Aac)?;
         if object_type == 0 || object_type == 31 || channels == 0 {
             return Err(ConfigError::Aac);
         }
@@ -251,8 +253,7 @@ fn audio_trak(audio: &AudioConfig) -> Trak {
                                 sample_size: 16,
                                 // 16.16 fixed point: rates above 65535 Hz do not fit, and the
                                 // decoder takes the rate from the AudioSpecificConfig anyway.
-                                sample_rate: (audio.sample_rate.min(u16::MAX.into()) as u16)
-                                    .into(),
+                                sample_rate: (audio.sample_rate.min(u16::MAX.into()) as u16).into(),
                             },
                             esds: Esds {
                                 es_desc: esds::EsDescriptor {
@@ -332,11 +333,7 @@ pub fn fragment(sequence_number: u32, runs: &[TrackRun]) -> Bytes {
                         .map(|s| TrunEntry {
                             duration: Some(s.duration),
                             size: Some(s.data.len() as u32),
-                            flags: Some(if s.sync {
-                                SYNC_SAMPLE
-                            } else {
-                                NON_SYNC_SAMPLE
-                            }),
+                            flags: Some(if s.sync { SYNC_SAMPLE } else { NON_SYNC_SAMPLE }),
                             cts: Some(i64::from(s.composition_offset)),
                         })
                         .collect::<Vec<_>>()
@@ -390,7 +387,10 @@ pub(crate) mod tests {
         assert_eq!((audio.sample_rate, audio.channels), (48_000, 2));
         assert!(VideoConfig::from_record(&RECORD[..5], 1, 1).is_err());
         assert!(AudioConfig::from_asc(&[0x11]).is_err());
-        assert!(AudioConfig::from_asc(&[0x17, 0x90]).is_err(), "rate index 14");
+        assert!(
+            AudioConfig::from_asc(&[0x17, 0x90]).is_err(),
+            "rate index 14"
+        );
     }
 
     #[test]

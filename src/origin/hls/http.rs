@@ -33,7 +33,11 @@ impl BlockingQuery {
     /// Parses `_HLS_msn` / `_HLS_part` (other parameters, such as `_HLS_skip`, are ignored).
     pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
         let bad = |message: &str| {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_hls_query", message.to_string())
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_hls_query",
+                message.to_string(),
+            )
         };
         let mut msn = None;
         let mut part = None;
@@ -45,9 +49,11 @@ impl BlockingQuery {
                     })?)
                 }
                 "_HLS_part" => {
-                    part = Some(value.parse::<usize>().map_err(|_| {
-                        bad("_HLS_part must be a part index (a whole number)")
-                    })?)
+                    part = Some(
+                        value
+                            .parse::<usize>()
+                            .map_err(|_| bad("_HLS_part must be a part index (a whole number)"))?,
+                    )
                 }
                 _ => {}
             }
@@ -212,7 +218,10 @@ mod tests {
 
     #[test]
     fn blocking_parameters_parse_or_are_refused() {
-        assert_eq!(BlockingQuery::parse(None).unwrap(), BlockingQuery::default());
+        assert_eq!(
+            BlockingQuery::parse(None).unwrap(),
+            BlockingQuery::default()
+        );
         assert_eq!(
             BlockingQuery::parse(Some("_HLS_msn=5&_HLS_part=2&_HLS_skip=YES"))
                 .unwrap()
@@ -226,7 +235,12 @@ mod tests {
             BlockingQuery::parse(Some("_HLS_msn=5")).unwrap().awaited,
             Some(Awaited { msn: 5, part: None })
         );
-        for bad in ["_HLS_part=1", "_HLS_msn=-1", "_HLS_msn=x", "_HLS_msn=1&_HLS_part=1.5"] {
+        for bad in [
+            "_HLS_part=1",
+            "_HLS_msn=-1",
+            "_HLS_msn=x",
+            "_HLS_msn=1&_HLS_part=1.5",
+        ] {
             let err = BlockingQuery::parse(Some(bad)).unwrap_err();
             assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad}");
         }

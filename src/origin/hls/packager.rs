@@ -184,7 +184,10 @@ impl Packager {
                 self.configure(config, None)
             }
             TagKind::Audio if tag.is_aac_sequence_header() => {
-                let config = tag.data.get(2..).and_then(|a| AudioConfig::from_asc(a).ok());
+                let config = tag
+                    .data
+                    .get(2..)
+                    .and_then(|a| AudioConfig::from_asc(a).ok());
                 self.configure(None, config)
             }
             TagKind::Video => self.push_video(tag),
@@ -252,11 +255,7 @@ impl Packager {
         finished
     }
 
-    fn maybe_close_before(
-        &mut self,
-        frame: &PendingFrame,
-        interval: i64,
-    ) -> Option<PackagedPart> {
+    fn maybe_close_before(&mut self, frame: &PendingFrame, interval: i64) -> Option<PackagedPart> {
         let part = self.part.as_ref()?;
         let in_part = frame.dts_ms - part.start_ms;
         let in_segment = frame.dts_ms - self.segment_start_ms.unwrap_or(part.start_ms);
@@ -271,7 +270,8 @@ impl Packager {
 
     fn open_part(&mut self, frame: &PendingFrame) {
         self.segment_start_ms.get_or_insert(frame.dts_ms);
-        let video_base = u64::try_from(frame.dts_ms).unwrap_or(0) * u64::from(VIDEO_TIMESCALE / 1000);
+        let video_base =
+            u64::try_from(frame.dts_ms).unwrap_or(0) * u64::from(VIDEO_TIMESCALE / 1000);
         self.part = Some(OpenPart {
             start_ms: frame.dts_ms,
             independent: frame.sync,
@@ -297,7 +297,8 @@ impl Packager {
         };
         if part.audio.is_empty() {
             part.audio_base = decode_time;
-        } else if decode_time != part.audio_base + part.audio.len() as u64 * u64::from(AAC_FRAME_SAMPLES)
+        } else if decode_time
+            != part.audio_base + part.audio.len() as u64 * u64::from(AAC_FRAME_SAMPLES)
         {
             // A resync inside a part: a run has one base, so it starts in the next part.
             self.audio_next = None;
@@ -428,7 +429,10 @@ mod tests {
         let mut tags = vec![avc_header(), aac_header()];
         tags.extend(stream(1000, 6));
         let parts = run(&mut packager, &tags);
-        assert!(parts[0].new_init.is_some(), "the first part carries the init");
+        assert!(
+            parts[0].new_init.is_some(),
+            "the first part carries the init"
+        );
         assert!(parts[1..].iter().all(|p| p.new_init.is_none()));
         for part in &parts {
             assert!(part.duration_ms <= 500, "{}", part.duration_ms);
@@ -438,7 +442,13 @@ mod tests {
             .map(|s| s.iter().collect())
             .collect();
         // Two finished segments; the third waits for the keyframe at 7 s.
-        assert_eq!(segments.iter().filter(|s| s.last().unwrap().ends_segment).count(), 2);
+        assert_eq!(
+            segments
+                .iter()
+                .filter(|s| s.last().unwrap().ends_segment)
+                .count(),
+            2
+        );
         for segment in &segments[..2] {
             assert!(segment[0].independent);
             assert!(segment[1..].iter().all(|p| !p.independent));
@@ -478,7 +488,10 @@ mod tests {
     #[test]
     fn nothing_is_cut_before_the_first_keyframe_or_without_configuration() {
         let mut packager = Packager::new(PackagerSettings::default());
-        assert!(run(&mut packager, &stream(0, 3)).is_empty(), "no configuration");
+        assert!(
+            run(&mut packager, &stream(0, 3)).is_empty(),
+            "no configuration"
+        );
         let mut packager = Packager::new(PackagerSettings::default());
         let mut tags = vec![avc_header(), aac_header()];
         // Starts 1 s into a GOP: the first part begins at the keyframe at 2 s.
@@ -514,7 +527,9 @@ mod tests {
         let mut tags = vec![avc_header()];
         tags.extend((0..300u32).map(|n| frame(n * 40, n == 0)));
         let parts = run(&mut packager, &tags);
-        let ends: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].ends_segment).collect();
+        let ends: Vec<usize> = (0..parts.len())
+            .filter(|&i| parts[i].ends_segment)
+            .collect();
         assert!(ends.len() >= 3, "{ends:?}");
         assert!(!parts[ends[0] + 1].independent, "cut without a keyframe");
         let first: u32 = parts[..=ends[0]].iter().map(|p| p.duration_ms).sum();
@@ -531,7 +546,10 @@ mod tests {
             Tag::audio(0, Bytes::from_static(&[0xaf, 0, 0xff, 0xff])),
             Tag::video(5, Bytes::from_static(&[0x17])),
             Tag::audio(5, Bytes::from_static(&[0xaf])),
-            Tag::video(u32::MAX, Bytes::from_static(&[0x17, 1, 0xff, 0xff, 0xff, 9])),
+            Tag::video(
+                u32::MAX,
+                Bytes::from_static(&[0x17, 1, 0xff, 0xff, 0xff, 9]),
+            ),
         ];
         assert!(run(&mut packager, &junk).is_empty());
         let mut tags = vec![avc_header(), aac_header()];

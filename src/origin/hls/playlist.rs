@@ -75,7 +75,10 @@ pub fn render(window: &Window, part_target_ms: u32, segments_with_parts: usize) 
         seconds(3 * part_target),
         seconds(3 * target * 1000)
     ));
-    line(format_args!("#EXT-X-PART-INF:PART-TARGET={}", seconds(part_target)));
+    line(format_args!(
+        "#EXT-X-PART-INF:PART-TARGET={}",
+        seconds(part_target)
+    ));
     let listed: Vec<_> = window.listed().collect();
     let first_msn = listed.first().map_or(0, |s| s.msn);
     line(format_args!("#EXT-X-MEDIA-SEQUENCE:{first_msn}"));
@@ -90,7 +93,8 @@ pub fn render(window: &Window, part_target_ms: u32, segments_with_parts: usize) 
         if segment.discontinuity && i > 0 {
             line(format_args!("#EXT-X-DISCONTINUITY"));
         }
-        let started = std::time::UNIX_EPOCH + std::time::Duration::from_millis(segment.started_at_ms);
+        let started =
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(segment.started_at_ms);
         line(format_args!(
             "#EXT-X-PROGRAM-DATE-TIME:{}",
             humantime::format_rfc3339_millis(started)
@@ -200,7 +204,10 @@ mod tests {
 #EXT-X-PROGRAM-DATE-TIME:2026-11-30T00:53:19.000Z\n\
 #EXT-X-MAP:URI=\"init-0.mp4\"\n#EXTINF:2.000,\nseg-0.m4s\n";
         assert!(text.starts_with(expected_head), "{text}");
-        assert!(!text.contains("part-1-0"), "old parts are not listed: {text}");
+        assert!(
+            !text.contains("part-1-0"),
+            "old parts are not listed: {text}"
+        );
         assert!(text.contains(
             "#EXT-X-PART:DURATION=1.000,URI=\"part-2-0.m4s\",INDEPENDENT=YES\n\
 #EXT-X-PART:DURATION=1.000,URI=\"part-2-1.m4s\"\n#EXTINF:2.000,\nseg-2.m4s\n"

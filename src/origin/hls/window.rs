@@ -239,10 +239,12 @@ impl Window {
         }
         let later_exists = self.segments.iter().any(|s| s.msn > awaited.msn);
         let ready = later_exists
-            || self.segment(awaited.msn).is_some_and(|s| match awaited.part {
-                None => s.complete,
-                Some(part) => s.complete || s.parts.len() > part,
-            });
+            || self
+                .segment(awaited.msn)
+                .is_some_and(|s| match awaited.part {
+                    None => s.complete,
+                    Some(part) => s.complete || s.parts.len() > part,
+                });
         if ready {
             Readiness::Ready
         } else {
