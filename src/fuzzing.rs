@@ -523,7 +523,8 @@ fn check_hls(hub: &Hub, name: &str) -> usize {
         }
     }
     let settings = hls.settings();
-    let text = render(&window, settings.packager.part_target_ms, 3);
+    let now = std::time::Instant::now();
+    let text = render(&window, now, settings.packager.part_target_ms, 3);
     for uri in text.lines().filter_map(|l| {
         l.strip_prefix("#EXT-X-MAP:URI=\"")
             .or_else(|| l.split("URI=\"").nth(1))
@@ -534,7 +535,7 @@ fn check_hls(hub: &Hub, name: &str) -> usize {
             Some(Resource::Init(v)) => window.init(v).is_some(),
             Some(Resource::Segment(msn)) => window.segment(msn).is_some_and(|s| s.complete),
             Some(Resource::Part(msn, i)) => {
-                window.part(msn, i).is_some() || window.part_is_next(msn, i)
+                window.part(msn, i).is_some() || window.part_is_next(msn, i, now)
             }
             _ => false,
         };

@@ -220,6 +220,7 @@ impl Hub {
         if let Some(hls) = stream.hls.as_mut() {
             let last = hls.packager.restart();
             hls.store(last);
+            hls.stream.publisher_joined();
         }
         for viewer in &mut stream.viewers {
             // The new publisher's first frames may refer to nothing the viewer has.
@@ -237,6 +238,7 @@ impl Hub {
                     // The segment so far is complete: a player gets everything sent.
                     let last = hls.packager.flush();
                     hls.store(last);
+                    hls.stream.publisher_left();
                 }
             }
         }

@@ -144,6 +144,20 @@ impl RoomState {
         }
     }
 
+    /// A heartbeat's frame count: growth (or a new mixer) restarts the stall clock.
+    pub(super) fn note_frames(&mut self, now: Instant, epoch: u64, frames: u64) {
+        let grew = self
+            .frames_progress
+            .is_none_or(|p| p.epoch != epoch || frames > p.frames);
+        if grew {
+            self.frames_progress = Some(super::FramesProgress {
+                epoch,
+                frames,
+                since: now,
+            });
+        }
+    }
+
     pub(super) fn tick(&mut self, now: Instant) {
         self.handover_tick(now);
         if self.restart_at.is_some_and(|at| at <= now) {
@@ -155,18 +169,30 @@ impl RoomState {
             }
             return;
         }
-        let hung = self.restart_at.is_none()
-            && self
-                .heartbeat_deadline()
-                .is_some_and(|deadline| deadline <= now);
-        if hung {
+        let due = |deadline: Option<Instant>| {
+            self.restart_at.is_none() && deadline.is_some_and(|deadline| deadline <= now)
+        };
+        let reason = if due(self.heartbeat_deadline()) {
             let silent_for = self
                 .last_heard
                 .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-            let reason = format!(
+            Some(format!(
                 "mixer unresponsive for {:.1} s (hung?)",
                 silent_for.as_secs_f64()
-            );
+            ))
+        } else if due(self.output_stall_deadline()) {
+            // Heartbeats without frames: the process lives, its pipeline does not flow.
+            let stalled_for = self
+                .frames_progress
+                .map_or(Duration::ZERO, |p| now.saturating_duration_since(p.since));
+            Some(format!(
+                "mixer put out no program frames for {:.1} s (stalled pipeline)",
+                stalled_for.as_secs_f64()
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             if self.successor_on_trial() {
                 // A move's successor that hangs is called off: the old mixer is still on air.
                 self.successor_failed(now, reason);

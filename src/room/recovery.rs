@@ -19,6 +19,10 @@ pub struct CrashPolicy {
     pub heartbeat_timeout: Duration,
     /// A starting mixer gets this long to report anything (pipeline start can be slow under load).
     pub startup_timeout: Duration,
+    /// A running mixer whose heartbeats go on while its program frame count stands still for
+    /// this long has stalled (its pipeline stopped flowing): it is replaced like a hung one.
+    /// One that has not put out its first frame gets `startup_timeout` from its first heartbeat.
+    pub output_stall_timeout: Duration,
 }
 
 impl Default for CrashPolicy {
@@ -30,6 +34,7 @@ impl Default for CrashPolicy {
             max_delay: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(4),
             startup_timeout: Duration::from_secs(15),
+            output_stall_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -328,6 +328,8 @@ pub struct RoomState {
     restart_at: Option<Instant>,
     /// Last sign of life from the current mixer (any event), for hang detection.
     last_heard: Option<Instant>,
+    /// The live mixer's program frame count, and when it last grew (stall detection).
+    frames_progress: Option<FramesProgress>,
     /// Who the mixer hears speaking (reported by it while live).
     active_speaker: Option<ParticipantId>,
     /// Active subscriptions and whose media each carries.
@@ -340,6 +342,14 @@ pub struct RoomState {
     awaiting_admission: bool,
     /// The recording in progress (see `recording_session`).
     recording: Option<recording_session::RecordingSession>,
+}
+
+/// A mixer's program frame count and when it last grew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FramesProgress {
+    pub epoch: u64,
+    pub frames: u64,
+    pub since: Instant,
 }
 
 impl RoomState {
@@ -367,6 +377,7 @@ impl RoomState {
             crashes: CrashHistory::default(),
             restart_at: None,
             last_heard: None,
+            frames_progress: None,
             active_speaker: None,
             subscriptions: BTreeMap::new(),
             handover: None,
@@ -387,6 +398,7 @@ impl RoomState {
         [
             self.restart_at,
             self.heartbeat_deadline(),
+            self.output_stall_deadline(),
             self.handover.as_ref().map(handover::Handover::deadline),
         ]
         .into_iter()
@@ -405,6 +417,27 @@ impl RoomState {
             }),
             _ => None,
         }
+    }
+
+    /// When the live, running mixer counts as stalled if its frame count does not grow.
+    pub(super) fn output_stall_deadline(&self) -> Option<Instant> {
+        let Broadcast::Live {
+            epoch,
+            mixer: MixerPhase::Running,
+            ..
+        } = &self.broadcast
+        else {
+            return None;
+        };
+        let progress = self.frames_progress.filter(|p| p.epoch == *epoch)?;
+        Some(
+            progress.since
+                + if progress.frames == 0 {
+                    self.policy.startup_timeout
+                } else {
+                    self.policy.output_stall_timeout
+                },
+        )
     }
 
     pub fn settings(&self) -> &RoomSettings {
@@ -495,6 +528,9 @@ impl RoomState {
             Input::Mixer { epoch, event } => {
                 if self.live_epoch() == Some(epoch) {
                     self.last_heard = Some(now);
+                    if let Event::Heartbeat { frames_out, .. } = &event {
+                        self.note_frames(now, epoch, *frames_out);
+                    }
                     self.successor_event(now, epoch, event);
                 } else if self.old_mixer_epoch() == Some(epoch) {
                     self.old_mixer_event(now, event);

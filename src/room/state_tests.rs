@@ -466,6 +466,96 @@ fn a_silent_mixer_is_declared_hung_and_replaced() {
 }
 
 #[test]
+fn a_mixer_whose_heartbeats_carry_no_new_frames_is_declared_stalled_and_replaced() {
+    let t0 = Instant::now();
+    let policy = CrashPolicy::default();
+    let mut room = live_room_with_one_input(t0, policy);
+    let beat = |room: &mut RoomState, at: Instant, epoch: u64, frames_out: u64| {
+        room.handle(
+            at,
+            Input::Mixer {
+                epoch,
+                event: Event::Heartbeat {
+                    frames_out,
+                    outputs: vec![],
+                    quality: None,
+                },
+            },
+        )
+        .unwrap();
+    };
+    room.handle(
+        t0,
+        Input::Mixer {
+            epoch: 1,
+            event: Event::Ready {
+                version: String::new(),
+                binary: String::new(),
+            },
+        },
+    )
+    .unwrap();
+    // Growing counts keep it alive, heartbeat after heartbeat.
+    let mut at = t0;
+    for n in 1..=10u64 {
+        at = t0 + Duration::from_secs(n);
+        beat(&mut room, at, 1, n * 30);
+        room.handle(at, Input::Tick).unwrap();
+    }
+    assert!(drain(&mut room)
+        .iter()
+        .all(|e| !matches!(e, Effect::KillMixer { .. })));
+    // Then heartbeats on time, but the count stands still: stalled after the stall timeout.
+    let stalled_at = at;
+    for n in 1..=4u64 {
+        beat(&mut room, stalled_at + Duration::from_secs(n), 1, 300);
+    }
+    assert_eq!(
+        room.poll_timeout(),
+        Some(stalled_at + policy.output_stall_timeout)
+    );
+    room.handle(stalled_at + Duration::from_secs(4), Input::Tick)
+        .unwrap();
+    assert!(drain(&mut room).is_empty(), "not yet");
+    room.handle(stalled_at + policy.output_stall_timeout, Input::Tick)
+        .unwrap();
+    let effects = drain(&mut room);
+    assert_eq!(effects[0], Effect::KillMixer { epoch: 1 });
+    assert!(effects.contains(&Effect::SpawnMixer { epoch: 2 }));
+    assert!(room.outputs()[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("no program frames"));
+
+    // The successor starts its count from zero: not a stall, and its own clock.
+    let t2 = stalled_at + policy.output_stall_timeout;
+    room.handle(
+        t2,
+        Input::Mixer {
+            epoch: 2,
+            event: Event::Ready {
+                version: String::new(),
+                binary: String::new(),
+            },
+        },
+    )
+    .unwrap();
+    beat(&mut room, t2 + Duration::from_secs(1), 2, 0);
+    beat(&mut room, t2 + Duration::from_secs(2), 2, 0);
+    // No frame yet: it gets the startup timeout from its first heartbeat.
+    assert_eq!(
+        room.output_stall_deadline(),
+        Some(t2 + Duration::from_secs(1) + policy.startup_timeout)
+    );
+    beat(&mut room, t2 + Duration::from_secs(3), 2, 30);
+    assert_eq!(
+        room.output_stall_deadline(),
+        Some(t2 + Duration::from_secs(3) + policy.output_stall_timeout)
+    );
+}
+
+#[test]
 fn stopping_on_purpose_is_not_a_crash() {
     let now = Instant::now();
     let mut room = live_room_with_one_input(now, CrashPolicy::default());

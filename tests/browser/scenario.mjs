@@ -12,11 +12,9 @@
 // `RESULT <json>`: { checks: {name: {ok, ms, detail|error}}, metrics: {...}, screenshots: [...] }.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-
-const here = dirname(fileURLToPath(import.meta.url));
+import { measureHls, openHlsPage } from './hls.mjs';
 
 const [base, artifacts, creationToken] = process.argv.slice(2);
 if (!base || !artifacts) {
@@ -387,55 +385,9 @@ try {
       if (/\/part-\d+-\d+\.m4s$|_HLS_msn=/.test(request.url())) partRequests.push(request.url());
     });
     try {
-      // A blank page of the server's origin (the playlist is fetched same-origin).
-      await page.route(`${base}/__hls_check`, (route) =>
-        route.fulfill({ contentType: 'text/html', body: '<!doctype html><video id="v" muted playsinline></video>' }),
-      );
-      await page.goto(`${base}/__hls_check`);
-      await page.addScriptTag({ path: join(here, 'node_modules/hls.js/dist/hls.min.js') });
+      await openHlsPage(page, base);
       const measure = (lowLatencyMode) =>
-        page.evaluate(
-          async ({ url, lowLatencyMode }) => {
-            const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-            const video = document.getElementById('v');
-            const hls = new window.Hls({ lowLatencyMode });
-            let fatal = null;
-            hls.on(window.Hls.Events.ERROR, (_, data) => {
-              if (data.fatal) fatal = `${data.type}/${data.details}`;
-            });
-            hls.loadSource(url);
-            hls.attachMedia(video);
-            video.play().catch(() => {});
-            const started = Date.now();
-            while (!(video.currentTime > 0 && hls.playingDate)) {
-              if (fatal) throw new Error(`hls.js: ${fatal}`);
-              if (Date.now() - started > 30000) throw new Error('hls.js not playing within 30 s');
-              await sleep(100);
-            }
-            const startupMs = Date.now() - started;
-            // Let the player settle at its target latency, then sample for 5 s.
-            await sleep(4000);
-            const before = video.currentTime;
-            const samples = [];
-            for (let i = 0; i < 11; i += 1) {
-              samples.push(Date.now() - hls.playingDate.getTime());
-              await sleep(500);
-            }
-            const advanced = video.currentTime - before;
-            const result = {
-              startupMs,
-              latencyMs: samples.sort((a, b) => a - b)[5],
-              playerLatencyS: Math.round(hls.latency * 100) / 100,
-              targetLatencyS: Math.round((hls.targetLatency ?? 0) * 100) / 100,
-              advancedS: Math.round(advanced * 10) / 10,
-              width: video.videoWidth,
-              fatal,
-            };
-            hls.destroy();
-            return result;
-          },
-          { url: `${base}/live/${roomId}/index.m3u8`, lowLatencyMode },
-        );
+        measureHls(page, `${base}/live/${roomId}/index.m3u8`, lowLatencyMode);
       const low = await measure(true);
       const llParts = partRequests.length;
       const plain = await measure(false);

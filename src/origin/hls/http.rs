@@ -2,6 +2,7 @@
 //! parts of a stream's HLS window.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{header, StatusCode};
@@ -122,7 +123,7 @@ pub async fn respond(
 
 async fn playlist(stream: &Arc<HlsStream>, query: BlockingQuery) -> Result<Response, ApiError> {
     if let Some(awaited) = query.awaited {
-        let readiness = stream.window().readiness(awaited);
+        let readiness = stream.window().readiness(awaited, Instant::now());
         match readiness {
             Readiness::TooFarAhead => {
                 return Err(ApiError::new(
@@ -138,7 +139,9 @@ async fn playlist(stream: &Arc<HlsStream>, query: BlockingQuery) -> Result<Respo
             Readiness::NotYet => {
                 let limit = stream.block_limit();
                 let ready = stream
-                    .wait_for(limit, |w| w.readiness(awaited) != Readiness::NotYet)
+                    .wait_for(limit, |w| {
+                        w.readiness(awaited, Instant::now()) != Readiness::NotYet
+                    })
                     .await;
                 if !ready {
                     return Err(ApiError::new(
@@ -153,6 +156,7 @@ async fn playlist(stream: &Arc<HlsStream>, query: BlockingQuery) -> Result<Respo
     let settings = stream.settings();
     let text = render(
         &stream.window(),
+        Instant::now(),
         settings.packager.part_target_ms,
         settings.window.segments_with_parts,
     );
@@ -178,12 +182,14 @@ async fn part(
         return Ok(media(bytes, MEDIA_CACHE));
     }
     // The hinted next part is answered as soon as it is written (EXT-X-PRELOAD-HINT).
-    if !stream.window().part_is_next(msn, index) {
+    if !stream.window().part_is_next(msn, index, Instant::now()) {
         return Err(gone(room, file));
     }
     let limit = stream.block_limit();
     stream
-        .wait_for(limit, |w| w.part(msn, index).is_some() || w.ended())
+        .wait_for(limit, |w| {
+            w.part(msn, index).is_some() || w.ended(Instant::now())
+        })
         .await;
     let found = stream.window().part(msn, index).map(|p| p.bytes.clone());
     found

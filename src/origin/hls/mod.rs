@@ -87,6 +87,17 @@ impl HlsStream {
         self.changed.send_modify(|n| *n += 1);
     }
 
+    /// The publisher went away (see [`window::PUBLISHER_AWAY_ENDS_AFTER`]).
+    pub fn publisher_left(&self) {
+        self.window().publisher_left(std::time::Instant::now());
+    }
+
+    /// A publisher came.
+    pub fn publisher_joined(&self) {
+        self.window().publisher_joined(std::time::Instant::now());
+        self.changed.send_modify(|n| *n += 1);
+    }
+
     /// The stream was unregistered: its playlist ends and blocked requests answer now.
     pub fn end(&self) {
         self.window().end();

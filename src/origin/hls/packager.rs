@@ -71,6 +71,9 @@ impl Unwrapper {
     }
 }
 
+/// Most AAC frames in one part: 6 s at 48 kHz, beyond any part the video closes in time.
+const MAX_AUDIO_FRAMES_PER_PART: usize = 288;
+
 /// A video frame waiting for the next one, which gives its duration.
 #[derive(Debug, Clone)]
 struct PendingFrame {
@@ -295,6 +298,12 @@ impl Packager {
             Some(next) if next.abs_diff(at_ts) <= rate / 10 => next,
             _ => at_ts,
         };
+        if part.audio.len() >= MAX_AUDIO_FRAMES_PER_PART {
+            // Parts are closed by video frames; audio alone (a stalled picture) must not grow
+            // one without bound. It resumes with the next part.
+            self.audio_next = None;
+            return;
+        }
         if part.audio.is_empty() {
             part.audio_base = decode_time;
         } else if decode_time
@@ -534,6 +543,20 @@ mod tests {
         assert!(!parts[ends[0] + 1].independent, "cut without a keyframe");
         let first: u32 = parts[..=ends[0]].iter().map(|p| p.duration_ms).sum();
         assert!((2900..=3100).contains(&first), "{first}");
+    }
+
+    #[test]
+    fn audio_without_video_does_not_grow_a_part_without_bound() {
+        let mut packager = Packager::new(PackagerSettings::default());
+        let mut tags = vec![avc_header(), aac_header(), frame(0, true)];
+        tags.extend((0..5_000u32).map(|n| aac(n * 64 / 3)));
+        assert!(run(&mut packager, &tags).is_empty());
+        let part = packager.flush().expect("the open part");
+        let audio = decode_times(&part)
+            .into_iter()
+            .find(|(track, _, _)| *track == AUDIO_TRACK)
+            .map(|(_, _, samples)| samples);
+        assert_eq!(audio, Some(MAX_AUDIO_FRAMES_PER_PART));
     }
 
     #[test]

@@ -57,7 +57,12 @@ fn seconds(ms: u64) -> String {
 }
 
 /// The media playlist; `part_target_ms` is the packager's part target.
-pub fn render(window: &Window, part_target_ms: u32, segments_with_parts: usize) -> String {
+pub fn render(
+    window: &Window,
+    now: std::time::Instant,
+    part_target_ms: u32,
+    segments_with_parts: usize,
+) -> String {
     let target = window.target_duration_s();
     let part_target = u64::from(part_target_ms);
     let mut out = String::with_capacity(4096);
@@ -86,11 +91,21 @@ pub fn render(window: &Window, part_target_ms: u32, segments_with_parts: usize) 
         "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
         window.listed_discontinuity_sequence()
     ));
-    line(format_args!("#EXT-X-INDEPENDENT-SEGMENTS"));
+    // Every segment starts on a keyframe, unless the encoder went without one for
+    // `max_segment_ms` and a segment was cut anyway: then the tag would be a lie.
+    if listed
+        .iter()
+        .all(|s| s.parts.first().is_none_or(|p| p.independent))
+    {
+        line(format_args!("#EXT-X-INDEPENDENT-SEGMENTS"));
+    }
     let with_parts_from = listed.len().saturating_sub(segments_with_parts + 1);
     let mut current_init = None;
     for (i, segment) in listed.iter().enumerate() {
-        if segment.discontinuity && i > 0 {
+        // Written before the first listed segment too: the discontinuity sequence counts a
+        // discontinuity only once its segment has left the playlist, so players keep the same
+        // numbering of timelines from one reload to the next.
+        if segment.discontinuity {
             line(format_args!("#EXT-X-DISCONTINUITY"));
         }
         let started =
@@ -125,7 +140,7 @@ pub fn render(window: &Window, part_target_ms: u32, segments_with_parts: usize) 
             line(format_args!("{}", segment_uri(segment.msn)));
         }
     }
-    if window.ended() {
+    if window.ended(now) {
         line(format_args!("#EXT-X-ENDLIST"));
     } else {
         let (msn, index) = window.next_part();
@@ -196,7 +211,7 @@ mod tests {
             add(&mut window, 1000, false, true, false);
         }
         add(&mut window, 500, true, false, false);
-        let text = render(&window, 500, 3);
+        let text = render(&window, std::time::Instant::now(), 500, 3);
         let expected_head = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n\
 #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500,HOLD-BACK=6.000\n\
 #EXT-X-PART-INF:PART-TARGET=0.500\n#EXT-X-MEDIA-SEQUENCE:0\n\
@@ -224,12 +239,20 @@ mod tests {
         add(&mut window, 2000, true, true, true);
         add(&mut window, 2000, true, true, true);
         window.end();
-        let text = render(&window, 500, 3);
+        let text = render(&window, std::time::Instant::now(), 500, 3);
         assert!(text.contains(
             "seg-0.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-11-30T00:53:18.000Z\n\
 #EXT-X-MAP:URI=\"init-1.mp4\"\n"
         ));
         assert!(text.ends_with("seg-1.m4s\n#EXT-X-ENDLIST\n"), "{text}");
         assert!(!text.contains("PRELOAD-HINT"));
+        assert!(text.contains("#EXT-X-INDEPENDENT-SEGMENTS"));
+
+        // A segment cut without a keyframe: the segments are no longer all independent.
+        let mut window = Window::new(WindowLimits::default(), 2);
+        add(&mut window, 2000, true, true, true);
+        add(&mut window, 2000, false, true, false);
+        let text = render(&window, std::time::Instant::now(), 500, 3);
+        assert!(!text.contains("#EXT-X-INDEPENDENT-SEGMENTS"), "{text}");
     }
 }

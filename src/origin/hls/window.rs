@@ -3,10 +3,16 @@
 //! wraps it in a lock and wakes waiting requests when it changes.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::packager::PackagedPart;
+
+/// A stream whose publisher has been away this long is over (the host stopped): its playlist
+/// ends, and a new publisher starts an empty window. Shorter absences (a mixer replaced after a
+/// crash takes ~1.5 s, a planned move less) continue the playlist after a discontinuity.
+pub const PUBLISHER_AWAY_ENDS_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowLimits {
@@ -86,7 +92,10 @@ pub struct Window {
     /// Seconds; only grows (a live playlist's target duration must not change, and a
     /// longer-than-usual segment must still round to at most this).
     target_duration_s: u64,
+    /// The stream was unregistered (the room ended).
     ended: bool,
+    /// The publisher left then and none has come since.
+    publisher_left_at: Option<Instant>,
 }
 
 impl Window {
@@ -99,6 +108,7 @@ impl Window {
             discontinuity_sequence: 0,
             target_duration_s: target_duration_s.max(1),
             ended: false,
+            publisher_left_at: None,
         }
     }
 
@@ -156,6 +166,24 @@ impl Window {
         self.ended = true;
     }
 
+    /// The publisher went away (a crash, a move, or the host stopped: it cannot tell yet).
+    pub fn publisher_left(&mut self, now: Instant) {
+        self.publisher_left_at.get_or_insert(now);
+    }
+
+    /// A publisher came: after a long absence what is left is an earlier broadcast, gone from
+    /// the playlist now (numbering goes on, so no name is ever reused for other media).
+    pub fn publisher_joined(&mut self, now: Instant) {
+        let Some(left) = self.publisher_left_at.take() else {
+            return;
+        };
+        if now.saturating_duration_since(left) >= PUBLISHER_AWAY_ENDS_AFTER {
+            self.discontinuity_sequence +=
+                self.segments.iter().filter(|s| s.discontinuity).count() as u64 + 1;
+            self.segments.clear();
+        }
+    }
+
     fn evict(&mut self) {
         // One finished segment more than listed stays fetchable, for a client that read the
         // previous playlist just before it changed.
@@ -177,8 +205,12 @@ impl Window {
         self.segments.iter().filter(|s| s.complete).count()
     }
 
-    pub fn ended(&self) -> bool {
+    /// Over: the room ended, or the publisher has been away for good.
+    pub fn ended(&self, now: Instant) -> bool {
         self.ended
+            || self.publisher_left_at.is_some_and(|left| {
+                now.saturating_duration_since(left) >= PUBLISHER_AWAY_ENDS_AFTER
+            })
     }
 
     pub fn target_duration_s(&self) -> u64 {
@@ -229,8 +261,8 @@ impl Window {
     }
 
     /// Whether a blocking playlist request can be answered now.
-    pub fn readiness(&self, awaited: Awaited) -> Readiness {
-        if self.ended {
+    pub fn readiness(&self, awaited: Awaited, now: Instant) -> Readiness {
+        if self.ended(now) {
             return Readiness::Ready;
         }
         let last_msn = self.next_msn.checked_sub(1);
@@ -253,8 +285,8 @@ impl Window {
     }
 
     /// Whether a part that is not there yet is worth waiting for: the next one, as hinted.
-    pub fn part_is_next(&self, msn: u64, index: usize) -> bool {
-        !self.ended && self.next_part() == (msn, index)
+    pub fn part_is_next(&self, msn: u64, index: usize, now: Instant) -> bool {
+        !self.ended(now) && self.next_part() == (msn, index)
     }
 }
 
@@ -329,17 +361,52 @@ mod tests {
         segment(&mut window, true);
         window.add_now(part(500, true, false, false));
         let at = |msn, part| Awaited { msn, part };
-        assert_eq!(window.readiness(at(1, Some(0))), Readiness::Ready);
-        assert_eq!(window.readiness(at(1, Some(1))), Readiness::NotYet);
-        assert_eq!(window.readiness(at(1, None)), Readiness::NotYet);
-        assert_eq!(window.readiness(at(0, None)), Readiness::Ready);
-        assert_eq!(window.readiness(at(3, None)), Readiness::NotYet);
-        assert_eq!(window.readiness(at(4, None)), Readiness::TooFarAhead);
-        assert!(window.part_is_next(1, 1));
-        assert!(!window.part_is_next(1, 2));
+        let now = Instant::now();
+        assert_eq!(window.readiness(at(1, Some(0)), now), Readiness::Ready);
+        assert_eq!(window.readiness(at(1, Some(1)), now), Readiness::NotYet);
+        assert_eq!(window.readiness(at(1, None), now), Readiness::NotYet);
+        assert_eq!(window.readiness(at(0, None), now), Readiness::Ready);
+        assert_eq!(window.readiness(at(3, None), now), Readiness::NotYet);
+        assert_eq!(window.readiness(at(4, None), now), Readiness::TooFarAhead);
+        assert!(window.part_is_next(1, 1, now));
+        assert!(!window.part_is_next(1, 2, now));
         window.end();
-        assert_eq!(window.readiness(at(3, None)), Readiness::Ready);
+        assert_eq!(window.readiness(at(3, None), now), Readiness::Ready);
         assert!(window.segment(1).unwrap().complete);
+    }
+
+    #[test]
+    fn a_short_absence_goes_on_and_a_long_one_ends_the_playlist_then_starts_afresh() {
+        let mut window = Window::new(WindowLimits::default(), 2);
+        let t0 = Instant::now();
+        segment(&mut window, true);
+        // A mixer replaced after a crash: back within the grace, the window goes on.
+        window.publisher_left(t0);
+        assert!(!window.ended(t0 + Duration::from_secs(2)));
+        window.publisher_joined(t0 + Duration::from_secs(2));
+        segment(&mut window, true);
+        assert_eq!(window.listed().count(), 2);
+        assert!(window.segment(1).unwrap().discontinuity);
+        // The host stopped: after the grace the playlist ends, blocked requests answer.
+        let t1 = t0 + Duration::from_secs(20);
+        window.publisher_left(t1);
+        assert!(!window.ended(t1 + Duration::from_secs(9)));
+        assert!(window.ended(t1 + PUBLISHER_AWAY_ENDS_AFTER));
+        let far = Awaited { msn: 3, part: None };
+        assert_eq!(
+            window.readiness(far, t1 + PUBLISHER_AWAY_ENDS_AFTER),
+            Readiness::Ready
+        );
+        // Live again later: the earlier broadcast is gone, numbering goes on.
+        let t2 = t1 + Duration::from_secs(60);
+        window.publisher_joined(t2);
+        assert!(!window.ended(t2));
+        assert_eq!(window.listed().count(), 0);
+        segment(&mut window, true);
+        let first = window.listed().next().unwrap();
+        assert_eq!(first.msn, 2, "names are never reused");
+        assert!(!first.discontinuity, "nothing before it in the playlist");
+        assert_eq!(window.listed_discontinuity_sequence(), 2);
     }
 
     #[test]
