@@ -1,5 +1,7 @@
 //! What the Rust benchmarks share: flags, percentiles, and recording their keys in
 //! `benches/results.json` (other keys kept).
+// Each bench is its own crate and uses only some of these.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;

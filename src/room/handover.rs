@@ -247,6 +247,9 @@ impl RoomState {
                 *mixer = MixerPhase::Running;
             }
             self.last_heard = Some(now);
+            // Its heartbeats went to the move meanwhile: its frame count starts anew from the
+            // next one (a stale count would read as a stall and kill the mixer on air).
+            self.frames_progress = None;
             self.forward_to_one_mixer(&handover, false);
             // Tracks that started during the attempt are not on the old mixer yet.
             let joined_since: Vec<Effect> = self

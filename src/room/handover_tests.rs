@@ -299,6 +299,38 @@ fn a_successor_not_running_in_time_is_given_up() {
 }
 
 #[test]
+fn a_move_called_off_does_not_read_the_old_mixers_frame_count_as_a_stall() {
+    let now = Instant::now();
+    let mut room = live_room(now);
+    let beat = |frames_out| Event::Heartbeat {
+        frames_out,
+        outputs: vec![],
+        quality: None,
+    };
+    mixer(&mut room, now, OLD, beat(300));
+    room.handle(now, Input::MoveMixer { epoch: OLD }).unwrap();
+    drain(&mut room);
+    // The old mixer keeps putting out frames meanwhile; its heartbeats go to the move.
+    for n in 1..=9u64 {
+        let at = now + Duration::from_secs(n);
+        mixer(&mut room, at, OLD, beat(300 + n * 30));
+    }
+    let deadline = room.poll_timeout().expect("the move's deadline");
+    room.handle(deadline, Input::Tick).unwrap();
+    let fx = drain(&mut room);
+    assert!(fx.contains(&Effect::KillMixer { epoch: NEW }), "{fx:?}");
+    assert!(!fx.contains(&Effect::KillMixer { epoch: OLD }), "{fx:?}");
+    assert_eq!(live_epoch(&room), (OLD, MixerPhase::Running, 0));
+    // Its next heartbeats keep it on air.
+    let later = deadline + Duration::from_secs(1);
+    mixer(&mut room, later, OLD, beat(700));
+    room.handle(later + Duration::from_secs(3), Input::Tick)
+        .unwrap();
+    let fx = drain(&mut room);
+    assert!(fx.is_empty(), "{fx:?}");
+}
+
+#[test]
 fn a_hidden_input_does_not_hold_the_cut_over_back_for_long() {
     let now = Instant::now();
     let mut room = live_room(now);

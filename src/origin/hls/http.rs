@@ -89,7 +89,7 @@ pub async fn respond(
         )
     })?;
     match resource {
-        Resource::Playlist => playlist(&stream, BlockingQuery::parse(query)?).await,
+        Resource::Playlist => playlist(&stream, room, BlockingQuery::parse(query)?).await,
         Resource::Init(version) => {
             let init = stream.window().init(version).cloned();
             init.map(|bytes| media(bytes, "no-cache"))
@@ -121,7 +121,21 @@ pub async fn respond(
     }
 }
 
-async fn playlist(stream: &Arc<HlsStream>, query: BlockingQuery) -> Result<Response, ApiError> {
+async fn playlist(
+    stream: &Arc<HlsStream>,
+    room: &str,
+    query: BlockingQuery,
+) -> Result<Response, ApiError> {
+    let stopped = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "stream_not_live",
+            format!("stream {room:?} is not live; it plays here again when the host goes live"),
+        )
+    };
+    if stream.window().away_for_good(Instant::now()) {
+        return Err(stopped());
+    }
     if let Some(awaited) = query.awaited {
         let readiness = stream.window().readiness(awaited, Instant::now());
         match readiness {
@@ -154,6 +168,9 @@ async fn playlist(stream: &Arc<HlsStream>, query: BlockingQuery) -> Result<Respo
         }
     }
     let settings = stream.settings();
+    if stream.window().away_for_good(Instant::now()) {
+        return Err(stopped());
+    }
     let text = render(
         &stream.window(),
         Instant::now(),

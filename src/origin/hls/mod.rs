@@ -47,6 +47,14 @@ impl Default for HlsSettings {
     }
 }
 
+/// Seconds since 1970: where a new window's numbering starts. Segments last about 2 s, so a
+/// stream registered again (a serve restart) numbers on past what players saw before.
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The HLS side of one registered stream, shared by the hub (writer) and requests (readers).
 pub struct HlsStream {
     settings: HlsSettings,
@@ -65,7 +73,11 @@ impl HlsStream {
     pub fn new(settings: HlsSettings) -> Self {
         Self {
             settings,
-            window: Mutex::new(Window::new(settings.window, settings.target_duration_s)),
+            window: Mutex::new(Window::new(
+                settings.window,
+                settings.target_duration_s,
+                unix_seconds(),
+            )),
             changed: watch::Sender::new(0),
         }
     }

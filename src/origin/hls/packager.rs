@@ -25,7 +25,8 @@ use crate::origin::flv::{Tag, TagKind};
 pub struct PackagerSettings {
     /// Longest part (`EXT-X-PART-INF:PART-TARGET`).
     pub part_target_ms: u32,
-    /// A segment is cut here even without a keyframe.
+    /// A segment is cut here even without a keyframe; with one more frame it must still round
+    /// to at most the playlist's target duration (2 s), which must never change.
     pub max_segment_ms: u32,
 }
 
@@ -33,7 +34,7 @@ impl Default for PackagerSettings {
     fn default() -> Self {
         Self {
             part_target_ms: 500,
-            max_segment_ms: 6_000,
+            max_segment_ms: 2_300,
         }
     }
 }
@@ -73,6 +74,11 @@ impl Unwrapper {
 
 /// Most AAC frames in one part: 6 s at 48 kHz, beyond any part the video closes in time.
 const MAX_AUDIO_FRAMES_PER_PART: usize = 288;
+/// Most video frames in one part (10 s at 30 fps): timestamps that stop advancing must not
+/// grow a part without bound.
+const MAX_VIDEO_FRAMES_PER_PART: usize = 300;
+/// A step of the video clock backwards, or forwards by more than this, is a new timeline.
+const MAX_VIDEO_STEP_MS: i64 = 5_000;
 
 /// A video frame waiting for the next one, which gives its duration.
 #[derive(Debug, Clone)]
@@ -239,6 +245,19 @@ impl Packager {
             data: data.slice(5..),
         };
         let mut finished = None;
+        let jumped = self.pending.as_ref().is_some_and(|previous| {
+            let step = frame.dts_ms - previous.dts_ms;
+            !(0..=MAX_VIDEO_STEP_MS).contains(&step)
+        });
+        if jumped {
+            // The publisher's clock jumped: end the segment here and start a new timeline
+            // (after a discontinuity) from the next keyframe, rather than write decode times
+            // that go backwards or a part that spans the gap.
+            finished = self.flush();
+            self.init_changed = true;
+            self.awaiting_keyframe = true;
+            self.audio_next = None;
+        }
         if let Some(previous) = self.pending.take() {
             let interval = (frame.dts_ms - previous.dts_ms).max(1);
             self.last_video_interval_ms = interval;
@@ -262,7 +281,8 @@ impl Packager {
         let part = self.part.as_ref()?;
         let in_part = frame.dts_ms - part.start_ms;
         let in_segment = frame.dts_ms - self.segment_start_ms.unwrap_or(part.start_ms);
-        if frame.sync || in_segment >= i64::from(self.settings.max_segment_ms) {
+        let part_full = part.video.len() >= MAX_VIDEO_FRAMES_PER_PART;
+        if frame.sync || part_full || in_segment >= i64::from(self.settings.max_segment_ms) {
             self.close_part(frame.dts_ms, true)
         } else if in_part + interval > i64::from(self.settings.part_target_ms) {
             self.close_part(frame.dts_ms, false)
@@ -273,8 +293,9 @@ impl Packager {
 
     fn open_part(&mut self, frame: &PendingFrame) {
         self.segment_start_ms.get_or_insert(frame.dts_ms);
-        let video_base =
-            u64::try_from(frame.dts_ms).unwrap_or(0) * u64::from(VIDEO_TIMESCALE / 1000);
+        let video_base = u64::try_from(frame.dts_ms)
+            .unwrap_or(0)
+            .saturating_mul(u64::from(VIDEO_TIMESCALE / 1000));
         self.part = Some(OpenPart {
             start_ms: frame.dts_ms,
             independent: frame.sync,
@@ -293,8 +314,9 @@ impl Packager {
         };
         let rate = u64::from(config.sample_rate);
         let ts = u64::try_from(self.clock.extend(tag.timestamp)).unwrap_or(0);
-        let at_ts = ts * rate / 1000;
+        let at_ts = u64::try_from(u128::from(ts) * u128::from(rate) / 1000).unwrap_or(u64::MAX);
         let decode_time = match self.audio_next {
+            // More than 100 ms apart: resynchronise to the publisher's clock.
             Some(next) if next.abs_diff(at_ts) <= rate / 10 => next,
             _ => at_ts,
         };
@@ -307,7 +329,9 @@ impl Packager {
         if part.audio.is_empty() {
             part.audio_base = decode_time;
         } else if decode_time
-            != part.audio_base + part.audio.len() as u64 * u64::from(AAC_FRAME_SAMPLES)
+            != part
+                .audio_base
+                .saturating_add(part.audio.len() as u64 * u64::from(AAC_FRAME_SAMPLES))
         {
             // A resync inside a part: a run has one base, so it starts in the next part.
             self.audio_next = None;
@@ -319,7 +343,7 @@ impl Packager {
             composition_offset: 0,
             sync: true,
         });
-        self.audio_next = Some(decode_time + u64::from(AAC_FRAME_SAMPLES));
+        self.audio_next = Some(decode_time.saturating_add(u64::from(AAC_FRAME_SAMPLES)));
     }
 
     fn close_part(&mut self, end_ms: i64, ends_segment: bool) -> Option<PackagedPart> {
@@ -362,7 +386,7 @@ fn video_sample(frame: PendingFrame, duration_ms: i64) -> Sample {
     let ticks_per_ms = i64::from(VIDEO_TIMESCALE / 1000);
     Sample {
         data: frame.data,
-        duration: u32::try_from(duration_ms * ticks_per_ms).unwrap_or(u32::MAX),
+        duration: u32::try_from(duration_ms.saturating_mul(ticks_per_ms)).unwrap_or(u32::MAX),
         composition_offset: frame.composition_ms.saturating_mul(ticks_per_ms as i32),
         sync: frame.sync,
     }
@@ -557,6 +581,44 @@ mod tests {
             .find(|(track, _, _)| *track == AUDIO_TRACK)
             .map(|(_, _, samples)| samples);
         assert_eq!(audio, Some(MAX_AUDIO_FRAMES_PER_PART));
+    }
+
+    #[test]
+    fn a_clock_jump_ends_the_segment_and_starts_a_new_timeline() {
+        let mut packager = Packager::new(PackagerSettings::default());
+        let mut tags = vec![avc_header(), aac_header()];
+        tags.extend(stream(0, 3));
+        let before = run(&mut packager, &tags);
+        let after = run(&mut packager, &stream(100_000, 3));
+        let first_after = after
+            .iter()
+            .position(|p| p.new_init.is_some())
+            .expect("new init");
+        assert!(
+            after[..first_after].iter().any(|p| p.ends_segment),
+            "the jump ended it"
+        );
+        assert!(after[first_after].independent);
+        let (_, base, _) = decode_times(&after[first_after])[0];
+        assert_eq!(base, 100_000 * 90);
+        assert!(before.iter().all(|p| p.duration_ms <= 500));
+        assert!(
+            after.iter().all(|p| p.duration_ms <= 500),
+            "no part spans the gap"
+        );
+    }
+
+    #[test]
+    fn frames_whose_time_stands_still_do_not_grow_a_part_without_bound() {
+        let mut packager = Packager::new(PackagerSettings::default());
+        let mut tags = vec![avc_header(), frame(0, true)];
+        tags.extend((0..1000).map(|_| frame(40, false)));
+        let parts = run(&mut packager, &tags);
+        assert!(parts.len() >= 3, "{}", parts.len());
+        for part in &parts {
+            let (_, _, samples) = decode_times(part)[0];
+            assert!(samples <= MAX_VIDEO_FRAMES_PER_PART, "{samples}");
+        }
     }
 
     #[test]

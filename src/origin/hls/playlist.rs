@@ -85,7 +85,7 @@ pub fn render(
         seconds(part_target)
     ));
     let listed: Vec<_> = window.listed().collect();
-    let first_msn = listed.first().map_or(0, |s| s.msn);
+    let first_msn = listed.first().map_or(window.next_part().0, |s| s.msn);
     line(format_args!("#EXT-X-MEDIA-SEQUENCE:{first_msn}"));
     line(format_args!(
         "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn a_live_playlist_lists_parts_of_recent_segments_and_hints_the_next() {
-        let mut window = Window::new(WindowLimits::default(), 2);
+        let mut window = Window::new(WindowLimits::default(), 2, 0);
         for segment in 0..5 {
             add(&mut window, 1000, true, false, segment == 0);
             add(&mut window, 1000, false, true, false);
@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn a_new_init_is_a_discontinuity_with_its_own_map_and_the_end_is_marked() {
-        let mut window = Window::new(WindowLimits::default(), 2);
+        let mut window = Window::new(WindowLimits::default(), 2, 0);
         add(&mut window, 2000, true, true, true);
         add(&mut window, 2000, true, true, true);
         window.end();
@@ -249,7 +249,7 @@ mod tests {
         assert!(text.contains("#EXT-X-INDEPENDENT-SEGMENTS"));
 
         // A segment cut without a keyframe: the segments are no longer all independent.
-        let mut window = Window::new(WindowLimits::default(), 2);
+        let mut window = Window::new(WindowLimits::default(), 2, 0);
         add(&mut window, 2000, true, true, true);
         add(&mut window, 2000, false, true, false);
         let text = render(&window, std::time::Instant::now(), 500, 3);

@@ -89,9 +89,11 @@ pub struct Window {
     next_msn: u64,
     /// Discontinuities of segments that have left the playlist.
     discontinuity_sequence: u64,
-    /// Seconds; only grows (a live playlist's target duration must not change, and a
-    /// longer-than-usual segment must still round to at most this).
+    /// Seconds; fixed for the stream's life (RFC 8216bis), the packager cuts segments to fit.
     target_duration_s: u64,
+    /// Version of the first init segment (versions and sequence numbers start from the wall
+    /// clock, so a stream registered again never reuses a name for other media).
+    first_init: u32,
     /// The stream was unregistered (the room ended).
     ended: bool,
     /// The publisher left then and none has come since.
@@ -99,12 +101,14 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn new(limits: WindowLimits, target_duration_s: u64) -> Self {
+    /// A window whose first segment will be `first_msn`.
+    pub fn new(limits: WindowLimits, target_duration_s: u64, first_msn: u64) -> Self {
         Self {
             limits,
             inits: VecDeque::new(),
             segments: VecDeque::new(),
-            next_msn: 0,
+            next_msn: first_msn,
+            first_init: first_msn as u32,
             discontinuity_sequence: 0,
             target_duration_s: target_duration_s.max(1),
             ended: false,
@@ -115,7 +119,10 @@ impl Window {
     /// Stores a finished part; `now_ms` is the wall clock (Unix ms) as it finished.
     pub fn add(&mut self, part: PackagedPart, now_ms: u64) {
         if let Some(init) = part.new_init {
-            let version = self.inits.back().map_or(0, |(v, _)| v + 1);
+            let version = self
+                .inits
+                .back()
+                .map_or(self.first_init, |(v, _)| v.wrapping_add(1));
             self.inits.push_back((version, init));
             if let Some(open) = self.segments.back_mut().filter(|s| !s.complete) {
                 // A segment is ended before a configuration change; this is defensive.
@@ -147,8 +154,6 @@ impl Window {
         });
         if part.ends_segment {
             open.complete = true;
-            let rounded = (open.duration_ms() + 500) / 1000;
-            self.target_duration_s = self.target_duration_s.max(rounded);
         }
         self.evict();
     }
@@ -207,10 +212,14 @@ impl Window {
 
     /// Over: the room ended, or the publisher has been away for good.
     pub fn ended(&self, now: Instant) -> bool {
-        self.ended
-            || self.publisher_left_at.is_some_and(|left| {
-                now.saturating_duration_since(left) >= PUBLISHER_AWAY_ENDS_AFTER
-            })
+        self.ended || self.away_for_good(now)
+    }
+
+    /// The publisher left long enough ago that the broadcast has stopped (what is left is
+    /// stale: it is not offered to players).
+    pub fn away_for_good(&self, now: Instant) -> bool {
+        self.publisher_left_at
+            .is_some_and(|left| now.saturating_duration_since(left) >= PUBLISHER_AWAY_ENDS_AFTER)
     }
 
     pub fn target_duration_s(&self) -> u64 {
@@ -320,7 +329,7 @@ mod tests {
 
     #[test]
     fn parts_fill_segments_and_the_window_slides() {
-        let mut window = Window::new(WindowLimits::default(), 2);
+        let mut window = Window::new(WindowLimits::default(), 2, 0);
         window.add_now(part(500, true, false, false));
         assert!(window.segment(0).is_none(), "nothing without an init");
         segment(&mut window, true);
@@ -341,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_new_init_starts_a_discontinuity_counted_once_it_leaves() {
-        let mut window = Window::new(WindowLimits::default(), 2);
+        let mut window = Window::new(WindowLimits::default(), 2, 0);
         segment(&mut window, true);
         segment(&mut window, true);
         assert!(window.segment(1).unwrap().discontinuity);
@@ -357,7 +366,7 @@ mod tests {
 
     #[test]
     fn blocking_requests_wait_for_the_part_or_segment() {
-        let mut window = Window::new(WindowLimits::default(), 2);
+        let mut window = Window::new(WindowLimits::default(), 2, 0);
         segment(&mut window, true);
         window.add_now(part(500, true, false, false));
         let at = |msn, part| Awaited { msn, part };
@@ -377,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_short_absence_goes_on_and_a_long_one_ends_the_playlist_then_starts_afresh() {
-        let mut window = Window::new(WindowLimits::default(), 2);
+        let mut window = Window::new(WindowLimits::default(), 2, 0);
         let t0 = Instant::now();
         segment(&mut window, true);
         // A mixer replaced after a crash: back within the grace, the window goes on.
@@ -410,11 +419,11 @@ mod tests {
     }
 
     #[test]
-    fn target_duration_only_grows() {
-        let mut window = Window::new(WindowLimits::default(), 2);
-        window.add_now(part(3400, true, true, true));
-        assert_eq!(window.target_duration_s(), 3);
-        segment(&mut window, false);
-        assert_eq!(window.target_duration_s(), 3);
+    fn numbering_starts_where_asked() {
+        let mut window = Window::new(WindowLimits::default(), 2, 1_796_000_000);
+        assert_eq!(window.next_part(), (1_796_000_000, 0));
+        segment(&mut window, true);
+        assert_eq!(window.listed().next().unwrap().msn, 1_796_000_000);
+        assert!(window.init(1_796_000_000).is_some());
     }
 }
