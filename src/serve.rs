@@ -198,6 +198,15 @@ fn open_store(
         .data_dir()
         .context("no data directory: set --data-dir or turn the store off (--no-store)")?;
     let key = config.store.key.as_ref().map(|k| k.expose());
+    if let Some(url) = &config.cluster.redis_url {
+        // A fleet's serve nodes keep rooms where every node reaches them.
+        let (store, loaded) = crate::store::RoomStore::open_redis(url, &dir, key).context(
+            "room store in Redis (cluster.redis_url; the key is [store] key, or store.key in --data-dir)",
+        )?;
+        let redis = crate::fleet::store::redact_url(url);
+        tracing::info!(%redis, rooms = loaded.len(), "room store open in Redis");
+        return Ok((Some(store), loaded));
+    }
     let (store, loaded) = crate::store::RoomStore::open(&dir, key).context(
         "room store ([store] dir, --data-dir; another directory, or --no-store to run without one)",
     )?;

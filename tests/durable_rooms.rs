@@ -1,6 +1,7 @@
 //! Durable rooms (issue 15, one node): `kill -9` serve, start it again on the same data
 //! directory, and every room is back with the same id, settings, guest list and broadcast,
-//! and the tokens handed out before the crash still work. Real processes throughout.
+//! and the tokens handed out before the crash still work. Real processes throughout. On a
+//! fleet (`cluster.redis_url`) the records live in Redis instead, stream keys sealed there too.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::{eventually, Api, Publisher, PublisherOptions, Room, Serve};
+use costream_testkit::Redis;
 use serde_json::{json, Value};
 
 /// A stream key nobody could mistake for anything else: it must never reach the disk.
@@ -258,4 +260,81 @@ async fn an_unusable_or_busy_data_dir_stops_serve_naming_it() -> anyhow::Result<
     assert!(message.contains(&dir.display().to_string()), "{message}");
     let _ = std::fs::remove_dir_all(&base);
     Ok(())
+}
+
+/// A fleet's serve keeps its rooms in Redis: after `kill -9` a new serve on the same Redis has
+/// them back (same id, name, output, tokens), Redis never holds a stream key in the clear, and
+/// a Redis that restarts empty gets every room written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_fleet_rooms_survive_kill_9_in_redis_with_stream_keys_sealed() -> anyhow::Result<()> {
+    let mut redis = Redis::start()?;
+    let data_dir = common::temp_data_dir();
+    let config = format!("[cluster]\nredis_url = \"{}\"\n", redis.url());
+    let result = async {
+        let mut serve = Serve::start_with_config_and_data_dir(&config, &data_dir)?;
+        let api = Api::new(&serve.base_url);
+        let room = api
+            .create_room(json!({
+                "name": "Fleet show",
+                "outputs": [{"url": format!("rtmp://127.0.0.1:1/live/{STREAM_KEY}")}],
+            }))
+            .await?;
+        put(&api, &room, "layout", json!({"type": "pip"})).await?;
+        let stored = eventually("the record in Redis", Duration::from_secs(10), || async {
+            let all = redis.command("HGETALL costream:rooms")?;
+            Ok((all.contains(&room.id) && all.contains("pip")).then_some(all))
+        })
+        .await?;
+        assert!(stored.contains("Fleet show"), "{stored}");
+        assert!(
+            !stored.contains(STREAM_KEY),
+            "a stream key in Redis: {stored}"
+        );
+        assert!(
+            !data_dir.join("rooms.redb").exists(),
+            "on a fleet the records are not in the data directory"
+        );
+
+        // Redis restarts empty (the fleet runs it without persistence): serve writes its
+        // rooms again by itself.
+        redis.restart()?;
+        eventually(
+            "the record back in Redis",
+            Duration::from_secs(15),
+            || async {
+                let all = redis.command("HGETALL costream:rooms").unwrap_or_default();
+                Ok(all.contains(&room.id).then_some(()))
+            },
+        )
+        .await?;
+
+        serve.signal("KILL")?;
+        serve.wait_exit(Duration::from_secs(10))?;
+        let serve = Serve::start_with_config_and_data_dir(&config, &data_dir)?;
+        let api = Api::new(&serve.base_url);
+        let status = api.status(&room).await?;
+        assert_eq!(status["name"], "Fleet show", "{status}");
+        assert_eq!(status["layout"]["type"], "pip", "{status}");
+        let url = status["outputs"][0]["url"].as_str().unwrap_or("");
+        assert!(
+            url.starts_with("rtmp://127.0.0.1:1/live/") && !url.contains(STREAM_KEY),
+            "the output is back, shown redacted: {url}"
+        );
+        // The host token from before the crash still works; ending the room forgets it.
+        let (code, _) = api.end_room(&room).await?;
+        assert_eq!(code, 204);
+        eventually(
+            "the record gone from Redis",
+            Duration::from_secs(10),
+            || async {
+                let all = redis.command("HGETALL costream:rooms")?;
+                Ok((!all.contains(&room.id)).then_some(()))
+            },
+        )
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
+use super::backend::RoomBackend;
 use super::StoreError;
 
 const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
@@ -84,5 +85,19 @@ impl RoomDb {
             }
         }
         txn.commit().map_err(|e| err(e.into()))
+    }
+}
+
+impl RoomBackend for RoomDb {
+    fn load_all(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        RoomDb::load_all(self)
+    }
+
+    fn apply(&self, changes: &[(&str, &Change)]) -> Result<(), StoreError> {
+        RoomDb::apply(self, changes.iter().copied())
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
     }
 }

@@ -19,6 +19,9 @@ pub enum StoreError {
         path: PathBuf,
         cause: Box<redb::Error>,
     },
+    /// Redis (the store of a fleet's serve nodes) cannot be reached or refused a command.
+    #[error("room store in Redis {url}: {cause}")]
+    Redis { url: String, cause: String },
     /// A store key that is not 32 bytes of base64.
     #[error("{origin}: the store key must be 32 bytes in base64 (e.g. `openssl rand -base64 32`): {reason}")]
     BadKey { origin: String, reason: String },

@@ -9,7 +9,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::watch;
 
-use super::db::{Change, RoomDb};
+use super::backend::RoomBackend;
+use super::db::Change;
 
 /// Ended rooms remembered so a save racing the end (the actor answering one last command)
 /// does not bring the record back. Room ids are random and never reused, so a bounded memory
@@ -39,7 +40,9 @@ pub struct Journal {
 
 impl Journal {
     /// Starts the writer thread; it runs as long as the process (it holds the database).
-    pub fn start(db: Arc<RoomDb>) -> Self {
+    /// `stored` is what the backend holds at start (room id → record), which it may have to
+    /// write again (see [`RoomBackend::lost_writes`]).
+    pub fn start(db: Arc<dyn RoomBackend>, stored: HashMap<String, Vec<u8>>) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
@@ -48,7 +51,7 @@ impl Journal {
         let writer = shared.clone();
         std::thread::Builder::new()
             .name("room-store".into())
-            .spawn(move || write_forever(&db, &writer))
+            .spawn(move || write_forever(db.as_ref(), &writer, stored))
             .expect("spawn the room store's writer thread");
         Self { shared }
     }
@@ -95,23 +98,55 @@ impl Journal {
     }
 }
 
-fn write_forever(db: &RoomDb, shared: &Shared) {
+fn write_forever(db: &dyn RoomBackend, shared: &Shared, mut stored: HashMap<String, Vec<u8>>) {
+    // Asked once at start, so a later restart of the backend is told from this one.
+    db.lost_writes();
     loop {
-        let (changes, seq) = {
+        let (mut changes, seq) = {
             let mut pending = shared.pending.lock().expect("store lock");
             while pending.changes.is_empty() {
-                pending = shared.wake.wait(pending).expect("store lock");
+                let (next, waited) = shared
+                    .wake
+                    .wait_timeout(pending, CHECK_LOST_EVERY)
+                    .expect("store lock");
+                pending = next;
+                if waited.timed_out() && pending.changes.is_empty() {
+                    break;
+                }
             }
             (std::mem::take(&mut pending.changes), pending.seq)
         };
-        match db.apply(changes.iter().map(|(id, change)| (id.as_str(), change))) {
+        if db.lost_writes() {
+            // Everything known goes again, under whatever is newer.
+            for (id, bytes) in &stored {
+                changes
+                    .entry(id.clone())
+                    .or_insert_with(|| Change::Put(bytes.clone()));
+            }
+        }
+        if changes.is_empty() {
+            continue;
+        }
+        let batch: Vec<(&str, &Change)> = changes
+            .iter()
+            .map(|(id, change)| (id.as_str(), change))
+            .collect();
+        match db.apply(&batch) {
             Ok(()) => {
+                drop(batch);
+                for (id, change) in changes {
+                    match change {
+                        Change::Put(bytes) => stored.insert(id, bytes),
+                        Change::Delete => stored.remove(&id),
+                    };
+                }
                 shared.committed.send_replace(seq);
             }
             Err(e) => {
                 // The rooms go on. The batch goes back (behind anything newer handed in
                 // meanwhile) and is tried again: a lost delete would bring an ended room back
                 // at the next start, a lost save would restore stale settings.
+                drop(batch);
                 tracing::error!(rooms = changes.len(), "cannot save rooms (retrying): {e}");
                 let mut pending = shared.pending.lock().expect("store lock");
                 for (id, change) in changes {
@@ -127,6 +162,9 @@ fn write_forever(db: &RoomDb, shared: &Shared) {
 /// How long a caller waits for the disk (an API `DELETE`, shutdown) before going on.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// While idle, how often the writer asks whether the backend lost what it held.
+const CHECK_LOST_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Pause between attempts while the disk refuses writes (full, read-only).
 const RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -140,8 +178,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("j.redb");
         let _ = std::fs::remove_file(&path);
-        let db = Arc::new(RoomDb::open(&path).unwrap());
-        let journal = Journal::start(db.clone());
+        let db = Arc::new(super::super::db::RoomDb::open(&path).unwrap());
+        let journal = Journal::start(db.clone(), HashMap::new());
         journal.put("a", b"1".to_vec());
         journal.put("a", b"2".to_vec());
         journal.put("b", b"1".to_vec());

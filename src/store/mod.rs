@@ -1,16 +1,20 @@
 //! Durable rooms: what a room needs to come back after serve restarts (a crash, `kill -9`, an
-//! upgrade), kept in one embedded database file under the data directory (`[store] dir`).
+//! upgrade), kept in one embedded database file under the data directory (`[store] dir`), or
+//! in Redis when serve is part of a fleet (`cluster.redis_url`).
 //!
 //! Pure: [`record`] (the record and its encoding) and [`seal`] (stream keys encrypted at rest).
-//! IO: [`db`] (the redb file), [`journal`] (the one writer thread, off the room actors' path),
+//! IO: [`db`] (the redb file) or [`redis_db`] (Redis, for a fleet's serve nodes) behind
+//! [`backend::RoomBackend`], [`journal`] (the one writer thread, off the room actors' path),
 //! [`files`] (the data directory and the secrets kept in it). This module knows nothing of
 //! rooms' internals: the room actor builds a [`RoomRecord`], `room::restore` turns one back.
 
+pub mod backend;
 pub mod db;
 pub mod error;
 pub mod files;
 pub mod journal;
 pub mod record;
+pub mod redis_db;
 pub mod seal;
 
 use std::path::{Path, PathBuf};
@@ -48,14 +52,36 @@ impl RoomStore {
     /// start). Every failure names the path or the key it is about.
     pub fn open(dir: &Path, key: Option<&str>) -> Result<(Arc<Self>, Vec<Loaded>), StoreError> {
         files::prepare_dir(dir)?;
+        let db = db::RoomDb::open(&dir.join(DB_FILE))?;
+        Self::open_on(Arc::new(db), dir, key)
+    }
+
+    /// As [`RoomStore::open`], with the records in Redis at `url` (the data directory still
+    /// holds the store key when none is configured: serve nodes sharing rooms must share
+    /// `[store] key`).
+    pub fn open_redis(
+        url: &str,
+        dir: &Path,
+        key: Option<&str>,
+    ) -> Result<(Arc<Self>, Vec<Loaded>), StoreError> {
+        files::prepare_dir(dir)?;
+        let db = redis_db::RedisRoomDb::new(url)?;
+        Self::open_on(Arc::new(db), dir, key)
+    }
+
+    fn open_on(
+        db: Arc<dyn backend::RoomBackend>,
+        dir: &Path,
+        key: Option<&str>,
+    ) -> Result<(Arc<Self>, Vec<Loaded>), StoreError> {
         let key = match key {
             Some(encoded) => StoreKey::from_base64(encoded, "[store] key")?,
             None => files::load_or_create_key(dir)?,
         };
-        let db = db::RoomDb::open(&dir.join(DB_FILE))?;
-        let loaded = db
-            .load_all()?
-            .into_iter()
+        let stored = db.load_all()?;
+        let loaded = stored
+            .iter()
+            .cloned()
             .map(|(id, bytes)| {
                 let record = RoomRecord::decode(&bytes).and_then(|record| {
                     // Any stream key that does not open is a wrong key (or a damaged record):
@@ -65,7 +91,7 @@ impl RoomStore {
                 (id, record)
             })
             .collect();
-        let journal = journal::Journal::start(std::sync::Arc::new(db));
+        let journal = journal::Journal::start(db, stored.into_iter().collect());
         Ok((
             Arc::new(Self {
                 dir: dir.to_path_buf(),

@@ -131,6 +131,25 @@ impl Serve {
         )
     }
 
+    /// With `config` (TOML) and the room store's data directory `data_dir` (kept on drop).
+    pub fn start_with_config_and_data_dir(
+        config: &str,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let path = data_dir.with_extension("toml");
+        std::fs::write(&path, config)?;
+        let mut serve = Self::spawn_in(
+            Stdio::inherit(),
+            None,
+            "info",
+            Some(path.clone()),
+            &[],
+            Some(data_dir.to_path_buf()),
+        )?;
+        serve.config_path = Some(path);
+        Ok(serve)
+    }
+
     fn spawn_with(
         stderr: Stdio,
         log_path: Option<std::path::PathBuf>,
