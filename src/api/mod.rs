@@ -263,13 +263,7 @@ async fn live_flv(
     axum::extract::State(app): axum::extract::State<AppState>,
     axum::extract::Path(file): axum::extract::Path<String>,
 ) -> Result<axum::response::Response, error::ApiError> {
-    let origin = app.origin.as_ref().ok_or_else(|| {
-        error::ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "origin_disabled",
-            "the built-in origin is disabled on this server (origin.enabled = false)",
-        )
-    })?;
+    let origin = builtin_origin(&app)?;
     crate::origin::http_flv::respond(origin, &file)
 }
 
@@ -289,7 +283,7 @@ async fn live_flv(
     responses(
         (status = 200, description = "The playlist (`application/vnd.apple.mpegurl`) or media (`video/mp4`)", body = String),
         (status = 400, description = "`bad_hls_query`, `hls_msn_too_far_ahead`", body = error::ErrorBody),
-        (status = 404, description = "`stream_not_found`, `hls_file_not_found` (left the window, or never written), `origin_disabled`", body = error::ErrorBody),
+        (status = 404, description = "`stream_not_found`, `stream_not_live` (the publisher has been away 10 s: the broadcast stopped), `hls_file_not_found` (left the window, or never written), `origin_disabled`", body = error::ErrorBody),
         (status = 503, description = "`hls_not_ready`: a blocking reload saw nothing new in three target durations", body = error::ErrorBody),
     ),
 )]
@@ -298,14 +292,19 @@ async fn live_hls(
     axum::extract::Path((room_id, file)): axum::extract::Path<(String, String)>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<axum::response::Response, error::ApiError> {
-    let origin = app.origin.as_ref().ok_or_else(|| {
+    let origin = builtin_origin(&app)?;
+    crate::origin::hls::http::respond(origin, &room_id, &file, query.as_deref()).await
+}
+
+/// The built-in origin, or `404 origin_disabled`.
+fn builtin_origin(app: &AppState) -> Result<&crate::origin::Origin, error::ApiError> {
+    app.origin.as_ref().ok_or_else(|| {
         error::ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
             "origin_disabled",
             "the built-in origin is disabled on this server (origin.enabled = false)",
         )
-    })?;
-    crate::origin::hls::http::respond(origin, &room_id, &file, query.as_deref()).await
+    })
 }
 
 async fn not_found() -> error::ApiError {

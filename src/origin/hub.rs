@@ -127,6 +127,25 @@ impl HlsPackaging {
             self.stream.add(part);
         }
     }
+
+    fn push(&mut self, tag: &Tag) {
+        let part = self.packager.push(tag);
+        self.store(part);
+    }
+
+    /// The publisher left: the segment so far is complete, a player gets everything sent.
+    fn publisher_left(&mut self) {
+        let last = self.packager.flush();
+        self.store(last);
+        self.stream.publisher_left();
+    }
+
+    /// A publisher came (or took over): what the last one left open is finished first.
+    fn publisher_joined(&mut self) {
+        let last = self.packager.restart();
+        self.store(last);
+        self.stream.publisher_joined();
+    }
 }
 
 impl Drop for HlsPackaging {
@@ -218,9 +237,7 @@ impl Hub {
         stream.cache.reset();
         stream.rebase_next = true;
         if let Some(hls) = stream.hls.as_mut() {
-            let last = hls.packager.restart();
-            hls.store(last);
-            hls.stream.publisher_joined();
+            hls.publisher_joined();
         }
         for viewer in &mut stream.viewers {
             // The new publisher's first frames may refer to nothing the viewer has.
@@ -235,10 +252,7 @@ impl Hub {
                 stream.publisher = None;
                 stream.cache.reset();
                 if let Some(hls) = stream.hls.as_mut() {
-                    // The segment so far is complete: a player gets everything sent.
-                    let last = hls.packager.flush();
-                    hls.store(last);
-                    hls.stream.publisher_left();
+                    hls.publisher_left();
                 }
             }
         }
@@ -287,8 +301,7 @@ impl Hub {
         stream.cache.push(&tag);
         stream.fan_out(&tag);
         if let Some(hls) = stream.hls.as_mut() {
-            let part = hls.packager.push(&tag);
-            hls.store(part);
+            hls.push(&tag);
         }
         Ok(())
     }

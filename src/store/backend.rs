@@ -13,9 +13,6 @@ pub trait RoomBackend: Send + Sync + 'static {
     /// written, and the journal tries the batch again.
     fn apply(&self, changes: &[(&str, &Change)]) -> Result<(), StoreError>;
 
-    /// Where the records are, for logs (no secrets).
-    fn describe(&self) -> String;
-
     /// Whether records written before may be gone (a Redis that restarted empty): the journal
     /// then writes every room it knows again. Asked between batches and every few seconds
     /// while idle, so it may cost a round trip. A file never loses what it committed.

@@ -96,8 +96,4 @@ impl RoomBackend for RoomDb {
     fn apply(&self, changes: &[(&str, &Change)]) -> Result<(), StoreError> {
         RoomDb::apply(self, changes.iter().copied())
     }
-
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
 }

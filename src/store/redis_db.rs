@@ -104,10 +104,6 @@ impl RoomBackend for RedisRoomDb {
         self.with_connection(|c| pipe.query::<()>(c))
     }
 
-    fn describe(&self) -> String {
-        format!("{} (hash {ROOMS_KEY})", self.shown)
-    }
-
     fn lost_writes(&self) -> bool {
         let Ok(info) =
             self.with_connection(|c| redis::cmd("INFO").arg("server").query::<String>(c))

@@ -8,18 +8,12 @@ const RETRY_MS = 2000;
 const STALL_MS = 5000;
 
 /**
- * @param video the <video> element
- * @param url e.g. /live/ROOM.flv
- * @param onState called with 'connecting' | 'live' | 'offline' | 'unsupported'
+ * The loop both players share. `open(retry)` starts a player on `video` (it calls `retry` when
+ * the stream fails or ends), `close()` discards it. An offline stream is tried again every
+ * RETRY_MS; a player that makes no progress for `stallMs` is started over.
  * @returns { stop() }
  */
-export function playFlv(video, url, onState) {
-  const mpegts = window.mpegts;
-  if (!flvPlayable()) {
-    onState('unsupported');
-    return { stop() {} };
-  }
-  let player = null;
+function supervise(video, onState, { open, close, stallMs }) {
   let stopped = false;
   let retryTimer = null;
   let watchdog = null;
@@ -37,17 +31,7 @@ export function playFlv(video, url, onState) {
   const teardown = () => {
     clearInterval(watchdog);
     watchdog = null;
-    if (player) {
-      try {
-        player.pause();
-        player.unload();
-        player.detachMediaElement();
-        player.destroy();
-      } catch (_) {
-        // A half-started player may refuse some of these; it is discarded either way.
-      }
-      player = null;
-    }
+    close();
   };
 
   const retry = () => {
@@ -61,28 +45,7 @@ export function playFlv(video, url, onState) {
   function start() {
     if (stopped) return;
     if (state !== 'offline') setState('connecting');
-    player = mpegts.createPlayer(
-      { type: 'flv', isLive: true, url, hasAudio: true, hasVideo: true },
-      {
-        enableWorker: false,
-        enableStashBuffer: false,
-        lazyLoad: false,
-        liveBufferLatencyChasing: true,
-        liveBufferLatencyMaxLatency: 1.5,
-        liveBufferLatencyMinRemain: 0.3,
-        autoCleanupSourceBuffer: true,
-      },
-    );
-    player.on(mpegts.Events.ERROR, retry);
-    player.on(mpegts.Events.LOADING_COMPLETE, retry);
-    player.attachMediaElement(video);
-    player.load();
-    const played = player.play();
-    // Autoplay with sound may be refused until the viewer interacts; play muted then.
-    played?.catch?.(() => {
-      video.muted = true;
-      video.play().catch(() => {});
-    });
+    open(retry);
     lastTime = -1;
     lastProgress = Date.now();
     watchdog = setInterval(() => {
@@ -90,7 +53,7 @@ export function playFlv(video, url, onState) {
         if (lastTime >= 0 && video.currentTime > 0) setState('live');
         lastTime = video.currentTime;
         lastProgress = Date.now();
-      } else if (Date.now() - lastProgress > STALL_MS) {
+      } else if (Date.now() - lastProgress > stallMs) {
         retry();
       }
     }, 500);
@@ -104,6 +67,63 @@ export function playFlv(video, url, onState) {
       teardown();
     },
   };
+}
+
+/** Autoplay with sound may be refused until the viewer interacts; play muted then. */
+function playedOrMuted(video, played) {
+  played?.catch?.(() => {
+    video.muted = true;
+    video.play().catch(() => {});
+  });
+}
+
+/**
+ * @param video the <video> element
+ * @param url e.g. /live/ROOM.flv
+ * @param onState called with 'connecting' | 'live' | 'offline' | 'unsupported'
+ * @returns { stop() }
+ */
+export function playFlv(video, url, onState) {
+  const mpegts = window.mpegts;
+  if (!flvPlayable()) {
+    onState('unsupported');
+    return { stop() {} };
+  }
+  let player = null;
+  return supervise(video, onState, {
+    stallMs: STALL_MS,
+    open(retry) {
+      player = mpegts.createPlayer(
+        { type: 'flv', isLive: true, url, hasAudio: true, hasVideo: true },
+        {
+          enableWorker: false,
+          enableStashBuffer: false,
+          lazyLoad: false,
+          liveBufferLatencyChasing: true,
+          liveBufferLatencyMaxLatency: 1.5,
+          liveBufferLatencyMinRemain: 0.3,
+          autoCleanupSourceBuffer: true,
+        },
+      );
+      player.on(mpegts.Events.ERROR, retry);
+      player.on(mpegts.Events.LOADING_COMPLETE, retry);
+      player.attachMediaElement(video);
+      player.load();
+      playedOrMuted(video, player.play());
+    },
+    close() {
+      if (!player) return;
+      try {
+        player.pause();
+        player.unload();
+        player.detachMediaElement();
+        player.destroy();
+      } catch (_) {
+        // A half-started player may refuse some of these; it is discarded either way.
+      }
+      player = null;
+    },
+  });
 }
 
 /** Whether mpegts.js can play live HTTP-FLV here (Media Source Extensions). */
@@ -129,60 +149,22 @@ export function playLive(video, roomId, onState) {
 
 /** The browser's own HLS player (Safari plays the origin's LL-HLS as such). */
 export function playNativeHls(video, url, onState) {
-  let stopped = false;
-  let retryTimer = null;
-  let watchdog = null;
-  let lastTime = -1;
-  let lastProgress = 0;
-  let state = null;
-  const setState = (next) => {
-    if (next !== state) {
-      state = next;
-      onState(next);
-    }
-  };
-  const teardown = () => {
-    clearInterval(watchdog);
-    watchdog = null;
-    video.removeAttribute('src');
-    video.load();
-  };
-  const retry = () => {
-    teardown();
-    if (stopped) return;
-    setState('offline');
-    clearTimeout(retryTimer);
-    retryTimer = setTimeout(start, RETRY_MS);
-  };
-  video.addEventListener('error', () => state !== null && !stopped && retry());
-  video.addEventListener('ended', () => !stopped && retry());
-  function start() {
-    if (stopped) return;
-    if (state !== 'offline') setState('connecting');
-    video.src = url;
-    video.play()?.catch?.(() => {
-      video.muted = true;
-      video.play().catch(() => {});
-    });
-    lastTime = -1;
-    lastProgress = Date.now();
-    watchdog = setInterval(() => {
-      if (video.currentTime > lastTime) {
-        if (lastTime >= 0 && video.currentTime > 0) setState('live');
-        lastTime = video.currentTime;
-        lastProgress = Date.now();
-      } else if (Date.now() - lastProgress > STALL_MS * 2) {
-        // HLS starts slower than FLV (a playlist, then segments): allow it twice as long.
-        retry();
-      }
-    }, 500);
-  }
-  start();
-  return {
-    stop() {
-      stopped = true;
-      clearTimeout(retryTimer);
-      teardown();
+  return supervise(video, onState, {
+    // HLS starts slower than FLV (a playlist, then segments): allow it twice as long.
+    stallMs: STALL_MS * 2,
+    open(retry) {
+      // Handlers, not listeners: each start replaces the last, and `close` removes them
+      // before emptying the element (which must not count as a failure).
+      video.onerror = retry;
+      video.onended = retry;
+      video.src = url;
+      playedOrMuted(video, video.play());
     },
-  };
+    close() {
+      video.onerror = null;
+      video.onended = null;
+      video.removeAttribute('src');
+      video.load();
+    },
+  });
 }
