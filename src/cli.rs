@@ -118,6 +118,10 @@ pub struct WorkerArgs {
     /// After SIGTERM, live rooms stream on this long before the worker stops and they move.
     #[arg(long, default_value_t = 3600)]
     pub drain_timeout_secs: u64,
+    /// A mixer whose serve was lost (killed, restarted, upgraded) keeps pushing this long for a
+    /// serve to take it over; then it stops.
+    #[arg(long, default_value_t = 30)]
+    pub orphan_grace_secs: u64,
     /// A room going live is charged for at least this many participants.
     #[arg(long, default_value_t = 4)]
     pub reserve_inputs: u32,

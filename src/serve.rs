@@ -127,6 +127,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let drain_timeout = Duration::from_secs(config.server.drain_timeout_secs);
+    // On a fleet with stored rooms the mixers outlive serve: the next serve (a restart, an
+    // upgrade) takes them over, so a stop neither waits for rooms to end nor stops a mixer.
+    let mixers_outlive_serve = config.cluster.redis_url.is_some() && store.is_some();
     let origin_cancel = CancellationToken::new();
     let origin = start_origin(&mut config.origin, origin_cancel.clone()).await?;
     if let Some(store) = &store {
@@ -155,7 +158,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let (origin, origin_cancel) = (origin.clone(), origin_cancel.clone());
         let pool = pool.clone();
         async move {
-            drain(pool.as_ref(), drain_timeout).await;
+            drain(pool.as_ref(), drain_timeout, mixers_outlive_serve).await;
             // Event streams are endless too: end them so the HTTP server can finish.
             http_shutdown.cancel();
             // Graceful shutdown waits for open responses; HTTP-FLV bodies are endless
@@ -169,8 +172,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     crate::http_server::serve(listener, app, connection_limits, shutdown, HTTP_GRACE)
         .await
         .context("HTTP server failed")?;
-    tracing::info!("shutting down: ending every room");
-    rooms.end_all();
+    if mixers_outlive_serve {
+        tracing::info!("shutting down: rooms are stored and their mixers keep pushing on the workers for the next serve");
+        rooms.detach_all();
+    } else {
+        tracing::info!("shutting down: ending every room");
+        rooms.end_all();
+    }
     // Records stay (the rooms come back at the next start); what was still pending is written.
     rooms.store_flushed().await;
     pool.shutdown();
@@ -309,6 +317,8 @@ fn start_local_worker(config: &Config, redis_url: &str) -> anyhow::Result<()> {
             .as_ref()
             .map(|s| Arc::from(s.expose().as_bytes())),
         drain_timeout: Duration::from_secs(config.server.drain_timeout_secs),
+        // This worker dies with its serve: nothing of it is left to take over.
+        orphan_grace: Duration::ZERO,
         // serve's own /metrics has the fleet's capacity, this worker's included.
         metrics_listen: None,
     };
@@ -361,11 +371,18 @@ async fn reload_on_sighup(args: ServeArgs, pool: MixerPool) {
 
 /// Graceful drain: the first SIGTERM/SIGINT stops admitting (`/readyz` 503, no new rooms or
 /// broadcasts); live rooms stream on until none is left, `drain_timeout` passes, or a second
-/// signal says "now". Returns when serve should stop.
-async fn drain(pool: &dyn MixerBackend, drain_timeout: Duration) {
+/// signal says "now". When the mixers outlive serve there is nothing to wait for. Returns when
+/// serve should stop.
+async fn drain(pool: &dyn MixerBackend, drain_timeout: Duration, mixers_outlive_serve: bool) {
     let mut signals = Signals::new();
     signals.next().await;
     pool.start_draining();
+    if mixers_outlive_serve {
+        tracing::info!(
+            "stopping: live rooms stay on air on their workers; the next serve takes them over"
+        );
+        return;
+    }
     tracing::info!(
         timeout_secs = drain_timeout.as_secs(),
         "draining: admitting nothing new; waiting for live rooms to end (signal again to stop now)"

@@ -248,13 +248,29 @@ impl MixerBackend for FleetBackend {
             placement.inputs,
             placement.worker_id.clone(),
         );
+        // The previous serve's mixer, still pushing on a worker: take it over (the CDN sees no
+        // change). Draining or not: the mixer runs there now.
+        let orphan = st
+            .workers
+            .iter()
+            .filter(|w| w.protocol == PROTOCOL)
+            .find_map(|w| {
+                w.rooms
+                    .iter()
+                    .find(|r| r.room_id == room_id && r.orphaned)
+                    .map(|r| (w.worker_id.clone(), r.epoch))
+            });
         // A restart after its worker failed, or a move off a draining worker, goes elsewhere:
         // re-placed on the current view.
         let current_serving = st
             .workers
             .iter()
             .any(|w| w.worker_id == current && w.state == WorkerState::Serving);
-        let worker_id = if avoid.contains(&current) || !current_serving {
+        let resume = orphan.as_ref().map(|(_, epoch)| *epoch);
+        let worker_id = if let Some((orphan_worker, epoch)) = orphan {
+            info!(room = %room_id, worker = %orphan_worker, epoch, "the room's mixer is orphaned on a worker: taking it over");
+            orphan_worker
+        } else if avoid.contains(&current) || !current_serving {
             match place(&st.workers, &pending, cost, &avoid, PROTOCOL) {
                 Placement::On { worker_id, .. } => worker_id,
                 Placement::NoFit(no_fit) => {
@@ -295,6 +311,7 @@ impl MixerBackend for FleetBackend {
                         .insert(worker_id.to_string(), Instant::now() + SUSPECT_FOR);
                 }
             }),
+            resume,
         });
         Ok(Box::new(link))
     }

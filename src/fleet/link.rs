@@ -2,7 +2,12 @@
 //!
 //! Starting a link returns at once; a task claims the placement in Redis (a new epoch and the
 //! room's lease: from then on any older placement is fenced off), connects to the worker, opens
-//! the room and relays commands and events. How it ends decides what the room does next:
+//! the room and relays commands and events. A room whose mixer was orphaned on a worker when the
+//! previous serve was lost takes that mixer over instead ([`ToWorker::Resume`]: same epoch, the
+//! mixer never stopped pushing), and places a new one only if that fails. Every way the room
+//! lets go of a link says [`ToWorker::Stop`], except a detach (serve shutting down with the room
+//! stored), which leaves the mixer orphaned for the next serve. How it ends decides what the room
+//! does next:
 //! - the room stopped it: the mixer was asked to shut down and had `grace` to flush;
 //! - the worker was lost (connection refused, reset or closed, silent for [`WORKER_SILENCE`],
 //!   killed by the room for silence): reported as `worker_lost`, the room moves at once and the
@@ -20,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::{Framed, LinesCodec};
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use super::record::WorkerRecord;
 use super::store::FleetStore;
@@ -60,6 +65,8 @@ pub struct LinkParams {
     pub inputs: u32,
     pub reports: mpsc::Sender<MixerReport>,
     pub on_worker_lost: FailureSink,
+    /// The placement orphaned on `worker` by the previous serve, to take over first.
+    pub resume: Option<u64>,
 }
 
 /// A room's mixer on a worker. Dropping it closes the connection: the worker kills the mixer.
@@ -73,6 +80,8 @@ pub struct RemoteMixer {
     stopping: Arc<AtomicBool>,
     /// Set when the link's task has ended (and reported why).
     ended: Arc<AtomicBool>,
+    /// Set when serve lets go without stopping the mixer (it shuts down; the room is stored).
+    detaching: Arc<AtomicBool>,
     info: Arc<Mutex<MixerInfo>>,
     on_worker_lost: FailureSink,
 }
@@ -87,6 +96,7 @@ impl RemoteMixer {
         }));
         let stopping = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(AtomicBool::new(false));
+        let detaching = Arc::new(AtomicBool::new(false));
         let span = tracing::info_span!(
             parent: None, "mixer", room = %params.room_id, epoch = params.room_epoch,
             worker = %params.worker.worker_id
@@ -99,10 +109,15 @@ impl RemoteMixer {
             kill: Some(kill),
             stopping: stopping.clone(),
             ended: ended.clone(),
+            detaching: detaching.clone(),
             info: info.clone(),
             on_worker_lost: params.on_worker_lost.clone(),
         };
-        let flags = Flags { stopping, ended };
+        let flags = Flags {
+            stopping,
+            ended,
+            detaching,
+        };
         tokio::spawn(run(params, command_rx, kill_rx, info, flags).instrument(span));
         link
     }
@@ -137,6 +152,14 @@ impl MixerLink for RemoteMixer {
     fn info(&self) -> MixerInfo {
         self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    fn detach(mut self: Box<Self>, _grace: Duration) {
+        self.detaching.store(true, Ordering::Relaxed);
+        self.stopping.store(true, Ordering::Relaxed);
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+    }
 }
 
 impl Drop for RemoteMixer {
@@ -166,6 +189,7 @@ enum End {
 struct Flags {
     stopping: Arc<AtomicBool>,
     ended: Arc<AtomicBool>,
+    detaching: Arc<AtomicBool>,
 }
 
 async fn run(
@@ -176,7 +200,7 @@ async fn run(
     flags: Flags,
 ) {
     let worker_id = params.worker.worker_id.clone();
-    let end = relay(&params, commands, kill_rx, &info, &flags.stopping).await;
+    let end = relay(&params, commands, kill_rx, &info, &flags).await;
     flags.ended.store(true, Ordering::Relaxed);
     let stopped = flags.stopping.load(Ordering::Relaxed);
     let (reason, worker_lost) = match end {
@@ -231,18 +255,67 @@ async fn send_line(lines: &mut Lines, msg: &ToWorker) -> Result<(), String> {
         })
 }
 
-/// Claims the placement, connects and opens the room. `Err` says how it failed.
+/// Takes the orphaned mixer over if there is one, else claims a new placement, connects and
+/// opens the room. `Err` says how it failed.
 async fn open(params: &LinkParams, info: &Mutex<MixerInfo>) -> Result<(Lines, u64), End> {
-    let worker = &params.worker;
-    let lost = |what: String| End::WorkerLost(format!("worker {}: {what}", worker.worker_id));
+    if let Some(epoch) = params.resume {
+        match resume(params, info, epoch).await {
+            Ok(lines) => return Ok((lines, epoch)),
+            Err(End::Deliberate(reason) | End::MixerEnded(reason) | End::WorkerLost(reason)) => {
+                info!(epoch, %reason, "the orphaned mixer cannot be taken over; placing a new one");
+            }
+        }
+    }
     // Claim the placement first: from the moment the lease names this epoch, a mixer of an
-    // older placement (a worker that was only paused) stops at its next renewal.
+    // older placement (a worker that was only paused, an orphan) stops at its next renewal.
     let lease = params
         .store
-        .place(&params.room_id, &worker.worker_id, INITIAL_LEASE_TTL)
+        .place(&params.room_id, &params.worker.worker_id, INITIAL_LEASE_TTL)
         .await
         .map_err(|e| End::MixerEnded(format!("cannot place the room (Redis): {e}")))?;
     let epoch = lease.epoch;
+    let mut lines = connect(&params.worker).await?;
+    let opening = ToWorker::Open {
+        protocol: wire::PROTOCOL,
+        token: token(params, epoch),
+        room_id: params.room_id.clone(),
+        epoch,
+        video: params.video,
+        inputs: params.inputs,
+    };
+    handshake(&mut lines, &opening, &params.worker, info).await?;
+    Ok((lines, epoch))
+}
+
+/// Takes over placement `epoch`, orphaned on the worker when the previous serve was lost.
+async fn resume(params: &LinkParams, info: &Mutex<MixerInfo>, epoch: u64) -> Result<Lines, End> {
+    let mut lines = connect(&params.worker).await?;
+    let opening = ToWorker::Resume {
+        protocol: wire::PROTOCOL,
+        token: token(params, epoch),
+        room_id: params.room_id.clone(),
+        epoch,
+    };
+    handshake(&mut lines, &opening, &params.worker, info).await?;
+    info!(epoch, "took over the mixer the previous serve left running");
+    Ok(lines)
+}
+
+fn token(params: &LinkParams, epoch: u64) -> String {
+    wire::placement_token(
+        params.secret.as_deref(),
+        &params.room_id,
+        epoch,
+        &params.worker.worker_id,
+        crate::access::unix_now(),
+    )
+}
+
+fn worker_lost(worker: &WorkerRecord, what: String) -> End {
+    End::WorkerLost(format!("worker {}: {what}", worker.worker_id))
+}
+
+async fn connect(worker: &WorkerRecord) -> Result<Lines, End> {
     let stream = match tokio::time::timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect(worker.control_addr),
@@ -251,35 +324,37 @@ async fn open(params: &LinkParams, info: &Mutex<MixerInfo>) -> Result<(Lines, u6
     {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            return Err(lost(format!(
-                "cannot connect to {}: {e}",
-                worker.control_addr
-            )))
+            return Err(worker_lost(
+                worker,
+                format!("cannot connect to {}: {e}", worker.control_addr),
+            ))
         }
         Err(_) => {
-            return Err(lost(format!(
-                "no answer from {} within {CONNECT_TIMEOUT:?}",
-                worker.control_addr
-            )))
+            return Err(worker_lost(
+                worker,
+                format!(
+                    "no answer from {} within {CONNECT_TIMEOUT:?}",
+                    worker.control_addr
+                ),
+            ))
         }
     };
     let _ = stream.set_nodelay(true);
-    let mut lines = Framed::new(stream, LinesCodec::new_with_max_length(wire::MAX_LINE));
-    let opening = ToWorker::Open {
-        protocol: wire::PROTOCOL,
-        token: wire::placement_token(
-            params.secret.as_deref(),
-            &params.room_id,
-            epoch,
-            &worker.worker_id,
-            crate::access::unix_now(),
-        ),
-        room_id: params.room_id.clone(),
-        epoch,
-        video: params.video,
-        inputs: params.inputs,
-    };
-    send_line(&mut lines, &opening).await.map_err(lost)?;
+    Ok(Framed::new(
+        stream,
+        LinesCodec::new_with_max_length(wire::MAX_LINE),
+    ))
+}
+
+/// Sends the opening line and waits for `Opened`.
+async fn handshake(
+    lines: &mut Lines,
+    opening: &ToWorker,
+    worker: &WorkerRecord,
+    info: &Mutex<MixerInfo>,
+) -> Result<(), End> {
+    let lost = |what: String| worker_lost(worker, what);
+    send_line(lines, opening).await.map_err(lost)?;
     loop {
         let line = match tokio::time::timeout(OPEN_TIMEOUT, lines.next()).await {
             Ok(Some(Ok(line))) => line,
@@ -298,16 +373,17 @@ async fn open(params: &LinkParams, info: &Mutex<MixerInfo>) -> Result<(Lines, u6
                 binary,
                 warm,
                 version,
+                resumed,
                 ..
             }) => {
-                info!(%worker_id, epoch, ?pid, warm, %version, "mixer placed on worker");
+                info!(%worker_id, ?pid, warm, resumed, %version, "mixer placed on worker");
                 *info.lock().unwrap_or_else(|e| e.into_inner()) = MixerInfo {
                     pid,
                     binary: Some(binary),
                     warm: Some(warm),
                     worker: Some(worker_id),
                 };
-                return Ok((lines, epoch));
+                return Ok(());
             }
             // Refused (draining, full, protocol): not lost, but not for this room now either.
             Ok(FromWorker::Refused { reason, .. }) => {
@@ -319,13 +395,22 @@ async fn open(params: &LinkParams, info: &Mutex<MixerInfo>) -> Result<(Lines, u6
     }
 }
 
+/// Tells the worker to stop the placement's mixer now (the room let go of it), best effort:
+/// a worker that cannot be told fences the mixer off when the lease moves on.
+async fn stop_placement(lines: &mut Lines, epoch: u64) {
+    if let Err(e) = send_line(lines, &ToWorker::Stop { epoch }).await {
+        debug!(epoch, "could not tell the worker to stop the mixer: {e}");
+    }
+}
+
 async fn relay(
     params: &LinkParams,
     mut commands: mpsc::Receiver<Command>,
     mut kill_rx: oneshot::Receiver<()>,
     info: &Mutex<MixerInfo>,
-    stopping: &AtomicBool,
+    flags: &Flags,
 ) -> End {
+    let stopping = &flags.stopping;
     let worker_id = &params.worker.worker_id;
     // A link the room let go of while it was still being set up must not go on to claim the
     // lease or start a mixer: that would fence off the room's newer placement.
@@ -363,6 +448,7 @@ async fn relay(
                         commands_open = false;
                         continue;
                     }
+                    stop_placement(&mut lines, epoch).await;
                     return End::Deliberate("the room let go of its mixer".into());
                 };
                 if let Err(e) = send_line(&mut lines, &ToWorker::Command { epoch, command }).await {
@@ -397,9 +483,16 @@ async fn relay(
                 Some(Err(e)) => return End::WorkerLost(format!("worker {worker_id}: connection broken: {e}")),
                 None => return End::WorkerLost(format!("worker {worker_id}: connection closed (worker gone?)")),
             },
-            // Unless the room is stopping it, a kill means the mixer went silent (a hung or
-            // partitioned worker).
-            _ = &mut kill_rx => return End::WorkerLost(format!("worker {worker_id}: killed by the room (the mixer went silent)")),
+            _ = &mut kill_rx => {
+                // serve shuts down with the room stored: the mixer stays for the next serve.
+                if flags.detaching.load(Ordering::Relaxed) {
+                    return End::Deliberate("detached: left running for the next serve".into());
+                }
+                // Unless the room is stopping it, a kill means the mixer went silent (a hung or
+                // partitioned worker).
+                stop_placement(&mut lines, epoch).await;
+                return End::WorkerLost(format!("worker {worker_id}: killed by the room (the mixer went silent)"));
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The fleet: mixers on many machines, coordinated through Redis.
 //!
 //! Pure: [`record`] (what Redis holds and its keys), [`placement`] (which worker takes a room),
-//! [`wire`] (the serve ↔ worker protocol). IO: [`store`] (Redis), [`backend`] + [`link`]
+//! [`wire`] (the serve ↔ worker protocol), [`resume`] (what a placement keeps so its mixer
+//! outlives serve). IO: [`store`] (Redis), [`backend`] + [`link`]
 //! (serve's side: a `MixerBackend` whose mixers run on workers), [`worker`] + [`session`]
 //! (`costream worker`), [`worker_metrics`] (its `/metrics`: the rendering pure, then the HTTP).
 
@@ -9,6 +10,7 @@ pub mod backend;
 pub mod link;
 pub mod placement;
 pub mod record;
+pub mod resume;
 mod session;
 pub mod store;
 pub mod wire;

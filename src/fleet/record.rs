@@ -67,6 +67,9 @@ pub struct WorkerRoom {
     pub epoch: u64,
     /// Millicores it holds.
     pub cost: u64,
+    /// Its serve was lost; the mixer still pushes, waiting for a serve to take it over.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub orphaned: bool,
 }
 
 impl WorkerRecord {
@@ -164,6 +167,7 @@ mod tests {
                 room_id: "r1".into(),
                 epoch: 3,
                 cost: 600,
+                orphaned: true,
             }],
         };
         let json = serde_json::to_string(&record).unwrap();

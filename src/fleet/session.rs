@@ -1,12 +1,16 @@
 //! One room placement on a worker: the connection from serve, the mixer process it runs, and
 //! the fencing that stops that mixer when the room has moved on.
 //!
-//! The mixer stops at once when: serve closes the connection (the room stopped, or gave up on
-//! this worker), serve goes silent for [`SERVE_SILENCE`] (a partition: serve has re-placed the
-//! room by then), or the room's lease in Redis names another placement. It keeps running while
+//! The mixer stops at once when serve says [`ToWorker::Stop`] (the room stopped, or gave up on
+//! this worker), or the room's lease in Redis names another placement (fenced). When serve is
+//! lost instead (the connection closes without `Stop`, or serve is silent for
+//! [`SERVE_SILENCE`]) the mixer keeps pushing, orphaned: the next serve takes it over
+//! ([`ToWorker::Resume`]) and the CDN never sees the publisher leave. An orphan stops when the
+//! lease moves on (a partitioned serve's room was placed elsewhere), when it cannot renew its
+//! lease for [`LEASE_TTL`] less a renewal (nobody vouches for it any more: self-fencing), or when
+//! no serve came back within the worker's orphan grace. A connected placement keeps running while
 //! only Redis is away: nothing is torn down because the coordinator is.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +18,12 @@ use costream_mixer::control::{Command, Event, VideoSpec};
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::codec::{Framed, LinesCodec};
 use tracing::{debug, info, warn, Instrument};
 
 use super::record::Lease;
+use super::resume::PlacementMemory;
 use super::store::LeaseCheck;
 use super::wire::{self, FromWorker, ToWorker};
 use super::worker::WorkerCtx;
@@ -36,10 +42,12 @@ const KEEPALIVE: Duration = Duration::from_secs(1);
 /// names its successor: serve stops it over this connection once the successor has taken over.
 const MOVE_GRACE: Duration = Duration::from_secs(20);
 
-type Lines = Framed<TcpStream, LinesCodec>;
+/// One connection from serve, a JSON line each way.
+pub type Lines = Framed<TcpStream, LinesCodec>;
 
-/// Serves one connection from serve until the placement ends. `unauthenticated` is the
-/// connection's slot among those not yet authenticated: released once the opening checks out.
+/// Serves one connection from serve until the placement ends (or, for a `Resume`, until the
+/// connection is handed to the orphaned placement). `unauthenticated` is the connection's slot
+/// among those not yet authenticated: released once the opening checks out.
 pub async fn serve_connection(
     ctx: Arc<WorkerCtx>,
     stream: TcpStream,
@@ -62,10 +70,10 @@ pub async fn serve_connection(
         }
     };
     let checked = match accept(&ctx, &open) {
-        Ok(opening) => check_lease(&ctx, opening).await,
-        Err(reason) => Err(reason),
+        Ok(Opening::Place(placing)) => check_lease(&ctx, placing).await.map(Opening::Place),
+        other => other,
     };
-    let (room_id, epoch, video, inputs) = match checked {
+    let opening = match checked {
         Ok(opening) => opening,
         Err(reason) => {
             warn!(?peer, %reason, "room refused");
@@ -74,11 +82,29 @@ pub async fn serve_connection(
         }
     };
     drop(unauthenticated);
-    let mut lines = lines.map_codec(|_| LinesCodec::new_with_max_length(wire::MAX_LINE));
-    let span = tracing::info_span!("placement", room = %room_id, epoch);
-    place(ctx, &mut lines, room_id, epoch, video, inputs)
-        .instrument(span)
-        .await;
+    let lines = lines.map_codec(|_| LinesCodec::new_with_max_length(wire::MAX_LINE));
+    match opening {
+        Opening::Place(placing) => {
+            let span =
+                tracing::info_span!("placement", room = %placing.room_id, epoch = placing.epoch);
+            place(ctx, lines, placing).instrument(span).await;
+        }
+        Opening::Resume { room_id, epoch } => hand_over(&ctx, lines, &room_id, epoch).await,
+    }
+}
+
+/// Gives a `Resume`'s connection to the orphaned placement it names.
+async fn hand_over(ctx: &WorkerCtx, mut lines: Lines, room_id: &str, epoch: u64) {
+    let key = format!("{room_id}@{epoch}");
+    let Some(takeover) = ctx.take_orphan(&key) else {
+        let reason = format!("no orphaned placement {key} here (it ended, or is attached)");
+        info!(room = %room_id, epoch, %reason, "takeover refused");
+        refuse(&mut lines, reason).await;
+        return;
+    };
+    if let Err(mpsc::error::SendError(mut lines)) = takeover.send(lines).await {
+        refuse(&mut lines, format!("placement {key} ended just now")).await;
+    }
 }
 
 async fn refuse(lines: &mut Lines, reason: String) {
@@ -91,10 +117,10 @@ async fn refuse(lines: &mut Lines, reason: String) {
 
 /// serve placed the room here before connecting: the lease must say so (a replayed or forged
 /// opening for a placement that is not current is refused).
-async fn check_lease(ctx: &WorkerCtx, opening: Opening) -> Result<Opening, String> {
-    let (room_id, epoch) = (&opening.0, opening.1);
+async fn check_lease(ctx: &WorkerCtx, placing: Placing) -> Result<Placing, String> {
+    let (room_id, epoch) = (&placing.room_id, placing.epoch);
     match ctx.store.lease(room_id).await {
-        Ok(Some(lease)) if lease.worker_id == ctx.id && lease.epoch == epoch => Ok(opening),
+        Ok(Some(lease)) if lease.worker_id == ctx.id && lease.epoch == epoch => Ok(placing),
         Ok(Some(lease)) => Err(format!(
             "placement {epoch} is not current: the room's lease names {}",
             lease.encode()
@@ -104,17 +130,16 @@ async fn check_lease(ctx: &WorkerCtx, opening: Opening) -> Result<Opening, Strin
     }
 }
 
-async fn place(
-    ctx: Arc<WorkerCtx>,
-    lines: &mut Lines,
-    room_id: String,
-    epoch: u64,
-    video: VideoSpec,
-    inputs: u32,
-) {
+async fn place(ctx: Arc<WorkerCtx>, mut lines: Lines, placing: Placing) {
+    let Placing {
+        room_id,
+        epoch,
+        video,
+        inputs,
+    } = placing;
     let key = format!("{room_id}@{epoch}");
     if !ctx.room_started(&key, &room_id, epoch) {
-        refuse(lines, "this placement is already open".into()).await;
+        refuse(&mut lines, "this placement is already open".into()).await;
         return;
     }
     // Admission by cost on this machine: serve's view of our free capacity may be a second old.
@@ -124,7 +149,7 @@ async fn place(
             other => other.to_string(),
         };
         ctx.room_ended(&key);
-        refuse(lines, reason).await;
+        refuse(&mut lines, reason).await;
         return;
     }
     let ended = run_placement(&ctx, lines, &room_id, epoch, &key, video).await;
@@ -151,22 +176,39 @@ async fn send_line(lines: &mut Lines, msg: &FromWorker) -> Result<(), String> {
         })
 }
 
-/// (room, epoch, video, participants) of an opening.
-type Opening = (String, u64, VideoSpec, u32);
+/// A new placement's opening.
+struct Placing {
+    room_id: String,
+    epoch: u64,
+    video: VideoSpec,
+    /// Participants at go-live.
+    inputs: u32,
+}
 
-/// Checks the opening; returns (room, epoch, video, inputs) or why it is refused.
+/// What a connection's first line asks for.
+enum Opening {
+    Place(Placing),
+    Resume { room_id: String, epoch: u64 },
+}
+
+/// Checks the opening line; returns what it asks for or why it is refused.
 fn accept(ctx: &WorkerCtx, line: &str) -> Result<Opening, String> {
     let open = wire::decode::<ToWorker>(line).map_err(|e| format!("not an opening line: {e}"))?;
-    let ToWorker::Open {
-        protocol,
-        token,
-        room_id,
-        epoch,
-        video,
-        inputs,
-    } = open
-    else {
-        return Err("the first line must open a room".into());
+    let (protocol, token, room_id, epoch) = match &open {
+        ToWorker::Open {
+            protocol,
+            token,
+            room_id,
+            epoch,
+            ..
+        }
+        | ToWorker::Resume {
+            protocol,
+            token,
+            room_id,
+            epoch,
+        } => (*protocol, token, room_id, *epoch),
+        _ => return Err("the first line must open or resume a room".into()),
     };
     if protocol != wire::PROTOCOL {
         return Err(format!(
@@ -175,18 +217,150 @@ fn accept(ctx: &WorkerCtx, line: &str) -> Result<Opening, String> {
             wire::PROTOCOL
         ));
     }
-    super::record::validate_id("room id", &room_id)?;
-    wire::verify_placement(ctx.secret.as_deref(), &token, &room_id, epoch, &ctx.id)?;
-    crate::config::validate_video(&video, "video").map_err(|e| e.to_string())?;
-    if ctx.is_draining() {
-        return Err("this worker is draining".into());
+    super::record::validate_id("room id", room_id)?;
+    wire::verify_placement(ctx.secret.as_deref(), token, room_id, epoch, &ctx.id)?;
+    match open {
+        ToWorker::Open {
+            room_id,
+            epoch,
+            video,
+            inputs,
+            ..
+        } => {
+            crate::config::validate_video(&video, "video").map_err(|e| e.to_string())?;
+            if ctx.is_draining() {
+                return Err("this worker is draining".into());
+            }
+            Ok(Opening::Place(Placing {
+                room_id,
+                epoch,
+                video,
+                inputs,
+            }))
+        }
+        // A draining worker still hands its orphans back: their mixers are running here.
+        ToWorker::Resume { room_id, epoch, .. } => Ok(Opening::Resume { room_id, epoch }),
+        _ => unreachable!("matched above"),
     }
-    Ok((room_id, epoch, video, inputs))
+}
+
+fn opened(ctx: &WorkerCtx, mixer: &MixerProcess, resumed: bool) -> FromWorker {
+    FromWorker::Opened {
+        protocol: wire::PROTOCOL,
+        worker_id: ctx.id.clone(),
+        version: ctx.version.clone(),
+        pid: mixer.pid(),
+        binary: mixer.binary().display().to_string(),
+        warm: mixer.was_warm(),
+        resumed,
+    }
+}
+
+/// The placement's side of its connection to serve.
+enum Attachment {
+    Attached(Box<Lines>),
+    /// serve was lost: no connection until a `Resume` brings one.
+    Lost,
+}
+
+impl Attachment {
+    fn is_attached(&self) -> bool {
+        matches!(self, Attachment::Attached(_))
+    }
+
+    /// The next line from serve; never resolves while none is attached.
+    async fn next_line(&mut self) -> Option<Result<String, tokio_util::codec::LinesCodecError>> {
+        match self {
+            Attachment::Attached(lines) => lines.next().await,
+            Attachment::Lost => std::future::pending().await,
+        }
+    }
+
+    /// Sends to serve if one is attached; `Err` says why the connection is lost.
+    async fn send(&mut self, msg: &FromWorker) -> Result<(), String> {
+        match self {
+            Attachment::Attached(lines) => send_line(lines, msg).await,
+            Attachment::Lost => Ok(()),
+        }
+    }
+}
+
+/// The mixer of one placement, and its serve while one is attached.
+struct Running<'a> {
+    ctx: &'a Arc<WorkerCtx>,
+    key: &'a str,
+    epoch: u64,
+    video: VideoSpec,
+    mixer: MixerProcess,
+    memory: PlacementMemory,
+    serve: Attachment,
+    /// When serve was lost (the orphan grace counts from it).
+    orphaned_since: Option<Instant>,
+    /// Where a `Resume` hands over its connection.
+    takeover_tx: mpsc::Sender<Lines>,
+}
+
+impl Running<'_> {
+    /// serve is gone: the mixer goes on with slates, waiting for a serve to take it over.
+    async fn serve_lost(&mut self, reason: &str) {
+        if !self.serve.is_attached() {
+            return;
+        }
+        warn!(%reason, grace_secs = self.ctx.orphan_grace.as_secs(),
+            "serve lost: the mixer keeps pushing until a serve takes the room over");
+        self.serve = Attachment::Lost;
+        self.orphaned_since = Some(Instant::now());
+        for command in self.memory.serve_lost() {
+            self.mixer.send(command);
+        }
+        self.ctx.orphaned(self.key, self.takeover_tx.clone()).await;
+    }
+
+    /// Sends to serve; a failure loses it.
+    async fn tell_serve(&mut self, msg: &FromWorker) {
+        if let Err(e) = self.serve.send(msg).await {
+            self.serve_lost(&e).await;
+        }
+    }
+
+    /// A serve's `Resume` brought `lines`.
+    async fn taken_over(&mut self, lines: Lines) {
+        info!("a serve took the room over: its mixer never stopped");
+        self.serve = Attachment::Attached(Box::new(lines));
+        self.orphaned_since = None;
+        self.memory.taken_over(std::time::Instant::now());
+        self.ctx.adopted(self.key);
+        let opened = opened(self.ctx, &self.mixer, true);
+        self.tell_serve(&opened).await;
+    }
+
+    /// A command of this placement from serve.
+    async fn command(&mut self, command: Command) {
+        let before = self.memory.participants();
+        let handling = self.memory.command(command);
+        if self.memory.participants() != before {
+            let count = self.memory.participants();
+            self.ctx.pool.resize(self.key, &self.video, count);
+        }
+        for command in handling.to_mixer {
+            // serve's ping: passed on as the mixer's keepalive every second anyway.
+            if !matches!(command, Command::Keepalive) {
+                self.mixer.send(command);
+            }
+        }
+        for event in handling.to_serve {
+            let msg = FromWorker::Event {
+                epoch: self.epoch,
+                event,
+            };
+            self.tell_serve(&msg).await;
+        }
+    }
 }
 
 async fn run_placement(
     ctx: &Arc<WorkerCtx>,
-    lines: &mut Lines,
+    mut lines: Lines,
     room_id: &str,
     epoch: u64,
     key: &str,
@@ -195,41 +369,48 @@ async fn run_placement(
     let child = match ctx.pool.take() {
         Ok(child) => child,
         Err(e) => {
-            refuse(lines, e.to_string()).await;
+            refuse(&mut lines, e.to_string()).await;
             return e.to_string();
         }
     };
     let (reports_tx, mut reports) = mpsc::channel::<MixerReport>(256);
     let mixer: MixerProcess = child.attach(room_id, epoch, reports_tx);
     ctx.mixer_attached(key, mixer.pid());
-    let opened = FromWorker::Opened {
-        protocol: wire::PROTOCOL,
-        worker_id: ctx.id.clone(),
-        version: ctx.version.clone(),
-        pid: mixer.pid(),
-        binary: mixer.binary().display().to_string(),
-        warm: mixer.was_warm(),
-    };
-    if let Err(e) = send_line(lines, &opened).await {
+    if let Err(e) = send_line(&mut lines, &opened(ctx, &mixer, false)).await {
         return e;
     }
+    let (takeover_tx, mut takeovers) = mpsc::channel::<Lines>(1);
+    let mut run = Running {
+        ctx,
+        key,
+        epoch,
+        video,
+        mixer,
+        memory: PlacementMemory::default(),
+        serve: Attachment::Attached(Box::new(lines)),
+        orphaned_since: None,
+        takeover_tx,
+    };
     let lease = Lease {
         worker_id: ctx.id.clone(),
         epoch,
     };
-    let mut participants = Participants::default();
     let mut renew = tokio::time::interval(LEASE_RENEW);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_word = tokio::time::Instant::now();
+    let mut last_word = Instant::now();
+    let mut last_renewed = Instant::now();
     let mut renewing: Option<tokio::task::JoinHandle<Result<LeaseCheck, String>>> = None;
     let mut move_requests = ctx.move_requests();
-    let mut moving_since: Option<tokio::time::Instant> = None;
+    let mut moving_since: Option<Instant> = None;
     let mut watching_moves = true;
     loop {
+        let hold_deadline = run.memory.next_deadline();
         tokio::select! {
-            changed = move_requests.changed(), if moving_since.is_none() && watching_moves => {
+            changed = move_requests.changed(),
+                if moving_since.is_none() && watching_moves && run.serve.is_attached() =>
+            {
                 if changed.is_err() {
                     watching_moves = false;
                     continue;
@@ -238,43 +419,41 @@ async fn run_placement(
                     continue;
                 }
                 info!("asking serve to move the room (make before break)");
-                moving_since = Some(tokio::time::Instant::now());
-                if let Err(e) = send_line(lines, &FromWorker::Moving { epoch }).await {
-                    return e;
-                }
+                moving_since = Some(Instant::now());
+                run.tell_serve(&FromWorker::Moving { epoch }).await;
             }
-            line = lines.next() => match line {
+            line = run.serve.next_line() => match line {
                 Some(Ok(line)) => {
-                    last_word = tokio::time::Instant::now();
+                    last_word = Instant::now();
                     match wire::decode::<ToWorker>(&line) {
                         Ok(ToWorker::Command { epoch: e, command }) if e == epoch => {
-                            if participants.apply(&command) {
-                                ctx.pool.resize(key, &video, participants.count());
-                            }
-                            if matches!(command, Command::Keepalive) {
-                                // serve's ping: passed on as the mixer's keepalive below.
-                                continue;
-                            }
-                            mixer.send(command);
+                            run.command(command).await;
                         }
-                        Ok(ToWorker::Command { epoch: e, .. }) => {
-                            warn!(stale = e, "ignoring a command of another placement");
+                        // The room stopped or moved: stop pushing now.
+                        Ok(ToWorker::Stop { epoch: e }) if e == epoch => {
+                            return "serve stopped the placement".into();
                         }
-                        Ok(ToWorker::Open { .. }) => warn!("ignoring a second opening"),
+                        Ok(ToWorker::Command { epoch: e, .. } | ToWorker::Stop { epoch: e }) => {
+                            warn!(stale = e, "ignoring a message of another placement");
+                        }
+                        Ok(ToWorker::Open { .. } | ToWorker::Resume { .. }) => {
+                            warn!("ignoring a second opening");
+                        }
                         Err(e) => warn!("unreadable line from serve ({e}); ignored"),
                     }
                 }
-                Some(Err(e)) => return format!("connection from serve broken: {e}"),
-                // serve stopped the room or let go of this placement: stop pushing now.
-                None => return "serve closed the placement".into(),
+                Some(Err(e)) => run.serve_lost(&format!("connection from serve broken: {e}")).await,
+                None => run.serve_lost("serve closed the connection").await,
             },
+            Some(lines) = takeovers.recv(), if !run.serve.is_attached() => {
+                last_word = Instant::now();
+                run.taken_over(lines).await;
+            }
             report = reports.recv() => {
                 let reason = match report {
                     Some(MixerReport::Event { event, .. }) => {
-                        if !matches!(event, Event::Hello { .. }) {
-                            if let Err(e) = send_line(lines, &FromWorker::Event { epoch, event }).await {
-                                return e;
-                            }
+                        if run.memory.event(&event) && !matches!(event, Event::Hello { .. }) {
+                            run.tell_serve(&FromWorker::Event { epoch, event }).await;
                         }
                         continue;
                     }
@@ -283,17 +462,38 @@ async fn run_placement(
                     Some(MixerReport::MoveRequested { .. }) => continue,
                     None => "the mixer's reports ended".into(),
                 };
-                let _ = send_line(lines, &FromWorker::Exited { epoch, reason: reason.clone() }).await;
+                run.tell_serve(&FromWorker::Exited { epoch, reason: reason.clone() }).await;
                 return reason;
             }
-            _ = keepalive.tick() => {
-                if last_word.elapsed() > SERVE_SILENCE {
-                    warn!("no word from serve for {SERVE_SILENCE:?}: stopping the mixer (the room is being moved)");
-                    return "serve went silent".into();
+            _ = async {
+                match hold_deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
                 }
-                mixer.send(Command::Keepalive);
-                if let Err(e) = send_line(lines, &FromWorker::Alive).await {
-                    return e;
+            } => {
+                for command in run.memory.expire(std::time::Instant::now()) {
+                    run.mixer.send(command);
+                }
+            }
+            _ = keepalive.tick() => {
+                run.mixer.send(Command::Keepalive);
+                if run.serve.is_attached() {
+                    if last_word.elapsed() > SERVE_SILENCE {
+                        run.serve_lost(&format!("no word from serve for {SERVE_SILENCE:?}")).await;
+                    } else {
+                        run.tell_serve(&FromWorker::Alive).await;
+                    }
+                }
+                if let Some(since) = run.orphaned_since {
+                    if since.elapsed() >= ctx.orphan_grace {
+                        warn!("no serve took the room over: stopping the mixer");
+                        return format!("orphaned: no serve took the room over within {:?}", ctx.orphan_grace);
+                    }
+                    // Nobody vouches for an orphan but its lease: stop before it can expire.
+                    if last_renewed.elapsed() >= LEASE_TTL - LEASE_RENEW {
+                        warn!("orphaned and the lease cannot be renewed: stopping the mixer (self-fenced)");
+                        return "orphaned and the lease could not be renewed (self-fenced)".into();
+                    }
                 }
             }
             _ = renew.tick(), if renewing.is_none() => {
@@ -306,18 +506,22 @@ async fn run_placement(
             checked = async { renewing.as_mut().expect("guarded").await }, if renewing.is_some() => {
                 renewing = None;
                 match checked {
-                    Ok(Ok(LeaseCheck::Renewed)) => {}
-                    Ok(Ok(LeaseCheck::Reclaimed)) => info!("lease was gone (Redis restarted?); taken back"),
+                    Ok(Ok(LeaseCheck::Renewed)) => last_renewed = Instant::now(),
+                    Ok(Ok(LeaseCheck::Reclaimed)) => {
+                        last_renewed = Instant::now();
+                        info!("lease was gone (Redis restarted?); taken back");
+                    }
                     // The successor serve started for the move holds it: serve stops us.
                     Ok(Ok(LeaseCheck::Lost { holder }))
-                        if moving_since.is_some_and(|t| t.elapsed() < MOVE_GRACE) =>
+                        if moving_since.is_some_and(|t| t.elapsed() < MOVE_GRACE)
+                            && run.serve.is_attached() =>
                     {
                         debug!(%holder, "the room's successor holds the lease; on air until serve stops this mixer");
                     }
                     Ok(Ok(LeaseCheck::Lost { holder })) => {
                         warn!(%holder, "the room was placed elsewhere: stopping this mixer (fenced)");
                         let reason = format!("fenced: the room is now held by {holder}");
-                        let _ = send_line(lines, &FromWorker::Exited { epoch, reason: reason.clone() }).await;
+                        run.tell_serve(&FromWorker::Exited { epoch, reason: reason.clone() }).await;
                         return reason;
                     }
                     // Redis away: the room keeps streaming; serve's connection is our authority.
@@ -327,37 +531,5 @@ async fn run_placement(
             }
         }
     }
-    // Dropping `mixer` on return kills the process at once: a fenced mixer must stop pushing.
-}
-
-/// Participants mixed, counted from the commands that pass (the worker's own admission charge).
-#[derive(Default)]
-struct Participants {
-    inputs: HashMap<String, String>,
-}
-
-impl Participants {
-    /// Applies a command; true when the count of participants changed.
-    fn apply(&mut self, command: &Command) -> bool {
-        let before = self.count();
-        match command {
-            Command::AddInput {
-                input_id,
-                participant_id,
-                ..
-            } => {
-                self.inputs.insert(input_id.clone(), participant_id.clone());
-            }
-            Command::RemoveInput { input_id } => {
-                self.inputs.remove(input_id);
-            }
-            _ => return false,
-        }
-        self.count() != before
-    }
-
-    fn count(&self) -> u32 {
-        let distinct: std::collections::HashSet<&String> = self.inputs.values().collect();
-        u32::try_from(distinct.len()).unwrap_or(u32::MAX)
-    }
+    // Dropping the mixer on return kills the process at once: a fenced mixer must stop pushing.
 }

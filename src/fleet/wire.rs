@@ -4,8 +4,11 @@
 //! serve opens the connection and says [`ToWorker::Open`] (room, epoch, a token signed with the
 //! cluster secret); the worker answers [`FromWorker::Opened`] or [`FromWorker::Refused`]. From
 //! then on, the mixer's commands and events cross it wrapped with the placement's epoch, and
-//! either side ignores a message of another epoch. Closing the connection ends the placement:
-//! the worker stops that mixer at once (it may have been moved elsewhere).
+//! either side ignores a message of another epoch. serve ends a placement with
+//! [`ToWorker::Stop`]: the worker stops that mixer at once. A connection that ends without it
+//! means serve was lost (killed, restarted, upgraded, cut off): the mixer keeps pushing,
+//! orphaned, until a serve takes the placement over with [`ToWorker::Resume`], the lease names
+//! another placement (fenced), or nobody has come for `--orphan-grace-secs`.
 //!
 //! Why a direct connection rather than a Redis stream per room: keyframe requests and layout
 //! changes stay one network hop (no broker in the media control path); a worker killed outright
@@ -20,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol; a peer of another version is refused with a log line.
 /// Includes the mixer protocol it carries.
-pub const PROTOCOL: u32 = 2 + costream_mixer::control::PROTOCOL_VERSION * 100;
+pub const PROTOCOL: u32 = 3 + costream_mixer::control::PROTOCOL_VERSION * 100;
 
 /// The first line (`Open`) must be this short: it comes before any authentication.
 pub const MAX_OPEN_LINE: usize = 16 * 1024;
@@ -42,8 +45,19 @@ pub enum ToWorker {
         /// Participants at go-live (the worker's admission charges at least its reserve).
         inputs: u32,
     },
+    /// Take over placement `epoch` of `room_id`, orphaned on this worker when its serve was
+    /// lost; its mixer is still pushing. First line, instead of `Open`; the token is the same.
+    Resume {
+        protocol: u32,
+        token: String,
+        room_id: String,
+        epoch: u64,
+    },
     /// A command for this placement's mixer.
     Command { epoch: u64, command: Command },
+    /// serve lets go of the placement (the room stopped or moved): stop the mixer now. Without
+    /// it, a closed connection leaves the mixer orphaned for a serve to take over.
+    Stop { epoch: u64 },
 }
 
 /// worker → serve.
@@ -59,6 +73,10 @@ pub enum FromWorker {
         pid: Option<u32>,
         binary: String,
         warm: bool,
+        /// Answer to `Resume`: the mixer was already running (it is `Start`ed already; the
+        /// worker answers the room's `Start` from what it remembers).
+        #[serde(default)]
+        resumed: bool,
     },
     /// Not taken: wrong protocol, bad token, draining, full, or no mixer could start.
     Refused { protocol: u32, reason: String },

@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{info, warn};
 
 use super::record::{validate_worker_id, WorkerRecord, WorkerRoom, WorkerState};
+use super::session::Lines;
 use super::store::{redact_url, FleetStore};
 use super::wire;
 use crate::pool::{Capacity, MixerEnv, MixerPool, PoolSettings, Spawner};
@@ -51,6 +52,8 @@ pub struct WorkerSettings {
     pub binary: PathBuf,
     pub secret: Option<Arc<[u8]>>,
     pub drain_timeout: Duration,
+    /// How long a mixer whose serve was lost waits for a serve to take it over.
+    pub orphan_grace: Duration,
     /// Where to serve `GET /metrics` and `GET /healthz` (none: no endpoint).
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -61,6 +64,8 @@ struct Placement {
     epoch: u64,
     /// The mixer's process, once one is attached (for its `/proc` figures in the metrics).
     mixer_pid: Option<u32>,
+    /// Its serve was lost: waiting for a serve to take it over.
+    orphaned: bool,
 }
 
 /// Shared by the worker's tasks.
@@ -72,12 +77,15 @@ pub struct WorkerCtx {
     pub pool: MixerPool,
     pub store: FleetStore,
     pub secret: Option<Arc<[u8]>>,
+    pub orphan_grace: Duration,
     draining: AtomicBool,
     /// Live placements by ledger key (`room@epoch`).
     rooms: Mutex<HashMap<String, Placement>>,
     live: watch::Sender<usize>,
     /// Set at the drain deadline: every placement asks serve to move its room.
     moving: watch::Sender<bool>,
+    /// Orphaned placements by ledger key: where a serve's `Resume` hands its connection.
+    orphans: Mutex<HashMap<String, mpsc::Sender<Lines>>>,
 }
 
 impl WorkerCtx {
@@ -100,6 +108,7 @@ impl WorkerCtx {
             room_id: room_id.to_string(),
             epoch,
             mixer_pid: None,
+            orphaned: false,
         };
         rooms.insert(key.to_string(), placement);
         self.live.send_replace(rooms.len());
@@ -124,9 +133,40 @@ impl WorkerCtx {
     }
 
     pub fn room_ended(&self, key: &str) {
+        self.orphans_lock().remove(key);
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         rooms.remove(key);
         self.live.send_replace(rooms.len());
+    }
+
+    fn orphans_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Lines>>> {
+        self.orphans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The placement lost its serve: a `Resume` may hand it a new connection through `takeover`.
+    /// The registry shows it at once, so a serve starting right now finds it.
+    pub async fn orphaned(&self, key: &str, takeover: mpsc::Sender<Lines>) {
+        self.orphans_lock().insert(key.to_string(), takeover);
+        self.set_orphaned(key, true);
+        publish(self).await;
+    }
+
+    /// The way to an orphaned placement, taken once (a second `Resume` finds none).
+    pub fn take_orphan(&self, key: &str) -> Option<mpsc::Sender<Lines>> {
+        self.orphans_lock().remove(key)
+    }
+
+    /// A serve took the placement over.
+    pub fn adopted(&self, key: &str) {
+        self.orphans_lock().remove(key);
+        self.set_orphaned(key, false);
+    }
+
+    fn set_orphaned(&self, key: &str, orphaned: bool) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(placement) = rooms.get_mut(key) {
+            placement.orphaned = orphaned;
+        }
     }
 
     /// This worker as the registry shows it.
@@ -141,6 +181,7 @@ impl WorkerCtx {
                 room_id: placement.room_id.clone(),
                 epoch: placement.epoch,
                 cost: self.pool.millicores_of(key).unwrap_or(0),
+                orphaned: placement.orphaned,
             })
             .collect();
         WorkerRecord {
@@ -216,6 +257,7 @@ pub async fn run_cli(args: crate::cli::WorkerArgs) -> anyhow::Result<()> {
         binary,
         secret,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        orphan_grace: Duration::from_secs(args.orphan_grace_secs),
         metrics_listen: args.metrics_listen,
     })
     .await
@@ -282,10 +324,12 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
         pool: pool.clone(),
         store: store.clone(),
         secret: settings.secret.clone(),
+        orphan_grace: settings.orphan_grace,
         draining: AtomicBool::new(false),
         rooms: Mutex::new(HashMap::new()),
         live: watch::Sender::new(0),
         moving: watch::Sender::new(false),
+        orphans: Mutex::new(HashMap::new()),
     });
     info!(worker = %ctx.id, redis = %redact_url(&settings.redis_url), %control_addr,
         advertise_ip = %settings.advertise_ip, capacity_cores = settings.capacity_cores,

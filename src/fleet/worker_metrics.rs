@@ -178,6 +178,7 @@ mod tests {
             room_id: room_id.into(),
             epoch,
             cost,
+            orphaned: false,
         }
     }
 

@@ -66,6 +66,13 @@ pub trait MixerLink: Send {
     /// Asks the mixer to shut down cleanly, and kills it if it has not after `grace`.
     fn stop(self: Box<Self>, grace: Duration);
 
+    /// serve is shutting down and the room is stored: a mixer that can outlive this process (on
+    /// a fleet worker) is left running for the next serve to take over. A local mixer cannot
+    /// (it dies with serve): it is stopped.
+    fn detach(self: Box<Self>, grace: Duration) {
+        self.stop(grace);
+    }
+
     /// What the room status shows about this mixer.
     fn info(&self) -> MixerInfo;
 }

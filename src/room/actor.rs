@@ -230,6 +230,8 @@ struct RoomActor {
     recorder: Recorder,
     /// The recording in progress when serve stopped: it goes on with the first go-live.
     resume_recording: Option<String>,
+    /// The room ends in this process only: its mixer is detached, not stopped.
+    pub(super) detach_on_end: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RoomActor {
@@ -883,6 +885,18 @@ impl RoomActor {
     }
 
     fn shut_down(&mut self) {
+        if self.detach_on_end.load(std::sync::atomic::Ordering::SeqCst) {
+            for mixer in [self.mixer.take(), self.outgoing.take()]
+                .into_iter()
+                .flatten()
+            {
+                info!(
+                    epoch = mixer.epoch(),
+                    "serve is shutting down: the mixer is left running for the next serve"
+                );
+                mixer.detach(self.runtime.stop_grace);
+            }
+        }
         let _ = self.input(Input::StopLive);
         for participant_id in self.state.participant_ids() {
             let _ = self.input(Input::Leave { participant_id });

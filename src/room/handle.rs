@@ -30,6 +30,8 @@ pub struct RoomHandle {
     commands: mpsc::Sender<RoomCommand>,
     /// Ends the actor: stops the mixer and closes every session.
     cancel: CancellationToken,
+    /// Set before `cancel` when the mixer is to outlive serve (see [`RoomHandle::detach`]).
+    detach_on_end: Arc<std::sync::atomic::AtomicBool>,
     /// The latest status, republished by the actor on every change (closed when it ends).
     status: watch::Receiver<Arc<RoomStatus>>,
     /// Notices for event streams; bounded, a lagging receiver skips.
@@ -58,6 +60,7 @@ impl RoomHandle {
         let (commands, command_rx) = mpsc::channel(64);
         let guests = Arc::new(std::sync::Mutex::new(durable.guests));
         let cancel = CancellationToken::new();
+        let detach_on_end = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (session_tx, session_rx) = mpsc::channel(256);
         let (mixer_tx, mixer_rx) = mpsc::channel(256);
         let state = RoomState::new(settings);
@@ -90,6 +93,7 @@ impl RoomHandle {
             created_at: durable.created_at,
             recorder: super::Recorder::new(&id, runtime_recordings),
             resume_recording: durable.recording,
+            detach_on_end: detach_on_end.clone(),
         };
         let save_at_start = !durable.stored;
         // A root span: the actor outlives the HTTP request that created the room.
@@ -113,6 +117,7 @@ impl RoomHandle {
             join_requests: std::sync::Mutex::default(),
             commands,
             cancel,
+            detach_on_end,
             status,
             notices,
             event_streams: Arc::default(),
@@ -348,6 +353,15 @@ impl RoomHandle {
 
     /// Ends the room: the mixer stops and every participant is disconnected.
     pub fn end(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Ends the room in this process only, as serve shuts down with the room stored: every
+    /// participant is disconnected (they reconnect to the next serve), but a mixer on a fleet
+    /// worker keeps pushing for the next serve to take over (see `MixerLink::detach`).
+    pub fn detach(&self) {
+        self.detach_on_end
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.cancel.cancel();
     }
 }

@@ -248,4 +248,13 @@ impl Rooms {
             room.end();
         }
     }
+
+    /// Ends every room in this process only (serve shuts down; the rooms are stored and come
+    /// back with the next serve): their mixers are detached, not stopped.
+    pub fn detach_all(&self) {
+        let rooms: Vec<_> = self.rooms.write().expect("rooms lock").drain().collect();
+        for (_, room) in rooms {
+            room.detach();
+        }
+    }
 }

@@ -150,6 +150,27 @@ impl Serve {
         Ok(serve)
     }
 
+    /// As `start_with_config_and_data_dir`, listening on `listen` (a restart on the same port).
+    pub fn start_with_config_and_data_dir_on(
+        config: &str,
+        data_dir: &std::path::Path,
+        listen: &str,
+    ) -> anyhow::Result<Self> {
+        let path = data_dir.with_extension("toml");
+        std::fs::write(&path, config)?;
+        let mut serve = Self::spawn_listening(
+            Stdio::inherit(),
+            None,
+            "info",
+            Some(path.clone()),
+            &[],
+            Some(data_dir.to_path_buf()),
+            listen,
+        )?;
+        serve.config_path = Some(path);
+        Ok(serve)
+    }
+
     fn spawn_with(
         stderr: Stdio,
         log_path: Option<std::path::PathBuf>,
