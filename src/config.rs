@@ -91,6 +91,13 @@ pub struct ClusterConfig {
     /// Signs placements to workers (`COSTREAM_CLUSTER_SECRET`); required unless every worker
     /// listens on loopback.
     pub secret: Option<ApiSecret>,
+    /// This serve node's name among the fleet's serve nodes (room ownership is by name): keep
+    /// it across restarts of the same node. Default: the host name and the listen port.
+    pub node_id: Option<String>,
+    /// Where the other serve nodes reach this one (`http://10.0.0.7:8080`; on Kubernetes the
+    /// pod IP), to forward requests for the rooms it owns. Default: `http://` + `server.listen`
+    /// unless that is a wildcard address.
+    pub node_url: Option<String>,
 }
 
 /// When unused rooms close (LiveKit's `empty_timeout` and `departure_timeout`).
@@ -744,6 +751,25 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key: "cluster.secret",
                     message: format!("must be at least {MIN_SECRET_CHARS} characters"),
+                });
+            }
+        }
+        if let Some(id) = &self.cluster.node_id {
+            crate::fleet::record::validate_id("node id", id).map_err(|message| {
+                ConfigError::Invalid {
+                    key: "cluster.node_id",
+                    message,
+                }
+            })?;
+        }
+        if let Some(url) = &self.cluster.node_url {
+            let ok = url::Url::parse(url)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "cluster.node_url",
+                    message: "must be an http:// URL the other serve nodes reach, such as http://10.0.0.7:8080".into(),
                 });
             }
         }

@@ -15,6 +15,7 @@ pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http_server;
+pub mod nodes;
 pub mod origin;
 pub mod per_ip;
 pub mod pool;

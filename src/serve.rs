@@ -89,6 +89,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let pool = mixer_backend(&config, &args).await?;
     let (store, stored_rooms) = open_store(&config)?;
     let access = Arc::new(match (&store, config.auth.keys.is_empty()) {
+        // A fleet's open serve nodes share one made-up key, in Redis: a link works on any node.
+        (Some(store), true) if config.cluster.redis_url.is_some() => {
+            let url = config.cluster.redis_url.as_deref().unwrap_or_default();
+            let (key, secret) = crate::nodes::store::NodeStore::connect(url)?
+                .shared_signing_key(store.key(), crate::access::Access::made_up_key)
+                .await
+                .context("the serve nodes' shared signing key in Redis")?;
+            crate::access::Access::from_config_with_local_key(&config.auth, key, secret)
+        }
         // An open server's made-up signing key is kept with the rooms: their links outlive a
         // restart.
         (Some(store), true) => {
@@ -132,9 +141,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mixers_outlive_serve = config.cluster.redis_url.is_some() && store.is_some();
     let origin_cancel = CancellationToken::new();
     let origin = start_origin(&mut config.origin, origin_cancel.clone()).await?;
+    let config = Arc::new(config);
+    // A fleet's serve nodes share the rooms in Redis: each restores only those nobody else owns.
+    let nodes = match (&config.cluster.redis_url, &store) {
+        (Some(url), Some(store)) => Some(crate::nodes::Nodes::new(crate::nodes::NodeParams {
+            store: crate::nodes::store::NodeStore::connect(url)?,
+            rooms: rooms.clone(),
+            room_store: store.clone(),
+            config: config.clone(),
+            origin: origin.clone(),
+            ingest: ingest.clone(),
+        })?),
+        _ => None,
+    };
     if let Some(store) = &store {
+        let stored_rooms = match &nodes {
+            Some(nodes) => nodes
+                .claim_at_start(stored_rooms)
+                .await
+                .context("claiming this serve node's rooms in Redis")?,
+            None => stored_rooms,
+        };
         crate::room::durable::restore_rooms(&rooms, store, stored_rooms, &config, origin.as_ref())
             .await;
+    }
+    if let Some(nodes) = &nodes {
+        nodes.start();
     }
     let public_url = config.public_url();
     let http_shutdown = CancellationToken::new();
@@ -144,11 +176,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         trusted_proxies: std::sync::Arc::new(config.server.trusted_proxies()),
     };
     let app = router(AppState {
-        config: Arc::new(config),
+        config,
         rooms: rooms.clone(),
         ingest,
         origin: origin.clone(),
         shutdown: http_shutdown.clone(),
+        nodes: nodes.clone(),
     });
 
     tracing::info!("costream listening on {public_url}");
@@ -157,8 +190,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = {
         let (origin, origin_cancel) = (origin.clone(), origin_cancel.clone());
         let pool = pool.clone();
+        let nodes = nodes.clone();
         async move {
             drain(pool.as_ref(), drain_timeout, mixers_outlive_serve).await;
+            if let Some(nodes) = &nodes {
+                nodes.start_draining().await;
+            }
             // Event streams are endless too: end them so the HTTP server can finish.
             http_shutdown.cancel();
             // Graceful shutdown waits for open responses; HTTP-FLV bodies are endless
@@ -175,6 +212,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if mixers_outlive_serve {
         tracing::info!("shutting down: rooms are stored and their mixers keep pushing on the workers for the next serve");
         rooms.detach_all();
+        if let Some(nodes) = &nodes {
+            // The other serve nodes adopt the rooms now, without waiting for keys to expire.
+            nodes.leave().await;
+        }
     } else {
         tracing::info!("shutting down: ending every room");
         rooms.end_all();
@@ -237,6 +278,7 @@ async fn mixer_backend(config: &Config, args: &ServeArgs) -> anyhow::Result<Arc<
                     .map(|s| Arc::from(s.expose().as_bytes())),
                 reserve_inputs: config.pool.reserve_inputs,
                 retry_after_secs: config.pool.retry_after_secs,
+                resumable: config.store.enabled,
             },
         );
         if config.pool.local {

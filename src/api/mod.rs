@@ -43,6 +43,8 @@ pub struct AppState {
     /// Cancelled when the server starts shutting down: endless responses (event streams) end
     /// so the HTTP server can drain.
     pub shutdown: CancellationToken,
+    /// This node among a fleet's serve nodes (`None`: the only one).
+    pub nodes: Option<Arc<crate::nodes::Nodes>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -220,6 +222,12 @@ pub fn router(state: AppState) -> Router {
         // paths (the fallback) are not counted: their paths are whatever clients made up.
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)
+        // A room another serve node owns is served there, whatever the path (and new rooms go
+        // to the least loaded node): before any limit or handler of this node.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::nodes::forward::forward,
+        ))
         // Every answer carries its request's `x-request-id` (the client's, or a new UUID), and
         // every log line written while handling it names the id: a user's error report leads
         // to the server's lines.

@@ -157,6 +157,10 @@ pub async fn create(
         )
     })?;
     let id = &room.id;
+    if let Some(nodes) = &app.nodes {
+        // Owned before anyone hears of it: no other node adopts it as an orphan.
+        nodes.created(id).await;
+    }
     let links = room_links(&app, &room, origin.is_some());
     let created = CreatedRoom {
         room_id: id.clone(),

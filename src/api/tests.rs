@@ -56,6 +56,7 @@ pub(super) fn app_over(config: Config, rooms: Arc<Rooms>) -> Router {
         ingest,
         origin: None,
         shutdown: tokio_util::sync::CancellationToken::new(),
+        nodes: None,
     })
 }
 

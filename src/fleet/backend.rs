@@ -37,6 +37,8 @@ pub struct FleetSettings {
     pub secret: Option<Arc<[u8]>>,
     pub reserve_inputs: u32,
     pub retry_after_secs: u64,
+    /// serve keeps its rooms across restarts: its mixers may outlive it (orphans).
+    pub resumable: bool,
 }
 
 /// Shared handle to the fleet. Cheap to clone.
@@ -144,6 +146,19 @@ impl FleetState {
     }
 }
 
+/// The worker (and placement epoch) where `room_id`'s mixer is orphaned, if one is.
+fn orphan_of(workers: &[WorkerRecord], room_id: &str) -> Option<(String, u64)> {
+    workers
+        .iter()
+        .filter(|w| w.protocol == PROTOCOL)
+        .find_map(|w| {
+            w.rooms
+                .iter()
+                .find(|r| r.room_id == room_id && r.orphaned)
+                .map(|r| (w.worker_id.clone(), r.epoch))
+        })
+}
+
 fn cost_of_room(video: &VideoSpec, inputs: u32, reserve_inputs: u32) -> u64 {
     room_cost(&RoomLoad::new(
         video,
@@ -167,6 +182,23 @@ impl MixerBackend for FleetBackend {
                 reason,
                 retry_after_secs: 5,
             });
+        }
+        // The previous serve's mixer still runs (orphaned) and is charged on its worker: the
+        // room goes back there without being charged twice.
+        if let Some((worker_id, _)) = orphan_of(&st.workers, room_id) {
+            info!(room = %room_id, worker = %worker_id, "admitted onto the worker where its mixer is orphaned");
+            st.rooms.insert(
+                room_id.to_string(),
+                RoomPlacement {
+                    cost,
+                    video: *video,
+                    inputs,
+                    worker_id,
+                },
+            );
+            drop(st);
+            self.publish_live_rooms();
+            return Ok(cost);
         }
         let avoid = st.suspects(now);
         let placement = place(
@@ -250,16 +282,7 @@ impl MixerBackend for FleetBackend {
         );
         // The previous serve's mixer, still pushing on a worker: take it over (the CDN sees no
         // change). Draining or not: the mixer runs there now.
-        let orphan = st
-            .workers
-            .iter()
-            .filter(|w| w.protocol == PROTOCOL)
-            .find_map(|w| {
-                w.rooms
-                    .iter()
-                    .find(|r| r.room_id == room_id && r.orphaned)
-                    .map(|r| (w.worker_id.clone(), r.epoch))
-            });
+        let orphan = orphan_of(&st.workers, room_id);
         // A restart after its worker failed, or a move off a draining worker, goes elsewhere:
         // re-placed on the current view.
         let current_serving = st
@@ -312,6 +335,7 @@ impl MixerBackend for FleetBackend {
                 }
             }),
             resume,
+            resumable: self.inner.settings.resumable,
         });
         Ok(Box::new(link))
     }

@@ -67,9 +67,11 @@ pub struct LinkParams {
     pub on_worker_lost: FailureSink,
     /// The placement orphaned on `worker` by the previous serve, to take over first.
     pub resume: Option<u64>,
+    /// serve keeps rooms across restarts: the mixer may outlive it (see `ToWorker::Open`).
+    pub resumable: bool,
 }
 
-/// A room's mixer on a worker. Dropping it closes the connection: the worker kills the mixer.
+/// A room's mixer on a worker. Dropping it tells the worker to stop the mixer (`Stop`).
 pub struct RemoteMixer {
     room_id: String,
     worker_id: String,
@@ -282,6 +284,7 @@ async fn open(params: &LinkParams, info: &Mutex<MixerInfo>) -> Result<(Lines, u6
         epoch,
         video: params.video,
         inputs: params.inputs,
+        resumable: params.resumable,
     };
     handshake(&mut lines, &opening, &params.worker, info).await?;
     Ok((lines, epoch))
@@ -462,6 +465,9 @@ async fn relay(
                         Ok(FromWorker::Event { epoch: e, event }) if e == epoch => {
                             let report = MixerReport::Event { epoch: params.room_epoch, event };
                             if params.reports.send(report).await.is_err() {
+                                if !flags.detaching.load(Ordering::Relaxed) {
+                                    stop_placement(&mut lines, epoch).await;
+                                }
                                 return End::Deliberate("the room is gone".into());
                             }
                         }
@@ -472,6 +478,9 @@ async fn relay(
                             info!("the worker is draining: moving the room (make before break)");
                             let report = MixerReport::MoveRequested { epoch: params.room_epoch };
                             if params.reports.send(report).await.is_err() {
+                                if !flags.detaching.load(Ordering::Relaxed) {
+                                    stop_placement(&mut lines, epoch).await;
+                                }
                                 return End::Deliberate("the room is gone".into());
                             }
                         }

@@ -14,6 +14,9 @@
 //!   recognised by display name and replaces its slate at once; the slates nobody claims are
 //!   removed after [`HOLD_AFTER_RESUME`]. Events about the left-over inputs are not passed on:
 //!   the new serve never knew them.
+//! - A new serve numbers its inputs from `in0` again, as the lost one did: each takeover is a
+//!   new generation, whose input ids are suffixed `-g<generation>` towards the mixer (and the
+//!   suffix stripped from the mixer's events), so they never meet a left-over's id.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -49,6 +52,8 @@ pub struct PlacementMemory {
     removing: HashSet<String>,
     /// When the left-over inputs still present are removed (set at a takeover).
     hold_until: Option<Instant>,
+    /// Takeovers so far: the attached serve's input ids carry it towards the mixer.
+    generation: u32,
 }
 
 /// What to do with a command from serve.
@@ -61,6 +66,31 @@ pub struct Handling {
 }
 
 impl PlacementMemory {
+    /// The mixer has been sent `Start` (nothing to keep for a serve that never started it).
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// The mixer's id of the attached serve's input `input_id`.
+    fn mixer_id(&self, input_id: &str) -> String {
+        match self.generation {
+            0 => input_id.to_string(),
+            generation => format!("{input_id}-g{generation}"),
+        }
+    }
+
+    /// The attached serve's id of the mixer's input `mixer_id`.
+    fn serve_id(&self, mixer_id: &str) -> String {
+        let suffix = format!("-g{}", self.generation);
+        match self.generation {
+            0 => mixer_id.to_string(),
+            _ => mixer_id
+                .strip_suffix(suffix.as_str())
+                .unwrap_or(mixer_id)
+                .to_string(),
+        }
+    }
+
     /// Participants mixed for the serve attached now (the worker's admission charge).
     pub fn participants(&self) -> u32 {
         let mut ids: Vec<&str> = self
@@ -113,20 +143,36 @@ impl PlacementMemory {
                 participant_id,
                 display_name,
                 codec,
-                ..
+                payload_type,
+                clock_rate,
             } => {
                 handling.to_mixer = self.claim_slate(display_name);
+                let mixer_id = self.mixer_id(input_id);
                 self.inputs.insert(
-                    input_id.clone(),
+                    mixer_id.clone(),
                     Input {
                         participant_id: participant_id.clone(),
                         display_name: display_name.clone(),
                         kind: codec.kind(),
                     },
                 );
+                handling.to_mixer.push(Command::AddInput {
+                    input_id: mixer_id,
+                    participant_id: participant_id.clone(),
+                    display_name: display_name.clone(),
+                    codec: *codec,
+                    payload_type: *payload_type,
+                    clock_rate: *clock_rate,
+                });
+                return handling;
             }
             Command::RemoveInput { input_id } => {
-                self.inputs.remove(input_id);
+                let mixer_id = self.mixer_id(input_id);
+                self.inputs.remove(&mixer_id);
+                handling
+                    .to_mixer
+                    .push(Command::RemoveInput { input_id: mixer_id });
+                return handling;
             }
             _ => {}
         }
@@ -134,9 +180,10 @@ impl PlacementMemory {
         handling
     }
 
-    /// An event of the mixer; false when serve must not see it (it is about a left-over input).
-    pub fn event(&mut self, event: &Event) -> bool {
-        match event {
+    /// An event of the mixer as the attached serve must see it; `None` when it must not (it is
+    /// about a left-over input).
+    pub fn event(&mut self, event: Event) -> Option<Event> {
+        match &event {
             Event::Ready { version, binary } => {
                 self.ready = Some((version.clone(), binary.clone()));
             }
@@ -146,22 +193,32 @@ impl PlacementMemory {
             Event::OutputRemoved { output_id } => {
                 self.output_events.remove(output_id);
             }
-            Event::InputRemoved { input_id }
-            | Event::InputReady { input_id, .. }
-            | Event::KeyframeRequest { input_id }
-            | Event::InputVisible { input_id } => {
-                let ours =
-                    self.left_over.contains_key(input_id) || self.removing.contains(input_id);
-                if ours && !self.inputs.contains_key(input_id) {
-                    if matches!(event, Event::InputRemoved { .. }) {
-                        self.removing.remove(input_id);
-                    }
-                    return false;
-                }
-            }
             _ => {}
         }
-        true
+        let Some(mixer_id) = input_of(&event) else {
+            return Some(event);
+        };
+        if self.left_over.contains_key(mixer_id) || self.removing.contains(mixer_id) {
+            if matches!(event, Event::InputRemoved { .. }) {
+                let mixer_id = mixer_id.to_string();
+                self.removing.remove(&mixer_id);
+            }
+            return None;
+        }
+        let serve_id = self.serve_id(mixer_id);
+        Some(match event {
+            Event::InputReady {
+                rtp_port, rtp_addr, ..
+            } => Event::InputReady {
+                input_id: serve_id,
+                rtp_port,
+                rtp_addr,
+            },
+            Event::InputRemoved { .. } => Event::InputRemoved { input_id: serve_id },
+            Event::KeyframeRequest { .. } => Event::KeyframeRequest { input_id: serve_id },
+            Event::InputVisible { .. } => Event::InputVisible { input_id: serve_id },
+            other => other,
+        })
     }
 
     /// serve was lost: every input becomes a left-over, and the cameras go (slates instead).
@@ -173,6 +230,7 @@ impl PlacementMemory {
 
     /// A serve took the placement over at `now`.
     pub fn taken_over(&mut self, now: Instant) {
+        self.generation += 1;
         if !self.left_over.is_empty() {
             self.hold_until = Some(now + HOLD_AFTER_RESUME);
         }
@@ -245,6 +303,17 @@ impl PlacementMemory {
     }
 }
 
+/// The input an event is about.
+fn input_of(event: &Event) -> Option<&str> {
+    match event {
+        Event::InputRemoved { input_id }
+        | Event::InputReady { input_id, .. }
+        | Event::KeyframeRequest { input_id }
+        | Event::InputVisible { input_id } => Some(input_id),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use costream_mixer::control::{Codec, OutputState, VideoSpec};
@@ -285,15 +354,28 @@ mod tests {
         }
     }
 
-    /// A placement live with Ada (camera + mic) and Bo (mic only), pushing to `cdn`.
+    fn input_removed(input_id: &str) -> Event {
+        Event::InputRemoved {
+            input_id: input_id.into(),
+        }
+    }
+
+    fn keyframe(input_id: &str) -> Event {
+        Event::KeyframeRequest {
+            input_id: input_id.into(),
+        }
+    }
+
+    /// A placement live with Ada (camera `in0` + mic `in1`) and Bo (mic `in2`), numbered as
+    /// serve numbers them, pushing to `cdn`.
     fn live_room() -> (PlacementMemory, OutputSpec) {
         let cdn = OutputSpec::new("out0", "rtmp://cdn/live/key");
         let mut memory = PlacementMemory::default();
         for command in [
             start(std::slice::from_ref(&cdn)),
-            add("a-v", "p1", "Ada", Codec::Vp8),
-            add("a-a", "p1", "Ada", Codec::Opus),
-            add("b-a", "p2", "Bo", Codec::Opus),
+            add("in0", "p1", "Ada", Codec::Vp8),
+            add("in1", "p1", "Ada", Codec::Opus),
+            add("in2", "p2", "Bo", Codec::Opus),
         ] {
             let handling = memory.command(command.clone());
             assert_eq!(handling.to_mixer, vec![command], "passed on untouched");
@@ -303,20 +385,21 @@ mod tests {
             version: "1.2.3".into(),
             binary: "/bin/costream".into(),
         };
-        assert!(memory.event(&ready) && memory.event(&live("out0")));
+        assert_eq!(memory.event(ready.clone()), Some(ready));
+        assert_eq!(memory.event(live("out0")), Some(live("out0")));
+        assert_eq!(memory.event(keyframe("in0")), Some(keyframe("in0")));
         (memory, cdn)
     }
 
     #[test]
     fn a_lost_serve_leaves_name_slates_and_a_takeover_is_answered_from_memory() {
         let (mut memory, cdn) = live_room();
+        assert!(memory.started());
         assert_eq!(memory.participants(), 2);
         // The cameras go: Ada's tile shows her slate (her mic input keeps it).
-        assert_eq!(memory.serve_lost(), vec![removed("a-v")]);
+        assert_eq!(memory.serve_lost(), vec![removed("in0")]);
         assert_eq!(memory.participants(), 2, "the tiles stay");
-        assert!(!memory.event(&Event::InputRemoved {
-            input_id: "a-v".into()
-        }));
+        assert_eq!(memory.event(input_removed("in0")), None);
 
         let t0 = Instant::now();
         memory.taken_over(t0);
@@ -334,77 +417,116 @@ mod tests {
                 live("out0")
             ]
         );
-        // Ada comes back as a new session: her slate goes as her camera arrives.
-        let handling = memory.command(add("a2-v", "p9", "Ada", Codec::Vp8));
+        // Bo comes back first, numbered from in0 again: his own slate (in2) goes, and his ids
+        // never meet Ada's left-over mic (in1).
+        let handling = memory.command(add("in0", "p8", "Bo", Codec::Vp8));
         assert_eq!(
             handling.to_mixer,
-            vec![removed("a-a"), add("a2-v", "p9", "Ada", Codec::Vp8)]
+            vec![removed("in2"), add("in0-g1", "p8", "Bo", Codec::Vp8)]
         );
-        // Events of the left-overs are not the new serve's business; its own pass.
-        assert!(!memory.event(&Event::InputRemoved {
-            input_id: "a-a".into()
-        }));
-        assert!(!memory.event(&Event::KeyframeRequest {
-            input_id: "b-a".into()
-        }));
-        assert!(memory.event(&Event::KeyframeRequest {
-            input_id: "a2-v".into()
-        }));
-        // Bo does not come back: his slate goes after the hold.
+        let handling = memory.command(add("in1", "p8", "Bo", Codec::Opus));
+        assert_eq!(
+            handling.to_mixer,
+            vec![add("in1-g1", "p8", "Bo", Codec::Opus)]
+        );
+        // The mixer's events come back under the new serve's ids; the left-overs' are not
+        // the new serve's business.
+        let ready = Event::InputReady {
+            input_id: "in1-g1".into(),
+            rtp_port: 5000,
+            rtp_addr: None,
+        };
+        assert_eq!(
+            memory.event(ready),
+            Some(Event::InputReady {
+                input_id: "in1".into(),
+                rtp_port: 5000,
+                rtp_addr: None
+            })
+        );
+        assert_eq!(memory.event(input_removed("in2")), None);
+        assert_eq!(memory.event(keyframe("in1")), None, "Ada's left-over mic");
+        assert_eq!(memory.event(keyframe("in0-g1")), Some(keyframe("in0")));
+        // The new serve removes its own input by its own id.
+        let handling = memory.command(removed("in0"));
+        assert_eq!(handling.to_mixer, vec![removed("in0-g1")]);
+        assert_eq!(
+            memory.event(input_removed("in0-g1")),
+            Some(input_removed("in0"))
+        );
+        // Ada does not come back: her slate goes after the hold.
         assert_eq!(memory.next_deadline(), Some(t0 + HOLD_AFTER_RESUME));
         assert!(memory.expire(t0 + HOLD_AFTER_RESUME / 2).is_empty());
-        assert_eq!(memory.expire(t0 + HOLD_AFTER_RESUME), vec![removed("b-a")]);
+        assert_eq!(memory.expire(t0 + HOLD_AFTER_RESUME), vec![removed("in1")]);
         assert_eq!(memory.next_deadline(), None);
         assert_eq!(memory.participants(), 1);
     }
 
     #[test]
-    fn a_takeover_changes_only_the_outputs_that_differ() {
-        let (mut memory, cdn) = live_room();
+    fn a_second_loss_keeps_the_new_generation_apart() {
+        let (mut memory, _) = live_room();
         memory.serve_lost();
         memory.taken_over(Instant::now());
+        memory.command(add("in0", "p9", "Ada", Codec::Vp8));
+        memory.command(add("in1", "p9", "Ada", Codec::Opus));
+        // The second serve is lost too, then a third takes over.
+        assert_eq!(memory.serve_lost(), vec![removed("in0-g1")]);
+        memory.taken_over(Instant::now());
+        let handling = memory.command(add("in1", "p10", "Ada", Codec::Opus));
+        assert_eq!(
+            handling.to_mixer,
+            vec![removed("in1-g1"), add("in1-g2", "p10", "Ada", Codec::Opus)]
+        );
+        assert_eq!(memory.event(input_removed("in1-g1")), None);
+        assert_eq!(memory.event(keyframe("in1-g2")), Some(keyframe("in1")));
+    }
+
+    #[test]
+    fn a_takeover_changes_only_the_outputs_that_differ() {
+        let cdn = OutputSpec::new("out0", "rtmp://cdn/live/key");
         // The built-in origin's URL is made anew by a restarted serve: same id, new key.
         let origin_old = OutputSpec::new("origin", "rtmp://127.0.0.1/live/old");
         let origin_new = OutputSpec::new("origin", "rtmp://127.0.0.1/live/new");
-        memory.command(Command::AddOutput {
-            output: origin_old.clone(),
-        });
-        let extra = OutputSpec::new("out1", "rtmp://other/live/k");
-        let handling = memory.command(start(&[cdn.clone(), origin_new.clone(), extra.clone()]));
+        let gone = OutputSpec::new("out1", "rtmp://other/live/k");
+        let mut memory = PlacementMemory::default();
+        memory.command(start(&[cdn.clone(), origin_old, gone]));
+        memory.serve_lost();
+        memory.taken_over(Instant::now());
+        let added = OutputSpec::new("out2", "rtmp://third/live/k");
+        let handling = memory.command(start(&[cdn, origin_new.clone(), added.clone()]));
         assert_eq!(
             handling.to_mixer,
             vec![
                 Command::RemoveOutput {
                     output_id: "origin".into()
                 },
+                Command::RemoveOutput {
+                    output_id: "out1".into()
+                },
                 Command::AddOutput { output: origin_new },
-                Command::AddOutput { output: extra },
+                Command::AddOutput { output: added },
             ]
         );
-        // An output the host removed while serve was away is stopped.
-        let handling = memory.command(start(std::slice::from_ref(&cdn)));
-        assert_eq!(handling.to_mixer.len(), 2, "{:?}", handling.to_mixer);
-        assert!(handling
-            .to_mixer
-            .iter()
-            .all(|c| matches!(c, Command::RemoveOutput { .. })));
+        assert!(handling.to_serve.is_empty(), "the mixer never said Ready");
     }
 
     #[test]
     fn before_any_takeover_nothing_is_held_or_swallowed() {
         let (mut memory, _) = live_room();
         // A new participant with a name like nobody's slate: plain pass-through.
-        let handling = memory.command(add("c-v", "p3", "Ada", Codec::Vp8));
-        assert_eq!(handling.to_mixer.len(), 1);
-        assert!(memory.event(&Event::InputRemoved {
-            input_id: "a-v".into()
-        }));
+        let handling = memory.command(add("in3", "p3", "Ada", Codec::Vp8));
+        assert_eq!(handling.to_mixer, vec![add("in3", "p3", "Ada", Codec::Vp8)]);
+        assert_eq!(
+            memory.event(input_removed("in0")),
+            Some(input_removed("in0"))
+        );
         assert_eq!(memory.next_deadline(), None);
         assert!(memory
             .expire(Instant::now() + HOLD_AFTER_RESUME * 2)
             .is_empty());
         // A mixer that had not started when serve was lost gets the new serve's Start.
         let mut fresh = PlacementMemory::default();
+        assert!(!fresh.started());
         fresh.serve_lost();
         fresh.taken_over(Instant::now());
         let handling = fresh.command(start(&[]));

@@ -71,7 +71,10 @@ pub async fn serve_connection(
     };
     let checked = match accept(&ctx, &open) {
         Ok(Opening::Place(placing)) => check_lease(&ctx, placing).await.map(Opening::Place),
-        other => other,
+        Ok(Opening::Resume { room_id, epoch }) => check_resume_lease(&ctx, &room_id, epoch)
+            .await
+            .map(|()| Opening::Resume { room_id, epoch }),
+        Err(reason) => Err(reason),
     };
     let opening = match checked {
         Ok(opening) => opening,
@@ -130,12 +133,30 @@ async fn check_lease(ctx: &WorkerCtx, placing: Placing) -> Result<Placing, Strin
     }
 }
 
+/// A takeover is for the placement the lease names (or for no lease at all: it expired while
+/// Redis was away, or Redis restarted empty; the orphan takes it back at its next renewal).
+async fn check_resume_lease(ctx: &WorkerCtx, room_id: &str, epoch: u64) -> Result<(), String> {
+    match ctx.store.lease(room_id).await {
+        Ok(Some(lease)) if lease.worker_id != ctx.id || lease.epoch != epoch => Err(format!(
+            "placement {epoch} is not current: the room's lease names {}",
+            lease.encode()
+        )),
+        Ok(_) => Ok(()),
+        // Redis away: the token vouches for serve, and the orphan's own renewals fence it.
+        Err(e) => {
+            debug!("cannot check the lease for a takeover ({e}); taking the token's word");
+            Ok(())
+        }
+    }
+}
+
 async fn place(ctx: Arc<WorkerCtx>, mut lines: Lines, placing: Placing) {
     let Placing {
         room_id,
         epoch,
         video,
         inputs,
+        resumable,
     } = placing;
     let key = format!("{room_id}@{epoch}");
     if !ctx.room_started(&key, &room_id, epoch) {
@@ -152,7 +173,7 @@ async fn place(ctx: Arc<WorkerCtx>, mut lines: Lines, placing: Placing) {
         refuse(&mut lines, reason).await;
         return;
     }
-    let ended = run_placement(&ctx, lines, &room_id, epoch, &key, video).await;
+    let ended = run_placement(&ctx, lines, &room_id, epoch, &key, video, resumable).await;
     info!(reason = %ended, "placement ended");
     ctx.pool.release(&key);
     ctx.room_ended(&key);
@@ -183,6 +204,8 @@ struct Placing {
     video: VideoSpec,
     /// Participants at go-live.
     inputs: u32,
+    /// The mixer may outlive its serve (see `ToWorker::Open`).
+    resumable: bool,
 }
 
 /// What a connection's first line asks for.
@@ -225,6 +248,7 @@ fn accept(ctx: &WorkerCtx, line: &str) -> Result<Opening, String> {
             epoch,
             video,
             inputs,
+            resumable,
             ..
         } => {
             crate::config::validate_video(&video, "video").map_err(|e| e.to_string())?;
@@ -236,6 +260,7 @@ fn accept(ctx: &WorkerCtx, line: &str) -> Result<Opening, String> {
                 epoch,
                 video,
                 inputs,
+                resumable,
             }))
         }
         // A draining worker still hands its orphans back: their mixers are running here.
@@ -298,6 +323,10 @@ struct Running<'a> {
     orphaned_since: Option<Instant>,
     /// Where a `Resume` hands over its connection.
     takeover_tx: mpsc::Sender<Lines>,
+    /// The mixer may outlive its serve (see `ToWorker::Open`).
+    resumable: bool,
+    /// Set when the placement must end (serve lost and nobody will take it over).
+    stop: Option<String>,
 }
 
 impl Running<'_> {
@@ -306,14 +335,21 @@ impl Running<'_> {
         if !self.serve.is_attached() {
             return;
         }
+        self.serve = Attachment::Lost;
+        if !self.resumable || !self.memory.started() {
+            // No store behind that serve (or it never started the mixer): nobody will come
+            // back for this mixer, so it stops as it always did.
+            info!(%reason, "serve lost; its rooms do not outlive it: stopping the mixer");
+            self.stop = Some(format!("{reason} (serve keeps no rooms across restarts)"));
+            return;
+        }
         warn!(%reason, grace_secs = self.ctx.orphan_grace.as_secs(),
             "serve lost: the mixer keeps pushing until a serve takes the room over");
-        self.serve = Attachment::Lost;
         self.orphaned_since = Some(Instant::now());
         for command in self.memory.serve_lost() {
             self.mixer.send(command);
         }
-        self.ctx.orphaned(self.key, self.takeover_tx.clone()).await;
+        self.ctx.orphaned(self.key, self.takeover_tx.clone());
     }
 
     /// Sends to serve; a failure loses it.
@@ -365,6 +401,7 @@ async fn run_placement(
     epoch: u64,
     key: &str,
     video: VideoSpec,
+    resumable: bool,
 ) -> String {
     let child = match ctx.pool.take() {
         Ok(child) => child,
@@ -390,6 +427,8 @@ async fn run_placement(
         serve: Attachment::Attached(Box::new(lines)),
         orphaned_since: None,
         takeover_tx,
+        resumable,
+        stop: None,
     };
     let lease = Lease {
         worker_id: ctx.id.clone(),
@@ -406,6 +445,9 @@ async fn run_placement(
     let mut moving_since: Option<Instant> = None;
     let mut watching_moves = true;
     loop {
+        if let Some(reason) = run.stop.take() {
+            return reason;
+        }
         let hold_deadline = run.memory.next_deadline();
         tokio::select! {
             changed = move_requests.changed(),
@@ -448,11 +490,21 @@ async fn run_placement(
             Some(lines) = takeovers.recv(), if !run.serve.is_attached() => {
                 last_word = Instant::now();
                 run.taken_over(lines).await;
+                // A move asked of the lost serve is asked again of this one.
+                moving_since = None;
+                if *move_requests.borrow() {
+                    info!("asking the new serve to move the room (make before break)");
+                    moving_since = Some(Instant::now());
+                    run.tell_serve(&FromWorker::Moving { epoch }).await;
+                }
             }
             report = reports.recv() => {
                 let reason = match report {
                     Some(MixerReport::Event { event, .. }) => {
-                        if run.memory.event(&event) && !matches!(event, Event::Hello { .. }) {
+                        if matches!(event, Event::Hello { .. }) {
+                            continue;
+                        }
+                        if let Some(event) = run.memory.event(event) {
                             run.tell_serve(&FromWorker::Event { epoch, event }).await;
                         }
                         continue;

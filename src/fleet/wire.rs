@@ -44,6 +44,10 @@ pub enum ToWorker {
         video: VideoSpec,
         /// Participants at go-live (the worker's admission charges at least its reserve).
         inputs: u32,
+        /// serve keeps its rooms across restarts (a store): when it is lost, the mixer stays on
+        /// air for the next serve to take over. Otherwise nobody ever would: it stops.
+        #[serde(default)]
+        resumable: bool,
     },
     /// Take over placement `epoch` of `room_id`, orphaned on this worker when its serve was
     /// lost; its mixer is still pushing. First line, instead of `Open`; the token is the same.
@@ -207,6 +211,7 @@ mod tests {
             epoch: 3,
             video: VideoSpec::default(),
             inputs: 2,
+            resumable: true,
         };
         let line = encode(&open);
         assert!(line.starts_with(r#"{"type":"open""#), "{line}");

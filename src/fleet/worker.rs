@@ -145,10 +145,12 @@ impl WorkerCtx {
 
     /// The placement lost its serve: a `Resume` may hand it a new connection through `takeover`.
     /// The registry shows it at once, so a serve starting right now finds it.
-    pub async fn orphaned(&self, key: &str, takeover: mpsc::Sender<Lines>) {
+    pub fn orphaned(self: &Arc<Self>, key: &str, takeover: mpsc::Sender<Lines>) {
         self.orphans_lock().insert(key.to_string(), takeover);
         self.set_orphaned(key, true);
-        publish(self).await;
+        // Not awaited: the placement's loop keeps the mixer's keepalives going meanwhile.
+        let ctx = self.clone();
+        tokio::spawn(async move { publish(&ctx).await });
     }
 
     /// The way to an orphaned placement, taken once (a second `Resume` finds none).

@@ -225,6 +225,24 @@ impl Rooms {
         self.rooms.read().expect("rooms lock").get(id).cloned()
     }
 
+    /// Ids of the rooms in this process.
+    pub fn ids(&self) -> Vec<String> {
+        self.rooms
+            .read()
+            .expect("rooms lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Removes a room from this process only, its record kept and its mixer left running:
+    /// another serve node owns it now.
+    pub fn detach(&self, id: &str) -> bool {
+        let removed = self.rooms.write().expect("rooms lock").remove(id);
+        self.clocks.lock().expect("clocks lock").remove(id);
+        removed.map(|room| room.detach()).is_some()
+    }
+
     /// Removes and ends a room.
     pub fn end(&self, id: &str) -> bool {
         let removed = self.rooms.write().expect("rooms lock").remove(id);

@@ -1,0 +1,393 @@
+//! Many serve nodes behind one address (a fleet's `cluster.redis_url` with the room store on).
+//!
+//! Each room is owned by one node: the one holding its WebRTC sessions and its room actor. The
+//! owner renews `costream:owner:{room}` every second with a 5 s TTL (LiveKit keeps the same
+//! room → node map in Redis). A request that reaches another node is forwarded to the owner
+//! ([`forward`]); its event streams are forwarded the same way, so subscribers on any node see
+//! the room's events. When an owner dies its keys expire and another node adopts its rooms
+//! (within [`OWNER_TTL`] + [`TICK`]): it restores each from the shared store, live again, taking
+//! the orphaned mixer over on its worker, and the clients reconnect to it as after a serve
+//! restart. A node stopping (SIGTERM) gives its rooms up at once, so the others adopt them
+//! within a second: the zero-downtime upgrade. New rooms are created on the least loaded node.
+//!
+//! Pure: [`record`]. IO: [`store`] (Redis), this module's loop, [`forward`] (HTTP).
+
+pub mod forward;
+pub mod record;
+pub mod store;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use costream_ingest::IngestEngine;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::origin::Origin;
+use crate::room::Rooms;
+use crate::store::{Loaded, RoomRecord, RoomStore};
+use record::NodeRecord;
+use store::NodeStore;
+
+/// How often a node republishes itself, renews its rooms and looks for rooms to adopt.
+pub const TICK: Duration = Duration::from_secs(1);
+/// A node (and its rooms' ownership) not renewed for this long is gone.
+pub const OWNER_TTL: Duration = Duration::from_secs(5);
+
+/// Where a request for a room goes.
+#[derive(Debug, PartialEq)]
+pub enum Route {
+    /// This node has it (or nobody does: the handlers answer).
+    Here,
+    /// Its owner, at this URL.
+    Owner { node_id: String, url: String },
+    /// It cannot be reached now; the reason says why (answered `503` with `Retry-After`).
+    Unavailable(String),
+}
+
+/// This serve node among the others.
+pub struct Nodes {
+    node_id: String,
+    url: String,
+    store: NodeStore,
+    rooms: Arc<Rooms>,
+    room_store: Arc<RoomStore>,
+    config: Arc<Config>,
+    origin: Option<Origin>,
+    ingest: IngestEngine,
+    /// The other nodes as last read (every [`TICK`]).
+    view: Mutex<Vec<NodeRecord>>,
+    /// Rooms this node owns (renewed every tick).
+    owned: Mutex<HashSet<String>>,
+    draining: AtomicBool,
+    /// Rooms found unowned by the last scan: adopted if still unowned at the next one (a room
+    /// just created elsewhere is in the store a moment before its owner key).
+    unowned: Mutex<HashSet<String>>,
+    /// One adoption at a time: a request and the loop may both find the same room unowned.
+    adopting: tokio::sync::Mutex<()>,
+    pub(crate) http: reqwest::Client,
+}
+
+/// What [`Nodes::start`] needs.
+pub struct NodeParams {
+    pub store: NodeStore,
+    pub rooms: Arc<Rooms>,
+    pub room_store: Arc<RoomStore>,
+    pub config: Arc<Config>,
+    pub origin: Option<Origin>,
+    pub ingest: IngestEngine,
+}
+
+impl Nodes {
+    pub fn new(params: NodeParams) -> anyhow::Result<Arc<Self>> {
+        let config = &params.config;
+        let node_id = match &config.cluster.node_id {
+            Some(id) => id.clone(),
+            None => default_node_id(config.server.listen.port()),
+        };
+        let url = match &config.cluster.node_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None if config.server.listen.ip().is_unspecified() => {
+                warn!(listen = %config.server.listen,
+                    "cluster.node_url is not set and serve listens on a wildcard address: the other serve nodes cannot forward requests for this node's rooms (set it to this node's address)");
+                format!("http://{}", config.server.listen)
+            }
+            None => format!("http://{}", config.server.listen),
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Arc::new(Self {
+            node_id,
+            url,
+            store: params.store,
+            rooms: params.rooms,
+            room_store: params.room_store,
+            config: params.config,
+            origin: params.origin,
+            ingest: params.ingest,
+            view: Mutex::new(Vec::new()),
+            owned: Mutex::new(HashSet::new()),
+            draining: AtomicBool::new(false),
+            unowned: Mutex::new(HashSet::new()),
+            adopting: tokio::sync::Mutex::new(()),
+            http,
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Of the rooms read from the store at start, those this node may restore: nobody else's
+    /// (a restart of this node takes its own back at once; another node's stay with it).
+    pub async fn claim_at_start(&self, loaded: Vec<Loaded>) -> anyhow::Result<Vec<Loaded>> {
+        let ids: Vec<String> = loaded.iter().map(|(id, _)| id.clone()).collect();
+        let taken = self.store.renew(&ids, &self.node_id, OWNER_TTL).await?;
+        let (mine, others): (Vec<Loaded>, Vec<Loaded>) =
+            loaded.into_iter().partition(|(id, _)| !taken.contains(id));
+        self.lock_owned()
+            .extend(mine.iter().map(|(id, _)| id.clone()));
+        info!(node = %self.node_id, url = %self.url, rooms = mine.len(), others = others.len(),
+            "serve node: restoring the rooms nobody else owns");
+        Ok(mine)
+    }
+
+    fn lock_owned(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.owned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A room was created here: this node owns it.
+    pub async fn created(&self, room_id: &str) {
+        self.lock_owned().insert(room_id.to_string());
+        if let Err(e) = self.store.claim(room_id, &self.node_id, OWNER_TTL).await {
+            warn!(room = %room_id, "cannot record this node as the room's owner yet (renewed every second): {e}");
+        }
+    }
+
+    /// Runs the node's loop until the process ends.
+    pub fn start(self: &Arc<Self>) {
+        let nodes = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut redis_ok = true;
+            loop {
+                tick.tick().await;
+                match nodes.once().await {
+                    Ok(()) if !redis_ok => {
+                        info!("serve nodes: Redis answers again");
+                        redis_ok = true;
+                    }
+                    Ok(()) => {}
+                    Err(e) if redis_ok => {
+                        warn!(
+                            "serve nodes: {e}; this node's rooms go on, none is adopted meanwhile"
+                        );
+                        redis_ok = false;
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    /// One tick: publish this node, keep its rooms, let go of ended ones, adopt orphans.
+    async fn once(&self) -> anyhow::Result<()> {
+        let local = self.rooms.ids();
+        let released: Vec<String> = {
+            let mut owned = self.lock_owned();
+            let gone: Vec<String> = owned
+                .iter()
+                .filter(|id| !local.contains(id))
+                .cloned()
+                .collect();
+            for id in &gone {
+                owned.remove(id);
+            }
+            owned.extend(local.iter().cloned());
+            gone
+        };
+        for room in released {
+            self.store.release(&room, &self.node_id).await?;
+        }
+        self.store
+            .publish_node(&self.record(local.len()), OWNER_TTL)
+            .await?;
+        for room in self.store.renew(&local, &self.node_id, OWNER_TTL).await? {
+            // Another node adopted it (this one was cut off from Redis for longer than the
+            // TTL): it runs there now. Leave it without stopping its mixer.
+            warn!(%room, "another serve node owns this room now: letting go of it here");
+            self.lock_owned().remove(&room);
+            self.rooms.detach(&room);
+        }
+        let view = self.store.nodes().await?;
+        *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
+        if !self.draining.load(Ordering::Relaxed) {
+            self.adopt_orphans(&local).await?;
+        }
+        Ok(())
+    }
+
+    fn record(&self, rooms: usize) -> NodeRecord {
+        let participants = self
+            .rooms
+            .all()
+            .iter()
+            .map(|room| room.latest_status().participants.len())
+            .sum();
+        NodeRecord {
+            node_id: self.node_id.clone(),
+            url: self.url.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            rooms,
+            participants,
+            peer_connections: self.ingest.peer_connections().open(),
+            draining: self.draining.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adopts every stored room that nobody owned at two scans in a row.
+    async fn adopt_orphans(&self, local: &[String]) -> anyhow::Result<()> {
+        let stored: Vec<String> = self
+            .store
+            .stored_room_ids()
+            .await?
+            .into_iter()
+            .filter(|id| !local.contains(id))
+            .collect();
+        let owners = self.store.owners(&stored).await?;
+        let unowned: HashSet<String> = stored
+            .into_iter()
+            .zip(owners)
+            .filter(|(_, owner)| owner.is_none())
+            .map(|(room, _)| room)
+            .collect();
+        let seen_before = std::mem::replace(
+            &mut *self.unowned.lock().unwrap_or_else(|e| e.into_inner()),
+            unowned.clone(),
+        );
+        for room in unowned.intersection(&seen_before) {
+            self.adopt(room).await;
+        }
+        Ok(())
+    }
+
+    /// Takes `room_id` over if nobody owns it: claims it and restores it from the store (live
+    /// again if it was). True when this node has it afterwards.
+    pub async fn adopt(&self, room_id: &str) -> bool {
+        let _one_at_a_time = self.adopting.lock().await;
+        if self.rooms.get(room_id).is_some() {
+            return true;
+        }
+        match self.store.claim(room_id, &self.node_id, OWNER_TTL).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                warn!(room = %room_id, "cannot adopt the room: {e}");
+                return false;
+            }
+        }
+        let bytes = match self.store.stored_room(room_id).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                // Ended meanwhile.
+                let _ = self.store.release(room_id, &self.node_id).await;
+                return false;
+            }
+            Err(e) => {
+                warn!(room = %room_id, "cannot read the room to adopt it: {e}");
+                let _ = self.store.release(room_id, &self.node_id).await;
+                return false;
+            }
+        };
+        let key = self.room_store.key();
+        let record = RoomRecord::decode(&bytes).and_then(|r| r.check_key(key).map(|()| r));
+        self.lock_owned().insert(room_id.to_string());
+        info!(room = %room_id, "adopting a room whose serve node is gone");
+        crate::room::durable::restore_rooms(
+            &self.rooms,
+            &self.room_store,
+            vec![(room_id.to_string(), record)],
+            &self.config,
+            self.origin.as_ref(),
+        )
+        .await;
+        self.rooms.get(room_id).is_some()
+    }
+
+    /// Where a request for `room_id` goes; adopts a room nobody owns on the way.
+    pub async fn route(&self, room_id: &str) -> Route {
+        if self.rooms.get(room_id).is_some() {
+            return Route::Here;
+        }
+        let owner = match self.store.owner(room_id).await {
+            Ok(owner) => owner,
+            Err(e) => {
+                return Route::Unavailable(format!(
+                    "the serve nodes' registry (Redis) is unreachable: {e}"
+                ))
+            }
+        };
+        let Some(owner) = owner else {
+            // Unowned: a room of a node that just died, or no room at all (the handlers answer).
+            self.adopt(room_id).await;
+            return Route::Here;
+        };
+        if owner == self.node_id {
+            return Route::Here;
+        }
+        let url = self
+            .view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|n| n.node_id == owner)
+            .map(|n| n.url.clone());
+        match url {
+            Some(url) => Route::Owner {
+                node_id: owner,
+                url,
+            },
+            None => Route::Unavailable(format!(
+                "the room's serve node {owner} is gone; another node adopts the room within {} s",
+                OWNER_TTL.as_secs() + TICK.as_secs()
+            )),
+        }
+    }
+
+    /// Where a new room goes: another node's URL when it is less loaded than this one.
+    pub fn placement(&self) -> Option<(String, String)> {
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let best = record::least_loaded(&view, &self.node_id)?;
+        (best.node_id != self.node_id && !self.draining.load(Ordering::Relaxed))
+            .then(|| (best.node_id.clone(), best.url.clone()))
+    }
+
+    /// SIGTERM: take no new room (the others stop placing here).
+    pub async fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        let _ = self
+            .store
+            .publish_node(&self.record(self.rooms.ids().len()), OWNER_TTL)
+            .await;
+    }
+
+    /// serve is stopping, its rooms detached: give them up at once so other nodes adopt them
+    /// within a tick, and leave the registry.
+    pub async fn leave(&self) {
+        let owned: Vec<String> = self.lock_owned().drain().collect();
+        for room in &owned {
+            if let Err(e) = self.store.release(room, &self.node_id).await {
+                warn!(%room, "cannot give the room up (another node adopts it when the key expires): {e}");
+            }
+        }
+        let _ = self.store.remove_node(&self.node_id).await;
+        info!(
+            rooms = owned.len(),
+            "left the serve nodes; the others adopt this node's rooms"
+        );
+    }
+}
+
+/// The host name (a pod's name on Kubernetes) and the HTTP port: the same across restarts of
+/// this node, so it takes its own rooms back at once.
+fn default_node_id(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(48)
+        .collect();
+    let host = if host.is_empty() {
+        "serve".into()
+    } else {
+        host
+    };
+    format!("{host}-{port}")
+}
