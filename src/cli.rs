@@ -74,6 +74,14 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub cluster_secret: Option<String>,
+    /// This serve node's name among a fleet's serve nodes (`[cluster] node_id`; default: made
+    /// once and kept in the data directory's `node.id`).
+    #[arg(long, env = "COSTREAM_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Where the other serve nodes reach this one, e.g. http://10.0.0.7:8080 (`[cluster]
+    /// node_url`; default: http:// and --listen unless that is a wildcard address).
+    #[arg(long, env = "COSTREAM_NODE_URL")]
+    pub node_url: Option<String>,
     /// Where rooms are kept so they come back after a restart (`[store] dir`; default
     /// `$XDG_DATA_HOME/costream`, else `~/.local/share/costream`).
     #[arg(long = "data-dir", env = "COSTREAM_DATA_DIR")]

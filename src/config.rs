@@ -92,7 +92,7 @@ pub struct ClusterConfig {
     /// listens on loopback.
     pub secret: Option<ApiSecret>,
     /// This serve node's name among the fleet's serve nodes (room ownership is by name): keep
-    /// it across restarts of the same node. Default: the host name and the listen port.
+    /// it across restarts of the same node. Default: made once and kept in `<data dir>/node.id`.
     pub node_id: Option<String>,
     /// Where the other serve nodes reach this one (`http://10.0.0.7:8080`; on Kubernetes the
     /// pod IP), to forward requests for the rooms it owns. Default: `http://` + `server.listen`
@@ -700,7 +700,7 @@ impl Config {
         let hooks = &self.webhooks;
         for url in &hooks.urls {
             let ok = url::Url::parse(url)
-                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .map(|u| u.scheme() == "http" && u.host().is_some())
                 .unwrap_or(false);
             if !ok {
                 return Err(ConfigError::Invalid {
@@ -764,12 +764,12 @@ impl Config {
         }
         if let Some(url) = &self.cluster.node_url {
             let ok = url::Url::parse(url)
-                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .map(|u| u.scheme() == "http" && u.host().is_some())
                 .unwrap_or(false);
             if !ok {
                 return Err(ConfigError::Invalid {
                     key: "cluster.node_url",
-                    message: "must be an http:// URL the other serve nodes reach, such as http://10.0.0.7:8080".into(),
+                    message: "must be an http:// URL the other serve nodes reach on their private network, such as http://10.0.0.7:8080 (https is not supported between nodes)".into(),
                 });
             }
         }

@@ -44,6 +44,12 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(secret) = &args.cluster_secret {
         config.cluster.secret = Some(crate::config::ApiSecret::new(secret));
     }
+    if let Some(id) = &args.node_id {
+        config.cluster.node_id = Some(id.clone());
+    }
+    if let Some(url) = &args.node_url {
+        config.cluster.node_url = Some(url.clone());
+    }
     if let Some(dir) = &args.data_dir {
         config.store.dir = Some(dir.clone());
     }
@@ -88,14 +94,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .context("cannot set up WebRTC")?;
     let pool = mixer_backend(&config, &args).await?;
     let (store, stored_rooms) = open_store(&config)?;
-    let access = Arc::new(match (&store, config.auth.keys.is_empty()) {
-        // A fleet's open serve nodes share one made-up key, in Redis: a link works on any node.
-        (Some(store), true) if config.cluster.redis_url.is_some() => {
-            let url = config.cluster.redis_url.as_deref().unwrap_or_default();
-            let (key, secret) = crate::nodes::store::NodeStore::connect(url)?
+    // A fleet's open serve nodes share one made-up key, in Redis: a link works on any node.
+    let shared_signing_key = match (&store, &config.cluster.redis_url) {
+        (Some(store), Some(url)) if config.auth.keys.is_empty() => Some(
+            crate::nodes::store::NodeStore::connect(url)?
                 .shared_signing_key(store.key(), crate::access::Access::made_up_key)
                 .await
-                .context("the serve nodes' shared signing key in Redis")?;
+                .context("the serve nodes' shared signing key in Redis")?,
+        ),
+        _ => None,
+    };
+    let access = Arc::new(match (&store, config.auth.keys.is_empty()) {
+        (Some(_), true) if shared_signing_key.is_some() => {
+            let (key, secret) = shared_signing_key.clone().expect("checked");
             crate::access::Access::from_config_with_local_key(&config.auth, key, secret)
         }
         // An open server's made-up signing key is kept with the rooms: their links outlive a
@@ -151,6 +162,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             config: config.clone(),
             origin: origin.clone(),
             ingest: ingest.clone(),
+            signing_key: shared_signing_key.clone(),
         })?),
         _ => None,
     };
@@ -191,10 +203,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let (origin, origin_cancel) = (origin.clone(), origin_cancel.clone());
         let pool = pool.clone();
         let nodes = nodes.clone();
+        let rooms = rooms.clone();
         async move {
             drain(pool.as_ref(), drain_timeout, mixers_outlive_serve).await;
             if let Some(nodes) = &nodes {
                 nodes.start_draining().await;
+            }
+            if mixers_outlive_serve {
+                // Let go of the rooms now, before the HTTP server winds down: their mixers
+                // keep pushing and their clients reconnect, to the next serve or (with other
+                // serve nodes) to whichever node adopts them, at once.
+                tracing::info!("stopping: rooms are stored and their mixers keep pushing on the workers for the next serve");
+                rooms.detach_all();
+                if let Some(nodes) = &nodes {
+                    nodes.leave().await;
+                }
             }
             // Event streams are endless too: end them so the HTTP server can finish.
             http_shutdown.cancel();
@@ -210,12 +233,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("HTTP server failed")?;
     if mixers_outlive_serve {
-        tracing::info!("shutting down: rooms are stored and their mixers keep pushing on the workers for the next serve");
+        // Detached at the signal (above); a room adopted back meanwhile is detached too.
         rooms.detach_all();
-        if let Some(nodes) = &nodes {
-            // The other serve nodes adopt the rooms now, without waiting for keys to expire.
-            nodes.leave().await;
-        }
     } else {
         tracing::info!("shutting down: ending every room");
         rooms.end_all();
@@ -249,7 +268,9 @@ fn open_store(
     let key = config.store.key.as_ref().map(|k| k.expose());
     if let Some(url) = &config.cluster.redis_url {
         // A fleet's serve nodes keep rooms where every node reaches them.
-        let (store, loaded) = crate::store::RoomStore::open_redis(url, &dir, key).context(
+        crate::store::files::prepare_dir(&dir)?;
+        let node_id = crate::nodes::node_id(config, &dir)?;
+        let (store, loaded) = crate::store::RoomStore::open_redis(url, &dir, key, &node_id).context(
             "room store in Redis (cluster.redis_url; the key is [store] key, or store.key in --data-dir)",
         )?;
         let redis = crate::fleet::store::redact_url(url);

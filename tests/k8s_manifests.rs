@@ -77,8 +77,21 @@ fn parse_container(container: &Value) -> anyhow::Result<costream::cli::Cli> {
         .get_subcommands()
         .find(|s| Some(s.get_name()) == argv.get(1).map(String::as_str))
         .ok_or_else(|| anyhow::anyhow!("unknown subcommand in {argv:?}"))?;
-    for env in container["env"].as_array().into_iter().flatten() {
+    let envs: Vec<&Value> = container["env"].as_array().into_iter().flatten().collect();
+    // A variable only other values refer to (`$(POD_IP)`, which Kubernetes expands) needs no
+    // flag of its own; the value referring to it gets a sample address.
+    let referenced = |name: &str| {
+        envs.iter().any(|e| {
+            e["value"]
+                .as_str()
+                .is_some_and(|v| v.contains(&format!("$({name})")))
+        })
+    };
+    for env in envs.iter().copied() {
         let name = env["name"].as_str().unwrap_or_default();
+        if referenced(name) {
+            continue;
+        }
         let arg = sub
             .get_arguments()
             .find(|a| a.get_env().is_some_and(|e| e == name))
@@ -86,7 +99,7 @@ fn parse_container(container: &Value) -> anyhow::Result<costream::cli::Cli> {
                 anyhow::anyhow!("{name} is read by no flag of `costream {}`", sub.get_name())
             })?;
         let value = match env["value"].as_str() {
-            Some(v) => v.to_string(),
+            Some(v) => v.replace("$(POD_IP)", "10.0.0.9"),
             None if name.ends_with("_IP") => "10.0.0.9".into(),
             None => "a-sample-value-of-at-least-32-characters".into(),
         };
@@ -113,7 +126,6 @@ async fn manifests_match_the_kubernetes_api_and_each_other() -> anyhow::Result<(
         "Service/costream-redis",
         "PodDisruptionBudget/costream-worker",
         "Secret/costream",
-        "PersistentVolumeClaim/costream-serve-data",
         "ScaledObject/costream-worker",
     ] {
         assert!(
@@ -188,7 +200,8 @@ async fn manifests_match_the_kubernetes_api_and_each_other() -> anyhow::Result<(
         }
     }
     assert!(worker_args.redis.contains("costream-redis:6379"));
-    // serve's rooms outlive the pod: the data dir is the claimed volume, the key a Secret.
+    // serve's rooms outlive the pod in Redis, sealed with the store key from a Secret: the data
+    // directory holds nothing that must outlive it.
     let serve_env = serve["containers"][0]["env"].as_array().unwrap();
     let env_of = |name: &str| serve_env.iter().find(|e| e["name"] == name).cloned();
     let data_dir = env_of("COSTREAM_DATA_DIR").expect("COSTREAM_DATA_DIR set");
@@ -204,10 +217,23 @@ async fn manifests_match_the_kubernetes_api_and_each_other() -> anyhow::Result<(
         .flatten()
         .find(|v| v["name"] == mount["name"])
         .expect("the mount names a volume");
+    assert!(volume["emptyDir"].is_object(), "{volume}");
+    // Several serve nodes, replaced one at a time, each telling the others its address; a
+    // stopping pod keeps serving while endpoints update, then lets its rooms go.
+    let serve_deploy = &docs["Deployment/costream-serve"];
+    assert!(serve_deploy["spec"]["replicas"].as_u64().unwrap() >= 2);
     assert_eq!(
-        volume["persistentVolumeClaim"]["claimName"],
-        "costream-serve-data"
+        serve_deploy["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
+        0
     );
+    assert!(env_of("COSTREAM_NODE_URL")
+        .is_some_and(|e| e["value"].as_str().is_some_and(|v| v.contains("$(POD_IP)"))));
+    assert!(
+        env_of("POD_IP").is_some_and(|e| e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP")
+    );
+    let serve_pre_stop =
+        serve["containers"][0]["lifecycle"]["preStop"]["exec"]["command"].to_string();
+    assert!(serve_pre_stop.contains("sleep"), "{serve_pre_stop}");
     assert!(env_of("COSTREAM_STORE_KEY")
         .is_some_and(|e| e["valueFrom"]["secretKeyRef"]["key"] == "store-key"));
     // The worker's own /metrics: the flag, the container port and the scrape annotation agree.

@@ -39,6 +39,8 @@ fn hop_by_hop(name: &HeaderName) -> bool {
             | "upgrade"
             | "host"
             | "content-length"
+            | "proxy-authorization"
+            | "proxy-authenticate"
     )
 }
 
@@ -82,11 +84,11 @@ async fn proxy(nodes: &Nodes, node_id: &str, base: &str, request: Request) -> Re
         .map(|ip| ip.0.to_string());
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => body,
-        Err(_) => {
+        Err(e) => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                format!("request bodies are limited to {MAX_BODY} bytes"),
+                format!("the request body could not be read whole ({e}); bodies are limited to {MAX_BODY} bytes"),
             )
             .into_response()
         }
@@ -134,7 +136,6 @@ async fn proxy(nodes: &Nodes, node_id: &str, base: &str, request: Request) -> Re
         }
     }
     response
-        .header(FORWARDED, nodes.node_id())
         .body(Body::from_stream(answer.bytes_stream()))
         .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }

@@ -47,6 +47,10 @@ pub enum Route {
     Unavailable(String),
 }
 
+/// A node that could not renew its rooms for this long, while other nodes exist, lets go of
+/// them: by [`OWNER_TTL`] another node may adopt them, and a room must never run on two.
+pub const FENCE_AFTER: Duration = Duration::from_secs(3);
+
 /// This serve node among the others.
 pub struct Nodes {
     node_id: String,
@@ -57,20 +61,26 @@ pub struct Nodes {
     config: Arc<Config>,
     origin: Option<Origin>,
     ingest: IngestEngine,
-    /// The other nodes as last read (every [`TICK`]).
+    /// An open fleet's signing key, kept in Redis (written again after Redis restarts empty).
+    signing_key: Option<(String, String)>,
+    /// Every node as last read (every [`TICK`]); empty while Redis is away.
     view: Mutex<Vec<NodeRecord>>,
     /// Rooms this node owns (renewed every tick).
     owned: Mutex<HashSet<String>>,
+    /// When this node's rooms were last renewed (the time the call was made).
+    renewed_at: Mutex<std::time::Instant>,
     draining: AtomicBool,
+    /// Set when the node left: its loops end.
+    stopped: AtomicBool,
     /// Rooms found unowned by the last scan: adopted if still unowned at the next one (a room
     /// just created elsewhere is in the store a moment before its owner key).
     unowned: Mutex<HashSet<String>>,
-    /// One adoption at a time: a request and the loop may both find the same room unowned.
+    /// One adoption (or renewal bookkeeping) at a time.
     adopting: tokio::sync::Mutex<()>,
     pub(crate) http: reqwest::Client,
 }
 
-/// What [`Nodes::start`] needs.
+/// What [`Nodes::new`] needs.
 pub struct NodeParams {
     pub store: NodeStore,
     pub rooms: Arc<Rooms>,
@@ -78,15 +88,25 @@ pub struct NodeParams {
     pub config: Arc<Config>,
     pub origin: Option<Origin>,
     pub ingest: IngestEngine,
+    /// The shared signing key of an open fleet (see `NodeStore::shared_signing_key`).
+    pub signing_key: Option<(String, String)>,
+}
+
+/// How an adoption went.
+#[derive(Debug, PartialEq)]
+enum Adoption {
+    /// The room runs here now.
+    Here,
+    /// There is no such room, or another node owns it.
+    NotOurs,
+    /// It exists, unowned, and could not be restored here; why.
+    Failed(String),
 }
 
 impl Nodes {
     pub fn new(params: NodeParams) -> anyhow::Result<Arc<Self>> {
         let config = &params.config;
-        let node_id = match &config.cluster.node_id {
-            Some(id) => id.clone(),
-            None => default_node_id(config.server.listen.port()),
-        };
+        let node_id = node_id(config, params.room_store.dir())?;
         let url = match &config.cluster.node_url {
             Some(url) => url.trim_end_matches('/').to_string(),
             None if config.server.listen.ip().is_unspecified() => {
@@ -109,9 +129,12 @@ impl Nodes {
             config: params.config,
             origin: params.origin,
             ingest: params.ingest,
+            signing_key: params.signing_key,
             view: Mutex::new(Vec::new()),
             owned: Mutex::new(HashSet::new()),
+            renewed_at: Mutex::new(std::time::Instant::now()),
             draining: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             unowned: Mutex::new(HashSet::new()),
             adopting: tokio::sync::Mutex::new(()),
             http,
@@ -122,6 +145,10 @@ impl Nodes {
         &self.node_id
     }
 
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
     /// Of the rooms read from the store at start, those this node may restore: nobody else's
     /// (a restart of this node takes its own back at once; another node's stay with it).
     pub async fn claim_at_start(&self, loaded: Vec<Loaded>) -> anyhow::Result<Vec<Loaded>> {
@@ -129,6 +156,9 @@ impl Nodes {
         let taken = self.store.renew(&ids, &self.node_id, OWNER_TTL).await?;
         let (mine, others): (Vec<Loaded>, Vec<Loaded>) =
             loaded.into_iter().partition(|(id, _)| !taken.contains(id));
+        for (id, _) in &others {
+            self.room_store.disown(id);
+        }
         self.lock_owned()
             .extend(mine.iter().map(|(id, _)| id.clone()));
         info!(node = %self.node_id, url = %self.url, rooms = mine.len(), others = others.len(),
@@ -148,37 +178,72 @@ impl Nodes {
         }
     }
 
-    /// Runs the node's loop until the process ends.
+    /// Runs the node's two loops (keeping its rooms; adopting others') until it leaves.
     pub fn start(self: &Arc<Self>) {
         let nodes = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TICK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut redis_ok = true;
-            loop {
-                tick.tick().await;
-                match nodes.once().await {
-                    Ok(()) if !redis_ok => {
-                        info!("serve nodes: Redis answers again");
-                        redis_ok = true;
-                    }
-                    Ok(()) => {}
-                    Err(e) if redis_ok => {
-                        warn!(
-                            "serve nodes: {e}; this node's rooms go on, none is adopted meanwhile"
-                        );
-                        redis_ok = false;
-                    }
-                    Err(_) => {}
-                }
-            }
+            nodes
+                .every_tick("keeping this node's rooms", |n| Box::pin(n.keep_rooms()))
+                .await
+        });
+        let nodes = self.clone();
+        tokio::spawn(async move {
+            nodes
+                .every_tick("adopting rooms of nodes that are gone", |n| {
+                    Box::pin(n.adopt_orphans())
+                })
+                .await
         });
     }
 
-    /// One tick: publish this node, keep its rooms, let go of ended ones, adopt orphans.
-    async fn once(&self) -> anyhow::Result<()> {
-        let local = self.rooms.ids();
-        let released: Vec<String> = {
+    async fn every_tick(
+        self: Arc<Self>,
+        what: &str,
+        step: impl for<'a> Fn(
+            &'a Self,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>,
+        >,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut redis_ok = true;
+        while !self.stopped.load(Ordering::Relaxed) {
+            tick.tick().await;
+            match step(&self).await {
+                Ok(()) if !redis_ok => {
+                    info!("serve nodes, {what}: Redis answers again");
+                    redis_ok = true;
+                }
+                Ok(()) => {}
+                Err(e) if redis_ok => {
+                    warn!("serve nodes, {what}: {e}");
+                    redis_ok = false;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// One tick of keeping this node's rooms: publish the node, renew its rooms, let go of
+    /// ended ones (after their deletion is written) and of those another node owns now.
+    async fn keep_rooms(&self) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let result = self.renew_rooms().await;
+        if result.is_ok() {
+            *self.renewed_at.lock().unwrap_or_else(|e| e.into_inner()) = started;
+        } else {
+            self.fence_if_stale();
+            self.view.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        result
+    }
+
+    async fn renew_rooms(&self) -> anyhow::Result<()> {
+        let (local, released) = {
+            // Not while an adoption is between its claim and its restore.
+            let _bookkeeping = self.adopting.lock().await;
+            let local = self.rooms.ids();
             let mut owned = self.lock_owned();
             let gone: Vec<String> = owned
                 .iter()
@@ -189,10 +254,16 @@ impl Nodes {
                 owned.remove(id);
             }
             owned.extend(local.iter().cloned());
-            gone
+            (local, gone)
         };
-        for room in released {
-            self.store.release(&room, &self.node_id).await?;
+        if !released.is_empty() {
+            // An ended room's deletion is written before anyone may adopt it.
+            self.room_store.flushed().await;
+            for room in &released {
+                if let Err(e) = self.store.release(room, &self.node_id).await {
+                    warn!(%room, "cannot give the room up (its key expires by itself): {e}");
+                }
+            }
         }
         self.store
             .publish_node(&self.record(local.len()), OWNER_TTL)
@@ -201,15 +272,52 @@ impl Nodes {
             // Another node adopted it (this one was cut off from Redis for longer than the
             // TTL): it runs there now. Leave it without stopping its mixer.
             warn!(%room, "another serve node owns this room now: letting go of it here");
-            self.lock_owned().remove(&room);
-            self.rooms.detach(&room);
+            self.let_go(&room);
+        }
+        if let Some((key, secret)) = &self.signing_key {
+            // Redis runs without persistence: put the shared key back after a restart.
+            self.store
+                .keep_signing_key(self.room_store.key(), key, secret)
+                .await?;
         }
         let view = self.store.nodes().await?;
         *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
-        if !self.draining.load(Ordering::Relaxed) {
-            self.adopt_orphans(&local).await?;
-        }
         Ok(())
+    }
+
+    /// Leaves a room to another node: out of this process, its mixer left running, its record
+    /// no longer written from here.
+    fn let_go(&self, room: &str) {
+        self.lock_owned().remove(room);
+        self.rooms.detach(room);
+        self.room_store.disown(room);
+    }
+
+    /// Cut off from Redis while other nodes exist: let go of every room before they may adopt
+    /// them. Alone, the rooms go on (nobody else would take them).
+    fn fence_if_stale(&self) {
+        let stale = self
+            .renewed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            >= FENCE_AFTER;
+        let others = self
+            .view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|n| n.node_id != self.node_id);
+        if !(stale && others) {
+            return;
+        }
+        let rooms = self.rooms.ids();
+        if !rooms.is_empty() {
+            warn!(rooms = rooms.len(), "cut off from Redis while other serve nodes exist: letting go of every room before they adopt them (their mixers keep pushing)");
+        }
+        for room in rooms {
+            self.let_go(&room);
+        }
     }
 
     fn record(&self, rooms: usize) -> NodeRecord {
@@ -226,12 +334,16 @@ impl Nodes {
             rooms,
             participants,
             peer_connections: self.ingest.peer_connections().open(),
-            draining: self.draining.load(Ordering::Relaxed),
+            draining: self.draining(),
         }
     }
 
     /// Adopts every stored room that nobody owned at two scans in a row.
-    async fn adopt_orphans(&self, local: &[String]) -> anyhow::Result<()> {
+    async fn adopt_orphans(&self) -> anyhow::Result<()> {
+        if self.draining() {
+            return Ok(());
+        }
+        let local = self.rooms.ids();
         let stored: Vec<String> = self
             .store
             .stored_room_ids()
@@ -251,37 +363,44 @@ impl Nodes {
             unowned.clone(),
         );
         for room in unowned.intersection(&seen_before) {
-            self.adopt(room).await;
+            if let Adoption::Failed(reason) = self.adopt(room).await {
+                warn!(%room, %reason, "cannot adopt the room");
+            }
         }
         Ok(())
     }
 
-    /// Takes `room_id` over if nobody owns it: claims it and restores it from the store (live
-    /// again if it was). True when this node has it afterwards.
-    pub async fn adopt(&self, room_id: &str) -> bool {
+    /// Takes `room_id` over if it is stored and nobody owns it: claims it and restores it from
+    /// the store (live again if it was).
+    async fn adopt(&self, room_id: &str) -> Adoption {
         let _one_at_a_time = self.adopting.lock().await;
         if self.rooms.get(room_id).is_some() {
-            return true;
+            return Adoption::Here;
+        }
+        if self.draining() {
+            // Stopping: the rooms go to the other nodes, not back to this one.
+            return Adoption::NotOurs;
+        }
+        // Made-up ids (anyone can ask for /whip/anything) cost one read, and claim nothing.
+        match self.store.stored_room(room_id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Adoption::NotOurs,
+            Err(e) => return Adoption::Failed(format!("cannot read the room: {e}")),
         }
         match self.store.claim(room_id, &self.node_id, OWNER_TTL).await {
             Ok(true) => {}
-            Ok(false) => return false,
-            Err(e) => {
-                warn!(room = %room_id, "cannot adopt the room: {e}");
-                return false;
-            }
+            Ok(false) => return Adoption::NotOurs,
+            Err(e) => return Adoption::Failed(format!("cannot claim the room: {e}")),
         }
+        // Read again now that it is ours: it may have ended just before the claim.
         let bytes = match self.store.stored_room(room_id).await {
             Ok(Some(bytes)) => bytes,
-            Ok(None) => {
-                // Ended meanwhile.
+            other => {
                 let _ = self.store.release(room_id, &self.node_id).await;
-                return false;
-            }
-            Err(e) => {
-                warn!(room = %room_id, "cannot read the room to adopt it: {e}");
-                let _ = self.store.release(room_id, &self.node_id).await;
-                return false;
+                return match other {
+                    Err(e) => Adoption::Failed(format!("cannot read the room: {e}")),
+                    _ => Adoption::NotOurs,
+                };
             }
         };
         let key = self.room_store.key();
@@ -296,7 +415,12 @@ impl Nodes {
             self.origin.as_ref(),
         )
         .await;
-        self.rooms.get(room_id).is_some()
+        if self.rooms.get(room_id).is_some() {
+            return Adoption::Here;
+        }
+        self.lock_owned().remove(room_id);
+        let _ = self.store.release(room_id, &self.node_id).await;
+        Adoption::Failed("the stored room could not be restored here (see the log)".into())
     }
 
     /// Where a request for `room_id` goes; adopts a room nobody owns on the way.
@@ -304,7 +428,7 @@ impl Nodes {
         if self.rooms.get(room_id).is_some() {
             return Route::Here;
         }
-        let owner = match self.store.owner(room_id).await {
+        let mut owner = match self.store.owner(room_id).await {
             Ok(owner) => owner,
             Err(e) => {
                 return Route::Unavailable(format!(
@@ -312,14 +436,18 @@ impl Nodes {
                 ))
             }
         };
-        let Some(owner) = owner else {
+        if owner.is_none() {
             // Unowned: a room of a node that just died, or no room at all (the handlers answer).
-            self.adopt(room_id).await;
+            match self.adopt(room_id).await {
+                Adoption::Here => return Route::Here,
+                Adoption::Failed(reason) => return Route::Unavailable(reason),
+                // Another node claimed it meanwhile, or there is no such room.
+                Adoption::NotOurs => owner = self.store.owner(room_id).await.ok().flatten(),
+            }
+        }
+        let Some(owner) = owner.filter(|o| *o != self.node_id) else {
             return Route::Here;
         };
-        if owner == self.node_id {
-            return Route::Here;
-        }
         let url = self
             .view
             .lock()
@@ -343,7 +471,7 @@ impl Nodes {
     pub fn placement(&self) -> Option<(String, String)> {
         let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         let best = record::least_loaded(&view, &self.node_id)?;
-        (best.node_id != self.node_id && !self.draining.load(Ordering::Relaxed))
+        (best.node_id != self.node_id && !self.draining())
             .then(|| (best.node_id.clone(), best.url.clone()))
     }
 
@@ -356,9 +484,13 @@ impl Nodes {
             .await;
     }
 
-    /// serve is stopping, its rooms detached: give them up at once so other nodes adopt them
-    /// within a tick, and leave the registry.
+    /// serve is stopping, its rooms detached: stop the loops, write what the rooms saved last,
+    /// then give them up at once so other nodes adopt them within a tick, and leave the
+    /// registry.
     pub async fn leave(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        let _bookkeeping = self.adopting.lock().await;
+        self.room_store.flushed().await;
         let owned: Vec<String> = self.lock_owned().drain().collect();
         for room in &owned {
             if let Err(e) = self.store.release(room, &self.node_id).await {
@@ -373,9 +505,16 @@ impl Nodes {
     }
 }
 
-/// The host name (a pod's name on Kubernetes) and the HTTP port: the same across restarts of
-/// this node, so it takes its own rooms back at once.
-fn default_node_id(port: u16) -> String {
+/// This serve node's name: `cluster.node_id`, else the one made once and kept in `dir`.
+pub fn node_id(config: &Config, dir: &std::path::Path) -> anyhow::Result<String> {
+    Ok(match &config.cluster.node_id {
+        Some(id) => id.clone(),
+        None => crate::store::files::load_or_create_node_id(dir, new_node_id)?,
+    })
+}
+
+/// The host name (a pod's name on Kubernetes) and a random tail: kept in the data directory.
+fn new_node_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
@@ -389,5 +528,5 @@ fn default_node_id(port: u16) -> String {
     } else {
         host
     };
-    format!("{host}-{port}")
+    format!("{host}-{:08x}", rand::random::<u32>())
 }

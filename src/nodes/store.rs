@@ -234,6 +234,31 @@ impl NodeStore {
     }
 }
 
+impl NodeStore {
+    /// Puts the shared signing key back if Redis lost it (a restart without persistence), so
+    /// nodes started later sign with the same key as those running.
+    pub async fn keep_signing_key(
+        &self,
+        key: &crate::store::StoreKey,
+        api_key: &str,
+        secret: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        if conn.exists(SIGNING_KEY).await? {
+            return Ok(());
+        }
+        let sealed = key.seal(format!("{api_key}:{secret}").as_bytes(), SIGNING_CONTEXT);
+        let json = serde_json::to_string(&sealed).expect("sealed values serialize");
+        redis::cmd("SET")
+            .arg(SIGNING_KEY)
+            .arg(json)
+            .arg("NX")
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

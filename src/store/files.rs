@@ -11,6 +11,7 @@ use super::StoreError;
 
 pub const KEY_FILE: &str = "store.key";
 pub const SIGNING_FILE: &str = "signing.key";
+pub const NODE_ID_FILE: &str = "node.id";
 
 /// `$XDG_DATA_HOME/costream`, else `$HOME/.local/share/costream`; `None` without either.
 pub fn default_dir() -> Option<PathBuf> {
@@ -90,6 +91,24 @@ pub fn load_or_create_signing_key(
     let (key, secret) = make();
     write_secret(&path, &format!("{key}:{secret}"))?;
     Ok((key, secret))
+}
+
+/// This serve node's name among a fleet's serve nodes, kept in the data directory (which
+/// belongs to one serve): a restart of the node is the same node, and takes its rooms back.
+pub fn load_or_create_node_id(
+    dir: &Path,
+    make: impl FnOnce() -> String,
+) -> Result<String, StoreError> {
+    let path = dir.join(NODE_ID_FILE);
+    if let Some(id) = read_secret(&path)? {
+        if crate::fleet::record::validate_id("node id", &id).is_ok() {
+            return Ok(id);
+        }
+        tracing::warn!(path = %path.display(), "unusable node id in the file; making a new one");
+    }
+    let id = make();
+    write_secret(&path, &id)?;
+    Ok(id)
 }
 
 /// The trimmed content of a secret file, `None` if there is none.

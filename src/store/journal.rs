@@ -24,6 +24,9 @@ struct Pending {
     ended_order: VecDeque<String>,
     /// Count of changes handed in so far; `committed` catches up with it.
     seq: u64,
+    /// Rooms this process let go of (another serve node owns them now): no longer its to
+    /// write, not even after the backend lost its writes.
+    disowned: HashSet<String>,
 }
 
 struct Shared {
@@ -85,6 +88,17 @@ impl Journal {
         self.shared.wake.notify_one();
     }
 
+    /// Forgets `room_id` here without deleting it: another serve node owns it now. A change of
+    /// it not yet written is dropped, and it is not written again after the backend lost its
+    /// writes.
+    pub fn disown(&self, room_id: &str) {
+        let mut pending = self.shared.pending.lock().expect("store lock");
+        pending.changes.remove(room_id);
+        pending.disowned.insert(room_id.to_string());
+        drop(pending);
+        self.shared.wake.notify_one();
+    }
+
     /// Waits until every change handed in before this call is committed, or at most
     /// [`FLUSH_WAIT`] while the disk refuses writes (the writer keeps retrying after that).
     pub async fn flushed(&self) {
@@ -104,7 +118,7 @@ fn write_forever(db: &dyn RoomBackend, shared: &Shared, mut stored: HashMap<Stri
     loop {
         let (mut changes, seq) = {
             let mut pending = shared.pending.lock().expect("store lock");
-            while pending.changes.is_empty() {
+            while pending.changes.is_empty() && pending.disowned.is_empty() {
                 let (next, waited) = shared
                     .wake
                     .wait_timeout(pending, CHECK_LOST_EVERY)
@@ -113,6 +127,9 @@ fn write_forever(db: &dyn RoomBackend, shared: &Shared, mut stored: HashMap<Stri
                 if waited.timed_out() && pending.changes.is_empty() {
                     break;
                 }
+            }
+            for id in std::mem::take(&mut pending.disowned) {
+                stored.remove(&id);
             }
             (std::mem::take(&mut pending.changes), pending.seq)
         };

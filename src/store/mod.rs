@@ -59,13 +59,17 @@ impl RoomStore {
     /// As [`RoomStore::open`], with the records in Redis at `url` (the data directory still
     /// holds the store key when none is configured: serve nodes sharing rooms must share
     /// `[store] key`).
+    /// `node_id` is this serve node's name: a record is written only while the room's owner
+    /// key names this node (or nobody), so a node that lost a room cannot overwrite the new
+    /// owner's record.
     pub fn open_redis(
         url: &str,
         dir: &Path,
         key: Option<&str>,
+        node_id: &str,
     ) -> Result<(Arc<Self>, Vec<Loaded>), StoreError> {
         files::prepare_dir(dir)?;
-        let db = redis_db::RedisRoomDb::new(url)?;
+        let db = redis_db::RedisRoomDb::new(url, node_id)?;
         Self::open_on(Arc::new(db), dir, key)
     }
 
@@ -120,6 +124,12 @@ impl RoomStore {
     /// Deletes room `room_id`'s record soon (the room ended); later saves of it are ignored.
     pub fn forget(&self, room_id: &str) {
         self.journal.delete(room_id);
+    }
+
+    /// Forgets `room_id` in this process without deleting its record: another serve node owns
+    /// it (see [`journal::Journal::disown`]).
+    pub fn disown(&self, room_id: &str) {
+        self.journal.disown(room_id);
     }
 
     /// Resolves once everything saved or forgotten before the call is on disk (or failed and

@@ -1,6 +1,7 @@
 //! Room records in Redis, for serve nodes of a fleet (`cluster.redis_url`): one hash,
 //! `costream:rooms`, room id → the encoded record (stream keys sealed as on disk, so Redis
-//! never holds one in the clear). A batch is one `MULTI`/`EXEC`. The journal's writer thread
+//! never holds one in the clear). A batch is one Lua script (atomic), which writes a room only
+//! while its owner key (see `nodes`) names this serve node or nobody. The journal's writer thread
 //! calls in: a blocking connection with short timeouts, reopened after any error, so Redis
 //! being away stalls only that thread (which retries) and never a room.
 //!
@@ -28,11 +29,30 @@ pub struct RedisRoomDb {
     connection: Mutex<Option<redis::Connection>>,
     /// `run_id` of the Redis server the records were written to (a new one: restarted).
     run_id: Mutex<Option<String>>,
+    /// This serve node: it writes only the records of rooms it owns (or nobody does).
+    node_id: String,
 }
+
+/// Applies a batch, skipping rooms another serve node owns. KEYS: the rooms hash. ARGV: this
+/// node's id, then (op, room, record) triples; op `put` or `del`.
+const APPLY_OWNED: &str = r#"
+for i = 2, #ARGV, 3 do
+  local room = ARGV[i + 1]
+  local owner = redis.call('GET', 'costream:owner:' .. room)
+  if (not owner) or owner == ARGV[1] then
+    if ARGV[i] == 'put' then
+      redis.call('HSET', KEYS[1], room, ARGV[i + 2])
+    else
+      redis.call('HDEL', KEYS[1], room)
+    end
+  end
+end
+return 1
+"#;
 
 impl RedisRoomDb {
     /// Checks the URL; connects on first use.
-    pub fn new(url: &str) -> Result<Self, StoreError> {
+    pub fn new(url: &str, node_id: &str) -> Result<Self, StoreError> {
         let shown = crate::fleet::store::redact_url(url);
         let client = redis::Client::open(url).map_err(|e| StoreError::Redis {
             url: shown.clone(),
@@ -43,6 +63,7 @@ impl RedisRoomDb {
             shown,
             connection: Mutex::new(None),
             run_id: Mutex::new(None),
+            node_id: node_id.to_string(),
         })
     }
 
@@ -92,16 +113,17 @@ impl RoomBackend for RedisRoomDb {
             // Still a round trip: opening the store checks that Redis answers.
             return self.with_connection(|c| redis::cmd("PING").query::<()>(c));
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        // One script: atomic as MULTI/EXEC was, and each write checks the room's owner.
+        let script = redis::Script::new(APPLY_OWNED);
+        let mut invocation = script.key(ROOMS_KEY);
+        invocation.arg(&self.node_id);
         for (id, change) in changes {
             match change {
-                Change::Put(bytes) => pipe.cmd("HSET").arg(ROOMS_KEY).arg(*id).arg(bytes),
-                Change::Delete => pipe.cmd("HDEL").arg(ROOMS_KEY).arg(*id),
-            }
-            .ignore();
+                Change::Put(bytes) => invocation.arg("put").arg(*id).arg(bytes.as_slice()),
+                Change::Delete => invocation.arg("del").arg(*id).arg(""),
+            };
         }
-        self.with_connection(|c| pipe.query::<()>(c))
+        self.with_connection(|c| invocation.invoke::<()>(c))
     }
 
     fn lost_writes(&self) -> bool {
