@@ -52,6 +52,8 @@ struct Inner {
     settings: FleetSettings,
     state: Mutex<FleetState>,
     live_rooms: watch::Sender<usize>,
+    /// Links open per room (a move has two for a moment).
+    links: Mutex<HashMap<String, usize>>,
 }
 
 #[derive(Default)]
@@ -83,6 +85,7 @@ impl FleetBackend {
                 settings,
                 state: Mutex::new(FleetState::default()),
                 live_rooms: watch::Sender::new(0),
+                links: Mutex::new(HashMap::new()),
             }),
         };
         tokio::spawn(refresh_forever(Arc::downgrade(&backend.inner)));
@@ -315,8 +318,23 @@ impl MixerBackend for FleetBackend {
         if let Some(placement) = st.rooms.get_mut(room_id) {
             placement.worker_id = worker_id.clone();
         }
+        // A worker just lost is not asked for the room's old placement.
+        let workers = st
+            .workers
+            .iter()
+            .filter(|w| !avoid.contains(&w.worker_id))
+            .cloned()
+            .collect();
         drop(st);
+        let take_over_leased = {
+            let mut links = self.inner.links.lock().unwrap_or_else(|e| e.into_inner());
+            let open = links.entry(room_id.to_string()).or_default();
+            *open += 1;
+            *open == 1
+        };
         let failures = Arc::downgrade(&self.inner);
+        let placed = Arc::downgrade(&self.inner);
+        let ended = Arc::downgrade(&self.inner);
         let link = RemoteMixer::start(LinkParams {
             store: self.inner.store.clone(),
             secret: self.inner.settings.secret.clone(),
@@ -336,6 +354,27 @@ impl MixerBackend for FleetBackend {
             }),
             resume,
             resumable: self.inner.settings.resumable,
+            take_over_leased,
+            workers,
+            on_placed: Arc::new(move |room_id: &str, worker_id: &str| {
+                if let Some(inner) = placed.upgrade() {
+                    let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(placement) = st.rooms.get_mut(room_id) {
+                        placement.worker_id = worker_id.to_string();
+                    }
+                }
+            }),
+            on_ended: Arc::new(move |room_id: &str| {
+                if let Some(inner) = ended.upgrade() {
+                    let mut links = inner.links.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(open) = links.get_mut(room_id) {
+                        *open = open.saturating_sub(1);
+                        if *open == 0 {
+                            links.remove(room_id);
+                        }
+                    }
+                }
+            }),
         });
         Ok(Box::new(link))
     }

@@ -67,6 +67,16 @@ pub struct LinkParams {
     pub on_worker_lost: FailureSink,
     /// The placement orphaned on `worker` by the previous serve, to take over first.
     pub resume: Option<u64>,
+    /// No other mixer of the room is linked from this serve (not a move's successor): if the
+    /// room's lease names a placement, it is a previous serve's, orphaned or about to be (the
+    /// registry may not show it yet), and is taken over first.
+    pub take_over_leased: bool,
+    /// The registry as the fleet last read it (where a leased placement's worker is).
+    pub workers: Vec<WorkerRecord>,
+    /// Tells the fleet where the room's mixer runs, when that is not `worker`.
+    pub on_placed: FailureSink,
+    /// Tells the fleet the link ended.
+    pub on_ended: Arc<dyn Fn(&str) + Send + Sync>,
     /// serve keeps rooms across restarts: the mixer may outlive it (see `ToWorker::Open`).
     pub resumable: bool,
 }
@@ -195,14 +205,15 @@ struct Flags {
 }
 
 async fn run(
-    params: LinkParams,
+    mut params: LinkParams,
     commands: mpsc::Receiver<Command>,
     kill_rx: oneshot::Receiver<()>,
     info: Arc<Mutex<MixerInfo>>,
     flags: Flags,
 ) {
+    let end = relay(&mut params, commands, kill_rx, &info, &flags).await;
+    (params.on_ended)(&params.room_id);
     let worker_id = params.worker.worker_id.clone();
-    let end = relay(&params, commands, kill_rx, &info, &flags).await;
     flags.ended.store(true, Ordering::Relaxed);
     let stopped = flags.stopping.load(Ordering::Relaxed);
     let (reason, worker_lost) = match end {
@@ -259,13 +270,17 @@ async fn send_line(lines: &mut Lines, msg: &ToWorker) -> Result<(), String> {
 
 /// Takes the orphaned mixer over if there is one, else claims a new placement, connects and
 /// opens the room. `Err` says how it failed.
-async fn open(params: &LinkParams, info: &Mutex<MixerInfo>) -> Result<(Lines, u64), End> {
+async fn open(params: &mut LinkParams, info: &Mutex<MixerInfo>) -> Result<(Lines, u64), End> {
     if let Some(epoch) = params.resume {
-        match resume(params, info, epoch).await {
+        match resume(params, &params.worker, info, epoch).await {
             Ok(lines) => return Ok((lines, epoch)),
             Err(End::Deliberate(reason) | End::MixerEnded(reason) | End::WorkerLost(reason)) => {
                 info!(epoch, %reason, "the orphaned mixer cannot be taken over; placing a new one");
             }
+        }
+    } else if params.take_over_leased {
+        if let Some(taken) = take_over_leased(params, info).await {
+            return Ok(taken);
         }
     }
     // Claim the placement first: from the moment the lease names this epoch, a mixer of an
@@ -279,7 +294,7 @@ async fn open(params: &LinkParams, info: &Mutex<MixerInfo>) -> Result<(Lines, u6
     let mut lines = connect(&params.worker).await?;
     let opening = ToWorker::Open {
         protocol: wire::PROTOCOL,
-        token: token(params, epoch),
+        token: token(params, &params.worker.worker_id, epoch),
         room_id: params.room_id.clone(),
         epoch,
         video: params.video,
@@ -290,26 +305,72 @@ async fn open(params: &LinkParams, info: &Mutex<MixerInfo>) -> Result<(Lines, u6
     Ok((lines, epoch))
 }
 
-/// Takes over placement `epoch`, orphaned on the worker when the previous serve was lost.
-async fn resume(params: &LinkParams, info: &Mutex<MixerInfo>, epoch: u64) -> Result<Lines, End> {
-    let mut lines = connect(&params.worker).await?;
+/// Takes over placement `epoch` on `worker`, orphaned there when the previous serve was lost.
+async fn resume(
+    params: &LinkParams,
+    worker: &WorkerRecord,
+    info: &Mutex<MixerInfo>,
+    epoch: u64,
+) -> Result<Lines, End> {
+    let mut lines = connect(worker).await?;
     let opening = ToWorker::Resume {
         protocol: wire::PROTOCOL,
-        token: token(params, epoch),
+        token: token(params, &worker.worker_id, epoch),
         room_id: params.room_id.clone(),
         epoch,
     };
-    handshake(&mut lines, &opening, &params.worker, info).await?;
-    info!(epoch, "took over the mixer the previous serve left running");
+    handshake(&mut lines, &opening, worker, info).await?;
+    info!(epoch, worker = %worker.worker_id, "took over the mixer the previous serve left running");
     Ok(lines)
 }
 
-fn token(params: &LinkParams, epoch: u64) -> String {
+/// How often, and how far apart, a leased placement is asked for: a serve that stopped a
+/// moment ago may have let go of it before the worker noticed.
+const LEASED_TRIES: u32 = 4;
+const LEASED_RETRY: Duration = Duration::from_millis(250);
+
+/// The room's lease names a placement: another serve's (it was stopped, or died, a moment
+/// ago). Takes its mixer over if it is orphaned (or becomes so within a second).
+async fn take_over_leased(
+    params: &mut LinkParams,
+    info: &Mutex<MixerInfo>,
+) -> Option<(Lines, u64)> {
+    let lease = params.store.lease(&params.room_id).await.ok()??;
+    let worker = params
+        .workers
+        .iter()
+        .find(|w| w.worker_id == lease.worker_id && w.protocol == wire::PROTOCOL)?
+        .clone();
+    for attempt in 1..=LEASED_TRIES {
+        match resume(params, &worker, info, lease.epoch).await {
+            Ok(lines) => {
+                if worker.worker_id != params.worker.worker_id {
+                    (params.on_placed)(&params.room_id, &worker.worker_id);
+                    params.worker = worker;
+                }
+                return Some((lines, lease.epoch));
+            }
+            Err(End::Deliberate(reason) | End::MixerEnded(reason) | End::WorkerLost(reason)) => {
+                debug!(attempt, %reason, "the leased placement cannot be taken over");
+                // Only a placement still attached to the serve that let go is worth waiting
+                // for (the worker's refusal names it); an unreachable worker is not.
+                if !reason.contains(wire::NOT_ORPHANED) {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(LEASED_RETRY).await;
+    }
+    info!(epoch = lease.epoch, worker = %lease.worker_id, "the room's leased mixer cannot be taken over; placing a new one");
+    None
+}
+
+fn token(params: &LinkParams, worker_id: &str, epoch: u64) -> String {
     wire::placement_token(
         params.secret.as_deref(),
         &params.room_id,
         epoch,
-        &params.worker.worker_id,
+        worker_id,
         crate::access::unix_now(),
     )
 }
@@ -407,14 +468,13 @@ async fn stop_placement(lines: &mut Lines, epoch: u64) {
 }
 
 async fn relay(
-    params: &LinkParams,
+    params: &mut LinkParams,
     mut commands: mpsc::Receiver<Command>,
     mut kill_rx: oneshot::Receiver<()>,
     info: &Mutex<MixerInfo>,
     flags: &Flags,
 ) -> End {
     let stopping = &flags.stopping;
-    let worker_id = &params.worker.worker_id;
     // A link the room let go of while it was still being set up must not go on to claim the
     // lease or start a mixer: that would fence off the room's newer placement.
     let (mut lines, epoch) = tokio::select! {
@@ -424,6 +484,8 @@ async fn relay(
         },
         _ = &mut kill_rx => return End::Deliberate("let go before it was placed".into()),
     };
+    let params = &*params;
+    let worker_id = &params.worker.worker_id;
     // The worker stops a room whose serve has gone silent (a partition): say we are here.
     let mut ping = tokio::time::interval(PING);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -100,7 +100,14 @@ pub async fn serve_connection(
 async fn hand_over(ctx: &WorkerCtx, mut lines: Lines, room_id: &str, epoch: u64) {
     let key = format!("{room_id}@{epoch}");
     let Some(takeover) = ctx.take_orphan(&key) else {
-        let reason = format!("no orphaned placement {key} here (it ended, or is attached)");
+        let reason = if ctx.hosts(&key) {
+            format!(
+                "placement {key} {} (its serve is attached)",
+                wire::NOT_ORPHANED
+            )
+        } else {
+            format!("no placement {key} here (it ended)")
+        };
         info!(room = %room_id, epoch, %reason, "takeover refused");
         refuse(&mut lines, reason).await;
         return;

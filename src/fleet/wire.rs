@@ -30,6 +30,9 @@ pub const MAX_OPEN_LINE: usize = 16 * 1024;
 /// Later lines: a room's look carries its logo (≤ 256 KiB as a data URI), nothing else is large.
 pub const MAX_LINE: usize = 1024 * 1024;
 
+/// A worker's refusal of a `Resume` whose placement exists but is not orphaned (yet) says this.
+pub const NOT_ORPHANED: &str = "is not orphaned";
+
 /// serve → worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -115,6 +115,14 @@ impl WorkerCtx {
         true
     }
 
+    /// Whether placement `key` runs here.
+    pub fn hosts(&self, key: &str) -> bool {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+    }
+
     /// The placement's mixer process is running as `pid`.
     pub fn mixer_attached(&self, key: &str, pid: Option<u32>) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());

@@ -614,6 +614,7 @@ pub struct Api {
     http: reqwest::Client,
 }
 
+#[derive(Clone)]
 pub struct Room {
     pub id: String,
     pub host_token: String,
