@@ -8,6 +8,9 @@
 //! - `serve_nodes_kill_guest_back_*`: → the guest back in the mix (it reconnected by itself).
 //! - `serve_nodes_term_adopted_*`, `serve_nodes_term_guest_back_*`: the same after SIGTERM (a
 //!   node drained for an upgrade).
+//! - `serve_nodes_restart_adopted_*`, `serve_nodes_restart_guest_back_*`: one node left, killed
+//!   and started again at once; from the restarted node answering to the room live with the
+//!   same mixer, and to the guest back (the goal: ≤ 3 s).
 //! - `serve_nodes_cdn_still_max_ms`: across every trial, the longest nginx saw the room's one
 //!   publisher send nothing (every trial checks it stays the same publisher: no CDN gap).
 //!
@@ -39,8 +42,24 @@ async fn main() -> anyhow::Result<()> {
             runs.push(trial);
         }
     }
+    // One node left, restarted at once each time.
+    let owner_now = stage::owner(&stage.redis, &stage.room.id);
+    let other = stage::NODES
+        .iter()
+        .position(|n| *n != owner_now)
+        .expect("two nodes");
+    stage.stop_node(other).await?;
+    for n in 1..=trials {
+        let trial = stage.lose_owner(Loss::Restart).await?;
+        eprintln!("trial {n}: {}", Stage::summary(&trial));
+        runs.push(trial);
+    }
     let mut results: BTreeMap<String, Value> = BTreeMap::new();
-    for (loss, name) in [(Loss::Kill, "kill"), (Loss::Term, "term")] {
+    for (loss, name) in [
+        (Loss::Kill, "kill"),
+        (Loss::Term, "term"),
+        (Loss::Restart, "restart"),
+    ] {
         let of = |pick: fn(&stage::Trial) -> f64| -> Vec<f64> {
             runs.iter().filter(|t| t.loss == loss).map(pick).collect()
         };

@@ -5,8 +5,9 @@
 //! second room goes to the less loaded node. The owner is killed with `kill -9`: the other node
 //! adopts the room (live again, taking over the mixer the dead node left orphaned on the worker)
 //! and the guest reconnects by itself. The killed node comes back, and the owner is stopped with
-//! SIGTERM as in an upgrade: the other adopts the room at once. The CDN sees one publisher
-//! throughout, its bytes never standing still for long.
+//! SIGTERM as in an upgrade: the other adopts the room at once. Then one node is left, killed
+//! and restarted at once: it takes its room back. The CDN sees one publisher throughout, its
+//! bytes never standing still for long.
 //!
 //! Timings are printed and checked with generous bounds (behaviour, not speed: `cargo bench
 //! --bench serve_nodes` measures them over several trials).
@@ -73,7 +74,17 @@ async fn rooms_are_owned_by_one_node_forwarded_from_others_and_adopted_when_it_g
     let stopped = stage.lose_owner(Loss::Term).await?;
     eprintln!("owner stopped (SIGTERM): {}", Stage::summary(&stopped));
     assert!(stopped.adopted < Duration::from_secs(5), "{stopped:?}");
-    for trial in [&killed, &stopped] {
+    // One node stops for good; the other, alone, is killed and restarted at once: it takes
+    // its room back.
+    let owner_now = owner(&stage.redis, &room.id);
+    let other = NODES
+        .iter()
+        .position(|n| *n != owner_now)
+        .expect("two nodes");
+    stage.stop_node(other).await?;
+    let restarted = stage.lose_owner(Loss::Restart).await?;
+    eprintln!("the only node restarted: {}", Stage::summary(&restarted));
+    for trial in [&killed, &stopped, &restarted] {
         assert!(trial.cdn_still < Duration::from_secs(3), "{trial:?}");
     }
 

@@ -129,15 +129,19 @@ pub enum Loss {
     Kill,
     /// SIGTERM, as in an upgrade: it lets go of its rooms at once.
     Term,
+    /// The only node is killed with `kill -9` and started again at once (a supervisor's
+    /// restart): it takes its own rooms back. Times count from the restarted node answering.
+    Restart,
 }
 
 /// What one loss of the owner cost.
 #[derive(Debug)]
 pub struct Trial {
     pub loss: Loss,
-    /// From the signal to the other node owning the room, live with the same mixer.
+    /// From the signal (for a restart: the node answering again) to a node owning the room,
+    /// live with the same mixer.
     pub adopted: Duration,
-    /// From the signal to the guest back in the mix.
+    /// From the same moment to the guest back in the mix.
     pub guest_back: Duration,
     /// The longest the CDN's byte count stood still (one publisher throughout, checked).
     pub cdn_still: Duration,
@@ -213,7 +217,14 @@ impl Stage {
             .await?;
         anyhow::ensure!(owner(&redis, &room.id) == NODES[0], "created on node A");
         let whip = format!("{}/whip/{}", balancer.url(), room.id);
+        // The guest joins through node B (the balancer sends its first connection there), which
+        // forwards to the owner, A.
+        balancer.set(vec![b.listen_addr().to_string()]);
         let guest = Publisher::start(&whip, &room.guest_token, PublisherOptions::red_vp8())?;
+        balancer.set(vec![
+            a.listen_addr().to_string(),
+            b.listen_addr().to_string(),
+        ]);
         let api = Api::new(&balancer.url());
         let (code, body) = api.go_live(&room).await?;
         anyhow::ensure!(code == 200, "go live through the balancer: {code} {body}");
@@ -265,9 +276,96 @@ impl Stage {
         Api::new(&self.balancer.url())
     }
 
+    /// Stops node `i` for good (SIGTERM): the other is left alone, for [`Loss::Restart`].
+    pub async fn stop_node(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut node) = self.nodes[i].take() {
+            node.signal("TERM")?;
+            node.wait_exit(Duration::from_secs(20))?;
+        }
+        self.balancer.set(self.addresses());
+        let (room, redis, other) = (&self.room, &self.redis, NODES[1 - i]);
+        let api = self.api_of(1 - i);
+        eventually(
+            "the room with the node left",
+            Duration::from_secs(20),
+            || async {
+                let status = api.status(room).await?;
+                let live = status["broadcast"] == "live" && participants_in_mix(&status) == 1;
+                Ok((live && owner(redis, &room.id) == other).then_some(()))
+            },
+        )
+        .await
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flatten()
+            .map(|n| n.listen_addr().to_string())
+            .collect()
+    }
+
+    /// The only node is killed and started again at once; times its clients' return from the
+    /// moment it answers.
+    async fn restart_alone(&mut self) -> anyhow::Result<Trial> {
+        anyhow::ensure!(self.nodes.iter().flatten().count() == 1, "one node only");
+        let i = self
+            .nodes
+            .iter()
+            .position(Option::is_some)
+            .expect("checked");
+        let cdn = CdnSampler::start(self.nginx.clone());
+        let mut node = self.nodes[i].take().expect("checked");
+        node.signal("KILL")?;
+        node.wait_exit(Duration::from_secs(10))?;
+        drop(node);
+        let config = node_config(&self.redis, NODES[i]);
+        self.nodes[i] = Some(Serve::start_with_config_and_data_dir(
+            &config,
+            &self.dirs[i],
+        )?);
+        let answered = Instant::now();
+        self.balancer.set(self.addresses());
+        let api = self.api_of(i);
+        let (room, mixer_pid) = (&self.room, self.mixer_pid);
+        let adopted = eventually(
+            "the room live again with the same mixer",
+            Duration::from_secs(20),
+            || async {
+                let status = api.status(room).await?;
+                let back = status["broadcast"] == "live" && status["mixer"]["pid"] == mixer_pid;
+                Ok(back.then(Instant::now))
+            },
+        )
+        .await?
+        .duration_since(answered);
+        let guest_back = eventually(
+            "the guest back in the mix",
+            Duration::from_secs(20),
+            || async {
+                let status = api.status(room).await?;
+                Ok((participants_in_mix(&status) == 1).then(Instant::now))
+            },
+        )
+        .await?
+        .duration_since(answered);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cdn_still = cdn.finish(self.publisher)?;
+        Ok(Trial {
+            loss: Loss::Restart,
+            adopted,
+            guest_back,
+            cdn_still,
+        })
+    }
+
     /// Takes the room's owner away, times the other node's adoption and the guest's return,
     /// then starts the lost node again (an upgrade's new version) and waits until it is back.
+    /// [`Loss::Restart`]: see [`Stage::stop_node`].
     pub async fn lose_owner(&mut self, loss: Loss) -> anyhow::Result<Trial> {
+        if loss == Loss::Restart {
+            return self.restart_alone().await;
+        }
         let owner_id = owner(&self.redis, &self.room.id);
         let lost = NODES
             .iter()
@@ -278,10 +376,7 @@ impl Stage {
         let cdn = CdnSampler::start(self.nginx.clone());
         let signalled = Instant::now();
         let node = self.nodes[lost].as_mut().expect("node running");
-        node.signal(match loss {
-            Loss::Kill => "KILL",
-            Loss::Term => "TERM",
-        })?;
+        node.signal(if loss == Loss::Term { "TERM" } else { "KILL" })?;
         let (room, redis, mixer_pid) = (&self.room, &self.redis, self.mixer_pid);
         let adopted = eventually(
             "the room adopted with the same mixer",
@@ -315,13 +410,7 @@ impl Stage {
             &config,
             &self.dirs[lost],
         )?);
-        self.balancer.set(
-            self.nodes
-                .iter()
-                .flatten()
-                .map(|n| n.listen_addr().to_string())
-                .collect(),
-        );
+        self.balancer.set(self.addresses());
         let redis = &self.redis;
         eventually(
             "the node registered again",
