@@ -73,7 +73,21 @@ pub fn room_of_path(path: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Any path a client makes up: no panic, and a room only when it is a valid room id
+        /// found where the routes put one.
+        #[test]
+        fn any_path_names_a_valid_room_or_none(path in ".{0,200}") {
+            if let Some(room) = room_of_path(&path) {
+                prop_assert!(crate::fleet::record::validate_id("room id", room).is_ok());
+                prop_assert!(path.contains(room));
+            }
+        }
+    }
 
     fn node(id: &str, rooms: usize, participants: usize, peers: usize) -> NodeRecord {
         NodeRecord {
