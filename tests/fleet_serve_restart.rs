@@ -11,9 +11,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::cdn::CdnSampler;
 use common::{
     eventually, participants_in_mix, process_gone, Api, Publisher, PublisherOptions, Room, Serve,
     Worker,
@@ -25,59 +26,6 @@ const RED: [u8; 3] = [255, 0, 0];
 const KEY: &str = "fleet-restart";
 /// Generous: a loaded 2-core machine runs serve, a worker, a mixer, nginx and a publisher.
 const GUEST_BACK_WITHIN: Duration = Duration::from_secs(20);
-
-/// What nginx showed for the stream key, sampled every 100 ms.
-#[derive(Default)]
-struct CdnLog {
-    samples: Vec<(Instant, Vec<u64>, u64)>,
-}
-
-impl CdnLog {
-    /// Samples nginx until the returned flag is cleared.
-    fn start(nginx: Arc<Nginx>) -> (Arc<Mutex<CdnLog>>, Arc<std::sync::atomic::AtomicBool>) {
-        let log = Arc::new(Mutex::new(CdnLog::default()));
-        let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (log2, running2) = (log.clone(), running.clone());
-        std::thread::spawn(move || {
-            while running2.load(std::sync::atomic::Ordering::Relaxed) {
-                let ids = nginx.publisher_ids(KEY);
-                let bytes = nginx.publisher_bytes_in(KEY).unwrap_or(0);
-                log2.lock()
-                    .unwrap()
-                    .samples
-                    .push((Instant::now(), ids, bytes));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        (log, running)
-    }
-
-    /// Every sample since `since` shows exactly `publisher`; returns the longest time its byte
-    /// count stood still.
-    fn continuous_since(&self, since: Instant, publisher: u64) -> anyhow::Result<Duration> {
-        let mut longest_still = Duration::ZERO;
-        let mut last_growth: Option<(Instant, u64)> = None;
-        for (at, ids, bytes) in self.samples.iter().filter(|(at, ..)| *at >= since) {
-            anyhow::ensure!(
-                ids == &[publisher],
-                "nginx showed publishers {ids:?} at +{:.1} s (expected only {publisher})",
-                at.duration_since(since).as_secs_f64()
-            );
-            match last_growth {
-                Some((t, b)) if *bytes > b => {
-                    longest_still = longest_still.max(at.duration_since(t));
-                    last_growth = Some((*at, *bytes));
-                }
-                None => last_growth = Some((*at, *bytes)),
-                _ => {}
-            }
-        }
-        if let (Some((t, _)), Some((end, ..))) = (last_growth, self.samples.last()) {
-            longest_still = longest_still.max(end.duration_since(t));
-        }
-        Ok(longest_still)
-    }
-}
 
 fn mean_centre(frame: &[u8]) -> [u8; 3] {
     mean_rgb(frame, 160, 60, 30, 40, 30)
@@ -228,15 +176,13 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let (cdn, sampling) = CdnLog::start(fleet.nginx.clone());
-    let since = Instant::now();
+    let cdn = CdnSampler::start(fleet.nginx.clone(), KEY);
 
     let (serve, _) = restart(fleet, serve, "KILL", &room, mixer_pid, &reader).await?;
     // An upgrade: SIGTERM, the new binary started on the same port.
     let (serve, _) = restart(fleet, serve, "TERM", &room, mixer_pid, &reader).await?;
 
-    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
-    let still = cdn.lock().unwrap().continuous_since(since, publisher)?;
+    let still = cdn.finish(publisher)?;
     eprintln!(
         "the CDN saw one publisher throughout two serve restarts; its bytes stood still at most {:.1} s",
         still.as_secs_f64()

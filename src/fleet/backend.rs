@@ -108,6 +108,28 @@ impl FleetBackend {
         false
     }
 
+    /// Holds `cost` for the admitted room on `worker_id`; returns the cost.
+    fn hold(
+        &self,
+        mut st: MutexGuard<'_, FleetState>,
+        room_id: &str,
+        cost: u64,
+        video: &VideoSpec,
+        inputs: u32,
+        worker_id: String,
+    ) -> u64 {
+        let placement = RoomPlacement {
+            cost,
+            video: *video,
+            inputs,
+            worker_id,
+        };
+        st.rooms.insert(room_id.to_string(), placement);
+        drop(st);
+        self.publish_live_rooms();
+        cost
+    }
+
     fn publish_live_rooms(&self) {
         let n = self.lock().rooms.len();
         self.inner.live_rooms.send_replace(n);
@@ -190,18 +212,7 @@ impl MixerBackend for FleetBackend {
         // room goes back there without being charged twice.
         if let Some((worker_id, _)) = orphan_of(&st.workers, room_id) {
             info!(room = %room_id, worker = %worker_id, "admitted onto the worker where its mixer is orphaned");
-            st.rooms.insert(
-                room_id.to_string(),
-                RoomPlacement {
-                    cost,
-                    video: *video,
-                    inputs,
-                    worker_id,
-                },
-            );
-            drop(st);
-            self.publish_live_rooms();
-            return Ok(cost);
+            return Ok(self.hold(st, room_id, cost, video, inputs, worker_id));
         }
         let avoid = st.suspects(now);
         let placement = place(
@@ -215,18 +226,7 @@ impl MixerBackend for FleetBackend {
             "fleet admission decision");
         match placement {
             Placement::On { worker_id, .. } => {
-                st.rooms.insert(
-                    room_id.to_string(),
-                    RoomPlacement {
-                        cost,
-                        video: *video,
-                        inputs,
-                        worker_id,
-                    },
-                );
-                drop(st);
-                self.publish_live_rooms();
-                Ok(cost)
+                Ok(self.hold(st, room_id, cost, video, inputs, worker_id))
             }
             Placement::NoFit(no_fit) => Err(Refusal::FleetFull {
                 cost,

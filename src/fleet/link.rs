@@ -180,7 +180,9 @@ impl Drop for RemoteMixer {
             // Dropped without `stop` while still running: the room killed a mixer that went
             // silent. Blame the worker now, before the room's next launch picks a worker.
             if !self.stopping.load(Ordering::Relaxed) && !self.ended.load(Ordering::Relaxed) {
-                (self.on_worker_lost)(&self.room_id, &self.worker_id);
+                // The worker the mixer was found on (a takeover may have moved it).
+                let worker = self.info().worker.unwrap_or_else(|| self.worker_id.clone());
+                (self.on_worker_lost)(&self.room_id, &worker);
             }
             let _ = kill.send(());
         }
@@ -328,6 +330,8 @@ async fn resume(
 /// moment ago may have let go of it before the worker noticed.
 const LEASED_TRIES: u32 = 4;
 const LEASED_RETRY: Duration = Duration::from_millis(250);
+/// One attempt at a leased placement gets this long (a live worker answers in milliseconds).
+const LEASED_ATTEMPT: Duration = Duration::from_millis(1500);
 
 /// The room's lease names a placement: another serve's (it was stopped, or died, a moment
 /// ago). Takes its mixer over if it is orphaned (or becomes so within a second).
@@ -342,7 +346,16 @@ async fn take_over_leased(
         .find(|w| w.worker_id == lease.worker_id && w.protocol == wire::PROTOCOL)?
         .clone();
     for attempt in 1..=LEASED_TRIES {
-        match resume(params, &worker, info, lease.epoch).await {
+        // A frozen worker would hold each attempt for the whole opening timeout.
+        let attempt_result =
+            tokio::time::timeout(LEASED_ATTEMPT, resume(params, &worker, info, lease.epoch))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(End::WorkerLost(format!(
+                        "no answer within {LEASED_ATTEMPT:?}"
+                    )))
+                });
+        match attempt_result {
             Ok(lines) => {
                 if worker.worker_id != params.worker.worker_id {
                     (params.on_placed)(&params.room_id, &worker.worker_id);

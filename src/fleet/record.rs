@@ -110,6 +110,23 @@ pub fn validate_worker_id(id: &str) -> Result<(), String> {
 }
 
 /// Ids that become Redis keys and log fields (workers, rooms): 1-64 plain characters.
+/// This machine's host name (a pod's name on Kubernetes) as far as it can be part of an id
+/// (see [`validate_id`]), or `fallback` without one.
+pub fn host_name_or(fallback: &str) -> String {
+    let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(48)
+        .collect();
+    if host.is_empty() {
+        fallback.to_string()
+    } else {
+        host
+    }
+}
+
 pub fn validate_id(what: &str, id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 64

@@ -40,6 +40,106 @@ pub enum LeaseCheck {
     Lost { holder: String },
 }
 
+/// One auto-reconnecting connection that connects lazily and bounds every call in time.
+pub(crate) fn connection(url: &str) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url).map_err(|source| StoreError::Url {
+        url: redact_url(url),
+        source,
+    })?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CALL_TIMEOUT))
+        .set_response_timeout(Some(CALL_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+}
+
+/// A registry in Redis: a record per member under its own key with a TTL (a member that stops
+/// refreshing it is gone), listed in a set. The workers' and the serve nodes'.
+pub(crate) mod registry {
+    use std::time::Duration;
+
+    use redis::aio::ConnectionManager;
+    use redis::AsyncCommands;
+
+    use super::{millis, StoreError};
+
+    /// Writes `id`'s record `json` under `key` for `ttl` and lists it in `set`.
+    pub async fn publish(
+        conn: &ConnectionManager,
+        set: &str,
+        key: &str,
+        id: &str,
+        json: String,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut conn = conn.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(key)
+            .arg(json)
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore()
+            .sadd(set, id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `id` at once (a clean exit).
+    pub async fn remove(
+        conn: &ConnectionManager,
+        set: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = conn.clone();
+        redis::pipe()
+            .del(key)
+            .ignore()
+            .srem(set, id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Every live member's record, and the ids of unreadable ones (another version's layout).
+    /// Ids whose record expired are pruned from the set.
+    pub async fn read<T: serde::de::DeserializeOwned>(
+        conn: &ConnectionManager,
+        set: &str,
+        key_of: impl Fn(&str) -> String,
+    ) -> Result<(Vec<T>, Vec<String>), StoreError> {
+        let mut conn = conn.clone();
+        let mut ids: Vec<String> = conn.smembers(set).await?;
+        ids.sort();
+        if ids.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let keys: Vec<String> = ids.iter().map(|id| key_of(id)).collect();
+        let values: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        let mut records = Vec::new();
+        let mut unreadable = Vec::new();
+        let mut expired = Vec::new();
+        for (id, value) in ids.into_iter().zip(values) {
+            match value.map(|v| serde_json::from_str::<T>(&v)) {
+                Some(Ok(record)) => records.push(record),
+                Some(Err(_)) => unreadable.push(id),
+                None => expired.push(id),
+            }
+        }
+        if !expired.is_empty() {
+            let _: Result<(), _> = conn.srem(set, &expired).await;
+        }
+        Ok((records, unreadable))
+    }
+}
+
 /// Numbers a new placement and takes the room's lease for it, in one step: the epoch is above
 /// both the counter and whatever lease is held (the counter may have been lost with a Redis
 /// restart while a worker kept its lease), so the newest placement always holds the highest.
@@ -95,17 +195,9 @@ impl FleetStore {
     /// Connects lazily: nothing is sent until the first call, so a process starts while Redis is
     /// away and heals when it comes back.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|source| StoreError::Url {
-            url: redact_url(url),
-            source,
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: connection(url)?,
+        })
     }
 
     /// Writes a worker's record with a TTL and lists it in the registry.
@@ -115,61 +207,33 @@ impl FleetStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).expect("worker record serializes");
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(worker_key(&record.worker_id))
-            .arg(json)
-            .arg("PX")
-            .arg(millis(ttl))
-            .ignore()
-            .sadd(workers_set_key(), &record.worker_id)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+        let key = worker_key(&record.worker_id);
+        registry::publish(
+            &self.conn,
+            &workers_set_key(),
+            &key,
+            &record.worker_id,
+            json,
+            ttl,
+        )
+        .await
     }
 
     /// Removes a worker from the registry at once (a clean exit).
     pub async fn remove_worker(&self, worker_id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .del(worker_key(worker_id))
-            .ignore()
-            .srem(workers_set_key(), worker_id)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+        registry::remove(
+            &self.conn,
+            &workers_set_key(),
+            &worker_key(worker_id),
+            worker_id,
+        )
+        .await
     }
 
     /// Every live worker. Ids whose record expired are pruned from the set; unreadable records
     /// (another version's layout) are skipped with their id returned for the log.
     pub async fn workers(&self) -> Result<(Vec<WorkerRecord>, Vec<String>), StoreError> {
-        let mut conn = self.conn.clone();
-        let mut ids: Vec<String> = conn.smembers(workers_set_key()).await?;
-        ids.sort();
-        if ids.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let keys: Vec<String> = ids.iter().map(|id| worker_key(id)).collect();
-        let values: Vec<Option<String>> =
-            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-        let mut records = Vec::new();
-        let mut unreadable = Vec::new();
-        let mut expired = Vec::new();
-        for (id, value) in ids.into_iter().zip(values) {
-            match value.map(|v| serde_json::from_str::<WorkerRecord>(&v)) {
-                Some(Ok(record)) => records.push(record),
-                Some(Err(_)) => unreadable.push(id),
-                None => expired.push(id),
-            }
-        }
-        if !expired.is_empty() {
-            let _: Result<(), _> = conn.srem(workers_set_key(), &expired).await;
-        }
-        Ok((records, unreadable))
+        registry::read(&self.conn, &workers_set_key(), worker_key).await
     }
 
     /// Places `room_id` on `worker_id`: a new epoch (the fencing token) and the room's lease
@@ -236,7 +300,7 @@ impl FleetStore {
     }
 }
 
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 

@@ -216,20 +216,11 @@ impl WorkerCtx {
 
 /// A default worker id: the host name (a pod's name on Kubernetes) and the process id.
 pub fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    let host: String = host
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .take(48)
-        .collect();
-    let host = if host.is_empty() {
-        "worker".into()
-    } else {
-        host
-    };
-    format!("{host}-{}", std::process::id())
+    format!(
+        "{}-{}",
+        super::record::host_name_or("worker"),
+        std::process::id()
+    )
 }
 
 /// `costream worker` from its command line.

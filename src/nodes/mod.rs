@@ -67,6 +67,8 @@ pub struct Nodes {
     view: Mutex<Vec<NodeRecord>>,
     /// Rooms this node owns (renewed every tick).
     owned: Mutex<HashSet<String>>,
+    /// Other nodes were in the registry at the last successful read.
+    others_seen: AtomicBool,
     /// When this node's rooms were last renewed (the time the call was made).
     renewed_at: Mutex<std::time::Instant>,
     draining: AtomicBool,
@@ -132,6 +134,7 @@ impl Nodes {
             signing_key: params.signing_key,
             view: Mutex::new(Vec::new()),
             owned: Mutex::new(HashSet::new()),
+            others_seen: AtomicBool::new(false),
             renewed_at: Mutex::new(std::time::Instant::now()),
             draining: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -173,6 +176,7 @@ impl Nodes {
     /// A room was created here: this node owns it.
     pub async fn created(&self, room_id: &str) {
         self.lock_owned().insert(room_id.to_string());
+        self.room_store.own(room_id);
         if let Err(e) = self.store.claim(room_id, &self.node_id, OWNER_TTL).await {
             warn!(room = %room_id, "cannot record this node as the room's owner yet (renewed every second): {e}");
         }
@@ -228,12 +232,19 @@ impl Nodes {
     /// One tick of keeping this node's rooms: publish the node, renew its rooms, let go of
     /// ended ones (after their deletion is written) and of those another node owns now.
     async fn keep_rooms(&self) -> anyhow::Result<()> {
+        // The whole tick under the lock: not while an adoption is between its claim and its
+        // restore, and never after `leave` gave the rooms up.
+        let _bookkeeping = self.adopting.lock().await;
+        if self.stopped.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let started = std::time::Instant::now();
         let result = self.renew_rooms().await;
         if result.is_ok() {
             *self.renewed_at.lock().unwrap_or_else(|e| e.into_inner()) = started;
         } else {
             self.fence_if_stale();
+            // New rooms are created here while Redis is away (placement needs a fresh view).
             self.view.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
         result
@@ -241,8 +252,6 @@ impl Nodes {
 
     async fn renew_rooms(&self) -> anyhow::Result<()> {
         let (local, released) = {
-            // Not while an adoption is between its claim and its restore.
-            let _bookkeeping = self.adopting.lock().await;
             let local = self.rooms.ids();
             let mut owned = self.lock_owned();
             let gone: Vec<String> = owned
@@ -256,6 +265,16 @@ impl Nodes {
             owned.extend(local.iter().cloned());
             (local, gone)
         };
+        // Renewal first: nothing below may delay it past the TTL.
+        for room in self.store.renew(&local, &self.node_id, OWNER_TTL).await? {
+            // Another node adopted it (this one was cut off from Redis for longer than the
+            // TTL): it runs there now. Leave it without stopping its mixer.
+            warn!(%room, "another serve node owns this room now: letting go of it here");
+            self.let_go(&room);
+        }
+        self.store
+            .publish_node(&self.record(local.len()), OWNER_TTL)
+            .await?;
         if !released.is_empty() {
             // An ended room's deletion is written before anyone may adopt it.
             self.room_store.flushed().await;
@@ -265,15 +284,6 @@ impl Nodes {
                 }
             }
         }
-        self.store
-            .publish_node(&self.record(local.len()), OWNER_TTL)
-            .await?;
-        for room in self.store.renew(&local, &self.node_id, OWNER_TTL).await? {
-            // Another node adopted it (this one was cut off from Redis for longer than the
-            // TTL): it runs there now. Leave it without stopping its mixer.
-            warn!(%room, "another serve node owns this room now: letting go of it here");
-            self.let_go(&room);
-        }
         if let Some((key, secret)) = &self.signing_key {
             // Redis runs without persistence: put the shared key back after a restart.
             self.store
@@ -281,6 +291,10 @@ impl Nodes {
                 .await?;
         }
         let view = self.store.nodes().await?;
+        self.others_seen.store(
+            view.iter().any(|n| n.node_id != self.node_id),
+            Ordering::Relaxed,
+        );
         *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
         Ok(())
     }
@@ -302,12 +316,8 @@ impl Nodes {
             .unwrap_or_else(|e| e.into_inner())
             .elapsed()
             >= FENCE_AFTER;
-        let others = self
-            .view
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|n| n.node_id != self.node_id);
+        // As last read from Redis (the view is cleared while Redis is away; this is not).
+        let others = self.others_seen.load(Ordering::Relaxed);
         if !(stale && others) {
             return;
         }
@@ -316,7 +326,9 @@ impl Nodes {
             warn!(rooms = rooms.len(), "cut off from Redis while other serve nodes exist: letting go of every room before they adopt them (their mixers keep pushing)");
         }
         for room in rooms {
-            self.let_go(&room);
+            // Not disowned: if Redis comes back empty, this node's last records are all there is.
+            self.lock_owned().remove(&room);
+            self.rooms.detach(&room);
         }
     }
 
@@ -406,6 +418,7 @@ impl Nodes {
         let key = self.room_store.key();
         let record = RoomRecord::decode(&bytes).and_then(|r| r.check_key(key).map(|()| r));
         self.lock_owned().insert(room_id.to_string());
+        self.room_store.own(room_id);
         info!(room = %room_id, "adopting a room whose serve node is gone");
         crate::room::durable::restore_rooms(
             &self.rooms,
@@ -488,8 +501,8 @@ impl Nodes {
     /// then give them up at once so other nodes adopt them within a tick, and leave the
     /// registry.
     pub async fn leave(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
         let _bookkeeping = self.adopting.lock().await;
+        self.stopped.store(true, Ordering::Relaxed);
         self.room_store.flushed().await;
         let owned: Vec<String> = self.lock_owned().drain().collect();
         for room in &owned {
@@ -515,18 +528,9 @@ pub fn node_id(config: &Config, dir: &std::path::Path) -> anyhow::Result<String>
 
 /// The host name (a pod's name on Kubernetes) and a random tail: kept in the data directory.
 fn new_node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    let host: String = host
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .take(48)
-        .collect();
-    let host = if host.is_empty() {
-        "serve".into()
-    } else {
-        host
-    };
-    format!("{host}-{:08x}", rand::random::<u32>())
+    format!(
+        "{}-{:08x}",
+        crate::fleet::record::host_name_or("serve"),
+        rand::random::<u32>()
+    )
 }

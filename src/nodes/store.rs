@@ -3,13 +3,11 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::record::{node_key, owner_key, NodeRecord, NODES_KEY};
-use crate::fleet::store::{redact_url, StoreError};
-
-const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
+use crate::fleet::store::{connection, millis, registry, StoreError};
 
 /// Extends each owner key still naming this node; returns the rooms that are not (any more).
 /// KEYS: owner keys. ARGV: node id, TTL ms.
@@ -45,73 +43,25 @@ pub struct NodeStore {
 impl NodeStore {
     /// Connects lazily (see `FleetStore::connect`).
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|source| StoreError::Url {
-            url: redact_url(url),
-            source,
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: connection(url)?,
+        })
     }
 
     pub async fn publish_node(&self, record: &NodeRecord, ttl: Duration) -> Result<(), StoreError> {
         let json = serde_json::to_string(record).expect("node record serializes");
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(node_key(&record.node_id))
-            .arg(json)
-            .arg("PX")
-            .arg(millis(ttl))
-            .ignore()
-            .sadd(NODES_KEY, &record.node_id)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+        let key = node_key(&record.node_id);
+        registry::publish(&self.conn, NODES_KEY, &key, &record.node_id, json, ttl).await
     }
 
     pub async fn remove_node(&self, node_id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .del(node_key(node_id))
-            .ignore()
-            .srem(NODES_KEY, node_id)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+        registry::remove(&self.conn, NODES_KEY, &node_key(node_id), node_id).await
     }
 
     /// Every live node (expired ones are pruned from the set; unreadable records skipped).
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut ids: Vec<String> = conn.smembers(NODES_KEY).await?;
-        ids.sort();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = ids.iter().map(|id| node_key(id)).collect();
-        let values: Vec<Option<String>> =
-            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-        let mut records = Vec::new();
-        let mut expired = Vec::new();
-        for (id, value) in ids.into_iter().zip(values) {
-            match value.map(|v| serde_json::from_str::<NodeRecord>(&v)) {
-                Some(Ok(record)) => records.push(record),
-                Some(Err(_)) => {}
-                None => expired.push(id),
-            }
-        }
-        if !expired.is_empty() {
-            let _: Result<(), _> = conn.srem(NODES_KEY, &expired).await;
-        }
-        Ok(records)
+        let (nodes, _unreadable) = registry::read(&self.conn, NODES_KEY, node_key).await?;
+        Ok(nodes)
     }
 
     /// Takes room `room_id` for `node_id` if nobody owns it, or it is `node_id`'s already.
@@ -257,8 +207,4 @@ impl NodeStore {
             .await?;
         Ok(())
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -25,8 +25,10 @@ struct Pending {
     /// Count of changes handed in so far; `committed` catches up with it.
     seq: u64,
     /// Rooms this process let go of (another serve node owns them now): no longer its to
-    /// write, not even after the backend lost its writes.
+    /// write, not even after the backend lost its writes, until it owns them again.
     disowned: HashSet<String>,
+    /// Of those, the ones the writer has not yet dropped from what it would write again.
+    newly_disowned: HashSet<String>,
 }
 
 struct Shared {
@@ -61,7 +63,7 @@ impl Journal {
 
     pub fn put(&self, room_id: &str, bytes: Vec<u8>) {
         let mut pending = self.shared.pending.lock().expect("store lock");
-        if pending.ended.contains(room_id) {
+        if pending.ended.contains(room_id) || pending.disowned.contains(room_id) {
             return;
         }
         pending
@@ -95,8 +97,16 @@ impl Journal {
         let mut pending = self.shared.pending.lock().expect("store lock");
         pending.changes.remove(room_id);
         pending.disowned.insert(room_id.to_string());
+        pending.newly_disowned.insert(room_id.to_string());
         drop(pending);
         self.shared.wake.notify_one();
+    }
+
+    /// `room_id` is this process's to write again (see [`Journal::disown`]).
+    pub fn own(&self, room_id: &str) {
+        let mut pending = self.shared.pending.lock().expect("store lock");
+        pending.disowned.remove(room_id);
+        pending.newly_disowned.remove(room_id);
     }
 
     /// Waits until every change handed in before this call is committed, or at most
@@ -118,7 +128,7 @@ fn write_forever(db: &dyn RoomBackend, shared: &Shared, mut stored: HashMap<Stri
     loop {
         let (mut changes, seq) = {
             let mut pending = shared.pending.lock().expect("store lock");
-            while pending.changes.is_empty() && pending.disowned.is_empty() {
+            while pending.changes.is_empty() && pending.newly_disowned.is_empty() {
                 let (next, waited) = shared
                     .wake
                     .wait_timeout(pending, CHECK_LOST_EVERY)
@@ -128,7 +138,7 @@ fn write_forever(db: &dyn RoomBackend, shared: &Shared, mut stored: HashMap<Stri
                     break;
                 }
             }
-            for id in std::mem::take(&mut pending.disowned) {
+            for id in std::mem::take(&mut pending.newly_disowned) {
                 stored.remove(&id);
             }
             (std::mem::take(&mut pending.changes), pending.seq)
@@ -151,12 +161,16 @@ fn write_forever(db: &dyn RoomBackend, shared: &Shared, mut stored: HashMap<Stri
         match db.apply(&batch) {
             Ok(()) => {
                 drop(batch);
+                let pending = shared.pending.lock().expect("store lock");
                 for (id, change) in changes {
                     match change {
+                        // Disowned while it was being written: not this process's to write again.
+                        _ if pending.disowned.contains(&id) => stored.remove(&id),
                         Change::Put(bytes) => stored.insert(id, bytes),
                         Change::Delete => stored.remove(&id),
                     };
                 }
+                drop(pending);
                 shared.committed.send_replace(seq);
             }
             Err(e) => {
@@ -167,7 +181,9 @@ fn write_forever(db: &dyn RoomBackend, shared: &Shared, mut stored: HashMap<Stri
                 tracing::error!(rooms = changes.len(), "cannot save rooms (retrying): {e}");
                 let mut pending = shared.pending.lock().expect("store lock");
                 for (id, change) in changes {
-                    pending.changes.entry(id).or_insert(change);
+                    if !pending.disowned.contains(&id) {
+                        pending.changes.entry(id).or_insert(change);
+                    }
                 }
                 drop(pending);
                 std::thread::sleep(RETRY_AFTER_FAILURE);

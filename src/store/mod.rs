@@ -132,6 +132,11 @@ impl RoomStore {
         self.journal.disown(room_id);
     }
 
+    /// `room_id` is this process's to write again (adopted back after it was disowned).
+    pub fn own(&self, room_id: &str) {
+        self.journal.own(room_id);
+    }
+
     /// Resolves once everything saved or forgotten before the call is on disk (or failed and
     /// was logged).
     pub async fn flushed(&self) {

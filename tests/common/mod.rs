@@ -2,6 +2,7 @@
 //! HTTP client for the API. nginx-rtmp and ffmpeg helpers live in `costream-testkit`.
 #![allow(dead_code)]
 
+pub mod cdn;
 pub mod sse;
 
 use std::io::{BufRead, BufReader};
@@ -136,18 +137,7 @@ impl Serve {
         config: &str,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        let path = data_dir.with_extension("toml");
-        std::fs::write(&path, config)?;
-        let mut serve = Self::spawn_in(
-            Stdio::inherit(),
-            None,
-            "info",
-            Some(path.clone()),
-            &[],
-            Some(data_dir.to_path_buf()),
-        )?;
-        serve.config_path = Some(path);
-        Ok(serve)
+        Self::start_with_config_and_data_dir_on(config, data_dir, "127.0.0.1:0")
     }
 
     /// As `start_with_config_and_data_dir`, listening on `listen` (a restart on the same port).

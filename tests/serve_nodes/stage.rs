@@ -10,13 +10,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use costream_testkit::{Nginx, Redis};
 use serde_json::{json, Value};
 
+use crate::common::cdn::CdnSampler;
 use crate::common::{
     self, eventually, participants_in_mix, Api, Publisher, PublisherOptions, Room, Serve, Worker,
 };
@@ -65,60 +65,6 @@ impl Balancer {
 
     fn set(&self, backends: Vec<String>) {
         *self.backends.lock().unwrap() = backends;
-    }
-}
-
-/// When, nginx's publisher ids of [`KEY`], and their bytes in.
-type CdnSample = (Instant, Vec<u64>, u64);
-
-/// nginx's publishers of [`KEY`] and their bytes, sampled every 100 ms until dropped.
-struct CdnSampler {
-    samples: Arc<Mutex<Vec<CdnSample>>>,
-    running: Arc<AtomicBool>,
-}
-
-impl CdnSampler {
-    fn start(nginx: Arc<Nginx>) -> Self {
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let running = Arc::new(AtomicBool::new(true));
-        let (list, on) = (samples.clone(), running.clone());
-        std::thread::spawn(move || {
-            while on.load(Ordering::Relaxed) {
-                let ids = nginx.publisher_ids(KEY);
-                let bytes = nginx.publisher_bytes_in(KEY).unwrap_or(0);
-                list.lock().unwrap().push((Instant::now(), ids, bytes));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        Self { samples, running }
-    }
-
-    /// Every sample showed exactly `publisher`; returns the longest time its bytes stood still.
-    fn finish(self, publisher: u64) -> anyhow::Result<Duration> {
-        self.running.store(false, Ordering::Relaxed);
-        let samples = self.samples.lock().unwrap().clone();
-        let start = samples.first().map(|s| s.0);
-        let mut longest = Duration::ZERO;
-        let mut last_growth: Option<(Instant, u64)> = None;
-        for (at, ids, bytes) in &samples {
-            anyhow::ensure!(
-                ids == &[publisher],
-                "nginx showed publishers {ids:?} at +{:.1} s (expected only {publisher})",
-                start.map_or(0.0, |s| at.duration_since(s).as_secs_f64())
-            );
-            match last_growth {
-                Some((t, b)) if *bytes > b => {
-                    longest = longest.max(at.duration_since(t));
-                    last_growth = Some((*at, *bytes));
-                }
-                None => last_growth = Some((*at, *bytes)),
-                _ => {}
-            }
-        }
-        if let (Some((t, _)), Some((end, ..))) = (last_growth, samples.last()) {
-            longest = longest.max(end.duration_since(t));
-        }
-        Ok(longest)
     }
 }
 
@@ -314,7 +260,7 @@ impl Stage {
             .iter()
             .position(Option::is_some)
             .expect("checked");
-        let cdn = CdnSampler::start(self.nginx.clone());
+        let cdn = CdnSampler::start(self.nginx.clone(), KEY);
         let mut node = self.nodes[i].take().expect("checked");
         node.signal("KILL")?;
         node.wait_exit(Duration::from_secs(10))?;
@@ -326,29 +272,7 @@ impl Stage {
         )?);
         let answered = Instant::now();
         self.balancer.set(self.addresses());
-        let api = self.api_of(i);
-        let (room, mixer_pid) = (&self.room, self.mixer_pid);
-        let adopted = eventually(
-            "the room live again with the same mixer",
-            Duration::from_secs(20),
-            || async {
-                let status = api.status(room).await?;
-                let back = status["broadcast"] == "live" && status["mixer"]["pid"] == mixer_pid;
-                Ok(back.then(Instant::now))
-            },
-        )
-        .await?
-        .duration_since(answered);
-        let guest_back = eventually(
-            "the guest back in the mix",
-            Duration::from_secs(20),
-            || async {
-                let status = api.status(room).await?;
-                Ok((participants_in_mix(&status) == 1).then(Instant::now))
-            },
-        )
-        .await?
-        .duration_since(answered);
+        let (adopted, guest_back) = self.back_on(i, answered).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let cdn_still = cdn.finish(self.publisher)?;
         Ok(Trial {
@@ -357,6 +281,33 @@ impl Stage {
             guest_back,
             cdn_still,
         })
+    }
+
+    /// Waits until node `i` owns the room and has it live with the same mixer, then until the
+    /// guest is back in the mix; returns both times since `since`.
+    async fn back_on(&self, i: usize, since: Instant) -> anyhow::Result<(Duration, Duration)> {
+        let api = self.api_of(i);
+        let (room, redis, mixer_pid) = (&self.room, &self.redis, self.mixer_pid);
+        let adopted = eventually(
+            "the room live with the same mixer",
+            Duration::from_secs(20),
+            || async {
+                let status = api.status(room).await?;
+                let back = status["broadcast"] == "live" && status["mixer"]["pid"] == mixer_pid;
+                Ok((back && owner(redis, &room.id) == NODES[i]).then(Instant::now))
+            },
+        )
+        .await?;
+        let guest_back = eventually(
+            "the guest back in the mix",
+            Duration::from_secs(20),
+            || async {
+                let status = api.status(room).await?;
+                Ok((participants_in_mix(&status) == 1).then(Instant::now))
+            },
+        )
+        .await?;
+        Ok((adopted - since, guest_back - since))
     }
 
     /// Takes the room's owner away, times the other node's adoption and the guest's return,
@@ -372,33 +323,11 @@ impl Stage {
             .position(|n| *n == owner_id)
             .ok_or_else(|| anyhow::anyhow!("the room has no owner ({owner_id:?})"))?;
         let heir = 1 - lost;
-        let heir_api = self.api_of(heir);
-        let cdn = CdnSampler::start(self.nginx.clone());
+        let cdn = CdnSampler::start(self.nginx.clone(), KEY);
         let signalled = Instant::now();
         let node = self.nodes[lost].as_mut().expect("node running");
         node.signal(if loss == Loss::Term { "TERM" } else { "KILL" })?;
-        let (room, redis, mixer_pid) = (&self.room, &self.redis, self.mixer_pid);
-        let adopted = eventually(
-            "the room adopted with the same mixer",
-            Duration::from_secs(20),
-            || async {
-                let status = heir_api.status(room).await?;
-                let back = status["broadcast"] == "live" && status["mixer"]["pid"] == mixer_pid;
-                Ok((back && owner(redis, &room.id) == NODES[heir]).then(Instant::now))
-            },
-        )
-        .await?
-        .duration_since(signalled);
-        let guest_back = eventually(
-            "the guest back in the mix",
-            Duration::from_secs(20),
-            || async {
-                let status = heir_api.status(room).await?;
-                Ok((participants_in_mix(&status) == 1).then(Instant::now))
-            },
-        )
-        .await?
-        .duration_since(signalled);
+        let (adopted, guest_back) = self.back_on(heir, signalled).await?;
         // A little steady state after the return, still sampled.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let cdn_still = cdn.finish(self.publisher)?;
