@@ -6,15 +6,11 @@ use std::time::{Duration, Instant};
 use costream_mixer::control::{Codec, Command, Event, LayoutSpec, OutputState};
 
 use super::super::{Broadcast, Effect, Input, MixerPhase, RoomState, TrackDesc};
-use crate::room::state::tests::{go_live, settings};
+use crate::room::state::tests::{drain, go_live, ready, settings};
 use crate::room::tokens::Role;
 
 const OLD: u64 = 1;
 const NEW: u64 = 2;
-
-fn drain(room: &mut RoomState) -> Vec<Effect> {
-    std::iter::from_fn(|| room.poll_effect()).collect()
-}
 
 fn track(track_id: &str, codec: Codec) -> TrackDesc {
     let (payload_type, clock_rate) = match codec {
@@ -45,13 +41,6 @@ fn input_ready(room: &mut RoomState, now: Instant, epoch: u64, input: u16) -> Ve
         rtp_addr: Some(addr(epoch, input)),
     };
     mixer(room, now, epoch, event)
-}
-
-fn ready() -> Event {
-    Event::Ready {
-        version: "test".into(),
-        binary: "costream".into(),
-    }
 }
 
 /// Live on mixer 1 with two outputs and a guest's video (in0) and audio (in1), running.

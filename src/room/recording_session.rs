@@ -81,12 +81,8 @@ impl RoomState {
 mod tests {
     use std::time::Instant;
 
-    use super::super::tests::{go_live, settings};
+    use super::super::tests::{drain, go_live, ready, settings};
     use super::super::*;
-
-    fn drain(room: &mut RoomState) -> Vec<Effect> {
-        std::iter::from_fn(|| room.poll_effect()).collect()
-    }
 
     fn parts(effects: &[Effect]) -> Vec<(u64, u32)> {
         effects
@@ -202,15 +198,11 @@ mod tests {
         let now = Instant::now();
         let mut room = RoomState::new(settings(1));
         go_live(&mut room, now);
-        let ready = Event::Ready {
-            version: "test".into(),
-            binary: "costream".into(),
-        };
         room.handle(
             now,
             Input::Mixer {
                 epoch: 1,
-                event: ready,
+                event: ready(),
             },
         )
         .unwrap();

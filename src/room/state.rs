@@ -1013,5 +1013,5 @@ mod recording_session;
 pub use recording_session::RecordingSession;
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
+#[path = "state_tests/mod.rs"]
 pub(crate) mod tests;
