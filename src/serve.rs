@@ -94,32 +94,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .context("cannot set up WebRTC")?;
     let pool = mixer_backend(&config, &args).await?;
     let (store, stored_rooms) = open_store(&config)?;
-    // A fleet's open serve nodes share one made-up key, in Redis: a link works on any node.
-    let shared_signing_key = match (&store, &config.cluster.redis_url) {
-        (Some(store), Some(url)) if config.auth.keys.is_empty() => Some(
-            crate::nodes::store::NodeStore::connect(url)?
+    // A fleet's serve nodes (rooms stored in Redis) share the rooms, and one connection serves
+    // this node's part in that.
+    let node_store = match (&store, &config.cluster.redis_url) {
+        (Some(_), Some(url)) => Some(crate::nodes::store::NodeStore::connect(url)?),
+        _ => None,
+    };
+    // Their made-up signing key (an open server's) is shared in Redis: a link works on any node.
+    let shared_signing_key = match (&store, &node_store) {
+        (Some(store), Some(nodes)) if config.auth.keys.is_empty() => Some(
+            nodes
                 .shared_signing_key(store.key(), crate::access::Access::made_up_key)
                 .await
                 .context("the serve nodes' shared signing key in Redis")?,
         ),
         _ => None,
     };
-    let access = Arc::new(match (&store, config.auth.keys.is_empty()) {
-        (Some(_), true) if shared_signing_key.is_some() => {
-            let (key, secret) = shared_signing_key.clone().expect("checked");
-            crate::access::Access::from_config_with_local_key(&config.auth, key, secret)
-        }
-        // An open server's made-up signing key is kept with the rooms: their links outlive a
-        // restart.
-        (Some(store), true) => {
-            let (key, secret) =
-                crate::store::files::load_or_create_signing_key(store.dir(), || {
-                    crate::access::Access::made_up_key()
-                })?;
-            crate::access::Access::from_config_with_local_key(&config.auth, key, secret)
-        }
-        _ => crate::access::Access::from_config(&config.auth),
-    });
+    let access = Arc::new(
+        match (&store, &shared_signing_key, config.auth.keys.is_empty()) {
+            (_, Some((key, secret)), _) => crate::access::Access::from_config_with_local_key(
+                &config.auth,
+                key.clone(),
+                secret.clone(),
+            ),
+            // An open server's made-up signing key is kept with the rooms: their links outlive a
+            // restart.
+            (Some(store), None, true) => {
+                let (key, secret) =
+                    crate::store::files::load_or_create_signing_key(store.dir(), || {
+                        crate::access::Access::made_up_key()
+                    })?;
+                crate::access::Access::from_config_with_local_key(&config.auth, key, secret)
+            }
+            _ => crate::access::Access::from_config(&config.auth),
+        },
+    );
     let webhooks = crate::webhooks::Webhooks::start(&config.webhooks, access.clone());
     if webhooks.is_some() {
         tracing::info!(urls = config.webhooks.urls.len(), "webhooks on");
@@ -154,16 +163,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let origin = start_origin(&mut config.origin, origin_cancel.clone()).await?;
     let config = Arc::new(config);
     // A fleet's serve nodes share the rooms in Redis: each restores only those nobody else owns.
-    let nodes = match (&config.cluster.redis_url, &store) {
-        (Some(url), Some(store)) => Some(crate::nodes::Nodes::new(crate::nodes::NodeParams {
-            store: crate::nodes::store::NodeStore::connect(url)?,
-            rooms: rooms.clone(),
-            room_store: store.clone(),
-            config: config.clone(),
-            origin: origin.clone(),
-            ingest: ingest.clone(),
-            signing_key: shared_signing_key.clone(),
-        })?),
+    let nodes = match (node_store, &store) {
+        (Some(node_store), Some(store)) => {
+            Some(crate::nodes::Nodes::new(crate::nodes::NodeParams {
+                store: node_store,
+                rooms: rooms.clone(),
+                room_store: store.clone(),
+                config: config.clone(),
+                origin: origin.clone(),
+                ingest: ingest.clone(),
+                signing_key: shared_signing_key.clone(),
+            })?)
+        }
         _ => None,
     };
     if let Some(store) = &store {

@@ -14,7 +14,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cdn::CdnSampler;
+use common::cdn::{sole_publisher, CdnSampler};
 use common::{
     eventually, participants_in_mix, process_gone, Api, Publisher, PublisherOptions, Room, Serve,
     Worker,
@@ -151,31 +151,11 @@ async fn scenario(fleet: &Fleet) -> anyhow::Result<()> {
     )?;
     let (code, body) = api.go_live(&room).await?;
     anyhow::ensure!(code == 200, "go live: {code} {body}");
-    let status = eventually(
-        "output live with the guest in the mix",
-        Duration::from_secs(30),
-        || async {
-            let status = api.status(&room).await?;
-            let ready =
-                status["outputs"][0]["state"] == "live" && participants_in_mix(&status) == 1;
-            Ok(ready.then_some(status))
-        },
-    )
-    .await?;
+    let status = api.live_with(&room, 1).await?;
     let mixer_pid = status["mixer"]["pid"].as_u64().expect("the mixer's pid");
     let reader = FrameReader::start(&fleet.nginx.rtmp_url(KEY), 160, 90, 5)?;
     centre_red(&reader, true, Duration::from_secs(15)).await?;
-    let publisher = eventually(
-        "one publisher at nginx",
-        Duration::from_secs(10),
-        || async {
-            Ok(match fleet.nginx.publisher_ids(KEY).as_slice() {
-                [id] => Some(*id),
-                _ => None,
-            })
-        },
-    )
-    .await?;
+    let publisher = sole_publisher(&fleet.nginx, KEY).await?;
     let cdn = CdnSampler::start(fleet.nginx.clone(), KEY);
 
     let (serve, _) = restart(fleet, serve, "KILL", &room, mixer_pid, &reader).await?;

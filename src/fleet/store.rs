@@ -183,8 +183,9 @@ end
 return 'reclaimed'
 "#;
 
-/// Deletes the lease only if it is still `ARGV[1]` (a moved room's lease is not ours to drop).
-const RELEASE: &str = r#"
+/// Deletes `KEYS[1]` only if it still holds `ARGV[1]`: a lease (a moved room's lease is not
+/// ours to drop) or a serve node's ownership of a room.
+pub(crate) const DELETE_IF_HELD: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -284,7 +285,7 @@ impl FleetStore {
     /// Drops the lease if it is still this one.
     pub async fn release_lease(&self, room_id: &str, lease: &Lease) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = redis::Script::new(RELEASE)
+        let _: i64 = redis::Script::new(DELETE_IF_HELD)
             .key(lease_key(room_id))
             .arg(lease.encode())
             .invoke_async(&mut conn)

@@ -7,7 +7,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::record::{node_key, owner_key, NodeRecord, NODES_KEY};
-use crate::fleet::store::{connection, millis, registry, StoreError};
+use crate::fleet::store::{connection, millis, registry, StoreError, DELETE_IF_HELD};
 
 /// Extends each owner key still naming this node; returns the rooms that are not (any more).
 /// KEYS: owner keys. ARGV: node id, TTL ms.
@@ -24,14 +24,6 @@ for i, key in ipairs(KEYS) do
   end
 end
 return lost
-"#;
-
-/// Deletes the owner key only if it still names this node.
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
 "#;
 
 /// Handle to the nodes' Redis. Cheap to clone.
@@ -122,7 +114,7 @@ impl NodeStore {
     /// Gives `room_id` up if `node_id` still owns it (the room ended here).
     pub async fn release(&self, room_id: &str, node_id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        redis::Script::new(RELEASE)
+        redis::Script::new(DELETE_IF_HELD)
             .key(owner_key(room_id))
             .arg(node_id)
             .invoke_async::<i64>(&mut conn)

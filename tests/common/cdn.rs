@@ -16,6 +16,21 @@ pub struct CdnSampler {
     running: Arc<AtomicBool>,
 }
 
+/// Waits until nginx has exactly one publisher of `key`; its id.
+pub async fn sole_publisher(nginx: &Nginx, key: &str) -> anyhow::Result<u64> {
+    super::eventually(
+        "one publisher at nginx",
+        Duration::from_secs(10),
+        || async {
+            Ok(match nginx.publisher_ids(key).as_slice() {
+                [id] => Some(*id),
+                _ => None,
+            })
+        },
+    )
+    .await
+}
+
 impl CdnSampler {
     pub fn start(nginx: Arc<Nginx>, key: &str) -> Self {
         let key = key.to_string();

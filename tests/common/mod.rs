@@ -747,6 +747,21 @@ impl Api {
         self.send(reqwest::Method::POST, &path, Some(&room.host_token))
             .await
     }
+
+    /// Waits until the room's first output is live with `participants` in the mix; its status.
+    pub async fn live_with(&self, room: &Room, participants: usize) -> anyhow::Result<Value> {
+        eventually(
+            "output live with the participants in the mix",
+            Duration::from_secs(30),
+            || async {
+                let status = self.status(room).await?;
+                let ready = status["outputs"][0]["state"] == "live"
+                    && participants_in_mix(&status) == participants;
+                Ok(ready.then_some(status))
+            },
+        )
+        .await
+    }
 }
 
 /// Polls `check` until it returns Some or the deadline passes.

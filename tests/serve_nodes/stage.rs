@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use costream_testkit::{Nginx, Redis};
 use serde_json::{json, Value};
 
-use crate::common::cdn::CdnSampler;
+use crate::common::cdn::{sole_publisher, CdnSampler};
 use crate::common::{
     self, eventually, participants_in_mix, Api, Publisher, PublisherOptions, Room, Serve, Worker,
 };
@@ -174,29 +174,9 @@ impl Stage {
         let api = Api::new(&balancer.url());
         let (code, body) = api.go_live(&room).await?;
         anyhow::ensure!(code == 200, "go live through the balancer: {code} {body}");
-        let status = eventually(
-            "output live with the guest",
-            Duration::from_secs(30),
-            || async {
-                let status = api.status(&room).await?;
-                let ready =
-                    status["outputs"][0]["state"] == "live" && participants_in_mix(&status) == 1;
-                Ok(ready.then_some(status))
-            },
-        )
-        .await?;
+        let status = api.live_with(&room, 1).await?;
         let mixer_pid = status["mixer"]["pid"].as_u64().expect("the mixer's pid");
-        let publisher = eventually(
-            "one publisher at nginx",
-            Duration::from_secs(10),
-            || async {
-                Ok(match nginx.publisher_ids(KEY).as_slice() {
-                    [id] => Some(*id),
-                    _ => None,
-                })
-            },
-        )
-        .await?;
+        let publisher = sole_publisher(&nginx, KEY).await?;
         Ok(Self {
             redis,
             nginx,
